@@ -1,0 +1,30 @@
+#pragma once
+// Errors in sparta are exceptions with a message a user can act on; the
+// library never calls exit(). The CLI turns them into one line + status 1.
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace sparta {
+
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& msg) : std::runtime_error(msg) {}
+};
+
+// Concatenates any streamable values: cat("[linear] got ", n, " features").
+template <typename... Args>
+std::string cat(Args&&... args) {
+  std::ostringstream os;
+  (os << ... << std::forward<Args>(args));
+  return os.str();
+}
+
+}  // namespace sparta
+
+// SPARTA_CHECK(cond, "[op] message ", value, ...) throws sparta::Error.
+#define SPARTA_CHECK(cond, ...)                         \
+  do {                                                  \
+    if (!(cond)) throw ::sparta::Error(::sparta::cat(__VA_ARGS__)); \
+  } while (0)

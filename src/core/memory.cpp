@@ -1,0 +1,62 @@
+#include "core/memory.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
+#include "core/error.h"
+
+namespace sparta {
+namespace {
+std::atomic<size_t> g_current{0};
+std::atomic<size_t> g_peak{0};
+constexpr size_t kAlign = 64;
+size_t round_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+}  // namespace
+
+void* tracked_alloc(size_t bytes) {
+  size_t n = round_up(bytes == 0 ? kAlign : bytes);
+  void* p = std::aligned_alloc(kAlign, n);
+  if (!p) throw Error(cat("out of memory allocating ", bytes, " bytes"));
+  size_t cur = g_current.fetch_add(n) + n;
+  size_t peak = g_peak.load();
+  while (cur > peak && !g_peak.compare_exchange_weak(peak, cur)) {
+  }
+  return p;
+}
+
+void tracked_free(void* p, size_t bytes) {
+  if (!p) return;
+  g_current.fetch_sub(round_up(bytes == 0 ? kAlign : bytes));
+  std::free(p);
+}
+
+MemoryStats memory_stats() { return {g_current.load(), g_peak.load()}; }
+
+void reset_memory_peak() { g_peak.store(g_current.load()); }
+
+Arena::Arena(size_t capacity_bytes) { reserve(capacity_bytes); }
+
+Arena::~Arena() { tracked_free(base_, capacity_); }
+
+void Arena::reserve(size_t capacity_bytes) {
+  used_ = 0;
+  if (capacity_bytes <= capacity_) return;
+  tracked_free(base_, capacity_);
+  base_ = nullptr;
+  capacity_ = 0;
+  base_ = static_cast<char*>(tracked_alloc(capacity_bytes));
+  capacity_ = capacity_bytes;
+}
+
+void* Arena::alloc(size_t bytes) {
+  size_t n = round_up(bytes);
+  if (used_ + n > capacity_)
+    throw Error(cat("[arena] out of scratch: need ", used_ + n, " bytes, capacity ", capacity_));
+  void* p = base_ + used_;
+  used_ += n;
+  if (used_ > high_water_) high_water_ = used_;
+  return p;
+}
+
+}  // namespace sparta
