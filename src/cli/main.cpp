@@ -1,2 +1,33 @@
+// sparta — train, evaluate and sample GPT models on the CPU.
 #include <cstdio>
-int main() { std::puts("sparta"); return 0; }
+#include <exception>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"sparta: a C++ engine that trains and serves transformer models on the CPU", "sparta"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "sparta 0.1.0");
+  sparta::cli::add_train_command(app);
+  sparta::cli::add_generate_command(app);
+  sparta::cli::add_eval_command(app);
+  sparta::cli::add_info_command(app);
+  sparta::cli::add_tokenize_command(app);
+  sparta::cli::add_bench_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const sparta::Error& e) {
+    std::fprintf(stderr, "sparta: error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "sparta: error: out of memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sparta: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,15 @@
+#pragma once
+// Each `sparta` sub-command registers itself on the CLI11 app; the handler
+// runs after parsing and may throw sparta::Error (main prints one line).
+#include <CLI/CLI.hpp>
+
+namespace sparta::cli {
+
+void add_train_command(CLI::App& app);
+void add_generate_command(CLI::App& app);
+void add_eval_command(CLI::App& app);
+void add_info_command(CLI::App& app);
+void add_tokenize_command(CLI::App& app);
+void add_bench_command(CLI::App& app);
+
+}  // namespace sparta::cli

@@ -1,0 +1,158 @@
+#include "data/wordpiece.h"
+
+#include <fstream>
+#include <limits>
+
+#include "core/error.h"
+#include "data/bert_basic_tokenizer.h"
+
+namespace sparta {
+
+WordPieceTokenizer::WordPieceTokenizer(std::vector<std::string> vocab, bool lowercase,
+                                       const std::string& source)
+    : vocab_(std::move(vocab)), lowercase_(lowercase) {
+  SPARTA_CHECK(vocab_.size() <= static_cast<size_t>(std::numeric_limits<int32_t>::max()),
+               "[wordpiece] ", source, " has ", vocab_.size(), " tokens, more than int32 ids allow");
+  index_.reserve(vocab_.size());
+  for (size_t i = 0; i < vocab_.size(); ++i) index_[vocab_[i]] = static_cast<int32_t>(i);
+  auto special = [&](const char* name) {
+    const int32_t id = token_to_id(name);
+    SPARTA_CHECK(id >= 0, "[wordpiece] ", source, " has no '", name,
+                 "' token (a WordPiece vocab needs [PAD] [UNK] [CLS] [SEP] [MASK])");
+    return id;
+  };
+  pad_id_ = special("[PAD]");
+  unk_id_ = special("[UNK]");
+  cls_id_ = special("[CLS]");
+  sep_id_ = special("[SEP]");
+  mask_id_ = special("[MASK]");
+}
+
+int32_t WordPieceTokenizer::token_to_id(std::string_view token) const {
+  const auto it = index_.find(token);
+  return it == index_.end() ? -1 : it->second;
+}
+
+const std::string& WordPieceTokenizer::id_to_token(int32_t id) const {
+  SPARTA_CHECK(id >= 0 && static_cast<size_t>(id) < vocab_.size(), "[wordpiece] token id ", id,
+               " is outside the vocab [0, ", vocab_.size(), ")");
+  return vocab_[id];
+}
+
+void WordPieceTokenizer::encode_word(const std::string& word, std::vector<int32_t>& out,
+                                     std::string& scratch) const {
+  // Character boundaries (words are well-formed UTF-8: the basic tokenizer
+  // re-encodes them), so pieces never split a character.
+  size_t chars = 0;
+  for (unsigned char c : word) chars += (c & 0xC0) != 0x80;
+  if (chars > static_cast<size_t>(kMaxWordChars)) {
+    out.push_back(unk_id_);
+    return;
+  }
+  const size_t first_piece = out.size();
+  size_t start = 0;
+  while (start < word.size()) {
+    size_t end = word.size();
+    int32_t found = -1;
+    while (end > start) {
+      const std::string_view sub(word.data() + start, end - start);
+      if (start == 0) {
+        found = token_to_id(sub);
+      } else {
+        scratch.assign("##");
+        scratch.append(sub);
+        found = token_to_id(scratch);
+      }
+      if (found >= 0) break;
+      // Step back one whole character.
+      do --end;
+      while (end > start && (static_cast<unsigned char>(word[end]) & 0xC0) == 0x80);
+    }
+    if (found < 0) {
+      out.resize(first_piece);
+      out.push_back(unk_id_);
+      return;
+    }
+    out.push_back(found);
+    start = end;
+  }
+}
+
+std::vector<int32_t> WordPieceTokenizer::encode(std::string_view text) const {
+  std::vector<int32_t> ids;
+  std::string scratch;
+  for (const std::string& w : bert_basic_tokenize(text, lowercase_)) encode_word(w, ids, scratch);
+  return ids;
+}
+
+std::vector<std::string> WordPieceTokenizer::tokenize(std::string_view text) const {
+  std::vector<std::string> pieces;
+  for (int32_t id : encode(text)) pieces.push_back(vocab_[id]);
+  return pieces;
+}
+
+void WordPieceTokenizer::append_piece(std::string& out, int32_t id, bool first) const {
+  const std::string& tok = id_to_token(id);
+  if (tok.size() > 2 && tok[0] == '#' && tok[1] == '#') {
+    out.append(tok, 2, std::string::npos);
+  } else {
+    if (!first) out.push_back(' ');
+    out += tok;
+  }
+}
+
+std::string WordPieceTokenizer::decode(const std::vector<int32_t>& ids) const {
+  std::string out;
+  for (size_t i = 0; i < ids.size(); ++i) append_piece(out, ids[i], i == 0);
+  return out;
+}
+
+std::string WordPieceTokenizer::decode_incremental(const std::vector<int32_t>& ids,
+                                                   size_t new_from) const {
+  SPARTA_CHECK(new_from <= ids.size(), "[wordpiece] decode_incremental: new_from ", new_from,
+               " is past the ", ids.size(), " ids");
+  std::string out;
+  for (size_t i = new_from; i < ids.size(); ++i) append_piece(out, ids[i], i == 0);
+  return out;
+}
+
+void WordPieceTokenizer::save(const std::filesystem::path& dir) const {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  SPARTA_CHECK(!ec, "[wordpiece] cannot create folder '", dir.string(), "': ", ec.message());
+  {
+    const auto path = dir / "vocab.txt";
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    for (const std::string& t : vocab_) out << t << '\n';
+    out.close();
+    SPARTA_CHECK(out, "[wordpiece] cannot write '", path.string(), "'");
+  }
+  const auto path = dir / "tokenizer.json";
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << "{\"kind\": \"wordpiece\", \"lowercase\": " << (lowercase_ ? "true" : "false")
+      << ", \"vocab_file\": \"vocab.txt\"}\n";
+  out.close();
+  SPARTA_CHECK(out, "[wordpiece] cannot write '", path.string(), "'");
+}
+
+std::unique_ptr<Tokenizer> load_wordpiece_vocab(const std::filesystem::path& vocab_txt,
+                                                bool lowercase) {
+  std::error_code ec;
+  SPARTA_CHECK(std::filesystem::is_regular_file(vocab_txt, ec), "[wordpiece] vocab file '",
+               vocab_txt.string(), "' does not exist");
+  std::ifstream in(vocab_txt, std::ios::binary);
+  SPARTA_CHECK(in, "[wordpiece] cannot open vocab file '", vocab_txt.string(), "'");
+  std::vector<std::string> vocab;
+  std::string line;
+  while (std::getline(in, line)) {
+    // Tolerate CRLF files; a token never ends in '\r'.
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    vocab.push_back(std::move(line));
+    line.clear();
+  }
+  SPARTA_CHECK(!in.bad(), "[wordpiece] error reading vocab file '", vocab_txt.string(), "'");
+  return std::make_unique<WordPieceTokenizer>(std::move(vocab), lowercase,
+                                              "vocab file '" + vocab_txt.string() + "'");
+}
+
+}  // namespace sparta

@@ -1,0 +1,91 @@
+#include "nn/generate.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+
+namespace sparta {
+
+int32_t sample_token(const float* logits, int64_t V, const SampleOptions& o, Rng& rng,
+                     std::vector<std::pair<float, int32_t>>& scratch) {
+  if (o.temperature <= 0.0f) return static_cast<int32_t>(std::max_element(logits, logits + V) - logits);
+  scratch.resize(V);
+  float mx = *std::max_element(logits, logits + V);
+  for (int64_t i = 0; i < V; ++i) scratch[i] = {(logits[i] - mx) / o.temperature, static_cast<int32_t>(i)};
+  int64_t k = (o.top_k > 0 && o.top_k < V) ? o.top_k : V;
+  auto by_logit = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
+  if (k < V || o.top_p < 1.0f) {
+    std::partial_sort(scratch.begin(), scratch.begin() + k, scratch.end(), by_logit);
+    scratch.resize(k);
+  }
+  double sum = 0.0;
+  for (auto& [l, id] : scratch) sum += std::exp(static_cast<double>(l));
+  int64_t n = static_cast<int64_t>(scratch.size());
+  if (o.top_p < 1.0f) {
+    // Smallest prefix (by probability) whose mass reaches top_p.
+    double acc = 0.0;
+    int64_t keep = 0;
+    while (keep < n) {
+      acc += std::exp(static_cast<double>(scratch[keep].first)) / sum;
+      ++keep;
+      if (acc >= o.top_p) break;
+    }
+    n = keep;
+    sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(scratch[i].first));
+  }
+  double u = rng.uniform() * sum, acc = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    acc += std::exp(static_cast<double>(scratch[i].first));
+    if (u < acc) return scratch[i].second;
+  }
+  return scratch[n - 1].second;
+}
+
+std::vector<int32_t> generate(GPT& model, const Tokenizer& tok, const std::vector<int32_t>& prompt,
+                              const SampleOptions& o, const std::function<void(const std::string&)>& on_text) {
+  SPARTA_CHECK(o.max_tokens >= 0, "[generate] max_tokens must be >= 0, got ", o.max_tokens);
+  SPARTA_CHECK(o.temperature >= 0.0f && std::isfinite(o.temperature), "[generate] temperature must be >= 0, got ",
+               o.temperature);
+  SPARTA_CHECK(o.top_k >= 0, "[generate] top_k must be >= 0, got ", o.top_k);
+  SPARTA_CHECK(o.top_p > 0.0f && o.top_p <= 1.0f, "[generate] top_p must be in (0, 1], got ", o.top_p);
+  const int64_t C = model.config().context, V = model.config().vocab_size;
+  for (int32_t id : prompt)
+    SPARTA_CHECK(id >= 0 && id < V, "[generate] prompt token ", id, " outside the vocabulary (", V, ")");
+  std::vector<int32_t> seq;
+  seq.push_back(tok.eot_id());
+  seq.insert(seq.end(), prompt.begin(), prompt.end());
+  // A prompt longer than the context keeps its newest tokens.
+  if (static_cast<int64_t>(seq.size()) > C) seq.erase(seq.begin(), seq.end() - C);
+  const size_t first_new = seq.size();
+
+  KVCache cache = model.make_cache(C);
+  Rng rng(o.seed);
+  std::vector<std::pair<float, int32_t>> scratch;
+  const float* logits = model.forward_cached(cache, seq.data(), static_cast<int64_t>(seq.size()));
+  std::vector<int32_t> generated;
+  for (int64_t i = 0; i < o.max_tokens; ++i) {
+    int32_t next = sample_token(logits, V, o, rng, scratch);
+    if (o.stop_at_eot && next == tok.eot_id()) break;
+    generated.push_back(next);
+    seq.push_back(next);
+    if (on_text) {
+      std::string piece = tok.decode_incremental(std::vector<int32_t>(seq.begin() + first_new, seq.end()),
+                                                 generated.size() - 1);
+      if (!piece.empty()) on_text(piece);
+    }
+    if (i + 1 == o.max_tokens) break;
+    if (cache.len() == C) {
+      // Context full: re-encode the newest half, positions restart at 0.
+      cache.clear();
+      int64_t keep = C / 2;
+      logits = model.forward_cached(cache, seq.data() + seq.size() - keep, keep);
+    } else {
+      logits = model.forward_cached(cache, &next, 1);
+    }
+  }
+  return generated;
+}
+
+}  // namespace sparta

@@ -1,0 +1,72 @@
+#pragma once
+// Pre-LayerNorm GPT with RoPE and a tied output head, written as explicit
+// per-module forward/backward passes over flat buffers (llm.c style).
+// docs/checkpoint-format.md states the exact equations.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "nn/kv_cache.h"
+#include "nn/param_store.h"
+#include "ops/attention.h"
+
+namespace sparta {
+
+struct GPTConfig {
+  int64_t vocab_size = 257;
+  int64_t context = 128;
+  int64_t n_layer = 4;
+  int64_t n_head = 4;
+  int64_t d_model = 256;
+  std::string attention = "dense";
+  float rope_base = 10000.0f;
+  float ln_eps = 1e-5f;
+};
+
+class GPT {
+ public:
+  explicit GPT(const GPTConfig& cfg);
+  const GPTConfig& config() const { return cfg_; }
+  ParamStore& params() { return params_; }
+  const ParamStore& params() const { return params_; }
+
+  // normal(0, 0.02) weights, residual projections scaled by 1/sqrt(2L),
+  // zero biases, LayerNorm weight 1.
+  void init_weights(uint64_t seed);
+
+  // tokens, targets: (B, T) with T <= context; targets < 0 are ignored.
+  // Computes the mean cross-entropy over counted targets AND all parameter
+  // gradients (grads are overwritten, not accumulated). Returns the loss.
+  float forward_backward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T);
+  // Loss only (evaluation). Returns the SUM of token losses; *count = tokens counted.
+  double forward_loss(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T, int64_t* count);
+  // Logits of every position, (B, T, V), valid until the next call.
+  const float* forward_logits(const int32_t* tokens, int64_t B, int64_t T);
+
+  // Decoding: feeds n new tokens of one sequence at positions [cache.len(), +n),
+  // appending their keys/values, and returns the logits (V) of the last one.
+  const float* forward_cached(KVCache& cache, const int32_t* tokens, int64_t n);
+  KVCache make_cache(int64_t max_len) const;
+
+  // Bytes of activation memory currently reserved.
+  size_t activation_bytes() const;
+
+ private:
+  void ensure_acts(int64_t B, int64_t T);
+  void forward(const int32_t* tokens, int64_t B, int64_t T);
+  void backward(const int32_t* tokens, int64_t B, int64_t T);
+
+  GPTConfig cfg_;
+  ParamStore params_;
+  std::unique_ptr<Attention> attn_;
+  // Activations saved for backward, sized for (acts_B_, acts_T_) and reused
+  // across steps so the hot loop never allocates.
+  struct Acts;
+  std::shared_ptr<Acts> acts_;
+  int64_t acts_B_ = 0, acts_T_ = 0;
+  std::shared_ptr<Acts> decode_acts_;  // sized for one sequence of up to context tokens
+};
+
+}  // namespace sparta

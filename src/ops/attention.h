@@ -1,0 +1,72 @@
+#pragma once
+// Scaled dot-product attention: one interface, several implementations
+// (dense today; sliding window and dynamic sparse attention later), two call
+// shapes:
+//   - whole sequence (training, prefill): forward + backward over (B, T);
+//   - one token at a time against a KV cache (decoding): decode.
+// Every implementation computes softmax(scale * q·kᵀ + mask) · v with
+// scale = 1/sqrt(D) and keeps only the per-row log-sum-exp for backward (no
+// T×T matrix is ever saved).
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/error.h"
+
+namespace sparta {
+
+struct AttnDims {
+  int64_t B = 0, T = 0, H = 0, D = 0;
+  // Elements between consecutive tokens in q, k, v (and dq, dk, dv), e.g.
+  // 3*H*D for a fused [q|k|v] buffer of shape (B, T, 3, H, D). Must be >= H*D.
+  int64_t ld = 0;
+  bool causal = true;  // false = bidirectional (encoder)
+};
+
+// Throws sparta::Error naming `op` when d is not a valid problem
+// (B, T >= 0; H, D >= 1; ld >= H*D).
+void check_attn_dims(const AttnDims& d, const char* op);
+
+class Attention {
+ public:
+  virtual ~Attention() = default;
+  virtual std::string name() const = 0;
+
+  // q, k, v: token (b, t), head h starts at ptr + (b*T + t)*ld + h*D (D floats).
+  // out: (B, T, H, D) contiguous, i.e. (B, T, H*D).
+  // lse: (B, H, T), log-sum-exp of the scaled scores of each query row — the
+  //      only statistic saved for backward.
+  virtual void forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                       const AttnDims& d) = 0;
+
+  // dq, dk, dv: same strided layout as q, k, v; OVERWRITTEN (every element of
+  // the q/k/v head slices is written, nothing else). dout, out: (B, T, H, D);
+  // lse: (B, H, T) as produced by forward.
+  virtual void backward(float* dq, float* dk, float* dv, const float* dout, const float* out, const float* lse,
+                        const float* q, const float* k, const float* v, const AttnDims& d) = 0;
+
+  // Decoding: one new query per head for ONE sequence, against cached keys
+  // and values of positions [0, len) (len >= 1 includes the new token, already
+  // appended). q: (H, D); k_cache, v_cache: (len, H, D) contiguous (row
+  // stride H*D); out: (H, D).
+  virtual void decode(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t len,
+                      int64_t H, int64_t D) = 0;
+};
+
+// Implementation constructors (each defined next to its implementation).
+std::unique_ptr<Attention> make_dense_attention();
+
+// "dense" -> DenseAttention. Unknown name -> sparta::Error
+// "[attention] unknown implementation 'x' (available: dense)".
+inline std::unique_ptr<Attention> make_attention(const std::string& name) {
+  if (name == "dense") return make_dense_attention();
+  throw Error(cat("[attention] unknown implementation '", name, "' (available: dense)"));
+}
+
+inline void check_attn_dims(const AttnDims& d, const char* op) {
+  SPARTA_CHECK(d.B >= 0 && d.T >= 0, "[", op, "] B and T must be >= 0, got B=", d.B, " T=", d.T);
+  SPARTA_CHECK(d.H >= 1 && d.D >= 1, "[", op, "] H and D must be >= 1, got H=", d.H, " D=", d.D);
+  SPARTA_CHECK(d.ld >= d.H * d.D, "[", op, "] token stride ld=", d.ld, " is smaller than H*D=", d.H * d.D);
+}
+
+}  // namespace sparta

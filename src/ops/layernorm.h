@@ -1,0 +1,22 @@
+#pragma once
+// Layer normalisation over the last dimension (PyTorch nn.LayerNorm):
+//   y = (x - mean) * rstd * w + b,  rstd = 1 / sqrt(var + eps), biased variance.
+#include <cstdint>
+
+namespace sparta::ops {
+
+// y, x: (N, C); mean, rstd: (N,) saved for the backward; w, b: (C,).
+// y may alias x. Rows run in parallel; each row's result does not depend on
+// the thread count.
+void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b,
+                       int64_t N, int64_t C, float eps);
+
+// Accumulates: dx += dL/dx, dw += dL/dw, db += dL/db.
+// dx, dy, x: (N, C); w, dw, db: (C,); mean, rstd: (N,) from the forward.
+// dw/db are reduced over fixed blocks of rows (the blocking depends only on
+// N) and the block partials are summed in block order, so all results are
+// bit-identical for any thread count.
+void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
+                        const float* mean, const float* rstd, int64_t N, int64_t C);
+
+}  // namespace sparta::ops

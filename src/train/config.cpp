@@ -1,0 +1,303 @@
+#include "train/config.h"
+
+#include <cmath>
+#include <functional>
+#include <sstream>
+#include <toml++/toml.h>
+
+#include "core/error.h"
+#include "io/atomic_file.h"
+
+namespace sparta {
+namespace {
+
+// One descriptor per key: how to set it from a TOML node or a --set string,
+// and how to print it back. A single table keeps parse, override and
+// serialisation in agreement.
+enum class Kind { Int, Float, Bool, String };
+
+struct Key {
+  std::string section, name;
+  Kind kind;
+  std::function<void(Config&, const toml::node&)> set_node;
+  std::function<void(Config&, const std::string&)> set_text;
+  std::function<std::string(const Config&)> print;
+};
+
+std::string quote(const std::string& s) {
+  std::ostringstream os;
+  os << toml::value<std::string>(s);
+  return os.str();
+}
+
+std::string fmt_double(double v) {
+  std::ostringstream os;
+  os.precision(17);
+  os << v;
+  std::string s = os.str();
+  if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
+  return s;
+}
+
+template <typename T>
+Key make_key(std::string section, std::string name, T Config::*sec_member, auto member) {
+  Key k;
+  k.section = section;
+  k.name = name;
+  using V = std::remove_reference_t<decltype(std::declval<T&>().*member)>;
+  std::string where = section + "." + name;
+  if constexpr (std::is_same_v<V, int64_t>) {
+    k.kind = Kind::Int;
+    k.set_node = [=](Config& c, const toml::node& n) {
+      auto v = n.value_exact<int64_t>();
+      SPARTA_CHECK(v.has_value(), "[config] ", where, " must be an integer");
+      (c.*sec_member).*member = *v;
+    };
+    k.set_text = [=](Config& c, const std::string& s) {
+      size_t pos = 0;
+      int64_t v = 0;
+      try {
+        v = std::stoll(s, &pos);
+      } catch (...) {
+        pos = 0;
+      }
+      SPARTA_CHECK(pos == s.size() && !s.empty(), "[config] ", where, " must be an integer, got '", s, "'");
+      (c.*sec_member).*member = v;
+    };
+    k.print = [=](const Config& c) { return std::to_string((c.*sec_member).*member); };
+  } else if constexpr (std::is_same_v<V, double>) {
+    k.kind = Kind::Float;
+    k.set_node = [=](Config& c, const toml::node& n) {
+      auto v = n.value<double>();  // accepts integers too: lr = 1 is fine
+      SPARTA_CHECK(v.has_value(), "[config] ", where, " must be a number");
+      (c.*sec_member).*member = *v;
+    };
+    k.set_text = [=](Config& c, const std::string& s) {
+      size_t pos = 0;
+      double v = 0;
+      try {
+        v = std::stod(s, &pos);
+      } catch (...) {
+        pos = 0;
+      }
+      SPARTA_CHECK(pos == s.size() && !s.empty(), "[config] ", where, " must be a number, got '", s, "'");
+      (c.*sec_member).*member = v;
+    };
+    k.print = [=](const Config& c) { return fmt_double((c.*sec_member).*member); };
+  } else if constexpr (std::is_same_v<V, bool>) {
+    k.kind = Kind::Bool;
+    k.set_node = [=](Config& c, const toml::node& n) {
+      auto v = n.value_exact<bool>();
+      SPARTA_CHECK(v.has_value(), "[config] ", where, " must be true or false");
+      (c.*sec_member).*member = *v;
+    };
+    k.set_text = [=](Config& c, const std::string& s) {
+      SPARTA_CHECK(s == "true" || s == "false", "[config] ", where, " must be true or false, got '", s, "'");
+      (c.*sec_member).*member = (s == "true");
+    };
+    k.print = [=](const Config& c) { return std::string((c.*sec_member).*member ? "true" : "false"); };
+  } else {
+    k.kind = Kind::String;
+    k.set_node = [=](Config& c, const toml::node& n) {
+      auto v = n.value_exact<std::string>();
+      SPARTA_CHECK(v.has_value(), "[config] ", where, " must be a string");
+      (c.*sec_member).*member = *v;
+    };
+    k.set_text = [=](Config& c, const std::string& s) {
+      std::string v = s;
+      if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+      (c.*sec_member).*member = v;
+    };
+    k.print = [=](const Config& c) { return quote((c.*sec_member).*member); };
+  }
+  return k;
+}
+
+const std::vector<Key>& keys() {
+  static const std::vector<Key> table = [] {
+    std::vector<Key> t;
+    auto M = &Config::model;
+    t.push_back(make_key("model", "n_layer", M, &ModelConfig::n_layer));
+    t.push_back(make_key("model", "n_head", M, &ModelConfig::n_head));
+    t.push_back(make_key("model", "d_model", M, &ModelConfig::d_model));
+    t.push_back(make_key("model", "context", M, &ModelConfig::context));
+    t.push_back(make_key("model", "attention", M, &ModelConfig::attention));
+    t.push_back(make_key("model", "rope_base", M, &ModelConfig::rope_base));
+    auto K = &Config::tokenizer;
+    t.push_back(make_key("tokenizer", "kind", K, &TokenizerConfig::kind));
+    t.push_back(make_key("tokenizer", "vocab_size", K, &TokenizerConfig::vocab_size));
+    t.push_back(make_key("tokenizer", "lowercase", K, &TokenizerConfig::lowercase));
+    t.push_back(make_key("tokenizer", "vocab_file", K, &TokenizerConfig::vocab_file));
+    auto D = &Config::data;
+    t.push_back(make_key("data", "train", D, &DataConfig::train));
+    t.push_back(make_key("data", "val_fraction", D, &DataConfig::val_fraction));
+    auto T = &Config::train;
+    t.push_back(make_key("train", "batch_size", T, &TrainConfig::batch_size));
+    t.push_back(make_key("train", "steps", T, &TrainConfig::steps));
+    t.push_back(make_key("train", "lr", T, &TrainConfig::lr));
+    t.push_back(make_key("train", "warmup", T, &TrainConfig::warmup));
+    t.push_back(make_key("train", "weight_decay", T, &TrainConfig::weight_decay));
+    t.push_back(make_key("train", "grad_clip", T, &TrainConfig::grad_clip));
+    t.push_back(make_key("train", "seed", T, &TrainConfig::seed));
+    t.push_back(make_key("train", "eval_every", T, &TrainConfig::eval_every));
+    t.push_back(make_key("train", "ckpt_every", T, &TrainConfig::ckpt_every));
+    t.push_back(make_key("train", "threads", T, &TrainConfig::threads));
+    t.push_back(make_key("train", "out", T, &TrainConfig::out));
+    t.push_back(make_key("train", "beta1", T, &TrainConfig::beta1));
+    t.push_back(make_key("train", "beta2", T, &TrainConfig::beta2));
+    t.push_back(make_key("train", "eps", T, &TrainConfig::eps));
+    t.push_back(make_key("train", "min_lr_ratio", T, &TrainConfig::min_lr_ratio));
+    t.push_back(make_key("train", "keep_checkpoints", T, &TrainConfig::keep_checkpoints));
+    t.push_back(make_key("train", "eval_batches", T, &TrainConfig::eval_batches));
+    return t;
+  }();
+  return table;
+}
+
+std::string known_in(const std::string& section) {
+  std::string s;
+  for (const Key& k : keys())
+    if (k.section == section) s += (s.empty() ? "" : ", ") + k.name;
+  return s;
+}
+
+bool is_section(const std::string& s) {
+  for (const Key& k : keys())
+    if (k.section == s) return true;
+  return false;
+}
+
+const Key* find_key(const std::string& section, const std::string& name) {
+  for (const Key& k : keys())
+    if (k.section == section && k.name == name) return &k;
+  return nullptr;
+}
+
+const Key& require_key(const std::string& section, const std::string& name) {
+  SPARTA_CHECK(is_section(section), "[config] unknown section [", section,
+               "] (known: model, tokenizer, data, train)");
+  const Key* k = find_key(section, name);
+  SPARTA_CHECK(k, "[config] unknown key '", section, ".", name, "' (known keys in [", section,
+               "]: ", known_in(section), ")");
+  return *k;
+}
+
+}  // namespace
+
+void apply_overrides(Config& cfg, const std::vector<std::string>& overrides) {
+  for (const std::string& o : overrides) {
+    size_t eq = o.find('=');
+    SPARTA_CHECK(eq != std::string::npos, "[config] override '", o, "' must look like section.key=value");
+    std::string path = o.substr(0, eq), value = o.substr(eq + 1);
+    size_t dot = path.rfind('.');
+    SPARTA_CHECK(dot != std::string::npos && dot > 0 && dot + 1 < path.size(), "[config] override '", o,
+                 "' must look like section.key=value");
+    require_key(path.substr(0, dot), path.substr(dot + 1)).set_text(cfg, value);
+  }
+  validate_config(cfg);
+}
+
+Config parse_config(std::string_view toml_text, const std::string& source,
+                    const std::vector<std::string>& overrides) {
+  toml::table root;
+  try {
+    root = toml::parse(toml_text, source);
+  } catch (const toml::parse_error& e) {
+    const auto& b = e.source().begin;
+    throw Error(cat("[config] ", source, ":", b.line, ":", b.column, ": ", e.description()));
+  }
+  Config cfg;
+  for (auto&& [sec_name, sec_node] : root) {
+    std::string section(sec_name.str());
+    SPARTA_CHECK(is_section(section), "[config] ", source, ": unknown section [", section,
+                 "] (known: model, tokenizer, data, train)");
+    const toml::table* tbl = sec_node.as_table();
+    SPARTA_CHECK(tbl, "[config] ", source, ": '", section, "' must be a table ([", section, "])");
+    for (auto&& [key_name, node] : *tbl) {
+      const Key& k = require_key(section, std::string(key_name.str()));
+      try {
+        k.set_node(cfg, node);
+      } catch (const Error& e) {
+        throw Error(cat(e.what(), " (in ", source, ")"));
+      }
+    }
+  }
+  apply_overrides(cfg, overrides);
+  return cfg;
+}
+
+Config load_config(const std::filesystem::path& file, const std::vector<std::string>& overrides) {
+  SPARTA_CHECK(std::filesystem::is_regular_file(file), "[config] config file '", file.string(),
+               "' does not exist");
+  return parse_config(read_file(file), file.string(), overrides);
+}
+
+void validate_config(const Config& c) {
+  const ModelConfig& m = c.model;
+  SPARTA_CHECK(m.n_layer >= 1 && m.n_layer <= 1024, "[config] model.n_layer must be in [1, 1024], got ", m.n_layer);
+  SPARTA_CHECK(m.n_head >= 1, "[config] model.n_head must be >= 1, got ", m.n_head);
+  SPARTA_CHECK(m.d_model >= 1 && m.d_model <= 65536, "[config] model.d_model must be in [1, 65536], got ",
+               m.d_model);
+  SPARTA_CHECK(m.d_model % m.n_head == 0, "[config] model.n_head (", m.n_head, ") must divide model.d_model (",
+               m.d_model, ")");
+  SPARTA_CHECK((m.d_model / m.n_head) % 2 == 0, "[config] head dimension d_model/n_head = ", m.d_model / m.n_head,
+               " must be even (RoPE rotates pairs)");
+  SPARTA_CHECK(m.context >= 2 && m.context <= (1 << 20), "[config] model.context must be in [2, 1048576], got ",
+               m.context);
+  SPARTA_CHECK(m.attention == "dense", "[config] model.attention '", m.attention,
+               "' is not available (available: dense)");
+  SPARTA_CHECK(m.rope_base > 1.0 && std::isfinite(m.rope_base), "[config] model.rope_base must be > 1, got ",
+               m.rope_base);
+  const TokenizerConfig& k = c.tokenizer;
+  SPARTA_CHECK(k.kind == "byte" || k.kind == "wordpiece", "[config] tokenizer.kind must be \"byte\" or \"wordpiece\", got '",
+               k.kind, "'");
+  if (k.kind == "byte")
+    SPARTA_CHECK(k.vocab_size == 257, "[config] tokenizer.vocab_size must be 257 for the byte tokenizer (256 bytes + <|endoftext|>), got ",
+                 k.vocab_size);
+  else
+    SPARTA_CHECK(k.vocab_size >= 16 && k.vocab_size <= 1000000,
+                 "[config] tokenizer.vocab_size must be in [16, 1000000], got ", k.vocab_size);
+  SPARTA_CHECK(c.data.val_fraction >= 0.0 && c.data.val_fraction <= 0.5,
+               "[config] data.val_fraction must be in [0, 0.5], got ", c.data.val_fraction);
+  const TrainConfig& t = c.train;
+  SPARTA_CHECK(t.batch_size >= 1, "[config] train.batch_size must be >= 1, got ", t.batch_size);
+  SPARTA_CHECK(t.steps >= 1, "[config] train.steps must be >= 1, got ", t.steps);
+  SPARTA_CHECK(t.lr > 0.0 && std::isfinite(t.lr), "[config] train.lr must be > 0, got ", t.lr);
+  SPARTA_CHECK(t.warmup >= 0, "[config] train.warmup must be >= 0, got ", t.warmup);
+  SPARTA_CHECK(t.weight_decay >= 0.0 && std::isfinite(t.weight_decay), "[config] train.weight_decay must be >= 0, got ",
+               t.weight_decay);
+  SPARTA_CHECK(std::isfinite(t.grad_clip), "[config] train.grad_clip must be finite, got ", t.grad_clip);
+  SPARTA_CHECK(t.seed >= 0, "[config] train.seed must be >= 0, got ", t.seed);
+  SPARTA_CHECK(t.eval_every >= 0, "[config] train.eval_every must be >= 0, got ", t.eval_every);
+  SPARTA_CHECK(t.ckpt_every >= 0, "[config] train.ckpt_every must be >= 0, got ", t.ckpt_every);
+  SPARTA_CHECK(t.threads >= 0 && t.threads <= 1024, "[config] train.threads must be in [0, 1024], got ", t.threads);
+  SPARTA_CHECK(!t.out.empty(), "[config] train.out must not be empty");
+  SPARTA_CHECK(t.beta1 >= 0.0 && t.beta1 < 1.0, "[config] train.beta1 must be in [0, 1), got ", t.beta1);
+  SPARTA_CHECK(t.beta2 >= 0.0 && t.beta2 < 1.0, "[config] train.beta2 must be in [0, 1), got ", t.beta2);
+  SPARTA_CHECK(t.eps > 0.0, "[config] train.eps must be > 0, got ", t.eps);
+  SPARTA_CHECK(t.min_lr_ratio >= 0.0 && t.min_lr_ratio <= 1.0, "[config] train.min_lr_ratio must be in [0, 1], got ",
+               t.min_lr_ratio);
+  SPARTA_CHECK(t.keep_checkpoints >= 1, "[config] train.keep_checkpoints must be >= 1, got ", t.keep_checkpoints);
+  SPARTA_CHECK(t.eval_batches >= 0, "[config] train.eval_batches must be >= 0, got ", t.eval_batches);
+}
+
+std::string config_to_toml(const Config& cfg) {
+  std::ostringstream os;
+  std::string section;
+  for (const Key& k : keys()) {
+    if (k.section != section) {
+      os << (section.empty() ? "" : "\n") << "[" << k.section << "]\n";
+      section = k.section;
+    }
+    os << k.name << " = " << k.print(cfg) << "\n";
+  }
+  return os.str();
+}
+
+std::vector<std::string> config_keys() {
+  std::vector<std::string> out;
+  for (const Key& k : keys()) out.push_back(k.section + "." + k.name);
+  return out;
+}
+
+}  // namespace sparta

@@ -1,0 +1,76 @@
+#pragma once
+// The run configuration: a TOML file with [model], [tokenizer], [data] and
+// [train] sections, every key overridable with `--set section.key=value`.
+// Unknown keys and bad values are errors (a typo must not silently train the
+// wrong model). docs/config.md lists every key.
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sparta {
+
+struct ModelConfig {
+  int64_t n_layer = 4;
+  int64_t n_head = 4;
+  int64_t d_model = 256;
+  int64_t context = 128;
+  std::string attention = "dense";
+  double rope_base = 10000.0;
+};
+
+struct TokenizerConfig {
+  std::string kind = "byte";   // "byte" | "wordpiece"
+  int64_t vocab_size = 257;    // byte: must be 257; wordpiece: size to train
+  bool lowercase = true;       // wordpiece only
+  std::string vocab_file;      // wordpiece: load this BERT vocab.txt instead of training
+};
+
+struct DataConfig {
+  std::string train;           // UTF-8 text file or folder
+  double val_fraction = 0.05;
+};
+
+struct TrainConfig {
+  int64_t batch_size = 8;
+  int64_t steps = 1000;
+  double lr = 1e-3;
+  int64_t warmup = 100;
+  double weight_decay = 0.1;
+  double grad_clip = 1.0;      // <= 0 disables clipping
+  int64_t seed = 1337;
+  int64_t eval_every = 100;    // 0 = only at the end
+  int64_t ckpt_every = 500;    // 0 = only at the end
+  int64_t threads = 0;         // 0 = all cores
+  std::string out = "runs/default";
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double min_lr_ratio = 0.1;
+  int64_t keep_checkpoints = 3;
+  int64_t eval_batches = 0;    // 0 = the whole validation split
+};
+
+struct Config {
+  ModelConfig model;
+  TokenizerConfig tokenizer;
+  DataConfig data;
+  TrainConfig train;
+};
+
+// Parses TOML text (`source` names it in errors), applies overrides of the
+// form "section.key=value" in order, then validates.
+Config parse_config(std::string_view toml_text, const std::string& source,
+                    const std::vector<std::string>& overrides = {});
+Config load_config(const std::filesystem::path& file, const std::vector<std::string>& overrides = {});
+// Applies more overrides to an existing config and re-validates.
+void apply_overrides(Config& cfg, const std::vector<std::string>& overrides);
+// Throws sparta::Error naming the first bad value.
+void validate_config(const Config& cfg);
+// The fully resolved config as TOML (round-trips through parse_config).
+std::string config_to_toml(const Config& cfg);
+// Every "section.key" the parser knows, for help text.
+std::vector<std::string> config_keys();
+
+}  // namespace sparta

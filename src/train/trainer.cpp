@@ -1,0 +1,267 @@
+#include "train/trainer.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/memory.h"
+#include "core/parallel.h"
+#include "core/rng.h"
+#include "data/token_dataset.h"
+#include "io/atomic_file.h"
+#include "io/checkpoint_store.h"
+#include "ops/grad_clip.h"
+#include "train/checkpoint.h"
+#include "train/loss_plot.h"
+#include "train/lr_schedule.h"
+#include "train/optimizer.h"
+#include "train/progress_bar.h"
+
+namespace sparta {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+std::unique_ptr<Tokenizer> build_tokenizer(const Config& cfg, const TextCorpus& corpus) {
+  const TokenizerConfig& k = cfg.tokenizer;
+  if (k.kind == "byte") return make_byte_tokenizer();
+  if (!k.vocab_file.empty()) {
+    auto tok = load_wordpiece_vocab(k.vocab_file, k.lowercase);
+    SPARTA_CHECK(tok->vocab_size() == k.vocab_size, "[tokenizer] ", k.vocab_file, " has ", tok->vocab_size(),
+                 " tokens but tokenizer.vocab_size is ", k.vocab_size);
+    return tok;
+  }
+  std::string all;
+  for (const std::string& doc : corpus.documents) {
+    all += doc;
+    all += '\n';
+  }
+  auto tok = train_wordpiece(all, k.vocab_size, k.lowercase);
+  SPARTA_CHECK(tok->vocab_size() == k.vocab_size, "[tokenizer] the corpus only supports a WordPiece vocabulary of ",
+               tok->vocab_size(), " tokens, fewer than tokenizer.vocab_size = ", k.vocab_size,
+               "; lower vocab_size or use more text");
+  return tok;
+}
+
+EvalResult evaluate_tokens(GPT& model, const std::vector<int32_t>& tokens, int64_t batch, int64_t max_batches) {
+  const int64_t T = model.config().context;
+  const int64_t windows = eval_windows(static_cast<int64_t>(tokens.size()), T);
+  int64_t batches = (windows + batch - 1) / batch;
+  if (max_batches > 0) batches = std::min(batches, max_batches);
+  std::vector<int32_t> in(batch * T), tg(batch * T);
+  double sum = 0.0;
+  int64_t count = 0;
+  for (int64_t b = 0; b < batches; ++b) {
+    int64_t rows = std::min(batch, windows - b * batch);
+    for (int64_t r = 0; r < rows; ++r) eval_window(tokens, T, b * batch + r, in.data() + r * T, tg.data() + r * T);
+    int64_t c = 0;
+    sum += model.forward_loss(in.data(), tg.data(), rows, T, &c);
+    count += c;
+  }
+  EvalResult r;
+  r.tokens = count;
+  r.loss = count ? sum / static_cast<double>(count) : 0.0;
+  return r;
+}
+
+namespace {
+
+bool same_model(const Config& a, const Config& b) {
+  return a.model.n_layer == b.model.n_layer && a.model.n_head == b.model.n_head && a.model.d_model == b.model.d_model &&
+         a.model.context == b.model.context && a.tokenizer.kind == b.tokenizer.kind &&
+         a.tokenizer.vocab_size == b.tokenizer.vocab_size;
+}
+
+// On resume, metrics written after the checkpoint by the interrupted run are
+// dropped so the file reads as one uninterrupted run.
+void truncate_metrics(const fs::path& file, int64_t keep_upto_step) {
+  if (!fs::exists(file)) return;
+  std::ifstream in(file);
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    json j = json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.contains("step")) continue;  // a torn last line from a kill
+    if (j["step"].get<int64_t>() <= keep_upto_step) kept += line + "\n";
+  }
+  write_file_atomic(file, kept);
+}
+
+void read_metric_points(const fs::path& file, std::vector<std::pair<double, double>>& train,
+                        std::vector<std::pair<double, double>>& val) {
+  std::ifstream in(file);
+  std::string line;
+  while (std::getline(in, line)) {
+    json j = json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.contains("step")) continue;
+    double s = j["step"].get<double>();
+    if (j.contains("loss")) train.emplace_back(s, j["loss"].get<double>());
+    if (j.contains("val_loss")) val.emplace_back(s, j["val_loss"].get<double>());
+  }
+}
+
+double peak_rss_mb() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / 1024.0;
+}
+
+std::string fmt(double v, int prec) {
+  std::ostringstream os;
+  os.setf(std::ios::fixed);
+  os.precision(prec);
+  os << v;
+  return os.str();
+}
+
+}  // namespace
+
+TrainResult run_training(const Config& cfg, const TrainOptions& opt) {
+  using clock = std::chrono::steady_clock;
+  init_compute_threads(static_cast<int>(cfg.train.threads));
+  const fs::path out = cfg.train.out;
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  SPARTA_CHECK(!ec, "[train] cannot create output folder '", out.string(), "': ", ec.message());
+
+  std::optional<fs::path> latest = latest_checkpoint(out);
+  if (latest && !opt.resume && !opt.force)
+    throw Error(cat("[train] '", out.string(), "' already holds a run (", latest->filename().string(),
+                    "); pass --resume to continue it, --force to start over, or set train.out"));
+  if (!opt.resume) latest.reset();
+
+  SPARTA_CHECK(!cfg.data.train.empty(), "[train] data.train is not set (a UTF-8 text file or folder)");
+  TextCorpus corpus = read_text_corpus(cfg.data.train);
+
+  std::unique_ptr<Tokenizer> tok;
+  std::unique_ptr<GPT> model;
+  TrainState state;
+  if (latest) {
+    LoadedCheckpoint ck = load_checkpoint(*latest);
+    SPARTA_CHECK(same_model(ck.config, cfg), "[train] cannot resume: ", latest->string(),
+                 " was trained with a different [model]/[tokenizer] configuration");
+    tok = std::move(ck.tokenizer);
+    model = std::move(ck.model);
+    state = ck.state;
+  } else {
+    tok = build_tokenizer(cfg, corpus);
+    model = std::make_unique<GPT>(gpt_config_from(cfg, tok->vocab_size()));
+    Rng init_rng(static_cast<uint64_t>(cfg.train.seed));
+    model->init_weights(init_rng.next_u64());
+    state.rng = init_rng.state();
+  }
+  TokenSplit split = tokenize_and_split(corpus, *tok, cfg.data.val_fraction);
+  const int64_t B = cfg.train.batch_size, T = cfg.model.context;
+  BatchSampler sampler(split.train, T, static_cast<uint64_t>(cfg.train.seed));
+
+  AdamWHyper hyper;
+  hyper.beta1 = static_cast<float>(cfg.train.beta1);
+  hyper.beta2 = static_cast<float>(cfg.train.beta2);
+  hyper.eps = static_cast<float>(cfg.train.eps);
+  hyper.weight_decay = static_cast<float>(cfg.train.weight_decay);
+  AdamW adamw(model->params(), hyper);
+  if (latest) load_optimizer_state(*latest, adamw, *model);
+
+  const fs::path metrics_file = out / "metrics.jsonl";
+  if (latest)
+    truncate_metrics(metrics_file, state.step);
+  else
+    write_file_atomic(metrics_file, "");
+  std::ofstream metrics(metrics_file, std::ios::app);
+  SPARTA_CHECK(metrics.good(), "[train] cannot write ", metrics_file.string());
+
+  if (opt.progress) {
+    std::fprintf(stderr, "sparta train: %lld parameters, %s tokenizer (vocab %lld), %lld train / %lld val tokens, %d threads%s\n",
+                 static_cast<long long>(model->params().count()), tok->kind().c_str(),
+                 static_cast<long long>(tok->vocab_size()), static_cast<long long>(split.train.size()),
+                 static_cast<long long>(split.val.size()), compute_threads(),
+                 latest ? cat(", resuming from step ", state.step).c_str() : "");
+  }
+
+  std::vector<int32_t> inputs(B * T), targets(B * T);
+  const int64_t total = cfg.train.steps;
+  ProgressBar bar(total, "train", stderr);
+  std::vector<double> rates;
+  TrainResult result;
+  double last_loss = 0.0;
+  auto plot = [&] {
+    std::vector<std::pair<double, double>> tr, va;
+    read_metric_points(metrics_file, tr, va);
+    write_loss_plot_svg(out / "loss.svg", tr, va, "sparta: " + out.filename().string());
+  };
+  const int64_t stop = opt.until > 0 ? std::min(opt.until, total) : total;
+  for (int64_t step = state.step; step < stop; ++step) {
+    auto t0 = clock::now();
+    sampler.next(inputs.data(), targets.data(), B, state.cursor);
+    float lr = lr_at(step, static_cast<float>(cfg.train.lr), cfg.train.warmup, total,
+                     static_cast<float>(cfg.train.min_lr_ratio));
+    float loss = model->forward_backward(inputs.data(), targets.data(), B, T);
+    SPARTA_CHECK(std::isfinite(loss), "[train] loss is ", loss, " at step ", step + 1,
+                 "; training diverged (try a lower train.lr or a grad_clip)");
+    double norm = ops::clip_grad_norm(model->params().grad(), model->params().size(), cfg.train.grad_clip);
+    adamw.step(lr);
+    double secs = std::chrono::duration<double>(clock::now() - t0).count();
+    state.step = step + 1;
+    state.tokens_seen += B * T;
+    double tps = static_cast<double>(B * T) / secs;
+    rates.push_back(tps);
+    last_loss = loss;
+
+    json rec = {{"step", state.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
+                {"tokens_per_s", tps}, {"step_ms", secs * 1e3}};
+    bool last = state.step == total;
+    bool do_eval = !split.val.empty() &&
+                   ((cfg.train.eval_every > 0 && state.step % cfg.train.eval_every == 0) || last);
+    if (do_eval) {
+      EvalResult ev = evaluate_tokens(*model, split.val, B, cfg.train.eval_batches);
+      rec["val_loss"] = ev.loss;
+      result.final_val_loss = ev.loss;
+    }
+    metrics << rec.dump() << "\n";
+    metrics.flush();
+    if (do_eval) {
+      plot();
+      if (opt.progress) {
+        // A permanent line above the bar; on a terminal, clear the bar's line first.
+        std::string line = cat("step ", state.step, "/", total, " | loss ", fmt(loss, 4), " | val_loss ",
+                               fmt(rec["val_loss"].get<double>(), 4));
+        std::fprintf(stderr, "%s%s\n", isatty(fileno(stderr)) ? "\r\033[K" : "", line.c_str());
+      }
+    }
+    bool do_ckpt = (cfg.train.ckpt_every > 0 && state.step % cfg.train.ckpt_every == 0) || last || state.step == stop;
+    if (do_ckpt) save_checkpoint(out, cfg, *model, adamw, state, *tok);
+    if (opt.progress)
+      bar.update(state.step, cat("loss ", fmt(loss, 4), " | ", fmt(tps / 1000.0, 1), "k tok/s"));
+  }
+  if (opt.progress) bar.finish();
+  plot();
+
+  result.steps = state.step;
+  result.final_loss = last_loss;
+  if (!rates.empty()) {
+    std::vector<double> r = rates;
+    std::nth_element(r.begin(), r.begin() + r.size() / 2, r.end());
+    result.median_tokens_per_s = r[r.size() / 2];
+  }
+  result.peak_tracked_bytes = memory_stats().peak_bytes;
+  json summary = {{"steps", result.steps},
+                  {"final_loss", result.final_loss},
+                  {"median_tokens_per_s", result.median_tokens_per_s},
+                  {"peak_tracked_mb", static_cast<double>(result.peak_tracked_bytes) / (1 << 20)},
+                  {"peak_rss_mb", peak_rss_mb()},
+                  {"parameters", model->params().count()},
+                  {"threads", compute_threads()}};
+  if (result.final_val_loss >= 0) summary["final_val_loss"] = result.final_val_loss;
+  write_file_atomic(out / "summary.json", summary.dump(2) + "\n");
+  return result;
+}
+
+}  // namespace sparta

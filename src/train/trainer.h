@@ -1,0 +1,44 @@
+#pragma once
+// The training loop behind `sparta train`: data, tokenizer, model, AdamW,
+// LR schedule, evaluation, metrics.jsonl, loss plot and atomic checkpoints.
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <vector>
+
+#include "data/text_corpus.h"
+#include "data/tokenizer.h"
+#include "nn/gpt.h"
+#include "train/config.h"
+
+namespace sparta {
+
+struct TrainOptions {
+  bool resume = false;   // continue from OUT's newest complete checkpoint (fresh start if there is none)
+  bool force = false;    // allow starting over in an OUT that already holds a run
+  bool progress = true;  // progress bar + eval lines on stderr
+  int64_t until = 0;     // > 0: stop (with a checkpoint) once this many steps are done
+};
+
+struct TrainResult {
+  int64_t steps = 0;
+  double final_loss = 0.0;
+  double final_val_loss = -1.0;  // -1 when there is no validation split
+  double median_tokens_per_s = 0.0;
+  size_t peak_tracked_bytes = 0;
+};
+
+TrainResult run_training(const Config& cfg, const TrainOptions& opt);
+
+// Byte tokenizer, a WordPiece vocab file, or a WordPiece vocabulary trained on the corpus.
+std::unique_ptr<Tokenizer> build_tokenizer(const Config& cfg, const TextCorpus& corpus);
+
+struct EvalResult {
+  double loss = 0.0;   // mean loss per target token
+  int64_t tokens = 0;  // target tokens counted
+};
+// Mean next-token loss over non-overlapping context windows of `tokens`,
+// `batch` windows per forward pass; max_batches 0 = all.
+EvalResult evaluate_tokens(GPT& model, const std::vector<int32_t>& tokens, int64_t batch, int64_t max_batches = 0);
+
+}  // namespace sparta

@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""End-to-end tests of the `sparta` command line: resume is bit-exact,
+SIGKILL during checkpoint writes never loses the newest marked checkpoint,
+bad input gets a one-line error and a non-zero exit, and every command runs.
+
+Usage: test_cli.py SPARTA_BINARY [unittest args...]
+"""
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+SPARTA = None
+
+TINY = """
+[model]
+n_layer = 1
+n_head = 2
+d_model = 32
+context = 32
+[tokenizer]
+kind = "byte"
+vocab_size = 257
+[data]
+train = "{corpus}"
+val_fraction = 0.1
+[train]
+batch_size = 4
+steps = {steps}
+lr = 3e-3
+warmup = 2
+weight_decay = 0.1
+grad_clip = 1.0
+seed = 5
+eval_every = {eval_every}
+ckpt_every = {ckpt_every}
+threads = 2
+out = "{out}"
+"""
+
+
+def make_corpus(path, n_lines=400, seed=0):
+    rng = random.Random(seed)
+    words = ("the quick brown fox jumps over a lazy dog while seven wise owls "
+             "watch from old oak trees and count every star in the sky").split()
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(n_lines):
+            f.write(" ".join(rng.choice(words) for _ in range(rng.randint(4, 12))) + ".\n")
+
+
+def run(args, check=True, timeout=300):
+    p = subprocess.run([SPARTA] + args, capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"sparta {' '.join(args)} failed ({p.returncode}):\n{p.stderr[-2000:]}")
+    return p
+
+
+def losses(metrics_path):
+    # Compare the JSON text of the losses: bit-exact, not approximately equal.
+    out = []
+    with open(metrics_path) as f:
+        for line in f:
+            rec = json.loads(line)
+            out.append((rec["step"], repr(rec["loss"]), repr(rec.get("val_loss"))))
+    return out
+
+
+class CliCase(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="sparta_cli_")
+        self.corpus = os.path.join(self.tmp, "corpus.txt")
+        make_corpus(self.corpus)
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def config(self, name, steps=8, eval_every=4, ckpt_every=4, corpus=None):
+        out = os.path.join(self.tmp, name)
+        path = os.path.join(self.tmp, name + ".toml")
+        with open(path, "w") as f:
+            f.write(TINY.format(corpus=corpus or self.corpus, steps=steps, eval_every=eval_every,
+                                ckpt_every=ckpt_every, out=out))
+        return path, out
+
+
+class ResumeTest(CliCase):
+    def test_resume_is_bit_exact(self):
+        cfg_a, out_a = self.config("straight", steps=12, eval_every=3, ckpt_every=5)
+        run(["train", cfg_a, "--quiet"])
+        cfg_b, out_b = self.config("resumed", steps=12, eval_every=3, ckpt_every=5)
+        run(["train", cfg_b, "--quiet", "--until", "6"])
+        self.assertEqual(len(losses(os.path.join(out_b, "metrics.jsonl"))), 6)
+        run(["train", cfg_b, "--quiet", "--resume"])
+        a, b = losses(os.path.join(out_a, "metrics.jsonl")), losses(os.path.join(out_b, "metrics.jsonl"))
+        self.assertEqual(len(a), 12)
+        self.assertEqual(a, b)
+        self.assertTrue(os.path.exists(os.path.join(out_b, "loss.svg")))
+
+    def test_refuses_to_overwrite_a_run(self):
+        cfg, out = self.config("run", steps=2)
+        run(["train", cfg, "--quiet"])
+        p = run(["train", cfg, "--quiet"], check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("--resume", p.stderr)
+        run(["train", cfg, "--quiet", "--force"])
+
+
+class CrashTest(CliCase):
+    def test_sigkill_during_checkpoint_writes(self):
+        # A checkpoint every step, so kills land inside checkpoint writes often.
+        steps = 40
+        cfg, out = self.config("crash", steps=steps, eval_every=10, ckpt_every=1)
+        rng = random.Random(1234)
+        kills = 0
+        for attempt in range(60):
+            p = subprocess.Popen([SPARTA, "train", cfg, "--quiet", "--resume"], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE)
+            time.sleep(rng.uniform(0.05, 0.6))
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+                kills += 1
+            p.wait()
+            if os.path.exists(os.path.join(out, "LATEST")):
+                info = run(["info", "--checkpoint", out, "--json"])
+                step = json.loads(info.stdout)["step"]
+                self.assertGreaterEqual(step, 1)
+                if step == steps:
+                    break
+        self.assertGreaterEqual(kills, 5, "the run finished before it could be killed often enough")
+        run(["train", cfg, "--quiet", "--resume"])  # finish
+        info = json.loads(run(["info", "--checkpoint", out, "--json"]).stdout)
+        self.assertEqual(info["step"], steps)
+        # Killed and resumed many times, the losses still equal an uninterrupted run.
+        ref_cfg, ref_out = self.config("crash_ref", steps=steps, eval_every=10, ckpt_every=1)
+        run(["train", ref_cfg, "--quiet"])
+        self.assertEqual(losses(os.path.join(out, "metrics.jsonl")), losses(os.path.join(ref_out, "metrics.jsonl")))
+
+
+class BadInputTest(CliCase):
+    def assert_clean_error(self, args, needle):
+        p = run(args, check=False)
+        self.assertNotEqual(p.returncode, 0, f"{args} should fail")
+        self.assertNotIn(p.returncode, (-11, -6, 134, 139), "crashed")
+        err = p.stderr.strip()
+        self.assertEqual(len(err.splitlines()), 1, f"expected one line, got:\n{err}")
+        self.assertIn(needle, err)
+        self.assertTrue(err.startswith("sparta: error:"), err)
+
+    def test_config_errors(self):
+        cfg, _ = self.config("bad")
+        self.assert_clean_error(["train", cfg, "--set", "model.n_layers=2"], "unknown key 'model.n_layers'")
+        self.assert_clean_error(["train", cfg, "--set", "train.lr=-0.1"], "train.lr must be > 0")
+        self.assert_clean_error(["train", cfg, "--set", "model.n_head=3"], "must divide model.d_model")
+        self.assert_clean_error(["train", cfg, "--set", "data.train=/no/such/file.txt"], "does not exist")
+        self.assert_clean_error(["train", os.path.join(self.tmp, "missing.toml")], "does not exist")
+        garbled = os.path.join(self.tmp, "garbled.toml")
+        with open(garbled, "w") as f:
+            f.write("[model]\nn_layer = = 2\n")
+        self.assert_clean_error(["train", garbled], "garbled.toml:2")
+        empty = os.path.join(self.tmp, "empty.txt")
+        open(empty, "w").close()
+        self.assert_clean_error(["train", cfg, "--set", f"data.train={empty}"], "empty")
+        tiny = os.path.join(self.tmp, "tiny.txt")
+        with open(tiny, "w") as f:
+            f.write("hi\n")
+        self.assert_clean_error(["train", cfg, "--set", f"data.train={tiny}"], "context")
+
+    def test_checkpoint_errors(self):
+        cfg, out = self.config("ck", steps=2)
+        run(["train", cfg, "--quiet"])
+        info = json.loads(run(["info", "--checkpoint", out, "--json"]).stdout)
+        ck = info["checkpoint"]
+        model = os.path.join(ck, "model.safetensors")
+        data = open(model, "rb").read()
+        self.assert_clean_error(["info", "--checkpoint", os.path.join(self.tmp, "nope")], "nope")
+        # Wrong shape: evaluate the checkpoint as a wider model.
+        self.assert_clean_error(["eval", "--checkpoint", out, "--data", self.corpus, "--set", "model.d_model=64"],
+                                "shape")
+        for cut in (0, 5, 8, 100, len(data) // 2, len(data) - 1):
+            with open(model, "wb") as f:
+                f.write(data[:cut])
+            self.assert_clean_error(["info", "--checkpoint", out], "model.safetensors")
+        garbled = bytearray(data)
+        garbled[8:20] = b"}}}}garbage!"
+        with open(model, "wb") as f:
+            f.write(bytes(garbled))
+        self.assert_clean_error(["info", "--checkpoint", out], "model.safetensors")
+        with open(model, "wb") as f:
+            f.write(data)
+        run(["info", "--checkpoint", out])
+
+    def test_cli_usage_errors(self):
+        p = run(["train"], check=False)
+        self.assertNotEqual(p.returncode, 0)
+        p = run(["frobnicate"], check=False)
+        self.assertNotEqual(p.returncode, 0)
+        p = run(["generate", "--checkpoint", self.tmp, "--prompt", "x", "--bogus"], check=False)
+        self.assertNotEqual(p.returncode, 0)
+        for cmd in (["--help"], ["train", "--help"], ["generate", "--help"], ["eval", "--help"], ["info", "--help"],
+                    ["tokenize", "--help"], ["bench", "--help"], ["bench", "gemm", "--help"]):
+            p = run(cmd)
+            self.assertIn("Usage", p.stdout + p.stderr)
+
+
+class CommandsTest(CliCase):
+    def test_generate_eval_info_tokenize(self):
+        cfg, out = self.config("cmds", steps=6)
+        run(["train", cfg, "--quiet"])
+        g1 = run(["generate", "--checkpoint", out, "--prompt", "the quick", "--max-tokens", "20", "--temperature", "0"])
+        g2 = run(["generate", "--checkpoint", out, "--prompt", "the quick", "--max-tokens", "20", "--temperature", "0"])
+        self.assertEqual(g1.stdout, g2.stdout)
+        self.assertTrue(g1.stdout.startswith("the quick"))
+        s1 = run(["generate", "--checkpoint", out, "--prompt", "a", "--seed", "3", "--top-p", "0.9", "--top-k", "10"])
+        s2 = run(["generate", "--checkpoint", out, "--prompt", "a", "--seed", "3", "--top-p", "0.9", "--top-k", "10"])
+        self.assertEqual(s1.stdout, s2.stdout)
+        ev = json.loads(run(["eval", "--checkpoint", out, "--data", self.corpus, "--json"]).stdout)
+        self.assertGreater(ev["tokens"], 1000)
+        self.assertTrue(0 < ev["loss"] < 6)
+        info = json.loads(run(["info", "--checkpoint", out, "--json"]).stdout)
+        self.assertEqual(info["step"], 6)
+        self.assertGreater(info["parameters"], 10000)
+        # A single checkpoint folder works too.
+        run(["eval", "--checkpoint", info["checkpoint"], "--data", self.corpus])
+        tok_dir = os.path.join(self.tmp, "tokens")
+        run(["tokenize", cfg, "--out", tok_dir])
+        meta = json.load(open(os.path.join(tok_dir, "meta.json")))
+        self.assertEqual(os.path.getsize(os.path.join(tok_dir, "train.bin")), 4 * meta["train_tokens"])
+        with open(os.path.join(out, "metrics.jsonl")) as f:
+            recs = [json.loads(l) for l in f]
+        self.assertEqual([r["step"] for r in recs], list(range(1, 7)))
+        for r in recs:
+            for k in ("loss", "lr", "tokens_per_s"):
+                self.assertIn(k, r)
+        self.assertIn("val_loss", recs[-1])
+        svg = open(os.path.join(out, "loss.svg")).read()
+        self.assertIn("<svg", svg)
+
+
+if __name__ == "__main__":
+    SPARTA = os.path.abspath(sys.argv.pop(1))
+    unittest.main()
