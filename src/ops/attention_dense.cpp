@@ -16,8 +16,9 @@ namespace sparta {
 namespace {
 
 // Tile sizes. A (kBq × kBk) score tile is 128 KiB; with its dP twin and the
-// tile's K, V, dK, dV rows it stays inside a 2 MiB L2, while M=64 / N=512 /
-// K=64 sgemm calls still run near the machine's peak.
+// tile's K, V, dK, dV rows it stays inside a 2 MiB L2, while sgemm calls of
+// these shapes (64 × 512 × 64 and transposes) still reach ~85% of the rate
+// of one large sgemm.
 constexpr int64_t kBq = 64;
 constexpr int64_t kBk = 512;
 // Backward splits every head's keys so that there are at least this many
@@ -29,10 +30,9 @@ constexpr int64_t kDecodeTile = 256;
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-// Owning scratch through the memory tracker (one allocation per call, never
-// in the inner loops).
-// Score tiles are zero-filled so the padding lanes the row kernels read are
-// initialized.
+// Owning scratch through the memory tracker: one allocation per call, never
+// in the inner loops. Score tiles are zero-filled so that the padding lanes
+// the row kernels read are initialized.
 class Scratch {
  public:
   Scratch(int64_t n, bool zero) : bytes_(sizeof(float) * static_cast<size_t>(n)) {
@@ -101,13 +101,12 @@ static_assert(kBk % kLanes == 0 && kDecodeTile % kLanes == 0, "score tiles must 
 // exp(m_old - m_new): the factor by which the row's output accumulated so
 // far must be rescaled.
 SPARTA_ATTN_CLONES float softmax_tile_row(float* s, int64_t n, int64_t valid, float* m, float* l) {
-  // 32-bit lane indices compare at the width of the float data.
-  const int32_t np = static_cast<int32_t>(lanes_up(n));
+  // Only the lane groups holding unmasked scores are visited; the rest is
+  // cleared. 32-bit lane indices compare at the width of the float data.
   const int32_t nv = static_cast<int32_t>(std::clamp<int64_t>(valid, 0, n));
-  if (nv == 0) {
-    std::memset(s, 0, sizeof(float) * static_cast<size_t>(np));
-    return 1.0f;
-  }
+  const int32_t np = static_cast<int32_t>(lanes_up(nv));
+  std::memset(s + np, 0, sizeof(float) * static_cast<size_t>(lanes_up(n) - np));
+  if (nv == 0) return 1.0f;
   float mx = kNegInf;
 #pragma omp simd reduction(max : mx)
   for (int32_t j = 0; j < np; ++j) {
@@ -132,8 +131,11 @@ SPARTA_ATTN_CLONES float softmax_tile_row(float* s, int64_t n, int64_t valid, fl
 // and turn dP into dS = P ⊙ (dP - Di) in place; masked entries (j >= valid,
 // up to lanes_up(n)) become 0 in both.
 SPARTA_ATTN_CLONES void grad_scores_row(float* s, float* dp, int64_t n, int64_t valid, float lse, float di) {
-  const int32_t np = static_cast<int32_t>(lanes_up(n));
   const int32_t nv = static_cast<int32_t>(std::clamp<int64_t>(valid, 0, n));
+  const int32_t np = static_cast<int32_t>(lanes_up(nv));
+  const size_t rest = sizeof(float) * static_cast<size_t>(lanes_up(n) - np);
+  std::memset(s + np, 0, rest);
+  std::memset(dp + np, 0, rest);
 #pragma omp simd
   for (int32_t j = 0; j < np; ++j) {
     const bool keep = j < nv;
@@ -291,12 +293,11 @@ void DenseAttention::forward(float* out, float* lse, const float* q, const float
 #pragma omp parallel num_threads(nthreads)
   {
     float* S = scratch.get() + static_cast<int64_t>(omp_get_thread_num()) * kBq * kBk;
-    // Largest (latest, for causal) query blocks first so the tail of the
-    // dynamic schedule is made of small items.
+    // Consecutive items share a head, so its keys and values stay in cache.
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < items; ++it) {
-      const int64_t qb = nqb - 1 - it / (d.B * d.H);
-      const int64_t bh = it % (d.B * d.H);
+      const int64_t bh = it / nqb;
+      const int64_t qb = nqb - 1 - it % nqb;
       forward_block(out, lse, q, k, v, d, bh / d.H, bh % d.H, qb * kBq, S);
     }
   }

@@ -52,3 +52,12 @@ set_tests_properties(torch_reference_generate PROPERTIES
 # must carry FIXTURES_REQUIRED torch_reference so that ctest runs the
 # generator first.
 # ---------------------------------------------------------------------------
+add_executable(sparta_reference_tests ${CMAKE_CURRENT_LIST_DIR}/test_gpt_reference.cpp)
+target_link_libraries(sparta_reference_tests PRIVATE sparta_lib GTest::gtest)
+add_test(NAME torch_reference_compare
+         COMMAND sparta_reference_tests ${SPARTA_REFERENCE_DIR}/gpt_ref.safetensors)
+set_tests_properties(torch_reference_compare PROPERTIES
+  FIXTURES_REQUIRED torch_reference
+  TIMEOUT 120
+  ENVIRONMENT "OMP_NUM_THREADS=2"
+  LABELS reference)
