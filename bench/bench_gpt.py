@@ -121,7 +121,9 @@ def run_child(cmd: list[str], env: dict[str, str], label: str, timeout_s: float)
 
 
 def tail(text: str, lines: int = 15) -> str:
-    return "\n".join("    " + l for l in text.rstrip().splitlines()[-lines:])
+    # Progress bars redraw with carriage returns: split on those too.
+    parts = [p for p in re.split(r"[\r\n]+", text) if p.strip()]
+    return "\n".join("    " + p for p in parts[-lines:])
 
 
 def check_child(res: dict, label: str) -> None:

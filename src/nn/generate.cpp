@@ -58,21 +58,25 @@ std::vector<int32_t> generate(GPT& model, const Tokenizer& tok, const std::vecto
   seq.insert(seq.end(), prompt.begin(), prompt.end());
   // A prompt longer than the context keeps its newest tokens.
   if (static_cast<int64_t>(seq.size()) > C) seq.erase(seq.begin(), seq.end() - C);
-  const size_t first_new = seq.size();
 
   KVCache cache = model.make_cache(C);
   Rng rng(o.seed);
   std::vector<std::pair<float, int32_t>> scratch;
   const float* logits = model.forward_cached(cache, seq.data(), static_cast<int64_t>(seq.size()));
+  // Text is streamed in the context of the prompt, so the first piece gets
+  // its leading space (WordPiece) and split UTF-8 characters (bytes) join up.
+  std::vector<int32_t> text_ids(seq.begin() + 1, seq.end());
+  size_t streamed = 0;
   std::vector<int32_t> generated;
   for (int64_t i = 0; i < o.max_tokens; ++i) {
     int32_t next = sample_token(logits, V, o, rng, scratch);
     if (o.stop_at_eot && next == tok.eot_id()) break;
     generated.push_back(next);
     seq.push_back(next);
+    text_ids.push_back(next);
     if (on_text) {
-      std::string piece = tok.decode_incremental(std::vector<int32_t>(seq.begin() + first_new, seq.end()),
-                                                 generated.size() - 1);
+      std::string piece = tok.decode_incremental(text_ids, text_ids.size() - 1);
+      streamed += piece.size();
       if (!piece.empty()) on_text(piece);
     }
     if (i + 1 == o.max_tokens) break;
@@ -84,6 +88,12 @@ std::vector<int32_t> generate(GPT& model, const Tokenizer& tok, const std::vecto
     } else {
       logits = model.forward_cached(cache, &next, 1);
     }
+  }
+  if (on_text && !generated.empty()) {
+    // A byte stream may end inside a UTF-8 character the pieces held back.
+    std::string prompt_text = tok.decode(std::vector<int32_t>(text_ids.begin(), text_ids.end() - generated.size()));
+    std::string all = tok.decode(text_ids);
+    if (all.size() > prompt_text.size() + streamed) on_text(all.substr(prompt_text.size() + streamed));
   }
   return generated;
 }

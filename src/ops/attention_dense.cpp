@@ -83,7 +83,11 @@ class Scratch {
   return select_bits(x < -87.33654f, 0.0f, y * two_n);
 }
 
+#ifdef SPARTA_NO_TARGET_CLONES  // CMake SPARTA_PORTABLE_KERNELS: baseline x86-64 only
+#define SPARTA_ATTN_CLONES
+#else
 #define SPARTA_ATTN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
 
 // The two exp row kernels below run over whole groups of kLanes floats,
 // masking the padding, instead of ending in a scalar remainder loop: with

@@ -31,8 +31,14 @@ bool all_finite(const float* x, int64_t n);
 // of the baseline target, which never materialises here).
 
 // Marks a kernel for GCC function multiversioning: an AVX-512, an AVX2 and a
-// baseline x86-64 clone, picked once at load time by the CPU.
+// baseline x86-64 clone, picked once at load time by the CPU. The CMake
+// option SPARTA_PORTABLE_KERNELS builds the baseline only, so the tests can
+// exercise the path that machines without AVX2 run.
+#ifdef SPARTA_NO_TARGET_CLONES
+#define SPARTA_KERNEL_CLONES
+#else
 #define SPARTA_KERNEL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
 #define SPARTA_SIMD_INLINE __attribute__((always_inline)) inline
 // For lambdas passed to for_blocks: [&](...) SPARTA_SIMD_LAMBDA { ... }
 #define SPARTA_SIMD_LAMBDA __attribute__((always_inline))
