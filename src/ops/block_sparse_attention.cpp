@@ -1,0 +1,371 @@
+#include "ops/block_sparse_attention.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "core/error.h"
+#include "core/gemm.h"
+#include "ops/elementwise.h"
+
+#pragma GCC diagnostic ignored "-Wpsabi"  // see elementwise.h: vectors never cross a call boundary
+
+namespace sparta::ops {
+namespace {
+
+// Tiles, as in the dense kernel: kQ query rows against up to kK keys per
+// sgemm, so a score tile (and its dP twin) stays in L2 whatever the block
+// size. Selected key blocks that are adjacent are merged before tiling, so
+// small blocks still give long sgemm calls; with block = 64 and the full
+// selection the tiles are exactly the dense kernel's.
+constexpr int64_t kQ = 64;
+constexpr int64_t kK = 512;
+static_assert(kK % simd::kLanes == 0, "score rows must hold whole lane groups");
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// Contiguous key range [k0, k0 + n) of one sgemm call.
+struct Piece {
+  int64_t k0, n;
+};
+
+// Turns a sorted list of key blocks into kK-bounded pieces of contiguous
+// keys, clipped to [0, kend) (kend = one past the last query position when
+// causal, so blocks entirely in the future vanish).
+void key_pieces(std::vector<Piece>& out, const int32_t* ids, int64_t count, int64_t block, int64_t T,
+                int64_t kend) {
+  out.clear();
+  int64_t a = 0, e = -1;  // current merged interval [a, e)
+  auto flush = [&] {
+    for (int64_t k0 = a; k0 < e; k0 += kK) out.push_back({k0, std::min(kK, e - k0)});
+  };
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t s = ids[i] * block;
+    if (s >= kend) break;  // ids are ascending: the rest are later still
+    const int64_t t = std::min({s + block, T, kend});
+    if (s == e) {
+      e = t;
+    } else {
+      if (e > a) flush();
+      a = s;
+      e = t;
+    }
+  }
+  if (e > a) flush();
+}
+
+// Causally visible keys of query row t in the piece [k0, k0 + n).
+inline int64_t visible(bool causal, int64_t t, int64_t k0, int64_t n) {
+  return causal ? std::clamp<int64_t>(t + 1 - k0, 0, n) : n;
+}
+
+// Online-softmax step for one query row against one piece: s holds the
+// scaled scores of n keys of which the first nv are allowed. On return
+// s[j] = exp(s[j] - m_new) (0 for masked keys), m/l are the running max and
+// sum, and the result is the factor exp(m_old - m_new) by which the output
+// accumulated so far must be rescaled. A row with nothing allowed yet keeps
+// m = -inf, l = 0.
+SPARTA_KERNEL_CLONES float softmax_piece_row(float* s, int64_t n, int64_t nv, float* m, float* l) {
+  std::memset(s + nv, 0, sizeof(float) * static_cast<size_t>(n - nv));
+  if (nv == 0) return 1.0f;
+  const simd::f32v vmx = simd::reduce_blocks(nv, simd::splat(kNegInf), simd::Max{},
+                                             [&](int64_t i, int64_t c, auto tag) SPARTA_SIMD_LAMBDA {
+                                               return simd::load_n<decltype(tag)::value>(s + i, c, kNegInf);
+                                             });
+  const float m_new = std::max(*m, simd::hmax(vmx));
+  const float alpha = std::exp(*m - m_new);  // 0 while the row had nothing (m_old = -inf)
+  const simd::f32v mv = simd::splat(m_new);
+  const simd::f32v vsum = simd::reduce_blocks(
+      nv, simd::splat(0.0f), simd::Sum{}, [&](int64_t i, int64_t c, auto tag) SPARTA_SIMD_LAMBDA {
+        constexpr bool kPartial = decltype(tag)::value;
+        // Padding lanes read -inf and give exp = 0, the identity of Sum.
+        const simd::f32v p = simd::exp(simd::load_n<kPartial>(s + i, c, kNegInf) - mv);
+        simd::store_n<kPartial>(s + i, p, c);
+        return p;
+      });
+  *m = m_new;
+  *l = *l * alpha + simd::hsum(vsum);
+  return alpha;
+}
+
+// Backward, one query row of one piece: P = exp(S - lse) into s and
+// dS = P ⊙ (dP - Di) into dp; masked keys (j >= nv) become 0 in both.
+SPARTA_KERNEL_CLONES void grad_piece_row(float* s, float* dp, int64_t n, int64_t nv, float lse, float di) {
+  const size_t rest = sizeof(float) * static_cast<size_t>(n - nv);
+  std::memset(s + nv, 0, rest);
+  std::memset(dp + nv, 0, rest);
+  const simd::f32v lv = simd::splat(lse), dv = simd::splat(di);
+  simd::for_blocks(nv, [&](int64_t i, int64_t c, auto tag) SPARTA_SIMD_LAMBDA {
+    constexpr bool kPartial = decltype(tag)::value;
+    const simd::f32v p = simd::exp(simd::load_n<kPartial>(s + i, c, 0.0f) - lv);
+    simd::store_n<kPartial>(s + i, p, c);
+    simd::store_n<kPartial>(dp + i, p * (simd::load_n<kPartial>(dp + i, c, 0.0f) - dv), c);
+  });
+}
+
+SPARTA_KERNEL_CLONES void scale_row(float* x, int64_t n, float a) {
+  for (int64_t j = 0; j < n; ++j) x[j] *= a;
+}
+
+SPARTA_KERNEL_CLONES float dot_row(const float* a, const float* b, int64_t n) {
+  const simd::f32v acc = simd::reduce_blocks(n, simd::splat(0.0f), simd::Sum{},
+                                             [&](int64_t i, int64_t c, auto tag) SPARTA_SIMD_LAMBDA {
+                                               constexpr bool kPartial = decltype(tag)::value;
+                                               return simd::load_n<kPartial>(a + i, c, 0.0f) *
+                                                      simd::load_n<kPartial>(b + i, c, 0.0f);
+                                             });
+  return simd::hsum(acc);
+}
+
+// Forward of the query rows [q0, q0 + nq) (nq <= kQ) of one (b, h) against
+// the key blocks ids[0 .. count).
+void forward_rows(float* out, float* lse, const float* q, const float* k, const float* v, const AttnDims& d,
+                  int64_t b, int64_t h, int64_t q0, int64_t nq, const int32_t* ids, int64_t count, int64_t block,
+                  float* S, std::vector<Piece>& pieces) {
+  const int64_t T = d.T, H = d.H, D = d.D, ld = d.ld, ldo = H * D;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const int64_t head = b * T * ld + h * D;  // token (b, 0), head h
+  const float* Q = q + head + q0 * ld;
+  float* O = out + ((b * T + q0) * H + h) * D;
+  key_pieces(pieces, ids, count, block, T, d.causal ? q0 + nq : T);
+  float m[kQ], l[kQ];
+  std::fill(m, m + nq, kNegInf);
+  std::fill(l, l + nq, 0.0f);
+  bool first = true;
+  for (const Piece& pc : pieces) {
+    sgemm(false, true, nq, pc.n, D, scale, Q, ld, k + head + pc.k0 * ld, ld, 0.0f, S, kK);
+    for (int64_t i = 0; i < nq; ++i) {
+      const float alpha = softmax_piece_row(S + i * kK, pc.n, visible(d.causal, q0 + i, pc.k0, pc.n), &m[i], &l[i]);
+      if (!first && alpha != 1.0f) scale_row(O + i * ldo, D, alpha);
+    }
+    sgemm(false, false, nq, D, pc.n, 1.0f, S, kK, v + head + pc.k0 * ld, ld, first ? 0.0f : 1.0f, O, ldo);
+    first = false;
+  }
+  float* lse_row = lse + (b * H + h) * T + q0;
+  for (int64_t i = 0; i < nq; ++i) {
+    if (l[i] > 0.0f) {
+      scale_row(O + i * ldo, D, 1.0f / l[i]);
+      lse_row[i] = m[i] + std::log(l[i]);
+    } else {  // no allowed key: the row is empty rather than 0/0
+      std::memset(O + i * ldo, 0, sizeof(float) * static_cast<size_t>(D));
+      lse_row[i] = kNegInf;
+    }
+  }
+}
+
+// Recomputes, for query rows [q0, q0 + nq) against keys [k0, k0 + nk), P in
+// S and dS in dP (kQ × kK tiles). Rows whose lse is -inf had no allowed key
+// and are masked entirely (their P would be exp(+inf)).
+void grad_scores(float* S, float* dP, const float* dout, const float* lse, const float* Di, const float* q,
+                 const float* k, const float* v, const AttnDims& d, int64_t b, int64_t h, int64_t q0, int64_t nq,
+                 int64_t k0, int64_t nk) {
+  const int64_t T = d.T, H = d.H, D = d.D, ld = d.ld;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const int64_t head = b * T * ld + h * D;
+  sgemm(false, true, nq, nk, D, scale, q + head + q0 * ld, ld, k + head + k0 * ld, ld, 0.0f, S, kK);
+  sgemm(false, true, nq, nk, D, 1.0f, dout + ((b * T + q0) * H + h) * D, H * D, v + head + k0 * ld, ld, 0.0f, dP,
+        kK);
+  const float* lse_row = lse + (b * H + h) * T + q0;
+  const float* di_row = Di + (b * H + h) * T + q0;
+  for (int64_t i = 0; i < nq; ++i) {
+    const int64_t nv = std::isfinite(lse_row[i]) ? visible(d.causal, q0 + i, k0, nk) : 0;
+    grad_piece_row(S + i * kK, dP + i * kK, nk, nv, lse_row[i], di_row[i]);
+  }
+}
+
+}  // namespace
+
+void check_block_selection(const AttnDims& d, const BlockSelection& sel, const char* op) {
+  SPARTA_CHECK(sel.block >= 1, "[", op, "] block size must be >= 1, got ", sel.block);
+  const int64_t nqb = (d.T + sel.block - 1) / sel.block;
+  SPARTA_CHECK(sel.nqb == nqb, "[", op, "] selection has nqb=", sel.nqb, " but T=", d.T, " with block ", sel.block,
+               " needs ", nqb);
+  const int64_t lists = d.B * d.H * nqb;
+  SPARTA_CHECK(static_cast<int64_t>(sel.offsets.size()) == lists + 1, "[", op, "] offsets has ",
+               sel.offsets.size(), " entries but B*H*nqb+1 = ", lists + 1);
+  SPARTA_CHECK(sel.offsets[0] == 0, "[", op, "] offsets[0] must be 0, got ", sel.offsets[0]);
+  SPARTA_CHECK(sel.offsets[lists] == static_cast<int64_t>(sel.keys.size()), "[", op, "] offsets ends at ",
+               sel.offsets[lists], " but keys has ", sel.keys.size(), " entries");
+  for (int64_t i = 0; i < lists; ++i) {
+    const int64_t a = sel.offsets[i], e = sel.offsets[i + 1];
+    SPARTA_CHECK(a <= e, "[", op, "] offsets decrease at list ", i, ": ", a, " > ", e);
+    for (int64_t j = a; j < e; ++j) {
+      const int64_t id = sel.keys[j];
+      SPARTA_CHECK(id >= 0 && id < nqb, "[", op, "] list ", i, " (b=", i / (d.H * nqb), " h=", i / nqb % d.H,
+                   " qb=", i % nqb, "): key block ", id, " out of range [0, ", nqb, ")");
+      SPARTA_CHECK(j == a || sel.keys[j - 1] < id, "[", op, "] list ", i, " (b=", i / (d.H * nqb),
+                   " h=", i / nqb % d.H, " qb=", i % nqb, "): key blocks must be sorted and unique, got ",
+                   sel.keys[j - 1], " then ", id);
+    }
+  }
+}
+
+void block_sparse_attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                                    const AttnDims& d, const BlockSelection& sel) {
+  constexpr const char* kOp = "attention.block_sparse";
+  check_attn_dims(d, kOp);
+  check_block_selection(d, sel, kOp);
+  if (d.B == 0 || d.T == 0) return;
+  const int64_t block = sel.block, nqb = sel.nqb;
+  const int64_t tiles = (block + kQ - 1) / kQ;  // kQ-row tiles per query block
+  const int64_t items = d.B * d.H * nqb * tiles;
+#pragma omp parallel
+  {
+    std::vector<float> S(static_cast<size_t>(kQ * kK), 0.0f);
+    std::vector<Piece> pieces;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t it = 0; it < items; ++it) {
+      const int64_t list = it / tiles, qb = list % nqb, bh = list / nqb;
+      const int64_t q0 = qb * block + it % tiles * kQ;
+      const int64_t qe = std::min(qb * block + block, d.T);
+      if (q0 >= qe) continue;  // tile past the end of a short last block
+      const int64_t a = sel.offsets[list];
+      forward_rows(out, lse, q, k, v, d, bh / d.H, bh % d.H, q0, std::min(kQ, qe - q0), sel.keys.data() + a,
+                   sel.offsets[list + 1] - a, block, S.data(), pieces);
+    }
+  }
+}
+
+void block_sparse_attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
+                                     const float* lse, const float* q, const float* k, const float* v,
+                                     const AttnDims& d, const BlockSelection& sel) {
+  constexpr const char* kOp = "attention.block_sparse";
+  check_attn_dims(d, kOp);
+  check_block_selection(d, sel, kOp);
+  if (d.B == 0 || d.T == 0) return;
+  const int64_t B = d.B, T = d.T, H = d.H, D = d.D, ld = d.ld, BH = B * H;
+  const int64_t block = sel.block, nqb = sel.nqb;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const size_t row_bytes = sizeof(float) * static_cast<size_t>(D);
+
+  // The selection inverted: for each (b, h, key block) the query blocks that
+  // chose it, ascending. dK/dV of a key block then has a single owner (no
+  // races, no atomics) and sums its query blocks in a fixed order, so the
+  // result does not depend on the thread count. The price is computing S and
+  // dP twice (once per pass below), 7 sgemm per tile pair instead of 5.
+  std::vector<int64_t> inv_off(static_cast<size_t>(BH * nqb + 1), 0);
+  for (int64_t bh = 0; bh < BH; ++bh)
+    for (int64_t j = sel.offsets[bh * nqb]; j < sel.offsets[(bh + 1) * nqb]; ++j)
+      ++inv_off[static_cast<size_t>(bh * nqb + sel.keys[j] + 1)];
+  for (size_t i = 1; i < inv_off.size(); ++i) inv_off[i] += inv_off[i - 1];
+  std::vector<int32_t> inv(sel.keys.size());
+  {
+    std::vector<int64_t> fill(inv_off.begin(), inv_off.end() - 1);
+    for (int64_t list = 0; list < BH * nqb; ++list)
+      for (int64_t j = sel.offsets[list]; j < sel.offsets[list + 1]; ++j)
+        inv[static_cast<size_t>(fill[(list / nqb) * nqb + sel.keys[j]]++)] = static_cast<int32_t>(list % nqb);
+  }
+
+  std::vector<float> Di(static_cast<size_t>(BH * T));
+  const int64_t qtiles = (block + kQ - 1) / kQ;
+  const int64_t ktiles = (block + kK - 1) / kK;
+#pragma omp parallel
+  {
+    // Di = rowsum(dO ⊙ O): the softmax-backward correction of each row.
+#pragma omp for schedule(static)
+    for (int64_t bt = 0; bt < B * T; ++bt)
+      for (int64_t h = 0; h < H; ++h)
+        Di[static_cast<size_t>(((bt / T) * H + h) * T + bt % T)] =
+            dot_row(dout + (bt * H + h) * D, out + (bt * H + h) * D, D);
+
+    std::vector<float> S(static_cast<size_t>(kQ * kK), 0.0f), dP(static_cast<size_t>(kQ * kK), 0.0f);
+    std::vector<Piece> pieces;
+
+    // Pass 1, dQ: each (b, h, kQ-row query tile) owns its rows of dQ.
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t it = 0; it < BH * nqb * qtiles; ++it) {
+      const int64_t list = it / qtiles, qb = list % nqb, bh = list / nqb, b = bh / H, h = bh % H;
+      const int64_t q0 = qb * block + it % qtiles * kQ;
+      const int64_t qe = std::min(qb * block + block, T);
+      if (q0 >= qe) continue;
+      const int64_t nq = std::min(kQ, qe - q0);
+      const int64_t head = b * T * ld + h * D;
+      float* dQ = dq + head + q0 * ld;
+      const int64_t a = sel.offsets[list];
+      key_pieces(pieces, sel.keys.data() + a, sel.offsets[list + 1] - a, block, T, d.causal ? q0 + nq : T);
+      if (pieces.empty())
+        for (int64_t i = 0; i < nq; ++i) std::memset(dQ + i * ld, 0, row_bytes);
+      bool first = true;
+      for (const Piece& pc : pieces) {
+        grad_scores(S.data(), dP.data(), dout, lse, Di.data(), q, k, v, d, b, h, q0, nq, pc.k0, pc.n);
+        sgemm(false, false, nq, D, pc.n, scale, dP.data(), kK, k + head + pc.k0 * ld, ld, first ? 0.0f : 1.0f, dQ,
+              ld);
+        first = false;
+      }
+    }
+
+    // Pass 2, dK and dV: each (b, h, kK-key tile of a key block) owns its
+    // rows and visits the query blocks that selected the block.
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t it = 0; it < BH * nqb * ktiles; ++it) {
+      const int64_t list = it / ktiles, kb = list % nqb, bh = list / nqb, b = bh / H, h = bh % H;
+      const int64_t k0 = kb * block + it % ktiles * kK;
+      const int64_t ke = std::min(kb * block + block, T);
+      if (k0 >= ke) continue;
+      const int64_t nk = std::min(kK, ke - k0);
+      const int64_t head = b * T * ld + h * D;
+      float* dK = dk + head + k0 * ld;
+      float* dV = dv + head + k0 * ld;
+      for (int64_t j = 0; j < nk; ++j) {
+        std::memset(dK + j * ld, 0, row_bytes);
+        std::memset(dV + j * ld, 0, row_bytes);
+      }
+      for (int64_t x = inv_off[list]; x < inv_off[list + 1]; ++x) {
+        const int64_t qb = inv[static_cast<size_t>(x)];
+        const int64_t qe = std::min(qb * block + block, T);
+        for (int64_t q0 = qb * block; q0 < qe; q0 += kQ) {
+          const int64_t nq = std::min(kQ, qe - q0);
+          // Causal: keys past the tile's last query are masked for every row.
+          const int64_t nke = d.causal ? std::min(nk, q0 + nq - k0) : nk;
+          if (nke <= 0) continue;
+          grad_scores(S.data(), dP.data(), dout, lse, Di.data(), q, k, v, d, b, h, q0, nq, k0, nke);
+          sgemm(true, false, nke, D, nq, 1.0f, S.data(), kK, dout + ((b * T + q0) * H + h) * D, H * D, 1.0f, dV,
+                ld);
+          sgemm(true, false, nke, D, nq, scale, dP.data(), kK, q + head + q0 * ld, ld, 1.0f, dK, ld);
+        }
+      }
+    }
+  }
+}
+
+// Both helpers emit the same shape of selection: for every (b, h, qb) the
+// blocks first(qb) .. last(qb).
+namespace {
+template <class First, class Last>
+BlockSelection ranged_selection(const AttnDims& d, int64_t block, First first, Last last) {
+  BlockSelection sel;
+  sel.block = block;
+  sel.nqb = (d.T + block - 1) / block;
+  sel.offsets.reserve(static_cast<size_t>(d.B * d.H * sel.nqb + 1));
+  sel.offsets.push_back(0);
+  for (int64_t bh = 0; bh < d.B * d.H; ++bh)
+    for (int64_t qb = 0; qb < sel.nqb; ++qb) {
+      for (int64_t kb = first(qb); kb <= last(qb); ++kb) sel.keys.push_back(static_cast<int32_t>(kb));
+      sel.offsets.push_back(static_cast<int64_t>(sel.keys.size()));
+    }
+  return sel;
+}
+}  // namespace
+
+BlockSelection full_selection(const AttnDims& d, int64_t block) {
+  SPARTA_CHECK(block >= 1, "[attention.block_sparse] full_selection block size must be >= 1, got ", block);
+  const int64_t nqb = (d.T + block - 1) / block;
+  return ranged_selection(
+      d, block, [](int64_t) { return int64_t{0}; },
+      [&](int64_t qb) { return d.causal ? qb : nqb - 1; });
+}
+
+BlockSelection window_selection(const AttnDims& d, int64_t block, int64_t window_blocks) {
+  SPARTA_CHECK(block >= 1, "[attention.block_sparse] window_selection block size must be >= 1, got ", block);
+  SPARTA_CHECK(window_blocks >= 1, "[attention.block_sparse] window_selection needs window_blocks >= 1, got ",
+               window_blocks);
+  return ranged_selection(
+      d, block, [&](int64_t qb) { return std::max<int64_t>(0, qb - window_blocks + 1); },
+      [](int64_t qb) { return qb; });
+}
+
+}  // namespace sparta::ops

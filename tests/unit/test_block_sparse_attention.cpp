@@ -1,0 +1,318 @@
+// Block-sparse attention kernel: against the dense kernel (full selection),
+// against the double-precision reference with an equivalent AttnMask (any
+// selection), against finite differences, and for determinism and input
+// validation.
+#include "ops/block_sparse_attention.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "ops/attention.h"
+#include "ops/attention_reference.h"
+#include "op_test_harness.h"
+
+namespace sparta::ops {
+namespace {
+
+constexpr float kSentinel = 777.0f;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// q, k, v fused per token as (B, T, 3, H, D) (ld = 3*H*D, the model's
+// layout), slices filled with N(0, amp^2).
+struct Problem {
+  AttnDims d;
+  std::vector<float> qkv;
+  Problem(int64_t B, int64_t T, int64_t H, int64_t D, bool causal, uint64_t seed, double amp = 1.5) {
+    d.B = B, d.T = T, d.H = H, d.D = D, d.ld = 3 * H * D, d.causal = causal;
+    Rng rng(seed);
+    qkv = test::random_normal(static_cast<size_t>(B * T * d.ld), rng, amp);
+  }
+  const float* q() const { return qkv.data(); }
+  const float* k() const { return qkv.data() + d.H * d.D; }
+  const float* v() const { return qkv.data() + 2 * d.H * d.D; }
+  size_t out_size() const { return static_cast<size_t>(d.B * d.T * d.H * d.D); }
+  size_t lse_size() const { return static_cast<size_t>(d.B * d.H * d.T); }
+};
+
+// Forward and backward results of one implementation; dqkv uses the fused
+// layout of the inputs (every element is a gradient slice, so a sentinel
+// left anywhere means an element was not written).
+struct Result {
+  std::vector<float> out, lse, dqkv;
+};
+
+Result run_sparse(const Problem& p, const BlockSelection& sel, const std::vector<float>& dout) {
+  Result r{std::vector<float>(p.out_size(), kSentinel), std::vector<float>(p.lse_size(), kSentinel),
+           std::vector<float>(p.qkv.size(), kSentinel)};
+  block_sparse_attention_forward(r.out.data(), r.lse.data(), p.q(), p.k(), p.v(), p.d, sel);
+  const int64_t hd = p.d.H * p.d.D;
+  block_sparse_attention_backward(r.dqkv.data(), r.dqkv.data() + hd, r.dqkv.data() + 2 * hd, dout.data(),
+                                  r.out.data(), r.lse.data(), p.q(), p.k(), p.v(), p.d, sel);
+  return r;
+}
+
+Result run_dense(const Problem& p, const std::vector<float>& dout) {
+  Result r{std::vector<float>(p.out_size(), kSentinel), std::vector<float>(p.lse_size(), kSentinel),
+           std::vector<float>(p.qkv.size(), kSentinel)};
+  auto att = make_attention("dense");
+  att->forward(r.out.data(), r.lse.data(), p.q(), p.k(), p.v(), p.d);
+  const int64_t hd = p.d.H * p.d.D;
+  att->backward(r.dqkv.data(), r.dqkv.data() + hd, r.dqkv.data() + 2 * hd, dout.data(), r.out.data(),
+                r.lse.data(), p.q(), p.k(), p.v(), p.d);
+  return r;
+}
+
+Result run_reference(const Problem& p, const AttnMask& mask, const std::vector<float>& dout) {
+  Result r{std::vector<float>(p.out_size(), kSentinel), std::vector<float>(p.lse_size(), kSentinel),
+           std::vector<float>(p.qkv.size(), kSentinel)};
+  attention_reference_forward(r.out.data(), r.lse.data(), p.q(), p.k(), p.v(), p.d, mask);
+  const int64_t hd = p.d.H * p.d.D;
+  attention_reference_backward(r.dqkv.data(), r.dqkv.data() + hd, r.dqkv.data() + 2 * hd, dout.data(), p.q(),
+                               p.k(), p.v(), p.d, mask);
+  return r;
+}
+
+// |got - want| <= rtol * (|want| + max|want|) elementwise: rtol relative to
+// the element, with an absolute floor at rtol of the tensor's scale so that
+// near-zero entries (sums of many cancelling terms) are judged on that
+// scale. -inf must match -inf exactly; NaN never passes.
+void expect_rel_close(const std::vector<float>& got, const std::vector<float>& want, double rtol,
+                      const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  double scale = 0.0;
+  for (float w : want)
+    if (std::isfinite(w)) scale = std::max(scale, std::fabs(static_cast<double>(w)));
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double g = got[i], w = want[i];
+    if (std::isinf(w) && g == w) continue;
+    const double err = std::fabs(g - w);
+    if (!(err <= rtol * (std::fabs(w) + scale))) {
+      ADD_FAILURE() << what << ": element " << i << " got " << g << " want " << w << " (rtol " << rtol
+                    << ", scale " << scale << ")";
+      return;
+    }
+  }
+}
+
+void expect_results_close(const Result& got, const Result& want, double fwd_tol, double bwd_tol,
+                          const std::string& what) {
+  expect_rel_close(got.out, want.out, fwd_tol, what + " out");
+  expect_rel_close(got.lse, want.lse, fwd_tol, what + " lse");
+  expect_rel_close(got.dqkv, want.dqkv, bwd_tol, what + " dqkv");
+}
+
+// The AttnMask that allows exactly the selected blocks.
+AttnMask mask_of(const AttnDims& d, const BlockSelection& sel) {
+  auto allowed = std::make_shared<std::vector<char>>(static_cast<size_t>(d.B * d.H * sel.nqb * sel.nqb), 0);
+  for (int64_t list = 0; list < d.B * d.H * sel.nqb; ++list)
+    for (int64_t j = sel.offsets[list]; j < sel.offsets[list + 1]; ++j)
+      (*allowed)[static_cast<size_t>(list * sel.nqb + sel.keys[j])] = 1;
+  const int64_t H = d.H, nqb = sel.nqb, block = sel.block;
+  return [allowed, H, nqb, block](int64_t b, int64_t h, int64_t i, int64_t j) {
+    return (*allowed)[static_cast<size_t>(((b * H + h) * nqb + i / block) * nqb + j / block)] != 0;
+  };
+}
+
+// Each list picks every permitted block (<= qb when causal) with probability
+// `density`, and block 0 always, so that every query block shares it; list
+// `empty_list` (if >= 0) selects nothing. Non-causal lists may pick blocks
+// after qb; causal lists occasionally pick one too (it must be ignored).
+BlockSelection random_selection(const AttnDims& d, int64_t block, double density, int64_t empty_list,
+                                uint64_t seed) {
+  Rng rng(seed);
+  BlockSelection sel;
+  sel.block = block;
+  sel.nqb = (d.T + block - 1) / block;
+  sel.offsets.push_back(0);
+  for (int64_t list = 0; list < d.B * d.H * sel.nqb; ++list) {
+    const int64_t qb = list % sel.nqb;
+    if (list != empty_list)
+      for (int64_t kb = 0; kb < sel.nqb; ++kb) {
+        const bool permitted = !d.causal || kb <= qb;
+        const double pr = kb == 0 ? 1.0 : permitted ? density : 0.05;
+        if (rng.uniform() < pr) sel.keys.push_back(static_cast<int32_t>(kb));
+      }
+    sel.offsets.push_back(static_cast<int64_t>(sel.keys.size()));
+  }
+  return sel;
+}
+
+bool all_finite(const std::vector<float>& x) {
+  for (float e : x)
+    if (!std::isfinite(e)) return false;
+  return true;
+}
+
+TEST(BlockSparseAttention, FullSelectionEqualsDenseKernel) {
+  for (bool causal : {true, false})
+    for (int64_t T : {256, 200})
+      for (int64_t block : {64, 32, 48}) {
+        const Problem p(2, T, 3, 16, causal, 100 + T + block);
+        Rng rng(7);
+        const std::vector<float> dout = test::random_normal(p.out_size(), rng);
+        const std::string what = cat("causal=", causal, " T=", T, " block=", block);
+        expect_results_close(run_sparse(p, full_selection(p.d, block), dout), run_dense(p, dout), 1e-6, 1e-6,
+                             what);
+      }
+}
+
+TEST(BlockSparseAttention, RandomSelectionsMatchMaskedReference) {
+  struct Case {
+    int64_t B, T, H, D, block;
+    bool causal;
+    double density;
+  };
+  const Case cases[] = {
+      {2, 160, 2, 8, 16, true, 0.3},  {1, 200, 3, 16, 32, true, 0.4}, {1, 300, 2, 8, 64, true, 0.5},
+      {2, 130, 2, 8, 16, false, 0.3}, {1, 190, 2, 16, 32, false, 0.4},
+      {2, 10, 2, 8, 16, true, 0.5},   {1, 40, 2, 8, 64, false, 0.5},  // T < block
+  };
+  uint64_t seed = 1;
+  for (const Case& c : cases) {
+    const Problem p(c.B, c.T, c.H, c.D, c.causal, 1000 + seed);
+    const int64_t nqb = (c.T + c.block - 1) / c.block;
+    // An empty list in the middle of the first head (the only one when T < block).
+    const BlockSelection sel = random_selection(p.d, c.block, c.density, nqb / 2, ++seed);
+    Rng rng(seed);
+    const std::vector<float> dout = test::random_normal(p.out_size(), rng);
+    const std::string what = cat("B=", c.B, " T=", c.T, " block=", c.block, " causal=", c.causal);
+    const Result got = run_sparse(p, sel, dout);
+    const Result want = run_reference(p, mask_of(p.d, sel), dout);
+    expect_rel_close(got.out, want.out, 1e-5, what + " out");
+    expect_rel_close(got.lse, want.lse, 1e-5, what + " lse");
+    expect_rel_close(got.dqkv, want.dqkv, 1e-4, what + " dqkv");
+    // The empty query block: out 0 and lse -inf, and no NaN anywhere.
+    const int64_t q0 = nqb / 2 * c.block;
+    for (int64_t t = q0; t < std::min(c.T, q0 + c.block); ++t) {
+      EXPECT_EQ(got.lse[static_cast<size_t>(t)], kNegInf) << what << " t=" << t;
+      for (int64_t e = 0; e < c.D; ++e) EXPECT_EQ(got.out[static_cast<size_t>(t * c.H * c.D + e)], 0.0f) << what;
+    }
+    EXPECT_TRUE(all_finite(got.out)) << what;
+    EXPECT_TRUE(all_finite(got.dqkv)) << what;
+  }
+}
+
+TEST(BlockSparseAttention, EverySelectionEmptyGivesZeros) {
+  const Problem p(1, 50, 2, 8, true, 5);
+  BlockSelection sel = random_selection(p.d, 16, 0.0, -1, 6);
+  sel.keys.clear();
+  std::fill(sel.offsets.begin(), sel.offsets.end(), 0);
+  Rng rng(3);
+  const Result r = run_sparse(p, sel, test::random_normal(p.out_size(), rng));
+  for (float x : r.out) EXPECT_EQ(x, 0.0f);
+  for (float x : r.lse) EXPECT_EQ(x, kNegInf);
+  for (float x : r.dqkv) EXPECT_EQ(x, 0.0f);
+}
+
+TEST(BlockSparseAttention, WindowSelectionMatchesSlidingWindowReference) {
+  for (bool causal : {true, false})
+    for (int64_t window : {1, 2, 3}) {
+      const Problem p(1, 170, 2, 16, causal, 40 + window);
+      const int64_t block = 32;
+      const AttnMask sliding = [&](int64_t, int64_t, int64_t i, int64_t j) {
+        return j / block <= i / block && i / block - j / block < window;
+      };
+      Rng rng(9);
+      const std::vector<float> dout = test::random_normal(p.out_size(), rng);
+      expect_results_close(run_sparse(p, window_selection(p.d, block, window), dout),
+                           run_reference(p, sliding, dout), 1e-5, 1e-4,
+                           cat("causal=", causal, " window=", window));
+    }
+}
+
+TEST(BlockSparseAttention, GradientsMatchFiniteDifferences) {
+  for (bool causal : {true, false}) {
+    Problem p(1, 9, 2, 4, causal, 77, 1.0);
+    const BlockSelection sel = random_selection(p.d, 2, 0.5, 3, 78);
+    Rng rng(79);
+    const std::vector<float> R = test::random_normal(p.out_size(), rng);
+    const Result r = run_sparse(p, sel, R);
+    const auto objective = [&] {
+      std::vector<float> out(p.out_size()), lse(p.lse_size());
+      block_sparse_attention_forward(out.data(), lse.data(), p.q(), p.k(), p.v(), p.d, sel);
+      return test::dot(out, R);
+    };
+    test::expect_grad_matches_fd(cat("block sparse causal=", causal), p.qkv, r.dqkv, objective);
+  }
+}
+
+TEST(BlockSparseAttention, ResultsIndependentOfThreadCount) {
+  // Heavy sharing (block 0 and dense picks) makes many query blocks feed the
+  // same dK/dV rows.
+  const Problem p(1, 640, 2, 32, true, 31);
+  const BlockSelection sel = random_selection(p.d, 32, 0.6, -1, 32);
+  Rng rng(33);
+  const std::vector<float> dout = test::random_normal(p.out_size(), rng);
+  Result r1, r2;
+  test::with_threads(1, [&] { r1 = run_sparse(p, sel, dout); });
+  test::with_threads(2, [&] { r2 = run_sparse(p, sel, dout); });
+  test::expect_bitwise_equal("out", r1.out, r2.out);
+  test::expect_bitwise_equal("lse", r1.lse, r2.lse);
+  test::expect_bitwise_equal("dqkv", r1.dqkv, r2.dqkv);
+}
+
+// Expects forward and backward to throw sparta::Error containing `needle`.
+void expect_rejected(const Problem& p, const BlockSelection& sel, const std::string& needle) {
+  std::vector<float> out(p.out_size()), lse(p.lse_size()), g(p.qkv.size());
+  const int64_t hd = p.d.H * p.d.D;
+  for (int pass = 0; pass < 2; ++pass) {
+    try {
+      if (pass == 0)
+        block_sparse_attention_forward(out.data(), lse.data(), p.q(), p.k(), p.v(), p.d, sel);
+      else
+        block_sparse_attention_backward(g.data(), g.data() + hd, g.data() + 2 * hd, out.data(), out.data(),
+                                        lse.data(), p.q(), p.k(), p.v(), p.d, sel);
+      ADD_FAILURE() << "no error for '" << needle << "' (pass " << pass << ")";
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("[attention.block_sparse]"), std::string::npos) << msg;
+      EXPECT_NE(msg.find(needle), std::string::npos) << "message: " << msg << "\nexpected: " << needle;
+    }
+  }
+}
+
+TEST(BlockSparseAttention, RejectsBadSelections) {
+  const Problem p(1, 64, 2, 4, true, 3);
+  const BlockSelection good = window_selection(p.d, 16, 3);  // nqb = 4, 8 lists
+  {  // the good one passes
+    std::vector<float> out(p.out_size()), lse(p.lse_size());
+    EXPECT_NO_THROW(block_sparse_attention_forward(out.data(), lse.data(), p.q(), p.k(), p.v(), p.d, good));
+  }
+  BlockSelection s = good;
+  std::swap(s.keys[s.offsets[3]], s.keys[s.offsets[3] + 1]);  // list 3 = h0 qb3: {1, 2, 3} -> {2, 1, 3}
+  expect_rejected(p, s, "list 3 (b=0 h=0 qb=3): key blocks must be sorted and unique, got 2 then 1");
+  s = good;
+  s.keys[s.offsets[7] + 1] = s.keys[s.offsets[7]];  // h1 qb3: {1, 1, 3}
+  expect_rejected(p, s, "list 7 (b=0 h=1 qb=3): key blocks must be sorted and unique, got 1 then 1");
+  s = good;
+  s.keys.back() = 4;
+  expect_rejected(p, s, "key block 4 out of range [0, 4)");
+  s = good;
+  s.keys.front() = -1;
+  expect_rejected(p, s, "key block -1 out of range [0, 4)");
+  s = good;
+  s.offsets.pop_back();
+  expect_rejected(p, s, "offsets has 8 entries but B*H*nqb+1 = 9");
+  s = good;
+  s.offsets.back() -= 1;
+  expect_rejected(p, s, "offsets ends at");
+  s = good;
+  s.offsets[2] = s.offsets[3] + 1;
+  expect_rejected(p, s, "offsets decrease at list 2");
+  s = good;
+  s.nqb = 5;
+  expect_rejected(p, s, "selection has nqb=5 but T=64 with block 16 needs 4");
+  s = good;
+  s.block = 0;
+  expect_rejected(p, s, "block size must be >= 1, got 0");
+}
+
+}  // namespace
+}  // namespace sparta::ops
