@@ -177,6 +177,23 @@ void grad_scores(float* S, float* dP, const float* dout, const float* lse, const
   }
 }
 
+// full_selection and window_selection: for every (b, h, qb) the blocks
+// first(qb) .. last(qb).
+template <class First, class Last>
+BlockSelection ranged_selection(const AttnDims& d, int64_t block, First first, Last last) {
+  BlockSelection sel;
+  sel.block = block;
+  sel.nqb = (d.T + block - 1) / block;
+  sel.offsets.reserve(static_cast<size_t>(d.B * d.H * sel.nqb + 1));
+  sel.offsets.push_back(0);
+  for (int64_t bh = 0; bh < d.B * d.H; ++bh)
+    for (int64_t qb = 0; qb < sel.nqb; ++qb) {
+      for (int64_t kb = first(qb); kb <= last(qb); ++kb) sel.keys.push_back(static_cast<int32_t>(kb));
+      sel.offsets.push_back(static_cast<int64_t>(sel.keys.size()));
+    }
+  return sel;
+}
+
 }  // namespace
 
 void check_block_selection(const AttnDims& d, const BlockSelection& sel, const char* op) {
@@ -190,10 +207,14 @@ void check_block_selection(const AttnDims& d, const BlockSelection& sel, const c
   SPARTA_CHECK(sel.offsets[0] == 0, "[", op, "] offsets[0] must be 0, got ", sel.offsets[0]);
   SPARTA_CHECK(sel.offsets[lists] == static_cast<int64_t>(sel.keys.size()), "[", op, "] offsets ends at ",
                sel.offsets[lists], " but keys has ", sel.keys.size(), " entries");
+  // Offsets first, so that a broken partition is reported as such rather
+  // than as whatever keys it happens to slice.
+  for (int64_t i = 0; i < lists; ++i)
+    SPARTA_CHECK(sel.offsets[i] <= sel.offsets[i + 1], "[", op, "] offsets decrease at list ", i, ": ",
+                 sel.offsets[i], " > ", sel.offsets[i + 1]);
   for (int64_t i = 0; i < lists; ++i) {
-    const int64_t a = sel.offsets[i], e = sel.offsets[i + 1];
-    SPARTA_CHECK(a <= e, "[", op, "] offsets decrease at list ", i, ": ", a, " > ", e);
-    for (int64_t j = a; j < e; ++j) {
+    const int64_t a = sel.offsets[i];
+    for (int64_t j = a; j < sel.offsets[i + 1]; ++j) {
       const int64_t id = sel.keys[j];
       SPARTA_CHECK(id >= 0 && id < nqb, "[", op, "] list ", i, " (b=", i / (d.H * nqb), " h=", i / nqb % d.H,
                    " qb=", i % nqb, "): key block ", id, " out of range [0, ", nqb, ")");
@@ -331,25 +352,6 @@ void block_sparse_attention_backward(float* dq, float* dk, float* dv, const floa
     }
   }
 }
-
-// Both helpers emit the same shape of selection: for every (b, h, qb) the
-// blocks first(qb) .. last(qb).
-namespace {
-template <class First, class Last>
-BlockSelection ranged_selection(const AttnDims& d, int64_t block, First first, Last last) {
-  BlockSelection sel;
-  sel.block = block;
-  sel.nqb = (d.T + block - 1) / block;
-  sel.offsets.reserve(static_cast<size_t>(d.B * d.H * sel.nqb + 1));
-  sel.offsets.push_back(0);
-  for (int64_t bh = 0; bh < d.B * d.H; ++bh)
-    for (int64_t qb = 0; qb < sel.nqb; ++qb) {
-      for (int64_t kb = first(qb); kb <= last(qb); ++kb) sel.keys.push_back(static_cast<int32_t>(kb));
-      sel.offsets.push_back(static_cast<int64_t>(sel.keys.size()));
-    }
-  return sel;
-}
-}  // namespace
 
 BlockSelection full_selection(const AttnDims& d, int64_t block) {
   SPARTA_CHECK(block >= 1, "[attention.block_sparse] full_selection block size must be >= 1, got ", block);

@@ -153,7 +153,7 @@ bool all_finite(const std::vector<float>& x) {
 TEST(BlockSparseAttention, FullSelectionEqualsDenseKernel) {
   for (bool causal : {true, false})
     for (int64_t T : {256, 200})
-      for (int64_t block : {64, 32, 48}) {
+      for (int64_t block : {64, 32, 48, 96}) {
         const Problem p(2, T, 3, 16, causal, 100 + T + block);
         Rng rng(7);
         const std::vector<float> dout = test::random_normal(p.out_size(), rng);
@@ -173,6 +173,8 @@ TEST(BlockSparseAttention, RandomSelectionsMatchMaskedReference) {
       {2, 160, 2, 8, 16, true, 0.3},  {1, 200, 3, 16, 32, true, 0.4}, {1, 300, 2, 8, 64, true, 0.5},
       {2, 130, 2, 8, 16, false, 0.3}, {1, 190, 2, 16, 32, false, 0.4},
       {2, 10, 2, 8, 16, true, 0.5},   {1, 40, 2, 8, 64, false, 0.5},  // T < block
+      // Blocks larger than the kernel's query (64) and key (512) tiles.
+      {1, 1300, 1, 8, 600, true, 0.5}, {1, 1300, 1, 8, 600, false, 0.5}, {1, 250, 2, 8, 100, true, 0.5},
   };
   uint64_t seed = 1;
   for (const Case& c : cases) {
@@ -239,7 +241,11 @@ TEST(BlockSparseAttention, GradientsMatchFiniteDifferences) {
       block_sparse_attention_forward(out.data(), lse.data(), p.q(), p.k(), p.v(), p.d, sel);
       return test::dot(out, R);
     };
-    test::expect_grad_matches_fd(cat("block sparse causal=", causal), p.qkv, r.dqkv, objective);
+    // One thread: ~1300 tiny forwards would otherwise pay a pool wake-up each
+    // (results are thread-count independent, see below).
+    test::with_threads(1, [&] {
+      test::expect_grad_matches_fd(cat("block sparse causal=", causal), p.qkv, r.dqkv, objective);
+    });
   }
 }
 
@@ -312,6 +318,14 @@ TEST(BlockSparseAttention, RejectsBadSelections) {
   s = good;
   s.block = 0;
   expect_rejected(p, s, "block size must be >= 1, got 0");
+  try {
+    window_selection(p.d, 16, 0);
+    ADD_FAILURE() << "window_selection accepted window_blocks = 0";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("window_selection needs window_blocks >= 1, got 0"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(full_selection(p.d, 0), Error);
 }
 
 }  // namespace
