@@ -1,6 +1,6 @@
 #pragma once
 // Scaled dot-product attention: one interface, several implementations
-// (dense today; sliding window and dynamic sparse attention later), two call
+// (dense, sliding window, dynamic sparse attention), two call
 // shapes:
 //   - whole sequence (training, prefill): forward + backward over (B, T);
 //   - one token at a time against a KV cache (decoding): decode.
@@ -12,6 +12,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "ops/dsa_budget.h"
 
 namespace sparta {
 
@@ -55,12 +56,21 @@ class Attention {
 
 // Implementation constructors (each defined next to its implementation).
 std::unique_ptr<Attention> make_dense_attention();
+std::unique_ptr<Attention> make_window_attention(const DsaConfig& cfg);  // attention_dsa.h
+std::unique_ptr<Attention> make_dsa_attention(const DsaConfig& cfg);     // attention_dsa.h
 
-// "dense" -> DenseAttention. Unknown name -> sparta::Error
-// "[attention] unknown implementation 'x' (available: dense)".
-inline std::unique_ptr<Attention> make_attention(const std::string& name) {
+// "dense" -> DenseAttention, "window" -> WindowAttention(dsa),
+// "dsa" -> DsaAttention(dsa). Unknown name -> sparta::Error
+// "[attention] unknown implementation 'x' (available: dense, window, dsa)".
+inline std::unique_ptr<Attention> make_attention(const std::string& name, const DsaConfig& dsa) {
   if (name == "dense") return make_dense_attention();
-  throw Error(cat("[attention] unknown implementation '", name, "' (available: dense)"));
+  if (name == "window") return make_window_attention(dsa);
+  if (name == "dsa") return make_dsa_attention(dsa);
+  throw Error(cat("[attention] unknown implementation '", name, "' (available: dense, window, dsa)"));
+}
+
+inline std::unique_ptr<Attention> make_attention(const std::string& name) {
+  return make_attention(name, DsaConfig{});
 }
 
 inline void check_attn_dims(const AttnDims& d, const char* op) {

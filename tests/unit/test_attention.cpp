@@ -219,7 +219,7 @@ TEST(AttentionFactory, MakesDenseAndRejectsUnknownNames) {
     make_attention("flash");
     FAIL() << "expected sparta::Error";
   } catch (const Error& e) {
-    EXPECT_STREQ(e.what(), "[attention] unknown implementation 'flash' (available: dense)");
+    EXPECT_STREQ(e.what(), "[attention] unknown implementation 'flash' (available: dense, window, dsa)");
   }
 }
 

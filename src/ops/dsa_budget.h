@@ -1,0 +1,51 @@
+#pragma once
+// Key budget of dynamic sparse attention (DSA): how many keys each query may
+// attend to as a function of the context length T. Short contexts keep most
+// keys (little to save, much to lose); long ones keep a share that shrinks
+// until, past long_len, the budget only grows like O(log T), so attention
+// cost per token is O(log T) instead of O(T).
+//
+// Budget (keys per query), with raw(T):
+//   T <= short_len:             raw = keep_short · T
+//   short_len < T <= long_len:  raw = f(T) · T, the kept fraction f
+//                               interpolated log-linearly in T:
+//                               f = keep_short · (keep_long/keep_short)^u,
+//                               u = log(T/short_len) / log(long_len/short_len)
+//   T > long_len:               raw = keep_long · long_len · (1 + log2(T/long_len))
+//   budget = min(T, max(window + top_k, ceil(raw)))
+// The selected key blocks per query block are the local window
+// (dsa_window_blocks) plus dsa_top_blocks(T) = max(0, ceil((budget - window)/block))
+// blocks picked by score.
+// Defaults: 205 keys at T = 256 (80%) and at T = 1024 (20%; with the
+// defaults f·T is constant in between), 615 at 4096 (15%), 1024 at 16384
+// (6.25%), 1434 at 65536 (2.2%; 1.4× the budget at 16384).
+#include <cstdint>
+
+namespace sparta {
+
+struct DsaConfig {
+  int64_t block = 64;       // tokens per query/key block
+  int64_t window = 128;     // local window in tokens (rounded up to whole blocks)
+  int64_t top_k = 64;       // minimum keys per query beyond the window
+  double keep_short = 0.8;  // fraction of keys kept at T <= short_len
+  double keep_long = 0.2;   // fraction of keys kept at T = long_len
+  int64_t short_len = 256;
+  int64_t long_len = 1024;
+};
+
+// Throws sparta::Error "[attention.dsa] ..." naming the bad field unless
+// block >= 1, window >= 1, top_k >= 0, 0 < keep_long <= keep_short <= 1 and
+// 1 <= short_len < long_len.
+void check_dsa_config(const DsaConfig& cfg);
+
+// Keys per query for context length T >= 0 (formula above); 0 for T = 0.
+int64_t dsa_key_budget(const DsaConfig& cfg, int64_t T);
+
+// Local window in blocks: ceil(window / block) (>= 1).
+int64_t dsa_window_blocks(const DsaConfig& cfg);
+
+// Key blocks picked by score per query block at context length T:
+// max(0, ceil((dsa_key_budget(T) - window) / block)).
+int64_t dsa_top_blocks(const DsaConfig& cfg, int64_t T);
+
+}  // namespace sparta

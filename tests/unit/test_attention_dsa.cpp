@@ -1,0 +1,591 @@
+// Window and dynamic sparse attention (attention_dsa.h) and the DSA key
+// budget (dsa_budget.h): against the dense kernel when the budget covers
+// every key, against the double-precision reference with the mask of the
+// selection actually made, against an independent re-derivation of the
+// selection rule, against finite differences, and for decode consistency,
+// determinism and input validation.
+#include "ops/attention_dsa.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "ops/attention.h"
+#include "ops/attention_reference.h"
+#include "ops/dsa_budget.h"
+#include "op_test_harness.h"
+
+namespace sparta {
+namespace {
+
+using ops::BlockSelection;
+
+// q, k, v either fused per token as (B, T, 3, H, D) (ld = 3*H*D, the model's
+// layout) or as three separate (B, T, H, D) tensors one after another in the
+// same buffer (ld = H*D, the KV-cache layout when B = 1).
+struct Problem {
+  AttnDims d;
+  std::vector<float> qkv;
+  int64_t qo = 0, ko = 0, vo = 0;
+  Problem(int64_t B, int64_t T, int64_t H, int64_t D, bool causal, bool fused, uint64_t seed, double amp = 1.5) {
+    const int64_t hd = H * D;
+    d.B = B, d.T = T, d.H = H, d.D = D, d.causal = causal;
+    if (fused) {
+      d.ld = 3 * hd, qo = 0, ko = hd, vo = 2 * hd;
+    } else {
+      d.ld = hd, qo = 0, ko = B * T * hd, vo = 2 * B * T * hd;
+    }
+    Rng rng(seed);
+    qkv = test::random_normal(static_cast<size_t>(3 * B * T * hd), rng, amp);
+  }
+  float* q() { return qkv.data() + qo; }
+  float* k() { return qkv.data() + ko; }
+  const float* q() const { return qkv.data() + qo; }
+  const float* k() const { return qkv.data() + ko; }
+  const float* v() const { return qkv.data() + vo; }
+  size_t out_size() const { return static_cast<size_t>(d.B * d.T * d.H * d.D); }
+  size_t lse_size() const { return static_cast<size_t>(d.B * d.H * d.T); }
+};
+
+struct Result {
+  std::vector<float> out, lse, dqkv;
+};
+
+// Forward + backward of `att`; dqkv has the layout of qkv (every element is
+// a gradient slice, so a sentinel left anywhere means it was not written).
+Result run(Attention& att, const Problem& p, const std::vector<float>& dout) {
+  constexpr float kSentinel = 777.0f;
+  Result r{std::vector<float>(p.out_size(), kSentinel), std::vector<float>(p.lse_size(), kSentinel),
+           std::vector<float>(p.qkv.size(), kSentinel)};
+  att.forward(r.out.data(), r.lse.data(), p.q(), p.k(), p.v(), p.d);
+  att.backward(r.dqkv.data() + p.qo, r.dqkv.data() + p.ko, r.dqkv.data() + p.vo, dout.data(), r.out.data(),
+               r.lse.data(), p.q(), p.k(), p.v(), p.d);
+  return r;
+}
+
+Result run_reference(const Problem& p, const AttnMask& mask, const std::vector<float>& dout) {
+  Result r{std::vector<float>(p.out_size()), std::vector<float>(p.lse_size()), std::vector<float>(p.qkv.size())};
+  attention_reference_forward(r.out.data(), r.lse.data(), p.q(), p.k(), p.v(), p.d, mask);
+  attention_reference_backward(r.dqkv.data() + p.qo, r.dqkv.data() + p.ko, r.dqkv.data() + p.vo, dout.data(),
+                               p.q(), p.k(), p.v(), p.d, mask);
+  return r;
+}
+
+// |got - want| <= rtol * (|want| + max|want|) elementwise (an absolute floor
+// at rtol of the tensor's scale for near-zero sums); -inf must match
+// exactly; NaN never passes.
+void expect_rel_close(const std::vector<float>& got, const std::vector<float>& want, double rtol,
+                      const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  double scale = 0.0;
+  for (float w : want)
+    if (std::isfinite(w)) scale = std::max(scale, std::fabs(static_cast<double>(w)));
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double g = got[i], w = want[i];
+    if (std::isinf(w) && g == w) continue;
+    if (!(std::fabs(g - w) <= rtol * (std::fabs(w) + scale))) {
+      ADD_FAILURE() << what << ": element " << i << " got " << g << " want " << w << " (rtol " << rtol << ")";
+      return;
+    }
+  }
+}
+
+void expect_results_close(const Result& got, const Result& want, double fwd_tol, double bwd_tol,
+                          const std::string& what) {
+  expect_rel_close(got.out, want.out, fwd_tol, what + " out");
+  expect_rel_close(got.lse, want.lse, fwd_tol, what + " lse");
+  expect_rel_close(got.dqkv, want.dqkv, bwd_tol, what + " dqkv");
+}
+
+// The AttnMask allowing exactly the selected blocks.
+AttnMask mask_of(const AttnDims& d, const BlockSelection& sel) {
+  auto allowed = std::make_shared<std::vector<char>>(static_cast<size_t>(d.B * d.H * sel.nqb * sel.nqb), 0);
+  for (int64_t list = 0; list < d.B * d.H * sel.nqb; ++list)
+    for (int64_t j = sel.offsets[list]; j < sel.offsets[list + 1]; ++j)
+      (*allowed)[static_cast<size_t>(list * sel.nqb + sel.keys[j])] = 1;
+  const int64_t H = d.H, nqb = sel.nqb, block = sel.block;
+  return [allowed, H, nqb, block](int64_t b, int64_t h, int64_t i, int64_t j) {
+    return (*allowed)[static_cast<size_t>(((b * H + h) * nqb + i / block) * nqb + j / block)] != 0;
+  };
+}
+
+std::vector<int32_t> list_of(const BlockSelection& sel, int64_t list) {
+  return {sel.keys.begin() + sel.offsets[list], sel.keys.begin() + sel.offsets[list + 1]};
+}
+
+bool all_finite(const std::vector<float>& x) {
+  return std::all_of(x.begin(), x.end(), [](float e) { return std::isfinite(e); });
+}
+
+// A config whose budget is every key at any T (top_k huge).
+DsaConfig covering(int64_t block, int64_t window) {
+  DsaConfig c;
+  c.block = block, c.window = window, c.top_k = int64_t{1} << 40;
+  return c;
+}
+
+// Small-scale config with a real budget: block 16, 2 window blocks, and
+// at T = 200: budget max(32 + 48, 43) = 80 keys -> 3 top blocks.
+DsaConfig small_budget() {
+  DsaConfig c;
+  c.block = 16, c.window = 32, c.top_k = 48, c.keep_short = 0.5, c.keep_long = 0.25, c.short_len = 32,
+  c.long_len = 64;
+  return c;
+}
+
+// Mean over the tokens of block `blk` of row slice x (strided by ld), in double.
+std::vector<double> mean_of_block(const float* x, int64_t T, int64_t ld, int64_t D, int64_t block, int64_t blk) {
+  std::vector<double> m(static_cast<size_t>(D), 0.0);
+  const int64_t t1 = std::min(T, (blk + 1) * block);
+  for (int64_t t = blk * block; t < t1; ++t)
+    for (int64_t e = 0; e < D; ++e) m[static_cast<size_t>(e)] += x[t * ld + e];
+  for (double& e : m) e /= static_cast<double>(t1 - blk * block);
+  return m;
+}
+
+double dotd(const std::vector<double>& a, const std::vector<double>& b) {
+  double s = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+// ------------------------------------------------------------------ budget
+
+TEST(DsaBudget, DefaultNumbers) {
+  const DsaConfig c;
+  // T <= short_len: 80%, but never below window + top_k = 192 nor above T.
+  EXPECT_EQ(dsa_key_budget(c, 0), 0);
+  EXPECT_EQ(dsa_key_budget(c, 1), 1);
+  EXPECT_EQ(dsa_key_budget(c, 150), 150);
+  EXPECT_EQ(dsa_key_budget(c, 200), 192);
+  EXPECT_EQ(dsa_key_budget(c, 256), 205);  // ceil(0.8 * 256 = 204.8)
+  // Log-linear fraction between 256 and 1024: with these defaults f(T)·T is
+  // 204.8 throughout.
+  EXPECT_EQ(dsa_key_budget(c, 512), 205);
+  EXPECT_EQ(dsa_key_budget(c, 1024), 205);  // ceil(0.2 * 1024)
+  // Beyond long_len: 204.8 * (1 + log2(T / 1024)).
+  EXPECT_EQ(dsa_key_budget(c, 2048), 410);
+  EXPECT_EQ(dsa_key_budget(c, 4096), 615);
+  EXPECT_EQ(dsa_key_budget(c, 16384), 1024);
+  EXPECT_EQ(dsa_key_budget(c, 65536), 1434);
+  EXPECT_LT(dsa_key_budget(c, 65536), 2 * dsa_key_budget(c, 16384));
+  EXPECT_NEAR(static_cast<double>(dsa_key_budget(c, 256)) / 256, 0.8, 0.005);
+  EXPECT_NEAR(static_cast<double>(dsa_key_budget(c, 1024)) / 1024, 0.2, 0.001);
+  // Top blocks = ceil((budget - 128) / 64), 0 when the window covers the budget.
+  EXPECT_EQ(dsa_window_blocks(c), 2);
+  EXPECT_EQ(dsa_top_blocks(c, 100), 0);
+  EXPECT_EQ(dsa_top_blocks(c, 200), 1);
+  EXPECT_EQ(dsa_top_blocks(c, 1024), 2);
+  EXPECT_EQ(dsa_top_blocks(c, 4096), 8);
+  EXPECT_EQ(dsa_top_blocks(c, 16384), 14);
+}
+
+TEST(DsaBudget, InterpolatesLogLinearly) {
+  DsaConfig c;
+  c.block = 10, c.window = 1, c.top_k = 0, c.keep_short = 0.5, c.keep_long = 0.125, c.short_len = 100,
+  c.long_len = 1600;
+  EXPECT_EQ(dsa_key_budget(c, 100), 50);
+  EXPECT_EQ(dsa_key_budget(c, 400), 100);   // u = 1/2: f = 0.5 * 0.25^0.5 = 0.25
+  EXPECT_EQ(dsa_key_budget(c, 800), 142);   // u = 3/4: ceil(0.5 * 0.25^0.75 * 800 = 141.42)
+  EXPECT_EQ(dsa_key_budget(c, 1600), 200);
+  EXPECT_EQ(dsa_key_budget(c, 6400), 600);  // 200 * (1 + 2)
+  EXPECT_EQ(dsa_window_blocks(c), 1);
+  EXPECT_EQ(dsa_top_blocks(c, 400), 10);    // ceil(99 / 10)
+}
+
+TEST(DsaBudget, RejectsBadConfigs) {
+  const auto expect_msg = [](DsaConfig c, const std::string& needle) {
+    try {
+      check_dsa_config(c);
+      ADD_FAILURE() << "accepted config, expected '" << needle << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  DsaConfig c;
+  c.block = 0;
+  expect_msg(c, "[attention.dsa] block must be >= 1, got 0");
+  c = {}, c.window = 0;
+  expect_msg(c, "[attention.dsa] window must be >= 1, got 0");
+  c = {}, c.top_k = -1;
+  expect_msg(c, "[attention.dsa] top_k must be >= 0, got -1");
+  c = {}, c.keep_long = 0.9;
+  expect_msg(c, "need 0 < keep_long <= keep_short <= 1, got keep_short=0.8 keep_long=0.9");
+  c = {}, c.long_len = 256;
+  expect_msg(c, "need 1 <= short_len < long_len, got short_len=256 long_len=256");
+  EXPECT_THROW(dsa_key_budget(DsaConfig{}, -1), Error);
+  c = {}, c.block = 0;
+  EXPECT_THROW(DsaAttention{c}, Error);
+  EXPECT_THROW(make_attention("window", c), Error);
+}
+
+// ------------------------------------------------------------------ factory
+
+TEST(AttentionDsaFactory, MakesAllThreeAndPassesTheConfig) {
+  EXPECT_EQ(make_attention("dense")->name(), "dense");
+  EXPECT_EQ(make_attention("window")->name(), "window");
+  auto a = make_attention("dsa");
+  EXPECT_EQ(a->name(), "dsa");
+  ASSERT_NE(dynamic_cast<DsaAttention*>(a.get()), nullptr);
+  EXPECT_EQ(dynamic_cast<DsaAttention*>(a.get())->config().block, 64);
+  DsaConfig c;
+  c.block = 32;
+  auto b = make_attention("dsa", c);
+  EXPECT_EQ(dynamic_cast<DsaAttention&>(*b).config().block, 32);
+  try {
+    make_attention("sparse", c);
+    FAIL() << "expected sparta::Error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "[attention] unknown implementation 'sparse' (available: dense, window, dsa)");
+  }
+}
+
+// ------------------------------------------------------------------ window
+
+TEST(AttentionWindow, MatchesSlidingWindowReference) {
+  for (bool causal : {true, false})
+    for (int64_t window : {16, 40, 64}) {  // 1, 3 and 4 blocks of 16
+      const Problem p(2, 170, 2, 8, causal, true, 50 + window);
+      const int64_t block = 16, W = (window + block - 1) / block;
+      DsaConfig c;
+      c.block = block, c.window = window;
+      WindowAttention att(c);
+      const AttnMask band = [&](int64_t, int64_t, int64_t i, int64_t j) {
+        const int64_t gap = i / block - j / block;
+        return causal ? gap >= 0 && gap < W : std::abs(gap) < W;
+      };
+      Rng rng(9);
+      const std::vector<float> dout = test::random_normal(p.out_size(), rng);
+      expect_results_close(run(att, p, dout), run_reference(p, band, dout), 1e-5, 1e-4,
+                           cat("window causal=", causal, " window=", window));
+    }
+}
+
+TEST(AttentionWindow, DecodeEqualsForwardAtEveryPrefix) {
+  const int64_t H = 2, D = 8, T = 150;
+  const Problem p(1, T, H, D, true, false, 61);
+  DsaConfig c;
+  c.block = 16, c.window = 40;
+  WindowAttention att(c);
+  std::vector<float> out(p.out_size()), lse(p.lse_size()), dec(H * D);
+  att.forward(out.data(), lse.data(), p.q(), p.k(), p.v(), p.d);
+  for (int64_t len = 1; len <= T; ++len) {
+    att.decode(dec.data(), p.q() + (len - 1) * H * D, p.k(), p.v(), len, H, D);
+    const std::vector<float> want(out.begin() + (len - 1) * H * D, out.begin() + len * H * D);
+    expect_rel_close(dec, want, 1e-5, cat("window decode len=", len));
+  }
+}
+
+TEST(AttentionWindow, WindowCoveringEverythingEqualsDense) {
+  for (bool causal : {true, false}) {
+    const Problem p(1, 200, 3, 16, causal, true, 71);
+    DsaConfig c;
+    c.block = 64, c.window = 256;
+    WindowAttention att(c);
+    auto dense = make_attention("dense");
+    Rng rng(72);
+    const std::vector<float> dout = test::random_normal(p.out_size(), rng);
+    expect_results_close(run(att, p, dout), run(*dense, p, dout), 1e-6, 1e-6, cat("causal=", causal));
+  }
+}
+
+TEST(AttentionWindow, ResultsIndependentOfThreadCount) {
+  const int64_t H = 3, D = 16, T = 300;
+  const Problem p(2, T, H, D, true, false, 81);
+  Rng rng(82);
+  const std::vector<float> dout = test::random_normal(p.out_size(), rng);
+  DsaConfig c;
+  c.block = 32, c.window = 80;
+  Result r[2];
+  std::vector<float> dec[2];
+  for (int run_i = 0; run_i < 2; ++run_i)
+    test::with_threads(run_i + 1, [&] {
+      WindowAttention att(c);
+      r[run_i] = run(att, p, dout);
+      dec[run_i].resize(H * D);
+      att.decode(dec[run_i].data(), p.q() + (T - 1) * H * D, p.k(), p.v(), T, H, D);
+    });
+  test::expect_bitwise_equal("out", r[0].out, r[1].out);
+  test::expect_bitwise_equal("lse", r[0].lse, r[1].lse);
+  test::expect_bitwise_equal("dqkv", r[0].dqkv, r[1].dqkv);
+  test::expect_bitwise_equal("decode", dec[0], dec[1]);
+}
+
+// ------------------------------------------------------------------ dsa
+
+TEST(AttentionDsa, FullBudgetEqualsDenseKernel) {
+  auto dense = make_attention("dense");
+  for (bool causal : {true, false})
+    for (int64_t T : {256, 200, 70}) {
+      const Problem p(2, T, 3, 16, causal, true, 300 + T);
+      Rng rng(7);
+      const std::vector<float> dout = test::random_normal(p.out_size(), rng);
+      const Result want = run(*dense, p, dout);
+      // Covered by the window alone, and by the top-k budget alone.
+      DsaConfig by_window;
+      by_window.window = 256;
+      for (const DsaConfig& c : {by_window, covering(64, 64), covering(32, 32)}) {
+        DsaAttention att(c);
+        expect_results_close(run(att, p, dout), want, 1e-6, 1e-6,
+                             cat("causal=", causal, " T=", T, " block=", c.block, " window=", c.window));
+      }
+    }
+}
+
+TEST(AttentionDsa, RealBudgetMatchesMaskedReference) {
+  for (bool causal : {true, false})
+    for (int64_t T : {200, 45}) {
+      const Problem p(2, T, 2, 8, causal, true, 400 + T + causal);
+      const DsaConfig c = small_budget();
+      const BlockSelection sel = dsa_select(p.q(), p.k(), p.d, c);
+      EXPECT_NO_THROW(ops::check_block_selection(p.d, sel, "test"));
+      if (T == 200) {  // the budget really is sparse: window (2 blocks) + 3 top blocks of 13
+        ASSERT_EQ(dsa_top_blocks(c, T), 3);
+        const int64_t last = sel.nqb - 1;
+        EXPECT_EQ(sel.offsets[last + 1] - sel.offsets[last], 5) << "causal=" << causal;
+      }
+      DsaAttention att(c);
+      Rng rng(8);
+      const std::vector<float> dout = test::random_normal(p.out_size(), rng);
+      const Result got = run(att, p, dout);
+      expect_results_close(got, run_reference(p, mask_of(p.d, sel), dout), 1e-5, 1e-4,
+                           cat("causal=", causal, " T=", T));
+      EXPECT_TRUE(all_finite(got.out) && all_finite(got.lse) && all_finite(got.dqkv));
+    }
+}
+
+TEST(AttentionDsa, SelectionFollowsTheScoringRule) {
+  // Re-derive the rule independently: every selected block outside the
+  // window must score at least as high as every unselected candidate, and
+  // exactly min(top, candidates) of them are selected.
+  for (bool causal : {true, false}) {
+    const Problem p(1, 200, 2, 8, causal, false, 500 + causal);
+    const DsaConfig c = small_budget();
+    const BlockSelection sel = dsa_select(p.q(), p.k(), p.d, c);
+    const int64_t W = dsa_window_blocks(c), top = dsa_top_blocks(c, p.d.T), nb = sel.nqb, HD = p.d.H * p.d.D;
+    for (int64_t h = 0; h < p.d.H; ++h)
+      for (int64_t qb = 0; qb < nb; ++qb) {
+        const std::vector<int32_t> got = list_of(sel, h * nb + qb);
+        const std::set<int32_t> chosen(got.begin(), got.end());
+        const auto qm = mean_of_block(p.q() + h * p.d.D, p.d.T, HD, p.d.D, c.block, qb);
+        std::vector<double> picked, rejected;
+        for (int64_t kb = 0; kb < nb; ++kb) {
+          const int64_t gap = qb - kb;
+          const bool in_window = causal ? gap >= 0 && gap < W : std::abs(gap) < W;
+          const bool candidate = causal ? gap >= W : !in_window;
+          if (in_window) {
+            EXPECT_TRUE(chosen.count(static_cast<int32_t>(kb))) << "window block " << kb;
+          }
+          if (!in_window && !candidate) {
+            EXPECT_FALSE(chosen.count(static_cast<int32_t>(kb))) << "future block " << kb;
+          }
+          if (!candidate) continue;
+          const double s = dotd(qm, mean_of_block(p.k() + h * p.d.D, p.d.T, HD, p.d.D, c.block, kb));
+          (chosen.count(static_cast<int32_t>(kb)) ? picked : rejected).push_back(s);
+        }
+        EXPECT_EQ(static_cast<int64_t>(picked.size()),
+                  std::min<int64_t>(top, static_cast<int64_t>(picked.size() + rejected.size())));
+        if (!picked.empty() && !rejected.empty()) {
+          EXPECT_GE(*std::min_element(picked.begin(), picked.end()),
+                    *std::max_element(rejected.begin(), rejected.end()))
+              << "causal=" << causal << " h=" << h << " qb=" << qb;
+        }
+      }
+  }
+}
+
+TEST(AttentionDsa, PlantedKeyBlockIsSelected) {
+  // 16 blocks of 64; in head 1 the queries of block 15 get +3 along e_0
+  // and the keys of block 2, far before the window, +4 along e_0; the rest
+  // is N(0, 0.3²) noise. Default config at T = 1024: 2 window blocks + 2
+  // top blocks per query block.
+  for (bool causal : {true, false}) {
+    const int64_t T = 1024, H = 2, D = 16;
+    Problem p(1, T, H, D, causal, true, 600 + causal, 0.3);
+    const int64_t hd = H * D;
+    for (int64_t t = 15 * 64; t < T; ++t) p.q()[t * p.d.ld + hd - D] += 3.0f;
+    for (int64_t t = 2 * 64; t < 3 * 64; ++t) p.k()[t * p.d.ld + hd - D] += 4.0f;
+    const BlockSelection sel = dsa_select(p.q(), p.k(), p.d, DsaConfig{});
+    const std::vector<int32_t> h1 = list_of(sel, 1 * 16 + 15);
+    EXPECT_NE(std::find(h1.begin(), h1.end(), 2), h1.end()) << "causal=" << causal;
+    EXPECT_EQ(h1.size(), 4u);
+    EXPECT_EQ(list_of(sel, 15).size(), 4u);  // head 0 (no plant): same count
+  }
+}
+
+TEST(AttentionDsa, TiesPickSmallerBlockIds) {
+  // All-zero queries and keys: every score ties at 0, so the top blocks are
+  // the earliest candidates (3 top blocks, 2 window blocks of 16).
+  Problem p(1, 200, 1, 8, true, true, 700);
+  for (int64_t t = 0; t < 200; ++t)
+    for (int64_t e = 0; e < 8; ++e) p.q()[t * p.d.ld + e] = 0.0f, p.k()[t * p.d.ld + e] = 0.0f;
+  const BlockSelection sel = dsa_select(p.q(), p.k(), p.d, small_budget());
+  EXPECT_EQ(list_of(sel, 12), (std::vector<int32_t>{0, 1, 2, 11, 12}));
+  EXPECT_EQ(list_of(sel, 5), (std::vector<int32_t>{0, 1, 2, 4, 5}));
+  EXPECT_EQ(list_of(sel, 3), (std::vector<int32_t>{0, 1, 2, 3}));
+  EXPECT_EQ(list_of(sel, 0), (std::vector<int32_t>{0}));
+}
+
+TEST(AttentionDsa, NonFiniteScoresRankLast) {
+  // A NaN in one key block's summary must neither win nor break the ranking.
+  Problem p(1, 200, 1, 8, true, true, 710);
+  p.k()[3 * 16 * p.d.ld] = std::numeric_limits<float>::quiet_NaN();  // key block 3
+  const BlockSelection sel = dsa_select(p.q(), p.k(), p.d, small_budget());
+  const std::vector<int32_t> last = list_of(sel, 12);
+  EXPECT_EQ(last.size(), 5u);
+  EXPECT_EQ(std::find(last.begin(), last.end(), 3), last.end());
+}
+
+TEST(AttentionDsa, GradientsMatchFiniteDifferences) {
+  for (bool causal : {true, false}) {
+    Problem p(1, 11, 2, 4, causal, true, 800 + causal, 1.0);
+    DsaConfig c;
+    c.block = 2, c.window = 2, c.top_k = 1, c.keep_short = 0.2, c.keep_long = 0.1, c.short_len = 2,
+    c.long_len = 4;  // budget at T = 11: max(window + top_k = 3, ceil(0.4 (1 + log2 2.75)) = 1) -> 1 top block
+    ASSERT_EQ(dsa_top_blocks(c, 11), 1);
+    const BlockSelection sel = dsa_select(p.q(), p.k(), p.d, c);
+    DsaAttention att(c);
+    Rng rng(81);
+    const std::vector<float> R = test::random_normal(p.out_size(), rng);
+    const Result r = run(att, p, R);
+    bool selection_moved = false;
+    const auto objective = [&] {
+      if (dsa_select(p.q(), p.k(), p.d, c).keys != sel.keys) selection_moved = true;
+      std::vector<float> out(p.out_size()), lse(p.lse_size());
+      att.forward(out.data(), lse.data(), p.q(), p.k(), p.v(), p.d);
+      return test::dot(out, R);
+    };
+    test::with_threads(1, [&] { test::expect_grad_matches_fd(cat("dsa causal=", causal), p.qkv, r.dqkv, objective); });
+    EXPECT_FALSE(selection_moved) << "perturbation changed the selection; pick another seed";
+  }
+}
+
+TEST(AttentionDsa, ShortSequences) {
+  // T < block and T = 1: a single block, equal to dense; no NaN.
+  auto dense = make_attention("dense");
+  for (bool causal : {true, false})
+    for (int64_t T : {1, 2, 40}) {
+      const Problem p(2, T, 2, 8, causal, true, 900 + T);
+      Rng rng(91);
+      const std::vector<float> dout = test::random_normal(p.out_size(), rng);
+      DsaAttention att{DsaConfig{}};
+      const Result got = run(att, p, dout);
+      expect_results_close(got, run(*dense, p, dout), 1e-6, 1e-6, cat("T=", T, " causal=", causal));
+      EXPECT_TRUE(all_finite(got.out) && all_finite(got.lse) && all_finite(got.dqkv));
+    }
+  // B = 0 / T = 0: nothing to do, nothing thrown.
+  Problem p(1, 0, 2, 8, true, true, 1);
+  DsaAttention att{DsaConfig{}};
+  EXPECT_NO_THROW(att.forward(nullptr, nullptr, p.q(), p.k(), p.v(), p.d));
+}
+
+TEST(AttentionDsa, DecodeEqualsForwardWhenBudgetCoversAll) {
+  const int64_t H = 2, D = 8, T = 150;
+  const Problem p(1, T, H, D, true, false, 1001);
+  DsaAttention att(covering(16, 16));
+  std::vector<float> out(p.out_size()), lse(p.lse_size()), dec(H * D);
+  att.forward(out.data(), lse.data(), p.q(), p.k(), p.v(), p.d);
+  for (int64_t len = 1; len <= T; ++len) {
+    att.decode(dec.data(), p.q() + (len - 1) * H * D, p.k(), p.v(), len, H, D);
+    const std::vector<float> want(out.begin() + (len - 1) * H * D, out.begin() + len * H * D);
+    expect_rel_close(dec, want, 1e-5, cat("dsa decode len=", len));
+  }
+}
+
+TEST(AttentionDsa, DecodeWithRealBudgetMatchesItsRule) {
+  // Independent re-derivation: window blocks of the last position plus the
+  // top blocks by q · mean key over the full earlier blocks, then an exact
+  // softmax in double over those keys.
+  const int64_t H = 2, D = 8, T = 200, HD = H * D;
+  const Problem p(1, T, H, D, true, false, 1101);
+  const DsaConfig c = small_budget();
+  DsaAttention att(c);
+  for (int64_t len : {int64_t{1}, int64_t{33}, int64_t{120}, T}) {
+    std::vector<float> dec(HD);
+    const float* q = p.q() + (len - 1) * HD;
+    att.decode(dec.data(), q, p.k(), p.v(), len, H, D);
+    const int64_t qb = (len - 1) / c.block, w0 = std::max<int64_t>(0, qb - dsa_window_blocks(c) + 1);
+    const int64_t top = dsa_top_blocks(c, len);
+    std::vector<double> want(static_cast<size_t>(HD));
+    for (int64_t h = 0; h < H; ++h) {
+      std::vector<double> qd(q + h * D, q + (h + 1) * D);
+      std::vector<std::pair<double, int64_t>> cand;  // (-score, id): ascending = best first
+      for (int64_t kb = 0; kb < w0; ++kb)
+        cand.push_back({-dotd(qd, mean_of_block(p.k() + h * D, len, HD, D, c.block, kb)), kb});
+      std::sort(cand.begin(), cand.end());
+      std::vector<int64_t> keys;
+      for (int64_t i = 0; i < std::min<int64_t>(top, static_cast<int64_t>(cand.size())); ++i)
+        for (int64_t j = cand[i].second * c.block; j < (cand[i].second + 1) * c.block; ++j) keys.push_back(j);
+      for (int64_t j = w0 * c.block; j < len; ++j) keys.push_back(j);
+      std::vector<double> s;
+      double m = -1e300, l = 0.0;
+      for (int64_t j : keys) {
+        double dot = 0.0;
+        for (int64_t e = 0; e < D; ++e) dot += qd[e] * p.k()[j * HD + h * D + e];
+        s.push_back(dot / std::sqrt(static_cast<double>(D)));
+        m = std::max(m, s.back());
+      }
+      for (size_t i = 0; i < keys.size(); ++i) {
+        const double w = std::exp(s[i] - m);
+        l += w;
+        for (int64_t e = 0; e < D; ++e) want[h * D + e] += w * p.v()[keys[i] * HD + h * D + e];
+      }
+      for (int64_t e = 0; e < D; ++e) want[h * D + e] /= l;
+    }
+    test::expect_close(cat("dsa decode len=", len), dec, want, 1e-5, 1e-5);
+  }
+}
+
+TEST(AttentionDsa, ResultsIndependentOfThreadCount) {
+  const int64_t H = 3, D = 16, T = 400;
+  for (bool causal : {true, false}) {
+    const Problem p(2, T, H, D, causal, false, 1200 + causal);
+    Rng rng(1201);
+    const std::vector<float> dout = test::random_normal(p.out_size(), rng);
+    Result r[2];
+    std::vector<float> dec[2];
+    for (int run_i = 0; run_i < 2; ++run_i)
+      test::with_threads(run_i + 1, [&] {
+        DsaAttention att(small_budget());
+        r[run_i] = run(att, p, dout);
+        dec[run_i].resize(H * D);  // batch 0 is a (T, H, D) cache
+        att.decode(dec[run_i].data(), p.q() + (T - 1) * H * D, p.k(), p.v(), T, H, D);
+      });
+    test::expect_bitwise_equal("out", r[0].out, r[1].out);
+    test::expect_bitwise_equal("lse", r[0].lse, r[1].lse);
+    test::expect_bitwise_equal("dqkv", r[0].dqkv, r[1].dqkv);
+    test::expect_bitwise_equal("decode", dec[0], dec[1]);
+  }
+}
+
+TEST(AttentionDsa, RejectsBadArguments) {
+  DsaAttention att{DsaConfig{}};
+  std::vector<float> buf(64, 0.0f);
+  const AttnDims d{1, 2, 2, 4, 6, true};  // ld = 6 < H*D = 8
+  try {
+    att.forward(buf.data(), buf.data(), buf.data(), buf.data(), buf.data(), d);
+    FAIL() << "expected sparta::Error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "[attention.dsa] token stride ld=6 is smaller than H*D=8");
+  }
+  try {
+    att.decode(buf.data(), buf.data(), buf.data(), buf.data(), 0, 2, 4);
+    FAIL() << "expected sparta::Error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "[attention.dsa] decode needs at least one cached position, got len=0");
+  }
+  WindowAttention win{DsaConfig{}};
+  EXPECT_THROW(win.forward(buf.data(), buf.data(), buf.data(), buf.data(), buf.data(), d), Error);
+  EXPECT_THROW(win.decode(buf.data(), buf.data(), buf.data(), buf.data(), 1, 0, 4), Error);
+}
+
+}  // namespace
+}  // namespace sparta
