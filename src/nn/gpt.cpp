@@ -75,7 +75,7 @@ GPT::GPT(const GPTConfig& cfg) : cfg_(cfg) {
   params_.declare("ln_f.weight", {d}, false);
   params_.declare("ln_f.bias", {d}, false);
   params_.finalize();
-  attn_ = make_attention(cfg.attention);
+  attn_ = make_attention(cfg.attention, cfg.dsa);
 }
 
 void GPT::init_weights(uint64_t seed) {

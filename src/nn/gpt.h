@@ -11,6 +11,7 @@
 #include "nn/kv_cache.h"
 #include "nn/param_store.h"
 #include "ops/attention.h"
+#include "ops/dsa_budget.h"
 
 namespace sparta {
 
@@ -20,7 +21,8 @@ struct GPTConfig {
   int64_t n_layer = 4;
   int64_t n_head = 4;
   int64_t d_model = 256;
-  std::string attention = "dense";
+  std::string attention = "dense";  // "dense" | "window" | "dsa"
+  DsaConfig dsa;                    // used by "window" and "dsa"
   float rope_base = 10000.0f;
   float ln_eps = 1e-5f;
 };

@@ -19,6 +19,7 @@ GPTConfig gpt_config_from(const Config& cfg, int64_t vocab_size) {
   g.n_head = cfg.model.n_head;
   g.d_model = cfg.model.d_model;
   g.attention = cfg.model.attention;
+  g.dsa = cfg.model.dsa;
   g.rope_base = static_cast<float>(cfg.model.rope_base);
   return g;
 }

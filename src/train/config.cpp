@@ -39,19 +39,21 @@ std::string fmt_double(double v) {
   return s;
 }
 
-template <typename T>
-Key make_key(std::string section, std::string name, T Config::*sec_member, auto member) {
+// `field` is a generic lambda returning a reference to the value inside a
+// Config (const or not): [](auto& c) -> auto& { return c.model.n_layer; }.
+template <typename Field>
+Key make_key(std::string section, std::string name, Field field) {
   Key k;
   k.section = section;
   k.name = name;
-  using V = std::remove_reference_t<decltype(std::declval<T&>().*member)>;
+  using V = std::remove_cvref_t<decltype(field(std::declval<Config&>()))>;
   std::string where = section + "." + name;
   if constexpr (std::is_same_v<V, int64_t>) {
     k.kind = Kind::Int;
     k.set_node = [=](Config& c, const toml::node& n) {
       auto v = n.value_exact<int64_t>();
       SPARTA_CHECK(v.has_value(), "[config] ", where, " must be an integer");
-      (c.*sec_member).*member = *v;
+      field(c) = *v;
     };
     k.set_text = [=](Config& c, const std::string& s) {
       size_t pos = 0;
@@ -62,15 +64,15 @@ Key make_key(std::string section, std::string name, T Config::*sec_member, auto 
         pos = 0;
       }
       SPARTA_CHECK(pos == s.size() && !s.empty(), "[config] ", where, " must be an integer, got '", s, "'");
-      (c.*sec_member).*member = v;
+      field(c) = v;
     };
-    k.print = [=](const Config& c) { return std::to_string((c.*sec_member).*member); };
+    k.print = [=](const Config& c) { return std::to_string(field(c)); };
   } else if constexpr (std::is_same_v<V, double>) {
     k.kind = Kind::Float;
     k.set_node = [=](Config& c, const toml::node& n) {
       auto v = n.value<double>();  // accepts integers too: lr = 1 is fine
       SPARTA_CHECK(v.has_value(), "[config] ", where, " must be a number");
-      (c.*sec_member).*member = *v;
+      field(c) = *v;
     };
     k.set_text = [=](Config& c, const std::string& s) {
       size_t pos = 0;
@@ -81,34 +83,34 @@ Key make_key(std::string section, std::string name, T Config::*sec_member, auto 
         pos = 0;
       }
       SPARTA_CHECK(pos == s.size() && !s.empty(), "[config] ", where, " must be a number, got '", s, "'");
-      (c.*sec_member).*member = v;
+      field(c) = v;
     };
-    k.print = [=](const Config& c) { return fmt_double((c.*sec_member).*member); };
+    k.print = [=](const Config& c) { return fmt_double(field(c)); };
   } else if constexpr (std::is_same_v<V, bool>) {
     k.kind = Kind::Bool;
     k.set_node = [=](Config& c, const toml::node& n) {
       auto v = n.value_exact<bool>();
       SPARTA_CHECK(v.has_value(), "[config] ", where, " must be true or false");
-      (c.*sec_member).*member = *v;
+      field(c) = *v;
     };
     k.set_text = [=](Config& c, const std::string& s) {
       SPARTA_CHECK(s == "true" || s == "false", "[config] ", where, " must be true or false, got '", s, "'");
-      (c.*sec_member).*member = (s == "true");
+      field(c) = (s == "true");
     };
-    k.print = [=](const Config& c) { return std::string((c.*sec_member).*member ? "true" : "false"); };
+    k.print = [=](const Config& c) { return std::string(field(c) ? "true" : "false"); };
   } else {
     k.kind = Kind::String;
     k.set_node = [=](Config& c, const toml::node& n) {
       auto v = n.value_exact<std::string>();
       SPARTA_CHECK(v.has_value(), "[config] ", where, " must be a string");
-      (c.*sec_member).*member = *v;
+      field(c) = *v;
     };
     k.set_text = [=](Config& c, const std::string& s) {
       std::string v = s;
       if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
-      (c.*sec_member).*member = v;
+      field(c) = v;
     };
-    k.print = [=](const Config& c) { return quote((c.*sec_member).*member); };
+    k.print = [=](const Config& c) { return quote(field(c)); };
   }
   return k;
 }
@@ -116,39 +118,43 @@ Key make_key(std::string section, std::string name, T Config::*sec_member, auto 
 const std::vector<Key>& keys() {
   static const std::vector<Key> table = [] {
     std::vector<Key> t;
-    auto M = &Config::model;
-    t.push_back(make_key("model", "n_layer", M, &ModelConfig::n_layer));
-    t.push_back(make_key("model", "n_head", M, &ModelConfig::n_head));
-    t.push_back(make_key("model", "d_model", M, &ModelConfig::d_model));
-    t.push_back(make_key("model", "context", M, &ModelConfig::context));
-    t.push_back(make_key("model", "attention", M, &ModelConfig::attention));
-    t.push_back(make_key("model", "rope_base", M, &ModelConfig::rope_base));
-    auto K = &Config::tokenizer;
-    t.push_back(make_key("tokenizer", "kind", K, &TokenizerConfig::kind));
-    t.push_back(make_key("tokenizer", "vocab_size", K, &TokenizerConfig::vocab_size));
-    t.push_back(make_key("tokenizer", "lowercase", K, &TokenizerConfig::lowercase));
-    t.push_back(make_key("tokenizer", "vocab_file", K, &TokenizerConfig::vocab_file));
-    auto D = &Config::data;
-    t.push_back(make_key("data", "train", D, &DataConfig::train));
-    t.push_back(make_key("data", "val_fraction", D, &DataConfig::val_fraction));
-    auto T = &Config::train;
-    t.push_back(make_key("train", "batch_size", T, &TrainConfig::batch_size));
-    t.push_back(make_key("train", "steps", T, &TrainConfig::steps));
-    t.push_back(make_key("train", "lr", T, &TrainConfig::lr));
-    t.push_back(make_key("train", "warmup", T, &TrainConfig::warmup));
-    t.push_back(make_key("train", "weight_decay", T, &TrainConfig::weight_decay));
-    t.push_back(make_key("train", "grad_clip", T, &TrainConfig::grad_clip));
-    t.push_back(make_key("train", "seed", T, &TrainConfig::seed));
-    t.push_back(make_key("train", "eval_every", T, &TrainConfig::eval_every));
-    t.push_back(make_key("train", "ckpt_every", T, &TrainConfig::ckpt_every));
-    t.push_back(make_key("train", "threads", T, &TrainConfig::threads));
-    t.push_back(make_key("train", "out", T, &TrainConfig::out));
-    t.push_back(make_key("train", "beta1", T, &TrainConfig::beta1));
-    t.push_back(make_key("train", "beta2", T, &TrainConfig::beta2));
-    t.push_back(make_key("train", "eps", T, &TrainConfig::eps));
-    t.push_back(make_key("train", "min_lr_ratio", T, &TrainConfig::min_lr_ratio));
-    t.push_back(make_key("train", "keep_checkpoints", T, &TrainConfig::keep_checkpoints));
-    t.push_back(make_key("train", "eval_batches", T, &TrainConfig::eval_batches));
+    t.push_back(make_key("model", "n_layer", [](auto& c) -> auto& { return c.model.n_layer; }));
+    t.push_back(make_key("model", "n_head", [](auto& c) -> auto& { return c.model.n_head; }));
+    t.push_back(make_key("model", "d_model", [](auto& c) -> auto& { return c.model.d_model; }));
+    t.push_back(make_key("model", "context", [](auto& c) -> auto& { return c.model.context; }));
+    t.push_back(make_key("model", "attention", [](auto& c) -> auto& { return c.model.attention; }));
+    t.push_back(make_key("model", "rope_base", [](auto& c) -> auto& { return c.model.rope_base; }));
+    t.push_back(make_key("model.dsa", "block", [](auto& c) -> auto& { return c.model.dsa.block; }));
+    t.push_back(make_key("model.dsa", "window", [](auto& c) -> auto& { return c.model.dsa.window; }));
+    t.push_back(make_key("model.dsa", "top_k", [](auto& c) -> auto& { return c.model.dsa.top_k; }));
+    t.push_back(make_key("model.dsa", "keep_short", [](auto& c) -> auto& { return c.model.dsa.keep_short; }));
+    t.push_back(make_key("model.dsa", "keep_long", [](auto& c) -> auto& { return c.model.dsa.keep_long; }));
+    t.push_back(make_key("model.dsa", "short_len", [](auto& c) -> auto& { return c.model.dsa.short_len; }));
+    t.push_back(make_key("model.dsa", "long_len", [](auto& c) -> auto& { return c.model.dsa.long_len; }));
+
+    t.push_back(make_key("tokenizer", "kind", [](auto& c) -> auto& { return c.tokenizer.kind; }));
+    t.push_back(make_key("tokenizer", "vocab_size", [](auto& c) -> auto& { return c.tokenizer.vocab_size; }));
+    t.push_back(make_key("tokenizer", "lowercase", [](auto& c) -> auto& { return c.tokenizer.lowercase; }));
+    t.push_back(make_key("tokenizer", "vocab_file", [](auto& c) -> auto& { return c.tokenizer.vocab_file; }));
+    t.push_back(make_key("data", "train", [](auto& c) -> auto& { return c.data.train; }));
+    t.push_back(make_key("data", "val_fraction", [](auto& c) -> auto& { return c.data.val_fraction; }));
+    t.push_back(make_key("train", "batch_size", [](auto& c) -> auto& { return c.train.batch_size; }));
+    t.push_back(make_key("train", "steps", [](auto& c) -> auto& { return c.train.steps; }));
+    t.push_back(make_key("train", "lr", [](auto& c) -> auto& { return c.train.lr; }));
+    t.push_back(make_key("train", "warmup", [](auto& c) -> auto& { return c.train.warmup; }));
+    t.push_back(make_key("train", "weight_decay", [](auto& c) -> auto& { return c.train.weight_decay; }));
+    t.push_back(make_key("train", "grad_clip", [](auto& c) -> auto& { return c.train.grad_clip; }));
+    t.push_back(make_key("train", "seed", [](auto& c) -> auto& { return c.train.seed; }));
+    t.push_back(make_key("train", "eval_every", [](auto& c) -> auto& { return c.train.eval_every; }));
+    t.push_back(make_key("train", "ckpt_every", [](auto& c) -> auto& { return c.train.ckpt_every; }));
+    t.push_back(make_key("train", "threads", [](auto& c) -> auto& { return c.train.threads; }));
+    t.push_back(make_key("train", "out", [](auto& c) -> auto& { return c.train.out; }));
+    t.push_back(make_key("train", "beta1", [](auto& c) -> auto& { return c.train.beta1; }));
+    t.push_back(make_key("train", "beta2", [](auto& c) -> auto& { return c.train.beta2; }));
+    t.push_back(make_key("train", "eps", [](auto& c) -> auto& { return c.train.eps; }));
+    t.push_back(make_key("train", "min_lr_ratio", [](auto& c) -> auto& { return c.train.min_lr_ratio; }));
+    t.push_back(make_key("train", "keep_checkpoints", [](auto& c) -> auto& { return c.train.keep_checkpoints; }));
+    t.push_back(make_key("train", "eval_batches", [](auto& c) -> auto& { return c.train.eval_batches; }));
     return t;
   }();
   return table;
@@ -175,11 +181,29 @@ const Key* find_key(const std::string& section, const std::string& name) {
 
 const Key& require_key(const std::string& section, const std::string& name) {
   SPARTA_CHECK(is_section(section), "[config] unknown section [", section,
-               "] (known: model, tokenizer, data, train)");
+               "] (known: model, model.dsa, tokenizer, data, train)");
   const Key* k = find_key(section, name);
   SPARTA_CHECK(k, "[config] unknown key '", section, ".", name, "' (known keys in [", section,
                "]: ", known_in(section), ")");
   return *k;
+}
+
+// Reads one table; a nested table that is itself a known section (e.g. the
+// `dsa` table inside [model], written [model.dsa]) is read recursively.
+void parse_table(Config& cfg, const toml::table& tbl, const std::string& section, const std::string& source) {
+  for (auto&& [key_name, node] : tbl) {
+    std::string key(key_name.str());
+    if (node.is_table() && is_section(section + "." + key)) {
+      parse_table(cfg, *node.as_table(), section + "." + key, source);
+      continue;
+    }
+    const Key& k = require_key(section, key);
+    try {
+      k.set_node(cfg, node);
+    } catch (const Error& e) {
+      throw Error(cat(e.what(), " (in ", source, ")"));
+    }
+  }
 }
 
 }  // namespace
@@ -210,17 +234,10 @@ Config parse_config(std::string_view toml_text, const std::string& source,
   for (auto&& [sec_name, sec_node] : root) {
     std::string section(sec_name.str());
     SPARTA_CHECK(is_section(section), "[config] ", source, ": unknown section [", section,
-                 "] (known: model, tokenizer, data, train)");
+                 "] (known: model, model.dsa, tokenizer, data, train)");
     const toml::table* tbl = sec_node.as_table();
     SPARTA_CHECK(tbl, "[config] ", source, ": '", section, "' must be a table ([", section, "])");
-    for (auto&& [key_name, node] : *tbl) {
-      const Key& k = require_key(section, std::string(key_name.str()));
-      try {
-        k.set_node(cfg, node);
-      } catch (const Error& e) {
-        throw Error(cat(e.what(), " (in ", source, ")"));
-      }
-    }
+    parse_table(cfg, *tbl, section, source);
   }
   apply_overrides(cfg, overrides);
   return cfg;
@@ -244,8 +261,9 @@ void validate_config(const Config& c) {
                " must be even (RoPE rotates pairs)");
   SPARTA_CHECK(m.context >= 2 && m.context <= (1 << 20), "[config] model.context must be in [2, 1048576], got ",
                m.context);
-  SPARTA_CHECK(m.attention == "dense", "[config] model.attention '", m.attention,
-               "' is not available (available: dense)");
+  SPARTA_CHECK(m.attention == "dense" || m.attention == "window" || m.attention == "dsa",
+               "[config] model.attention '", m.attention, "' is not available (available: dense, window, dsa)");
+  check_dsa_config(m.dsa);
   SPARTA_CHECK(m.rope_base > 1.0 && std::isfinite(m.rope_base), "[config] model.rope_base must be > 1, got ",
                m.rope_base);
   const TokenizerConfig& k = c.tokenizer;

@@ -1,6 +1,6 @@
 #pragma once
-// The run configuration: a TOML file with [model], [tokenizer], [data] and
-// [train] sections, every key overridable with `--set section.key=value`.
+// The run configuration: a TOML file with [model] (and its [model.dsa]
+// table), [tokenizer], [data] and [train] sections, every key overridable with `--set section.key=value`.
 // Unknown keys and bad values are errors (a typo must not silently train the
 // wrong model). docs/config.md lists every key.
 #include <cstdint>
@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "ops/dsa_budget.h"
+
 namespace sparta {
 
 struct ModelConfig {
@@ -16,8 +18,9 @@ struct ModelConfig {
   int64_t n_head = 4;
   int64_t d_model = 256;
   int64_t context = 128;
-  std::string attention = "dense";
+  std::string attention = "dense";  // "dense" | "window" | "dsa"
   double rope_base = 10000.0;
+  DsaConfig dsa;                    // [model.dsa]: used by "window" and "dsa"
 };
 
 struct TokenizerConfig {

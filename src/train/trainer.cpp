@@ -80,6 +80,27 @@ bool same_model(const Config& a, const Config& b) {
          a.tokenizer.vocab_size == b.tokenizer.vocab_size;
 }
 
+// Attention settings may change between runs of one checkpoint (e.g. dense
+// pre-training, then DSA): they carry no weights of their own.
+std::string exact(double v) {
+  std::ostringstream os;
+  os.precision(17);
+  os << v;
+  return os.str();
+}
+
+std::vector<std::string> attention_overrides(const Config& c) {
+  const DsaConfig& d = c.model.dsa;
+  return {"model.attention=" + c.model.attention,
+          cat("model.dsa.block=", d.block),
+          cat("model.dsa.window=", d.window),
+          cat("model.dsa.top_k=", d.top_k),
+          "model.dsa.keep_short=" + exact(d.keep_short),
+          "model.dsa.keep_long=" + exact(d.keep_long),
+          cat("model.dsa.short_len=", d.short_len),
+          cat("model.dsa.long_len=", d.long_len)};
+}
+
 // On resume, metrics written after the checkpoint by the interrupted run are
 // dropped so the file reads as one uninterrupted run.
 void truncate_metrics(const fs::path& file, int64_t keep_upto_step) {
@@ -145,7 +166,7 @@ TrainResult run_training(const Config& cfg, const TrainOptions& opt) {
   std::unique_ptr<GPT> model;
   TrainState state;
   if (latest) {
-    LoadedCheckpoint ck = load_checkpoint(*latest);
+    LoadedCheckpoint ck = load_checkpoint(*latest, attention_overrides(cfg));
     SPARTA_CHECK(same_model(ck.config, cfg), "[train] cannot resume: ", latest->string(),
                  " was trained with a different [model]/[tokenizer] configuration");
     tok = std::move(ck.tokenizer);

@@ -65,6 +65,19 @@ TEST(Config, OverridesApplyInOrderWithTypes) {
   EXPECT_FALSE(c.tokenizer.lowercase);
 }
 
+TEST(Config, ReadsTheNestedDsaTable) {
+  Config c = parse_config(std::string(kGood) + "\n[model.dsa]\nwindow = 64\ntop_k = 16\n", "test.toml",
+                          {"model.attention=dsa", "model.dsa.block=32"});
+  EXPECT_EQ(c.model.attention, "dsa");
+  EXPECT_EQ(c.model.dsa.window, 64);
+  EXPECT_EQ(c.model.dsa.top_k, 16);
+  EXPECT_EQ(c.model.dsa.block, 32);
+  EXPECT_DOUBLE_EQ(c.model.dsa.keep_short, 0.8);  // default
+  Config d = parse_config(config_to_toml(c), "roundtrip.toml");
+  EXPECT_EQ(d.model.dsa.block, 32);
+  EXPECT_EQ(d.model.dsa.window, 64);
+}
+
 TEST(Config, RoundTripsThroughToml) {
   Config c = parse_config(kGood, "test.toml", {"train.lr=0.000123456789", "data.train=/x/y \"q\""});
   Config d = parse_config(config_to_toml(c), "roundtrip.toml");
@@ -92,6 +105,8 @@ TEST(Config, RejectsBadValues) {
   EXPECT_NE(error_of(kGood, {"tokenizer.vocab_size=300"}).find("257"), std::string::npos);
   EXPECT_NE(error_of(kGood, {"data.val_fraction=0.9"}).find("val_fraction"), std::string::npos);
   EXPECT_NE(error_of(kGood, {"model.attention=magic"}).find("model.attention 'magic'"), std::string::npos);
+  EXPECT_NE(error_of(kGood, {"model.dsa.block=0"}).find("block"), std::string::npos);
+  EXPECT_NE(error_of(kGood, {"model.dsa.topk=3"}).find("unknown key 'model.dsa.topk'"), std::string::npos);
   EXPECT_NE(error_of("[model]\nn_layer = \"four\"\n").find("model.n_layer must be an integer"), std::string::npos);
   EXPECT_NE(error_of("[model]\nn_layer = 1.5\n").find("model.n_layer must be an integer"), std::string::npos);
   EXPECT_NE(error_of("model = 3\n").find("must be a table"), std::string::npos);

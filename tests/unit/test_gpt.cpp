@@ -158,3 +158,28 @@ TEST(GPT, TrainingStepIsDeterministic) {
   };
   EXPECT_EQ(run(), run());
 }
+
+TEST(GPT, SparseAttentionWithFullBudgetEqualsDense) {
+  // window covers the whole context: "window" and "dsa" must reproduce dense.
+  auto tok = random_tokens(24, 13, 21), tgt = random_tokens(24, 13, 22);
+  auto grads = [&](const std::string& attention) {
+    GPTConfig c = tiny();
+    c.attention = attention;
+    c.dsa.block = 4;
+    c.dsa.window = 12;
+    c.dsa.top_k = 4;
+    GPT m(c);
+    randomize(m, 23);
+    float loss = m.forward_backward(tok.data(), tgt.data(), 2, 12);
+    std::vector<float> g(m.params().grad(), m.params().grad() + m.params().size());
+    g.push_back(loss);
+    return g;
+  };
+  std::vector<float> dense = grads("dense");
+  for (const char* impl : {"window", "dsa"}) {
+    std::vector<float> sparse = grads(impl);
+    ASSERT_EQ(sparse.size(), dense.size());
+    for (size_t i = 0; i < dense.size(); ++i)
+      ASSERT_NEAR(sparse[i], dense[i], 1e-5 + 1e-4 * std::fabs(dense[i])) << impl << " index " << i;
+  }
+}
