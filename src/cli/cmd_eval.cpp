@@ -16,26 +16,55 @@ namespace sparta::cli {
 
 void add_eval_command(CLI::App& app) {
   struct Args {
-    std::string checkpoint, data;
+    std::string checkpoint, data, task;
+    int64_t examples = 0;
+    int64_t seed = -1;
     std::vector<std::string> sets;
     bool json = false;
     int threads = 0;
     int64_t batch = 0;
   };
   auto a = std::make_shared<Args>();
-  CLI::App* cmd = app.add_subcommand("eval", "Mean loss per token and perplexity of a checkpoint on a text file or folder");
+  CLI::App* cmd = app.add_subcommand(
+      "eval", "Mean loss per token and perplexity on a text file or folder, or accuracy on a built-in task");
   cmd->add_option("--checkpoint", a->checkpoint, "Run folder (newest checkpoint) or one checkpoint folder")->required();
-  cmd->add_option("--data", a->data, "UTF-8 text file or folder")->required();
+  auto* data = cmd->add_option("--data", a->data, "UTF-8 text file or folder");
+  auto* task = cmd->add_option("--task", a->task, "Built-in task instead of text: passkey | mqar (examples of model.context tokens; "
+                                                 "task sizes from data.passkey_digits / data.mqar_* , overridable with --set)");
+  data->excludes(task);
+  task->excludes(data);
+  cmd->add_option("--examples", a->examples, "Task examples to score; 0 = data.task_eval_examples");
+  cmd->add_option("--seed", a->seed, "Task example stream; default: the validation stream of the training seed");
   cmd->add_flag("--json", a->json, "Print {\"loss\": ..., \"tokens\": ..., \"perplexity\": ...}");
   cmd->add_option("--batch-size", a->batch, "Windows per forward pass; 0 = train.batch_size");
   cmd->add_option("--threads", a->threads, "Threads; 0 = all cores")->capture_default_str();
   cmd->add_option("--set", a->sets, "Override a saved config key");
   cmd->callback([a] {
     init_compute_threads(a->threads);
-    LoadedCheckpoint ck = load_checkpoint(a->checkpoint, a->sets);
+    SPARTA_CHECK(!a->data.empty() || !a->task.empty(), "[eval] give --data FILE_OR_FOLDER or --task passkey|mqar");
+    std::vector<std::string> sets = a->sets;
+    if (!a->task.empty()) sets.push_back("data.task=" + a->task);
+    LoadedCheckpoint ck = load_checkpoint(a->checkpoint, sets);
+    int64_t batch = a->batch > 0 ? a->batch : ck.config.train.batch_size;
+    if (!a->task.empty()) {
+      TaskConfig task = task_config_from(ck.config);
+      uint64_t seed = a->seed >= 0 ? static_cast<uint64_t>(a->seed)
+                                   : task_validation_seed(static_cast<uint64_t>(ck.config.train.seed));
+      int64_t n = a->examples > 0 ? a->examples : ck.config.data.task_eval_examples;
+      TaskEvalResult r = evaluate_task(*ck.model, task, *ck.tokenizer, seed, n, batch);
+      if (a->json) {
+        nlohmann::json j = {{"task", task.kind},     {"accuracy", r.accuracy}, {"examples", r.examples},
+                            {"loss", r.loss},        {"tokens", r.tokens},     {"length", task.length}};
+        std::printf("%s\n", j.dump().c_str());
+      } else {
+        std::printf("%s: accuracy %.3f over %lld examples of %lld tokens, answer loss %.4f (checkpoint %s)\n",
+                    task.kind.c_str(), r.accuracy, static_cast<long long>(r.examples),
+                    static_cast<long long>(task.length), r.loss, ck.dir.string().c_str());
+      }
+      return;
+    }
     TextCorpus corpus = read_text_corpus(a->data);
     TokenSplit all = tokenize_and_split(corpus, *ck.tokenizer, 0.0);
-    int64_t batch = a->batch > 0 ? a->batch : ck.config.train.batch_size;
     EvalResult r = evaluate_tokens(*ck.model, all.train, batch);
     if (a->json) {
       nlohmann::json j = {{"loss", r.loss}, {"tokens", r.tokens}, {"perplexity", std::exp(r.loss)}};

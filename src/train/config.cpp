@@ -138,6 +138,11 @@ const std::vector<Key>& keys() {
     t.push_back(make_key("tokenizer", "vocab_file", [](auto& c) -> auto& { return c.tokenizer.vocab_file; }));
     t.push_back(make_key("data", "train", [](auto& c) -> auto& { return c.data.train; }));
     t.push_back(make_key("data", "val_fraction", [](auto& c) -> auto& { return c.data.val_fraction; }));
+    t.push_back(make_key("data", "task", [](auto& c) -> auto& { return c.data.task; }));
+    t.push_back(make_key("data", "passkey_digits", [](auto& c) -> auto& { return c.data.passkey_digits; }));
+    t.push_back(make_key("data", "mqar_pairs", [](auto& c) -> auto& { return c.data.mqar_pairs; }));
+    t.push_back(make_key("data", "mqar_queries", [](auto& c) -> auto& { return c.data.mqar_queries; }));
+    t.push_back(make_key("data", "task_eval_examples", [](auto& c) -> auto& { return c.data.task_eval_examples; }));
     t.push_back(make_key("train", "batch_size", [](auto& c) -> auto& { return c.train.batch_size; }));
     t.push_back(make_key("train", "steps", [](auto& c) -> auto& { return c.train.steps; }));
     t.push_back(make_key("train", "lr", [](auto& c) -> auto& { return c.train.lr; }));
@@ -277,6 +282,10 @@ void validate_config(const Config& c) {
                  "[config] tokenizer.vocab_size must be in [16, 1000000], got ", k.vocab_size);
   SPARTA_CHECK(c.data.val_fraction >= 0.0 && c.data.val_fraction <= 0.5,
                "[config] data.val_fraction must be in [0, 0.5], got ", c.data.val_fraction);
+  SPARTA_CHECK(c.data.task.empty() || c.data.task == "passkey" || c.data.task == "mqar",
+               "[config] data.task must be \"\" (text), \"passkey\" or \"mqar\", got '", c.data.task, "'");
+  SPARTA_CHECK(c.data.task_eval_examples >= 1, "[config] data.task_eval_examples must be >= 1, got ",
+               c.data.task_eval_examples);
   const TrainConfig& t = c.train;
   SPARTA_CHECK(t.batch_size >= 1, "[config] train.batch_size must be >= 1, got ", t.batch_size);
   SPARTA_CHECK(t.steps >= 1, "[config] train.steps must be >= 1, got ", t.steps);

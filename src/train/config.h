@@ -33,6 +33,13 @@ struct TokenizerConfig {
 struct DataConfig {
   std::string train;           // UTF-8 text file or folder
   double val_fraction = 0.05;
+  // Built-in synthetic task instead of text: "" (text) | "passkey" | "mqar".
+  // Examples are model.context tokens long, generated from train.seed.
+  std::string task;
+  int64_t passkey_digits = 5;
+  int64_t mqar_pairs = 16;
+  int64_t mqar_queries = 8;
+  int64_t task_eval_examples = 64;  // validation examples (a separate seed)
 };
 
 struct TrainConfig {

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 
 #include "core/error.h"
@@ -19,6 +20,7 @@
 #include "io/atomic_file.h"
 #include "io/checkpoint_store.h"
 #include "ops/grad_clip.h"
+#include "ops/softmax_xent.h"
 #include "train/checkpoint.h"
 #include "train/loss_plot.h"
 #include "train/lr_schedule.h"
@@ -69,6 +71,47 @@ EvalResult evaluate_tokens(GPT& model, const std::vector<int32_t>& tokens, int64
   EvalResult r;
   r.tokens = count;
   r.loss = count ? sum / static_cast<double>(count) : 0.0;
+  return r;
+}
+
+TaskConfig task_config_from(const Config& cfg) {
+  TaskConfig t;
+  t.kind = cfg.data.task;
+  t.length = cfg.model.context;
+  t.passkey_digits = cfg.data.passkey_digits;
+  t.mqar_pairs = cfg.data.mqar_pairs;
+  t.mqar_queries = cfg.data.mqar_queries;
+  return t;
+}
+
+uint64_t task_validation_seed(uint64_t train_seed) { return train_seed ^ 0x9e3779b97f4a7c15ULL; }
+
+TaskEvalResult evaluate_task(GPT& model, const TaskConfig& task, const Tokenizer& tok, uint64_t seed, int64_t n,
+                             int64_t batch) {
+  SPARTA_CHECK(n >= 1 && batch >= 1, "[eval] need at least one example and batch >= 1");
+  check_task_config(task, tok);
+  const int64_t T = task.length, V = model.config().vocab_size;
+  std::vector<int32_t> in(batch * T), tg(batch * T);
+  std::vector<TaskExample> ex(batch);
+  TaskEvalResult r;
+  double sum = 0.0;
+  int64_t correct = 0;
+  for (int64_t first = 0; first < n; first += batch) {
+    const int64_t rows = std::min(batch, n - first);
+    for (int64_t i = 0; i < rows; ++i) {
+      ex[i] = make_task_example(task, tok, seed, first + i);
+      std::copy(ex[i].inputs.begin(), ex[i].inputs.end(), in.begin() + i * T);
+      std::copy(ex[i].targets.begin(), ex[i].targets.end(), tg.begin() + i * T);
+    }
+    const float* logits = model.forward_logits(in.data(), rows, T);
+    int64_t c = 0;
+    sum += ops::softmax_xent_forward(nullptr, logits, tg.data(), rows * T, V, &c);
+    r.tokens += c;
+    for (int64_t i = 0; i < rows; ++i) correct += task_example_correct(ex[i], logits + i * T * V, V);
+  }
+  r.examples = n;
+  r.loss = r.tokens ? sum / static_cast<double>(r.tokens) : 0.0;
+  r.accuracy = static_cast<double>(correct) / static_cast<double>(n);
   return r;
 }
 
@@ -159,8 +202,15 @@ TrainResult run_training(const Config& cfg, const TrainOptions& opt) {
                     "); pass --resume to continue it, --force to start over, or set train.out"));
   if (!opt.resume) latest.reset();
 
-  SPARTA_CHECK(!cfg.data.train.empty(), "[train] data.train is not set (a UTF-8 text file or folder)");
-  TextCorpus corpus = read_text_corpus(cfg.data.train);
+  const bool is_task = !cfg.data.task.empty();
+  // A synthetic task needs text only to train a WordPiece vocabulary.
+  const bool needs_text = !is_task || (cfg.tokenizer.kind == "wordpiece" && cfg.tokenizer.vocab_file.empty());
+  TextCorpus corpus;
+  if (needs_text) {
+    SPARTA_CHECK(!cfg.data.train.empty(), "[train] data.train is not set (a UTF-8 text file or folder)",
+                 is_task ? " — the task needs it to train the WordPiece vocabulary" : "");
+    corpus = read_text_corpus(cfg.data.train);
+  }
 
   std::unique_ptr<Tokenizer> tok;
   std::unique_ptr<GPT> model;
@@ -179,9 +229,18 @@ TrainResult run_training(const Config& cfg, const TrainOptions& opt) {
     model->init_weights(init_rng.next_u64());
     state.rng = init_rng.state();
   }
-  TokenSplit split = tokenize_and_split(corpus, *tok, cfg.data.val_fraction);
   const int64_t B = cfg.train.batch_size, T = cfg.model.context;
-  BatchSampler sampler(split.train, T, static_cast<uint64_t>(cfg.train.seed));
+  const uint64_t seed = static_cast<uint64_t>(cfg.train.seed);
+  TokenSplit split;
+  std::optional<BatchSampler> sampler;
+  TaskConfig task;
+  if (is_task) {
+    task = task_config_from(cfg);
+    check_task_config(task, *tok);
+  } else {
+    split = tokenize_and_split(corpus, *tok, cfg.data.val_fraction);
+    sampler.emplace(split.train, T, seed);
+  }
 
   AdamWHyper hyper;
   hyper.beta1 = static_cast<float>(cfg.train.beta1);
@@ -199,7 +258,12 @@ TrainResult run_training(const Config& cfg, const TrainOptions& opt) {
   std::ofstream metrics(metrics_file, std::ios::app);
   SPARTA_CHECK(metrics.good(), "[train] cannot write ", metrics_file.string());
 
-  if (opt.progress) {
+  if (opt.progress && is_task) {
+    std::fprintf(stderr, "sparta train: %lld parameters, %s tokenizer (vocab %lld), task %s (%lld tokens/example), %d threads%s\n",
+                 static_cast<long long>(model->params().count()), tok->kind().c_str(),
+                 static_cast<long long>(tok->vocab_size()), task.kind.c_str(), static_cast<long long>(T),
+                 compute_threads(), latest ? cat(", resuming from step ", state.step).c_str() : "");
+  } else if (opt.progress) {
     std::fprintf(stderr, "sparta train: %lld parameters, %s tokenizer (vocab %lld), %lld train / %lld val tokens, %d threads%s\n",
                  static_cast<long long>(model->params().count()), tok->kind().c_str(),
                  static_cast<long long>(tok->vocab_size()), static_cast<long long>(split.train.size()),
@@ -221,7 +285,10 @@ TrainResult run_training(const Config& cfg, const TrainOptions& opt) {
   const int64_t stop = opt.until > 0 ? std::min(opt.until, total) : total;
   for (int64_t step = state.step; step < stop; ++step) {
     auto t0 = clock::now();
-    sampler.next(inputs.data(), targets.data(), B, state.cursor);
+    if (is_task)
+      next_task_batch(task, *tok, seed, inputs.data(), targets.data(), B, state.cursor);
+    else
+      sampler->next(inputs.data(), targets.data(), B, state.cursor);
     float lr = lr_at(step, static_cast<float>(cfg.train.lr), cfg.train.warmup, total,
                      static_cast<float>(cfg.train.min_lr_ratio));
     float loss = model->forward_backward(inputs.data(), targets.data(), B, T);
@@ -239,12 +306,20 @@ TrainResult run_training(const Config& cfg, const TrainOptions& opt) {
     json rec = {{"step", state.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
                 {"tokens_per_s", tps}, {"step_ms", secs * 1e3}};
     bool last = state.step == total;
-    bool do_eval = !split.val.empty() &&
+    bool do_eval = (is_task || !split.val.empty()) &&
                    ((cfg.train.eval_every > 0 && state.step % cfg.train.eval_every == 0) || last);
     if (do_eval) {
-      EvalResult ev = evaluate_tokens(*model, split.val, B, cfg.train.eval_batches);
-      rec["val_loss"] = ev.loss;
-      result.final_val_loss = ev.loss;
+      if (is_task) {
+        TaskEvalResult ev =
+            evaluate_task(*model, task, *tok, task_validation_seed(seed), cfg.data.task_eval_examples, B);
+        rec["val_loss"] = ev.loss;
+        rec["val_accuracy"] = ev.accuracy;
+        result.final_val_loss = ev.loss;
+      } else {
+        EvalResult ev = evaluate_tokens(*model, split.val, B, cfg.train.eval_batches);
+        rec["val_loss"] = ev.loss;
+        result.final_val_loss = ev.loss;
+      }
     }
     metrics << rec.dump() << "\n";
     metrics.flush();
@@ -254,6 +329,7 @@ TrainResult run_training(const Config& cfg, const TrainOptions& opt) {
         // A permanent line above the bar; on a terminal, clear the bar's line first.
         std::string line = cat("step ", state.step, "/", total, " | loss ", fmt(loss, 4), " | val_loss ",
                                fmt(rec["val_loss"].get<double>(), 4));
+        if (rec.contains("val_accuracy")) line += " | val_accuracy " + fmt(rec["val_accuracy"].get<double>(), 3);
         std::fprintf(stderr, "%s%s\n", isatty(fileno(stderr)) ? "\r\033[K" : "", line.c_str());
       }
     }

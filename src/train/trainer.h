@@ -6,6 +6,7 @@
 #include <memory>
 #include <vector>
 
+#include "data/synthetic_tasks.h"
 #include "data/text_corpus.h"
 #include "data/tokenizer.h"
 #include "nn/gpt.h"
@@ -40,5 +41,21 @@ struct EvalResult {
 // Mean next-token loss over non-overlapping context windows of `tokens`,
 // `batch` windows per forward pass; max_batches 0 = all.
 EvalResult evaluate_tokens(GPT& model, const std::vector<int32_t>& tokens, int64_t batch, int64_t max_batches = 0);
+
+// The synthetic task a config describes (data.task set), examples of
+// model.context tokens.
+TaskConfig task_config_from(const Config& cfg);
+
+struct TaskEvalResult {
+  double loss = 0.0;      // mean loss per answer token
+  int64_t tokens = 0;     // answer tokens
+  double accuracy = 0.0;  // fraction of examples with every answer token right (greedy)
+  int64_t examples = 0;
+};
+// Examples 0..n-1 of the task stream seeded by `seed`, `batch` per forward pass.
+TaskEvalResult evaluate_task(GPT& model, const TaskConfig& task, const Tokenizer& tok, uint64_t seed, int64_t n,
+                             int64_t batch);
+// Validation examples use their own stream, never the training one.
+uint64_t task_validation_seed(uint64_t train_seed);
 
 }  // namespace sparta

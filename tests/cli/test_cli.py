@@ -246,6 +246,27 @@ class CommandsTest(CliCase):
         self.assertIn("<svg", svg)
 
 
+class TaskTest(CliCase):
+    def test_train_and_eval_on_synthetic_tasks(self):
+        cfg, out = self.config("task", steps=4, eval_every=2)
+        run(["train", cfg, "--quiet", "--set", "data.task=passkey", "--set", "model.context=128",
+             "--set", "data.task_eval_examples=4"])
+        recs = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
+        self.assertIn("val_accuracy", recs[-1])
+        ev = json.loads(run(["eval", "--checkpoint", out, "--task", "passkey", "--examples", "6", "--json"]).stdout)
+        self.assertEqual((ev["task"], ev["examples"], ev["length"]), ("passkey", 6, 128))
+        self.assertEqual(ev["tokens"], 6 * 5)  # five answer digits per example, nothing else scored
+        self.assertTrue(0.0 <= ev["accuracy"] <= 1.0)
+        ev = json.loads(run(["eval", "--checkpoint", out, "--task", "mqar", "--examples", "3", "--json",
+                             "--set", "data.mqar_queries=4"]).stdout)
+        self.assertEqual(ev["tokens"], 3 * 4)
+        p = run(["eval", "--checkpoint", out, "--task", "needle"], check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("data.task", p.stderr)
+        p = run(["eval", "--checkpoint", out, "--task", "passkey", "--set", "model.context=32"], check=False)
+        self.assertNotEqual(p.returncode, 0)
+
+
 if __name__ == "__main__":
     SPARTA = os.path.abspath(sys.argv.pop(1))
     unittest.main()
