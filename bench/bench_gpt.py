@@ -120,6 +120,23 @@ def run_child(cmd: list[str], env: dict[str, str], label: str, timeout_s: float)
                 "stdout": out.read().decode("utf-8", "replace"), "stderr": err.read().decode("utf-8", "replace")}
 
 
+def cpu_busy_fraction(seconds: float) -> float | None:
+    """Fraction of all CPUs' time spent busy (not idle or iowait) over the next
+    `seconds`, from /proc/stat; None where that is not available. Unlike the
+    load average it does not remember the previous minute (e.g. our own last run)."""
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]  # total, idle + iowait
+    try:
+        t0, i0 = sample()
+        time.sleep(seconds)
+        t1, i1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1.0 - (i1 - i0) / max(1, t1 - t0)
+
+
 def tail(text: str, lines: int = 15) -> str:
     # Progress bars redraw with carriage returns: split on those too.
     parts = [p for p in re.split(r"[\r\n]+", text) if p.strip()]
@@ -442,11 +459,11 @@ def main() -> int:
             f"vocab {cfg.vocab_size}, batch {c['batch_size']} ({config}); "
             f"{fpt / 1e6:.1f} MFLOP per trained token")
 
-        load1 = os.getloadavg()[0]
-        if load1 > 0.5:
-            log(f"WARNING: load average {load1:.2f} before the run: other processes compete for the cores, "
-                f"and with {args.threads} threads every parallel region waits for the slowest one; "
-                f"the numbers below are unreliable")
+        busy = cpu_busy_fraction(1.0)
+        if busy is not None and busy > 0.2:
+            log(f"WARNING: other processes kept {100 * busy:.0f}% of the CPUs busy just before the run; "
+                f"with {args.threads} threads every parallel region waits for the slowest one, so the "
+                f"numbers below are unreliable")
         if not args.skip_sparta:  # fail fast on a missing binary, before the long PyTorch run
             check_sparta_binary(Path(args.sparta))
         torch_r = None if args.skip_torch else run_torch(args, config)
@@ -491,7 +508,7 @@ def main() -> int:
     if args.json:
         record = {
             "config": str(config), "model": c, "steps": args.steps, "warmup_steps": args.warmup_steps,
-            "threads": args.threads, "load_avg_before": load1, "flops_per_token": fpt, "gemm_peak_gflops": peak,
+            "threads": args.threads, "cpu_busy_before": busy, "flops_per_token": fpt, "gemm_peak_gflops": peak,
             "sparta": sparta_r, "pytorch": torch_r, "speed_ratio": speed, "memory_ratio": mem,
         }
         print(json.dumps(record))
