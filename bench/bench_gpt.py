@@ -16,7 +16,7 @@ tokens/s = B*T / median step time over the steps after the warm-up steps (a
 step = forward, backward, clip, AdamW update). Achieved GFLOP/s uses the FLOP
 convention of common_torch_gpt.flops_per_token (see bench/README.md) and is
 compared with the oneDNN FP32 GEMM peak from `SPARTA bench gemm`, measured in
-the same run. Target: sparta >= 2x PyTorch's tokens/s at <= PyTorch's peak RSS.
+the same run (before and after the training runs; the higher rate is kept). Target: sparta >= 2x PyTorch's tokens/s at <= PyTorch's peak RSS.
 
 Usage: bench/bench_gpt.py [--sparta build/sparta] [--steps 20] [--warmup-steps 3]
                           [--threads 2] [--json] [--skip-torch | --skip-sparta]
@@ -164,9 +164,10 @@ def last_json_line(text: str, label: str, required: tuple[str, ...]) -> dict:
 
 def cpu_flags() -> set[str]:
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
     except OSError:
         pass
     return set()
@@ -373,6 +374,15 @@ def check_sparta_binary(binary: Path) -> None:
                          f"`cmake --build build -j2 --target sparta`, pass --sparta PATH, or use --skip-sparta)")
 
 
+def measure_gemm(args) -> dict:
+    """`SPARTA bench gemm --threads T --json`: {"gflops", "m", "n", "k", ...}."""
+    cmd = [str(args.sparta), "bench", "gemm", "--threads", str(args.threads), "--reps", "20", "--json"]
+    log("measuring the oneDNN FP32 GEMM peak: " + " ".join(cmd))
+    res = run_child(cmd, dict(os.environ), "sparta bench gemm", args.timeout)
+    check_child(res, "sparta bench gemm")
+    return last_json_line(res["stdout"], "sparta bench gemm", ("gflops", "m", "n", "k"))
+
+
 def run_sparta(args, config: Path) -> dict:
     binary = Path(args.sparta)
     check_sparta_binary(binary)
@@ -397,12 +407,6 @@ def run_sparta(args, config: Path) -> dict:
         result = {"tokens_per_s": tps, "step_ms": step_ms, "peak_rss_mib": res["peak_rss_mib"],
                   "wall_s": res["wall_s"], "losses": [r.get("loss") for r in recs],
                   "step_ms_all": [r.get("step_ms") for r in recs]}
-
-        gcmd = [str(binary), "bench", "gemm", "--threads", str(args.threads), "--json"]
-        log("measuring the oneDNN FP32 GEMM peak: " + " ".join(gcmd))
-        g = run_child(gcmd, dict(os.environ), "sparta bench gemm", args.timeout)
-        check_child(g, "sparta bench gemm")
-        result["gemm"] = last_json_line(g["stdout"], "sparta bench gemm", ("gflops", "m", "n", "k"))
         return result
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -466,8 +470,15 @@ def main() -> int:
                 f"numbers below are unreliable")
         if not args.skip_sparta:  # fail fast on a missing binary, before the long PyTorch run
             check_sparta_binary(Path(args.sparta))
+        # The GEMM peak is measured before and after the training runs and the
+        # higher rate kept: other load can only lower a measured peak.
+        gemm_runs = [] if args.skip_sparta else [measure_gemm(args)]
         torch_r = None if args.skip_torch else run_torch(args, config)
         sparta_r = None if args.skip_sparta else run_sparta(args, config)
+        if sparta_r:
+            gemm_runs.append(measure_gemm(args))
+            sparta_r["gemm"] = max(gemm_runs, key=lambda g: g["gflops"])
+            sparta_r["gemm_runs_gflops"] = [g["gflops"] for g in gemm_runs]
     except BenchError as e:
         print(f"bench_gpt: error: {e}", file=sys.stderr)
         return 1
@@ -494,7 +505,11 @@ def main() -> int:
     if sparta_r:
         g = sparta_r["gemm"]
         print(f"sparta achieves {sparta_r['gflops']:.1f} GFLOP/s = {100 * sparta_r['gflops'] / peak:.1f}% of "
-              f"oneDNN FP32 GEMM peak ({peak:.1f} GFLOP/s, {g['m']}x{g['n']}x{g['k']}, {args.threads} threads)")
+              f"oneDNN FP32 GEMM peak ({peak:.1f} GFLOP/s, {g['m']}x{g['n']}x{g['k']}, {args.threads} threads; "
+              f"best of runs at {', '.join(f'{x:.1f}' for x in sparta_r['gemm_runs_gflops'])})")
+        if sparta_r["gflops"] > peak:
+            print("WARNING: sparta's training rate exceeds the measured GEMM peak, so the machine was busier "
+                  "while the peak was measured; rerun on an idle machine")
     if torch_r:
         extra = f" = {100 * torch_r['gflops'] / peak:.1f}% of that peak" if peak else ""
         b = torch_r["blas"]

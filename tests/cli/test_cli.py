@@ -123,7 +123,7 @@ class CrashTest(CliCase):
         for attempt in range(200):
             p = subprocess.Popen([SPARTA, "train", cfg, "--quiet", "--resume"], stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
-            time.sleep(rng.uniform(0.02, 0.3))
+            time.sleep(rng.uniform(0.02, 0.15))
             if p.poll() is None:
                 p.send_signal(signal.SIGKILL)
                 kills += 1
