@@ -158,8 +158,11 @@ TEST(BlockSparseAttention, FullSelectionEqualsDenseKernel) {
         Rng rng(7);
         const std::vector<float> dout = test::random_normal(p.out_size(), rng);
         const std::string what = cat("causal=", causal, " T=", T, " block=", block);
-        expect_results_close(run_sparse(p, full_selection(p.d, block), dout), run_dense(p, dout), 1e-6, 1e-6,
-                             what);
+        // Block 64 tiles the keys exactly like the dense kernel; other block
+        // sizes sum the same terms in another order (float32 rounding ~1e-6
+        // relative, seen up to 1.3e-6 at -O2 under sanitizers), hence 1e-5.
+        const double tol = block == 64 ? 1e-6 : 1e-5;
+        expect_results_close(run_sparse(p, full_selection(p.d, block), dout), run_dense(p, dout), tol, tol, what);
       }
 }
 
