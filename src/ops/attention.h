@@ -48,9 +48,12 @@ class Attention {
 
   // Decoding: one new query per head for ONE sequence, against cached keys
   // and values of positions [0, len) (len >= 1 includes the new token, already
-  // appended). q: (H, D); k_cache, v_cache: (len, H, D) contiguous (row
-  // stride H*D); out: (H, D).
-  virtual void decode(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t len,
+  // appended). q_cache, k_cache, v_cache: (len, H, D) contiguous (row stride
+  // H*D); the new query is row len-1 of q_cache. Dense and window attention
+  // read only that row; DSA's scorer also reads earlier queries (its
+  // look-ahead summary), so callers keep every query they decoded.
+  // out: (H, D).
+  virtual void decode(float* out, const float* q_cache, const float* k_cache, const float* v_cache, int64_t len,
                       int64_t H, int64_t D) = 0;
 };
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/gemm.h"
 #include "ops/elementwise.h"
 
 namespace sparta {
@@ -31,13 +32,15 @@ SPARTA_KERNEL_CLONES void axpy_row(float* y, float a, const float* x, int64_t n)
 }
 
 // Exact softmax attention of one query head against the keys in `ranges`
-// of a (len, H, D) cache; out: D floats. s is scratch for every selected
-// score. Sequential per head, so results do not depend on threading.
+// of a (len, H, D) cache, plus an optional extra key (logit already scaled,
+// -inf = none) as in ops::ExtraKeys; out: D floats. s is scratch for every
+// selected score. Sequential per head, so results do not depend on threading.
 void decode_head(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t ld, int64_t D,
-                 const std::vector<KeyRange>& ranges, std::vector<float>& s) {
+                 const std::vector<KeyRange>& ranges, std::vector<float>& s,
+                 float extra_logit = -std::numeric_limits<float>::infinity(), const float* extra_value = nullptr) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   s.clear();
-  float m = -std::numeric_limits<float>::infinity();
+  float m = extra_logit;
   for (const KeyRange& r : ranges)
     for (int64_t j = r.k0; j < r.k1; ++j) {
       s.push_back(scale * dot_row(q, k_cache + j * ld, D));
@@ -45,6 +48,10 @@ void decode_head(float* out, const float* q, const float* k_cache, const float* 
     }
   std::fill(out, out + D, 0.0f);
   float l = 0.0f;
+  if (extra_logit > -std::numeric_limits<float>::infinity()) {
+    l = std::exp(extra_logit - m);
+    axpy_row(out, l, extra_value, D);
+  }
   size_t i = 0;
   for (const KeyRange& r : ranges)
     for (int64_t j = r.k0; j < r.k1; ++j, ++i) {
@@ -66,12 +73,12 @@ void check_decode_args(int64_t len, int64_t H, int64_t D, const char* op) {
 // (NaN counts as -inf so a corrupt score never wins and the order stays a
 // strict weak ordering).
 struct Scored {
-  double score;
+  float score;
   int32_t id;
 };
 bool better(const Scored& a, const Scored& b) {
-  const double sa = std::isnan(a.score) ? -std::numeric_limits<double>::infinity() : a.score;
-  const double sb = std::isnan(b.score) ? -std::numeric_limits<double>::infinity() : b.score;
+  const float sa = std::isnan(a.score) ? -std::numeric_limits<float>::infinity() : a.score;
+  const float sb = std::isnan(b.score) ? -std::numeric_limits<float>::infinity() : b.score;
   if (sa != sb) return sa > sb;
   return a.id < b.id;
 }
@@ -85,27 +92,6 @@ void pick(std::vector<int32_t>& list, std::vector<Scored>& cand, int64_t top, in
   for (std::ptrdiff_t i = 0; i < keep; ++i) list.push_back(cand[static_cast<size_t>(i)].id);
   for (int64_t kb = w0; kb <= w1; ++kb) list.push_back(static_cast<int32_t>(kb));
   std::sort(list.begin(), list.end());
-}
-
-// Mean over the tokens of each block of one head's rows (strided by ld):
-// (nb, D) in double, summed in token order.
-void block_means(std::vector<double>& mean, const float* x, int64_t T, int64_t ld, int64_t D, int64_t block) {
-  const int64_t nb = (T + block - 1) / block;
-  mean.assign(static_cast<size_t>(nb * D), 0.0);
-  for (int64_t b = 0; b < nb; ++b) {
-    double* m = mean.data() + b * D;
-    const int64_t t1 = std::min(T, (b + 1) * block);
-    for (int64_t t = b * block; t < t1; ++t)
-      for (int64_t e = 0; e < D; ++e) m[e] += x[t * ld + e];
-    const double inv = 1.0 / static_cast<double>(t1 - b * block);
-    for (int64_t e = 0; e < D; ++e) m[e] *= inv;
-  }
-}
-
-double dot_double(const double* a, const double* b, int64_t n) {
-  double s = 0.0;
-  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
-  return s;
 }
 
 }  // namespace
@@ -128,51 +114,268 @@ BlockSelection local_window_selection(const AttnDims& d, int64_t block, int64_t 
   return sel;
 }
 
-BlockSelection dsa_select(const float* q, const float* k, const AttnDims& d, const DsaConfig& cfg) {
-  check_attn_dims(d, "attention.dsa");
-  check_dsa_config(cfg);
-  const int64_t block = cfg.block, nb = (d.T + block - 1) / block;
-  const int64_t W = dsa_window_blocks(cfg), top = dsa_top_blocks(cfg, d.T);
-  const int64_t lists = d.B * d.H * nb;
-  std::vector<std::vector<int32_t>> chosen(static_cast<size_t>(lists));
-  // One (b, h) per iteration, each computed sequentially: the selection is
-  // the same for any thread count.
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t bh = 0; bh < d.B * d.H; ++bh) {
-    const int64_t b = bh / d.H, h = bh % d.H;
-    const int64_t base = b * d.T * d.ld + h * d.D;
-    std::vector<double> qm, km;
-    if (top > 0) {
-      block_means(qm, q + base, d.T, d.ld, d.D, block);
-      block_means(km, k + base, d.T, d.ld, d.D, block);
-    }
-    std::vector<Scored> cand;
-    for (int64_t qb = 0; qb < nb; ++qb) {
-      const int64_t w0 = std::max<int64_t>(0, qb - W + 1);
-      const int64_t w1 = d.causal ? qb : std::min(nb - 1, qb + W - 1);
-      cand.clear();
-      if (top > 0) {
-        const int64_t kend = d.causal ? w0 : nb;
-        for (int64_t kb = 0; kb < kend; ++kb) {
-          if (kb >= w0 && kb <= w1) continue;
-          cand.push_back({dot_double(qm.data() + qb * d.D, km.data() + kb * d.D, d.D), static_cast<int32_t>(kb)});
-        }
-      }
-      pick(chosen[static_cast<size_t>(bh * nb + qb)], cand, top, w0, w1);
+namespace {
+
+// Where DSA looks, for one sequence length T (see attention_dsa.h): key
+// blocks of `block` tokens, query blocks of `qblock` tokens (qblock divides
+// block, so a query block lies inside one key block).
+struct DsaShape {
+  int64_t T, block, qblock, nkb, nqb, W, top;
+  bool causal;
+  DsaShape(const DsaConfig& c, int64_t T_, bool causal_)
+      : T(T_),
+        block(c.block),
+        qblock(c.query_block),
+        nkb((T_ + c.block - 1) / c.block),
+        nqb((T_ + c.query_block - 1) / c.query_block),
+        W(dsa_window_blocks(c)),
+        top(dsa_top_blocks(c, T_)),
+        causal(causal_) {}
+  // Local window of query block j: key blocks [w0, w1].
+  void window(int64_t j, int64_t& w0, int64_t& w1) const {
+    const int64_t kb = j * qblock / block;
+    w0 = std::max<int64_t>(0, kb - W + 1);
+    w1 = causal ? kb : std::min(nkb - 1, kb + W - 1);
+  }
+  // Tokens [l0, l1) whose mean query scores for query block j.
+  void lookahead(int64_t j, int64_t& l0, int64_t& l1) const {
+    const int64_t a = j * qblock;
+    if (causal) {
+      l0 = std::max<int64_t>(0, a - qblock + 1);
+      l1 = a + 1;
+    } else {
+      l0 = a;
+      l1 = std::min(T, a + qblock);
     }
   }
-  BlockSelection sel;
-  sel.block = block;
-  sel.nqb = nb;
-  sel.offsets.reserve(static_cast<size_t>(lists + 1));
-  sel.offsets.push_back(0);
-  for (const auto& l : chosen) {
-    sel.keys.insert(sel.keys.end(), l.begin(), l.end());
-    sel.offsets.push_back(static_cast<int64_t>(sel.keys.size()));
-  }
-  return sel;
+  int64_t block_len(int64_t kb) const { return std::min(block, T - kb * block); }
+};
+
+// Candidates of query block j: causal, the key blocks before its window;
+// bidirectional, every block outside it.
+template <class F>
+void for_each_candidate(const DsaShape& s, int64_t j, F&& f) {
+  int64_t w0, w1;
+  s.window(j, w0, w1);
+  for (int64_t kb = 0; kb < w0; ++kb) f(kb);
+  if (!s.causal)
+    for (int64_t kb = w1 + 1; kb < s.nkb; ++kb) f(kb);
 }
 
+SPARTA_KERNEL_CLONES void mean_rows(float* out, const float* x, int64_t t0, int64_t t1, int64_t ld, int64_t D) {
+  std::fill(out, out + D, 0.0f);
+  for (int64_t t = t0; t < t1; ++t)
+    for (int64_t e = 0; e < D; ++e) out[e] += x[t * ld + e];
+  const float inv = 1.0f / static_cast<float>(t1 - t0);
+  for (int64_t e = 0; e < D; ++e) out[e] *= inv;
+}
+
+// Block summaries of one (b, h): look-ahead queries (nqb, D), mean keys and
+// mean values (nkb, D). `head` points at token 0 of the head's slice.
+struct HeadSummaries {
+  std::vector<float> Qt, Kb, Vb;
+  void compute(const DsaShape& s, const float* q, const float* k, const float* v, int64_t ld, int64_t D) {
+    Qt.resize(static_cast<size_t>(s.nqb * D));
+    Kb.resize(static_cast<size_t>(s.nkb * D));
+    for (int64_t j = 0; j < s.nqb; ++j) {
+      int64_t l0, l1;
+      s.lookahead(j, l0, l1);
+      mean_rows(Qt.data() + j * D, q, l0, l1, ld, D);
+    }
+    for (int64_t kb = 0; kb < s.nkb; ++kb)
+      mean_rows(Kb.data() + kb * D, k, kb * s.block, kb * s.block + s.block_len(kb), ld, D);
+    if (v) {
+      Vb.resize(static_cast<size_t>(s.nkb * D));
+      for (int64_t kb = 0; kb < s.nkb; ++kb)
+        mean_rows(Vb.data() + kb * D, v, kb * s.block, kb * s.block + s.block_len(kb), ld, D);
+    }
+  }
+};
+
+// Query blocks scored per sgemm: bounds the (rows × nkb) score scratch.
+constexpr int64_t kScoreRows = 64;
+
+// Scores of query blocks [r0, r0 + nr) against every key block:
+// C[i][kb] = Q̃·K̄/sqrt(D) + ln(len(kb)), (nr, nkb) row-major.
+void score_rows(float* C, const HeadSummaries& hs, const DsaShape& s, int64_t r0, int64_t nr, int64_t D) {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  sgemm(false, true, nr, s.nkb, D, scale, hs.Qt.data() + r0 * D, D, hs.Kb.data(), D, 0.0f, C, s.nkb);
+  for (int64_t i = 0; i < nr; ++i)
+    for (int64_t kb = 0; kb < s.nkb; ++kb) C[i * s.nkb + kb] += std::log(static_cast<float>(s.block_len(kb)));
+}
+
+// Summary of the unselected candidates of one query block from its score row
+// c (nkb) and its selection flags: P (nkb) = softmax of their scores (0
+// elsewhere); returns their log-sum-exp (-inf when none).
+float summary_weights(float* P, const float* c, const char* selected, const DsaShape& s, int64_t j) {
+  std::fill(P, P + s.nkb, 0.0f);
+  float m = -std::numeric_limits<float>::infinity();
+  for_each_candidate(s, j, [&](int64_t kb) {
+    if (!selected[kb] && !std::isnan(c[kb])) m = std::max(m, c[kb]);
+  });
+  if (m == -std::numeric_limits<float>::infinity()) return m;
+  float l = 0.0f;
+  for_each_candidate(s, j, [&](int64_t kb) {
+    if (!selected[kb] && !std::isnan(c[kb])) {
+      P[kb] = std::exp(c[kb] - m);
+      l += P[kb];
+    }
+  });
+  const float inv = 1.0f / l;
+  for (int64_t kb = 0; kb < s.nkb; ++kb) P[kb] *= inv;
+  return m + std::log(l);
+}
+
+// Selection of one query block from its score row: the top `s.top`
+// candidates plus the window, ascending, into `list`; flags in `selected`.
+void select_row(std::vector<int32_t>& list, std::vector<Scored>& cand, char* selected, const float* c,
+                const DsaShape& s, int64_t j) {
+  cand.clear();
+  if (s.top > 0) for_each_candidate(s, j, [&](int64_t kb) { cand.push_back({c[kb], static_cast<int32_t>(kb)}); });
+  int64_t w0, w1;
+  s.window(j, w0, w1);
+  pick(list, cand, s.top, w0, w1);
+  std::fill(selected, selected + s.nkb, 0);
+  for (int32_t kb : list) selected[kb] = 1;
+}
+
+}  // namespace
+
+DsaPlan dsa_plan(const float* q, const float* k, const float* v, const AttnDims& d, const DsaConfig& cfg) {
+  check_attn_dims(d, "attention.dsa");
+  check_dsa_config(cfg);
+  const DsaShape s(cfg, d.T, d.causal);
+  const int64_t BH = d.B * d.H, D = d.D;
+  const bool summary = cfg.summary && v != nullptr;
+  DsaPlan plan;
+  plan.sel.block = s.block;
+  plan.sel.qblock = s.qblock;
+  plan.sel.nqb = s.nqb;
+  if (summary) {
+    plan.summary_logit.assign(static_cast<size_t>(BH * s.nqb), -std::numeric_limits<float>::infinity());
+    plan.summary_value.assign(static_cast<size_t>(BH * s.nqb * D), 0.0f);
+  }
+  std::vector<std::vector<int32_t>> keys(static_cast<size_t>(BH));
+  std::vector<std::vector<int64_t>> counts(static_cast<size_t>(BH));
+  // One (b, h) per iteration, computed sequentially: the plan is the same
+  // for any thread count.
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t bh = 0; bh < BH; ++bh) {
+    const int64_t base = (bh / d.H) * d.T * d.ld + (bh % d.H) * D;
+    const bool scored = s.top > 0 || summary;
+    HeadSummaries hs;
+    if (scored) hs.compute(s, q + base, k + base, summary ? v + base : nullptr, d.ld, D);
+    std::vector<float> C(static_cast<size_t>(kScoreRows * s.nkb), 0.0f);
+    std::vector<float> P(static_cast<size_t>(summary ? kScoreRows * s.nkb : 0));
+    std::vector<char> selected(static_cast<size_t>(s.nkb));
+    std::vector<Scored> cand;
+    std::vector<int32_t> list;
+    for (int64_t r0 = 0; r0 < s.nqb; r0 += kScoreRows) {
+      const int64_t nr = std::min(kScoreRows, s.nqb - r0);
+      if (scored) score_rows(C.data(), hs, s, r0, nr, D);
+      for (int64_t i = 0; i < nr; ++i) {
+        const int64_t j = r0 + i;
+        select_row(list, cand, selected.data(), C.data() + i * s.nkb, s, j);
+        keys[bh].insert(keys[bh].end(), list.begin(), list.end());
+        counts[bh].push_back(static_cast<int64_t>(list.size()));
+        if (summary)
+          plan.summary_logit[bh * s.nqb + j] =
+              summary_weights(P.data() + i * s.nkb, C.data() + i * s.nkb, selected.data(), s, j);
+      }
+      // Summary values of the chunk: P · V̄ (rows without a summary are 0).
+      if (summary)
+        sgemm(false, false, nr, D, s.nkb, 1.0f, P.data(), s.nkb, hs.Vb.data(), D, 0.0f,
+              plan.summary_value.data() + (bh * s.nqb + r0) * D, D);
+    }
+  }
+  plan.sel.offsets.reserve(static_cast<size_t>(BH * s.nqb + 1));
+  plan.sel.offsets.push_back(0);
+  for (int64_t bh = 0; bh < BH; ++bh) {
+    plan.sel.keys.insert(plan.sel.keys.end(), keys[bh].begin(), keys[bh].end());
+    for (int64_t c : counts[bh]) plan.sel.offsets.push_back(plan.sel.offsets.back() + c);
+  }
+  return plan;
+}
+
+BlockSelection dsa_select(const float* q, const float* k, const AttnDims& d, const DsaConfig& cfg) {
+  return dsa_plan(q, k, nullptr, d, cfg).sel;
+}
+
+namespace {
+
+// Backward of the summary keys: given dL/d logit (B, H, nqb) and dL/d value
+// (B, H, nqb, D) of plan's summaries, ADDS the gradients they imply to dq
+// (look-ahead tokens), dk and dv (tokens of the summarised blocks).
+//   P = softmax(c) over the unselected candidates, U = P·V̄, L = lse(c):
+//   dc = P ⊙ (dL + dU·V̄ᵀ - dU·U),  dQ̃ = dc·K̄/sqrt(D),  dK̄ = dcᵀ·Q̃/sqrt(D),
+//   dV̄ = Pᵀ·dU; a mean spreads its gradient evenly over its tokens.
+void summary_backward(float* dq, float* dk, float* dv, const float* g_logit, const float* g_value,
+                      const DsaPlan& plan, const float* q, const float* k, const float* v, const AttnDims& d,
+                      const DsaConfig& cfg) {
+  const DsaShape s(cfg, d.T, d.causal);
+  const int64_t BH = d.B * d.H, D = d.D, ld = d.ld;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t bh = 0; bh < BH; ++bh) {
+    const int64_t base = (bh / d.H) * d.T * ld + (bh % d.H) * D;
+    HeadSummaries hs;
+    hs.compute(s, q + base, k + base, v + base, ld, D);
+    const size_t tile = static_cast<size_t>(kScoreRows * s.nkb);
+    std::vector<float> C(tile), P(tile), dC(tile);
+    std::vector<float> dQt(static_cast<size_t>(s.nqb * D), 0.0f), dKb(static_cast<size_t>(s.nkb * D), 0.0f),
+        dVb(static_cast<size_t>(s.nkb * D), 0.0f);
+    std::vector<char> selected(static_cast<size_t>(s.nkb));
+    const float* L = plan.summary_logit.data() + bh * s.nqb;
+    const float* U = plan.summary_value.data() + bh * s.nqb * D;
+    const float* gL = g_logit + bh * s.nqb;
+    const float* gU = g_value + bh * s.nqb * D;
+    for (int64_t r0 = 0; r0 < s.nqb; r0 += kScoreRows) {
+      const int64_t nr = std::min(kScoreRows, s.nqb - r0);
+      score_rows(C.data(), hs, s, r0, nr, D);
+      // dC first holds dU·V̄ᵀ.
+      sgemm(false, true, nr, s.nkb, D, 1.0f, gU + r0 * D, D, hs.Vb.data(), D, 0.0f, dC.data(), s.nkb);
+      for (int64_t i = 0; i < nr; ++i) {
+        const int64_t j = r0 + i;
+        float* p = P.data() + i * s.nkb;
+        float* dc = dC.data() + i * s.nkb;
+        std::fill(p, p + s.nkb, 0.0f);
+        if (L[j] > -std::numeric_limits<float>::infinity()) {
+          std::fill(selected.begin(), selected.end(), 0);
+          const int64_t list = bh * s.nqb + j;
+          for (int64_t x = plan.sel.offsets[list]; x < plan.sel.offsets[list + 1]; ++x) selected[plan.sel.keys[x]] = 1;
+          const float* c = C.data() + i * s.nkb;
+          float du_u = 0.0f;
+          for (int64_t e = 0; e < D; ++e) du_u += gU[j * D + e] * U[j * D + e];
+          for_each_candidate(s, j, [&](int64_t kb) {
+            if (!selected[kb] && !std::isnan(c[kb])) p[kb] = std::exp(c[kb] - L[j]);
+          });
+          for (int64_t kb = 0; kb < s.nkb; ++kb) dc[kb] = p[kb] * (gL[j] + dc[kb] - du_u);
+        } else {
+          std::fill(dc, dc + s.nkb, 0.0f);
+        }
+      }
+      sgemm(false, false, nr, D, s.nkb, scale, dC.data(), s.nkb, hs.Kb.data(), D, 0.0f, dQt.data() + r0 * D, D);
+      sgemm(true, false, s.nkb, D, nr, scale, dC.data(), s.nkb, hs.Qt.data() + r0 * D, D, 1.0f, dKb.data(), D);
+      sgemm(true, false, s.nkb, D, nr, 1.0f, P.data(), s.nkb, gU + r0 * D, D, 1.0f, dVb.data(), D);
+    }
+    for (int64_t j = 0; j < s.nqb; ++j) {
+      int64_t l0, l1;
+      s.lookahead(j, l0, l1);
+      const float inv = 1.0f / static_cast<float>(l1 - l0);
+      for (int64_t t = l0; t < l1; ++t) axpy_row(dq + base + t * ld, inv, dQt.data() + j * D, D);
+    }
+    for (int64_t kb = 0; kb < s.nkb; ++kb) {
+      const int64_t n = s.block_len(kb);
+      const float inv = 1.0f / static_cast<float>(n);
+      for (int64_t t = kb * s.block; t < kb * s.block + n; ++t) {
+        axpy_row(dk + base + t * ld, inv, dKb.data() + kb * D, D);
+        axpy_row(dv + base + t * ld, inv, dVb.data() + kb * D, D);
+      }
+    }
+  }
+}
+
+}  // namespace
 // ---------------------------------------------------------------- window
 
 WindowAttention::WindowAttention(const DsaConfig& cfg) : cfg_(cfg) { check_dsa_config(cfg_); }
@@ -192,9 +395,10 @@ void WindowAttention::backward(float* dq, float* dk, float* dv, const float* dou
                                        local_window_selection(d, cfg_.block, dsa_window_blocks(cfg_)));
 }
 
-void WindowAttention::decode(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t len,
-                             int64_t H, int64_t D) {
+void WindowAttention::decode(float* out, const float* q_cache, const float* k_cache, const float* v_cache,
+                             int64_t len, int64_t H, int64_t D) {
   check_decode_args(len, H, D, "attention.window");
+  const float* q = q_cache + (len - 1) * H * D;
   const int64_t qb = (len - 1) / cfg_.block;
   const int64_t k0 = std::max<int64_t>(0, qb - dsa_window_blocks(cfg_) + 1) * cfg_.block;
   const std::vector<KeyRange> ranges{{k0, len}};
@@ -211,46 +415,72 @@ DsaAttention::DsaAttention(const DsaConfig& cfg) : cfg_(cfg) { check_dsa_config(
 
 void DsaAttention::forward(float* out, float* lse, const float* q, const float* k, const float* v,
                            const AttnDims& d) {
-  ops::block_sparse_attention_forward(out, lse, q, k, v, d, dsa_select(q, k, d, cfg_));
+  const DsaPlan plan = dsa_plan(q, k, v, d, cfg_);
+  ops::block_sparse_attention_forward(out, lse, q, k, v, d, plan.sel, plan.extra());
 }
 
 void DsaAttention::backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
                             const float* lse, const float* q, const float* k, const float* v, const AttnDims& d) {
-  // Recomputing the selection from the same q and k reproduces forward's
-  // exactly (dsa_select is deterministic) and keeps the instance stateless.
-  ops::block_sparse_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, d, dsa_select(q, k, d, cfg_));
+  // Recomputing the plan from the same q, k, v reproduces forward's exactly
+  // (dsa_plan is deterministic) and keeps the instance stateless.
+  const DsaPlan plan = dsa_plan(q, k, v, d, cfg_);
+  if (plan.summary_logit.empty()) {
+    ops::block_sparse_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, d, plan.sel);
+    return;
+  }
+  std::vector<float> g_logit(plan.summary_logit.size()), g_value(plan.summary_value.size());
+  ops::block_sparse_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, d, plan.sel, plan.extra(),
+                                       g_logit.data(), g_value.data());
+  summary_backward(dq, dk, dv, g_logit.data(), g_value.data(), plan, q, k, v, d, cfg_);
 }
 
-void DsaAttention::decode(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t len,
-                          int64_t H, int64_t D) {
+void DsaAttention::decode(float* out, const float* q_cache, const float* k_cache, const float* v_cache,
+                          int64_t len, int64_t H, int64_t D) {
   check_decode_args(len, H, D, "attention.dsa");
-  const int64_t block = cfg_.block, qb = (len - 1) / block;
-  const int64_t w0 = std::max<int64_t>(0, qb - dsa_window_blocks(cfg_) + 1);
-  const int64_t top = dsa_top_blocks(cfg_, len);
-  const int64_t ld = H * D;
+  // The last row of a causal sequence of len tokens, exactly as dsa_plan and
+  // the kernel treat it, for one head at a time.
+  const DsaShape s(cfg_, len, true);
+  const int64_t ld = H * D, t = len - 1, j = t / s.qblock;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  int64_t w0, w1, l0, l1;
+  s.window(j, w0, w1);
+  s.lookahead(j, l0, l1);
 #pragma omp parallel for schedule(static)
   for (int64_t h = 0; h < H; ++h) {
-    const float* qh = q + h * D;
-    // Candidates: the full blocks before the window, scored q · mean key.
+    std::vector<float> c(static_cast<size_t>(s.nkb), 0.0f), P(static_cast<size_t>(s.nkb)), qt(D), kb_mean(D);
+    std::vector<char> selected(static_cast<size_t>(s.nkb));
     std::vector<Scored> cand;
-    if (top > 0) {
-      std::vector<double> km, qd(qh, qh + D);
-      block_means(km, k_cache + h * D, w0 * block, ld, D, block);
-      for (int64_t kb = 0; kb < w0; ++kb)
-        cand.push_back({dot_double(qd.data(), km.data() + kb * D, D), static_cast<int32_t>(kb)});
-    }
     std::vector<int32_t> ids;
-    pick(ids, cand, top, w0, qb);
+    const bool scored = s.top > 0 || cfg_.summary;
+    if (scored) {
+      mean_rows(qt.data(), q_cache + h * D, l0, l1, ld, D);
+      for_each_candidate(s, j, [&](int64_t kb) {
+        mean_rows(kb_mean.data(), k_cache + h * D, kb * s.block, kb * s.block + s.block_len(kb), ld, D);
+        c[kb] = scale * dot_row(qt.data(), kb_mean.data(), D) + std::log(static_cast<float>(s.block_len(kb)));
+      });
+    }
+    select_row(ids, cand, selected.data(), c.data(), s, j);
+    float extra_logit = -std::numeric_limits<float>::infinity();
+    std::vector<float> extra_value(static_cast<size_t>(D), 0.0f), vb(D);
+    if (cfg_.summary) {
+      extra_logit = summary_weights(P.data(), c.data(), selected.data(), s, j);
+      for (int64_t kb = 0; kb < s.nkb; ++kb)
+        if (P[kb] != 0.0f) {
+          mean_rows(vb.data(), v_cache + h * D, kb * s.block, kb * s.block + s.block_len(kb), ld, D);
+          axpy_row(extra_value.data(), P[kb], vb.data(), D);
+        }
+    }
     std::vector<KeyRange> ranges;
     for (int32_t kb : ids) {  // merge adjacent blocks; the last one ends at len
-      const int64_t a = kb * block, e = std::min(len, a + block);
+      const int64_t a = kb * s.block, e = std::min(len, a + s.block);
       if (!ranges.empty() && ranges.back().k1 == a)
         ranges.back().k1 = e;
       else
         ranges.push_back({a, e});
     }
-    std::vector<float> s;
-    decode_head(out + h * D, qh, k_cache + h * D, v_cache + h * D, ld, D, ranges, s);
+    std::vector<float> sc;
+    decode_head(out + h * D, q_cache + t * ld + h * D, k_cache + h * D, v_cache + h * D, ld, D, ranges, sc,
+                extra_logit, extra_value.data());
   }
 }
 

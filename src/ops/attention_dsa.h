@@ -10,32 +10,53 @@
 //     (W-1)*block + 1 at least), and the symmetric band |kb - qb| < W when
 //     not causal.
 //
-//   DsaAttention ("dsa"): dynamic sparse attention in the style of NSA's
-//     block selection, never forming the T×T score matrix. Per (b, h):
-//       1. block summaries: the mean query Q̄[qb] and mean key K̄[kb] of every
-//          block (the keys as given, i.e. after RoPE): O(T·D);
-//       2. every query block scores each key block outside its local window
-//          (causal: kb < qb-W+1; non-causal: |kb - qb| >= W) by Q̄[qb]·K̄[kb]:
-//          O((T/block)²·D), small next to attention itself;
-//       3. it keeps the dsa_top_blocks(cfg, T) best (ties: smaller id first;
-//          NaN scores rank last), adds the local window and attends to the
-//          union with the block-sparse kernel: O(T · budget · D).
-//     The selection is a hard, non-differentiable choice (straight-through):
-//     backward recomputes the same selection from the same q and k and
-//     differentiates attention over the selected keys only; no gradient flows
-//     through the scores that picked the blocks.
-//     Decode scores the one query against the mean key of every full block
-//     before its window (summaries computed on the fly, O(len·D)), keeps the
-//     dsa_top_blocks(cfg, len) best plus the window and takes an exact
-//     softmax over the union. It scores with the query itself rather than a
-//     block's mean query, so it need not match the last row of forward
-//     unless the budget covers every key (then both equal dense attention).
+//   DsaAttention ("dsa"): dynamic sparse attention in the style of NSA
+//     (block selection + compressed branch), causal by construction and
+//     never forming the T×T score matrix. Keys are cut into blocks of
+//     cfg.block tokens, queries into blocks of cfg.query_block tokens.
+//     Per (b, h):
+//       1. summaries: the mean key K̄[kb] and mean value V̄[kb] of every key
+//          block, and per query block j starting at token a a "look-ahead"
+//          query Q̃[j] = mean of the queries of tokens
+//          [max(0, a - query_block + 1), a] when causal (up to and including
+//          the block's first token, so every row of the block may use it
+//          without seeing the future), of the block's own tokens otherwise;
+//       2. scores c[j][kb] = Q̃[j]·K̄[kb]/sqrt(D) + ln(len of kb) for every
+//          candidate: causal, the key blocks before query block j's window
+//          (window = key blocks last-W+1 .. last, last = the key block of
+//          j, W = dsa_window_blocks); bidirectional, every key block outside
+//          |kb - kb(j)| < W. O((T/query_block)·(T/block)·D), via sgemm;
+//       3. the dsa_top_blocks(cfg, T) best candidates (ties: smaller id;
+//          NaN ranks last) plus the window are attended exactly by the
+//          block-sparse kernel;
+//       4. summary (cfg.summary): the candidates NOT selected enter every
+//          row's softmax of block j as one extra key with logit
+//          L[j] = logsumexp of their scores and value Σ softmax(c)·V̄[kb]
+//          (ops::ExtraKeys). This is attention of Q̃ over block summaries,
+//          with ln(len) making a block of identical keys weigh exactly as
+//          much as its tokens would; far context the selection misses is
+//          seen coarsely rather than not at all, and nothing is counted
+//          twice (selected and window blocks are excluded).
+//     Learning: the scores c are the summary's logits, so the gradient of
+//     the loss reaches the scorer through its own branch: dL/dc flows into
+//     Q̃ (the queries of the look-ahead tokens) and K̄, V̄ (the keys and
+//     values of every token of the summarised blocks). A block whose content
+//     would help gets a higher score and is selected (exactly) next time.
+//     The top-k choice itself is a hard, straight-through step. Backward
+//     recomputes the same selection and summary from q, k, v.
+//     When the budget covers every candidate, no summary remains and the
+//     result equals dense attention (forward and gradients).
+//     Decode needs the queries of the look-ahead tokens too, which is why
+//     decode takes the query history (see Attention::decode); it computes
+//     exactly what forward computes for the last row of a sequence of len
+//     tokens (up to float summation order in the scores).
 //
 // Determinism: forward, backward and decode are bit-identical for any
 // OpenMP thread count (selection is computed per (b, h) in a fixed order,
 // the kernel is deterministic, decode splits over heads). Instances hold
 // only their configuration: concurrent calls are safe.
 #include <cstdint>
+#include <vector>
 
 #include "ops/attention.h"
 #include "ops/block_sparse_attention.h"
@@ -54,7 +75,7 @@ class WindowAttention final : public Attention {
                 const float* q, const float* k, const float* v, const AttnDims& d) override;
   // Attends to positions [max(0, qb-W+1)*block, len) with qb = (len-1)/block:
   // exactly the keys forward gives the query at position len-1 (causal).
-  void decode(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t len, int64_t H,
+  void decode(float* out, const float* q_cache, const float* k_cache, const float* v_cache, int64_t len, int64_t H,
               int64_t D) override;
 
  private:
@@ -71,7 +92,7 @@ class DsaAttention final : public Attention {
                const AttnDims& d) override;
   void backward(float* dq, float* dk, float* dv, const float* dout, const float* out, const float* lse,
                 const float* q, const float* k, const float* v, const AttnDims& d) override;
-  void decode(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t len, int64_t H,
+  void decode(float* out, const float* q_cache, const float* k_cache, const float* v_cache, int64_t len, int64_t H,
               int64_t D) override;
 
  private:
@@ -82,9 +103,22 @@ class DsaAttention final : public Attention {
 // d.causal, else the band |kb - qb| < window_blocks. block, window_blocks >= 1.
 ops::BlockSelection local_window_selection(const AttnDims& d, int64_t block, int64_t window_blocks);
 
-// The key blocks DsaAttention::forward/backward use for q, k (strided as in
-// Attention::forward; v is not needed). Deterministic function of q, k, d
-// and cfg.
+// What DsaAttention::forward/backward feed the block-sparse kernel for q,
+// k, v (strided as in Attention::forward): the selection (query blocks of
+// cfg.query_block tokens) and, when cfg.summary, the summary keys
+// (summary_logit: (B, H, nqb), -inf where nothing is left to summarise;
+// summary_value: (B, H, nqb, D)). Deterministic function of its inputs.
+struct DsaPlan {
+  ops::BlockSelection sel;
+  std::vector<float> summary_logit, summary_value;  // empty without cfg.summary
+  ops::ExtraKeys extra() const {
+    if (summary_logit.empty()) return {};
+    return {summary_logit.data(), summary_value.data()};
+  }
+};
+DsaPlan dsa_plan(const float* q, const float* k, const float* v, const AttnDims& d, const DsaConfig& cfg);
+
+// Only the selection of dsa_plan (v is not needed).
 ops::BlockSelection dsa_select(const float* q, const float* k, const AttnDims& d, const DsaConfig& cfg);
 
 }  // namespace sparta

@@ -125,7 +125,7 @@ SPARTA_KERNEL_CLONES float dot_row(const float* a, const float* b, int64_t n) {
 // the key blocks ids[0 .. count).
 void forward_rows(float* out, float* lse, const float* q, const float* k, const float* v, const AttnDims& d,
                   int64_t b, int64_t h, int64_t q0, int64_t nq, const int32_t* ids, int64_t count, int64_t block,
-                  float* S, std::vector<Piece>& pieces) {
+                  float extra_logit, const float* extra_value, float* S, std::vector<Piece>& pieces) {
   const int64_t T = d.T, H = d.H, D = d.D, ld = d.ld, ldo = H * D;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const int64_t head = b * T * ld + h * D;  // token (b, 0), head h
@@ -136,6 +136,12 @@ void forward_rows(float* out, float* lse, const float* q, const float* k, const 
   std::fill(m, m + nq, kNegInf);
   std::fill(l, l + nq, 0.0f);
   bool first = true;
+  if (extra_logit > kNegInf) {  // the extra key starts every row's softmax: weight exp(0) at max = logit
+    std::fill(m, m + nq, extra_logit);
+    std::fill(l, l + nq, 1.0f);
+    for (int64_t i = 0; i < nq; ++i) std::memcpy(O + i * ldo, extra_value, sizeof(float) * static_cast<size_t>(D));
+    first = false;
+  }
   for (const Piece& pc : pieces) {
     sgemm(false, true, nq, pc.n, D, scale, Q, ld, k + head + pc.k0 * ld, ld, 0.0f, S, kK);
     for (int64_t i = 0; i < nq; ++i) {
@@ -198,8 +204,10 @@ BlockSelection ranged_selection(const AttnDims& d, int64_t block, First first, L
 
 void check_block_selection(const AttnDims& d, const BlockSelection& sel, const char* op) {
   SPARTA_CHECK(sel.block >= 1, "[", op, "] block size must be >= 1, got ", sel.block);
-  const int64_t nqb = (d.T + sel.block - 1) / sel.block;
-  SPARTA_CHECK(sel.nqb == nqb, "[", op, "] selection has nqb=", sel.nqb, " but T=", d.T, " with block ", sel.block,
+  SPARTA_CHECK(sel.qblock >= 0, "[", op, "] query block size must be >= 1 (or 0 = block), got ", sel.qblock);
+  const int64_t qblock = query_block(sel);
+  const int64_t nqb = (d.T + qblock - 1) / qblock, nkb = (d.T + sel.block - 1) / sel.block;
+  SPARTA_CHECK(sel.nqb == nqb, "[", op, "] selection has nqb=", sel.nqb, " but T=", d.T, " with query block ", qblock,
                " needs ", nqb);
   const int64_t lists = d.B * d.H * nqb;
   SPARTA_CHECK(static_cast<int64_t>(sel.offsets.size()) == lists + 1, "[", op, "] offsets has ",
@@ -216,8 +224,8 @@ void check_block_selection(const AttnDims& d, const BlockSelection& sel, const c
     const int64_t a = sel.offsets[i];
     for (int64_t j = a; j < sel.offsets[i + 1]; ++j) {
       const int64_t id = sel.keys[j];
-      SPARTA_CHECK(id >= 0 && id < nqb, "[", op, "] list ", i, " (b=", i / (d.H * nqb), " h=", i / nqb % d.H,
-                   " qb=", i % nqb, "): key block ", id, " out of range [0, ", nqb, ")");
+      SPARTA_CHECK(id >= 0 && id < nkb, "[", op, "] list ", i, " (b=", i / (d.H * nqb), " h=", i / nqb % d.H,
+                   " qb=", i % nqb, "): key block ", id, " out of range [0, ", nkb, ")");
       SPARTA_CHECK(j == a || sel.keys[j - 1] < id, "[", op, "] list ", i, " (b=", i / (d.H * nqb),
                    " h=", i / nqb % d.H, " qb=", i % nqb, "): key blocks must be sorted and unique, got ",
                    sel.keys[j - 1], " then ", id);
@@ -225,14 +233,20 @@ void check_block_selection(const AttnDims& d, const BlockSelection& sel, const c
   }
 }
 
+void check_extra_keys(const ExtraKeys& extra, const char* op) {
+  SPARTA_CHECK((extra.logit == nullptr) == (extra.value == nullptr), "[", op,
+               "] extra keys need both logits and values (or neither)");
+}
+
 void block_sparse_attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
-                                    const AttnDims& d, const BlockSelection& sel) {
+                                    const AttnDims& d, const BlockSelection& sel, const ExtraKeys& extra) {
   constexpr const char* kOp = "attention.block_sparse";
   check_attn_dims(d, kOp);
   check_block_selection(d, sel, kOp);
+  check_extra_keys(extra, kOp);
   if (d.B == 0 || d.T == 0) return;
-  const int64_t block = sel.block, nqb = sel.nqb;
-  const int64_t tiles = (block + kQ - 1) / kQ;  // kQ-row tiles per query block
+  const int64_t block = sel.block, qblock = query_block(sel), nqb = sel.nqb;
+  const int64_t tiles = (qblock + kQ - 1) / kQ;  // kQ-row tiles per query block
   const int64_t items = d.B * d.H * nqb * tiles;
 #pragma omp parallel
   {
@@ -241,25 +255,31 @@ void block_sparse_attention_forward(float* out, float* lse, const float* q, cons
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < items; ++it) {
       const int64_t list = it / tiles, qb = list % nqb, bh = list / nqb;
-      const int64_t q0 = qb * block + it % tiles * kQ;
-      const int64_t qe = std::min(qb * block + block, d.T);
+      const int64_t q0 = qb * qblock + it % tiles * kQ;
+      const int64_t qe = std::min(qb * qblock + qblock, d.T);
       if (q0 >= qe) continue;  // tile past the end of a short last block
       const int64_t a = sel.offsets[list];
+      const float xl = extra.logit ? extra.logit[list] : kNegInf;
       forward_rows(out, lse, q, k, v, d, bh / d.H, bh % d.H, q0, std::min(kQ, qe - q0), sel.keys.data() + a,
-                   sel.offsets[list + 1] - a, block, S.data(), pieces);
+                   sel.offsets[list + 1] - a, block, xl, extra.value ? extra.value + list * d.D : nullptr, S.data(),
+                   pieces);
     }
   }
 }
 
 void block_sparse_attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
                                      const float* lse, const float* q, const float* k, const float* v,
-                                     const AttnDims& d, const BlockSelection& sel) {
+                                     const AttnDims& d, const BlockSelection& sel, const ExtraKeys& extra,
+                                     float* d_extra_logit, float* d_extra_value) {
   constexpr const char* kOp = "attention.block_sparse";
   check_attn_dims(d, kOp);
   check_block_selection(d, sel, kOp);
+  check_extra_keys(extra, kOp);
+  SPARTA_CHECK(!extra.logit || (d_extra_logit && d_extra_value), "[", kOp,
+               "] backward with extra keys needs buffers for their gradients");
   if (d.B == 0 || d.T == 0) return;
   const int64_t B = d.B, T = d.T, H = d.H, D = d.D, ld = d.ld, BH = B * H;
-  const int64_t block = sel.block, nqb = sel.nqb;
+  const int64_t block = sel.block, qblock = query_block(sel), nqb = sel.nqb, nkb = (T + block - 1) / block;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const size_t row_bytes = sizeof(float) * static_cast<size_t>(D);
 
@@ -268,21 +288,21 @@ void block_sparse_attention_backward(float* dq, float* dk, float* dv, const floa
   // races, no atomics) and sums its query blocks in a fixed order, so the
   // result does not depend on the thread count. The price is computing S and
   // dP twice (once per pass below), 7 sgemm per tile pair instead of 5.
-  std::vector<int64_t> inv_off(static_cast<size_t>(BH * nqb + 1), 0);
+  std::vector<int64_t> inv_off(static_cast<size_t>(BH * nkb + 1), 0);
   for (int64_t bh = 0; bh < BH; ++bh)
     for (int64_t j = sel.offsets[bh * nqb]; j < sel.offsets[(bh + 1) * nqb]; ++j)
-      ++inv_off[static_cast<size_t>(bh * nqb + sel.keys[j] + 1)];
+      ++inv_off[static_cast<size_t>(bh * nkb + sel.keys[j] + 1)];
   for (size_t i = 1; i < inv_off.size(); ++i) inv_off[i] += inv_off[i - 1];
   std::vector<int32_t> inv(sel.keys.size());
   {
     std::vector<int64_t> fill(inv_off.begin(), inv_off.end() - 1);
     for (int64_t list = 0; list < BH * nqb; ++list)
       for (int64_t j = sel.offsets[list]; j < sel.offsets[list + 1]; ++j)
-        inv[static_cast<size_t>(fill[(list / nqb) * nqb + sel.keys[j]]++)] = static_cast<int32_t>(list % nqb);
+        inv[static_cast<size_t>(fill[(list / nqb) * nkb + sel.keys[j]]++)] = static_cast<int32_t>(list % nqb);
   }
 
   std::vector<float> Di(static_cast<size_t>(BH * T));
-  const int64_t qtiles = (block + kQ - 1) / kQ;
+  const int64_t qtiles = (qblock + kQ - 1) / kQ;
   const int64_t ktiles = (block + kK - 1) / kK;
 #pragma omp parallel
   {
@@ -293,6 +313,32 @@ void block_sparse_attention_backward(float* dq, float* dk, float* dv, const floa
         Di[static_cast<size_t>(((bt / T) * H + h) * T + bt % T)] =
             dot_row(dout + (bt * H + h) * D, out + (bt * H + h) * D, D);
 
+    // Extra keys: with p = exp(logit - lse) per row, d logit = Σ_rows
+    // p (dO·value - Di) and d value = Σ_rows p dO, summed over the rows of
+    // the query block in order (one owner per block, no races).
+    if (extra.logit) {
+#pragma omp for schedule(static)
+      for (int64_t list = 0; list < BH * nqb; ++list) {
+        const int64_t qb = list % nqb, bh = list / nqb, b = bh / H, h = bh % H;
+        float* gv = d_extra_value + list * D;
+        std::memset(gv, 0, row_bytes);
+        float gl = 0.0f;
+        const float xl = extra.logit[list];
+        if (xl > kNegInf) {
+          const float* xv = extra.value + list * D;
+          for (int64_t t = qb * qblock; t < std::min(qb * qblock + qblock, T); ++t) {
+            const float l = lse[bh * T + t];
+            if (!std::isfinite(l)) continue;
+            const float p = std::exp(xl - l);
+            const float* go = dout + ((b * T + t) * H + h) * D;
+            gl += p * (dot_row(go, xv, D) - Di[static_cast<size_t>(bh * T + t)]);
+            for (int64_t e = 0; e < D; ++e) gv[e] += p * go[e];
+          }
+        }
+        d_extra_logit[list] = gl;
+      }
+    }
+
     std::vector<float> S(static_cast<size_t>(kQ * kK), 0.0f), dP(static_cast<size_t>(kQ * kK), 0.0f);
     std::vector<Piece> pieces;
 
@@ -300,8 +346,8 @@ void block_sparse_attention_backward(float* dq, float* dk, float* dv, const floa
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < BH * nqb * qtiles; ++it) {
       const int64_t list = it / qtiles, qb = list % nqb, bh = list / nqb, b = bh / H, h = bh % H;
-      const int64_t q0 = qb * block + it % qtiles * kQ;
-      const int64_t qe = std::min(qb * block + block, T);
+      const int64_t q0 = qb * qblock + it % qtiles * kQ;
+      const int64_t qe = std::min(qb * qblock + qblock, T);
       if (q0 >= qe) continue;
       const int64_t nq = std::min(kQ, qe - q0);
       const int64_t head = b * T * ld + h * D;
@@ -322,8 +368,8 @@ void block_sparse_attention_backward(float* dq, float* dk, float* dv, const floa
     // Pass 2, dK and dV: each (b, h, kK-key tile of a key block) owns its
     // rows and visits the query blocks that selected the block.
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t it = 0; it < BH * nqb * ktiles; ++it) {
-      const int64_t list = it / ktiles, kb = list % nqb, bh = list / nqb, b = bh / H, h = bh % H;
+    for (int64_t it = 0; it < BH * nkb * ktiles; ++it) {
+      const int64_t list = it / ktiles, kb = list % nkb, bh = list / nkb, b = bh / H, h = bh % H;
       const int64_t k0 = kb * block + it % ktiles * kK;
       const int64_t ke = std::min(kb * block + block, T);
       if (k0 >= ke) continue;
@@ -337,8 +383,8 @@ void block_sparse_attention_backward(float* dq, float* dk, float* dv, const floa
       }
       for (int64_t x = inv_off[list]; x < inv_off[list + 1]; ++x) {
         const int64_t qb = inv[static_cast<size_t>(x)];
-        const int64_t qe = std::min(qb * block + block, T);
-        for (int64_t q0 = qb * block; q0 < qe; q0 += kQ) {
+        const int64_t qe = std::min(qb * qblock + qblock, T);
+        for (int64_t q0 = qb * qblock; q0 < qe; q0 += kQ) {
           const int64_t nq = std::min(kQ, qe - q0);
           // Causal: keys past the tile's last query are masked for every row.
           const int64_t nke = d.causal ? std::min(nk, q0 + nq - k0) : nk;

@@ -9,13 +9,15 @@ namespace sparta {
 
 void check_dsa_config(const DsaConfig& c) {
   SPARTA_CHECK(c.block >= 1, "[attention.dsa] block must be >= 1, got ", c.block);
+  SPARTA_CHECK(c.query_block >= 1 && c.query_block <= c.block && c.block % c.query_block == 0,
+               "[attention.dsa] query_block must divide block (", c.block, "), got ", c.query_block);
   SPARTA_CHECK(c.window >= 1, "[attention.dsa] window must be >= 1, got ", c.window);
   SPARTA_CHECK(c.top_k >= 0, "[attention.dsa] top_k must be >= 0, got ", c.top_k);
   SPARTA_CHECK(c.keep_long > 0.0 && c.keep_long <= c.keep_short && c.keep_short <= 1.0,
                "[attention.dsa] need 0 < keep_long <= keep_short <= 1, got keep_short=", c.keep_short,
                " keep_long=", c.keep_long);
-  SPARTA_CHECK(c.short_len >= 1 && c.short_len < c.long_len,
-               "[attention.dsa] need 1 <= short_len < long_len, got short_len=", c.short_len,
+  SPARTA_CHECK(c.short_len >= 2 && c.short_len < c.long_len,
+               "[attention.dsa] need 2 <= short_len < long_len, got short_len=", c.short_len,
                " long_len=", c.long_len);
 }
 
@@ -33,7 +35,7 @@ int64_t dsa_key_budget(const DsaConfig& c, int64_t T) {
     raw = c.keep_short * std::pow(c.keep_long / c.keep_short, u) * t;
   } else {
     const double ll = static_cast<double>(c.long_len);
-    raw = c.keep_long * ll * (1.0 + std::log2(t / ll));
+    raw = c.keep_long * ll * std::log(t) / std::log(ll);
   }
   // The tiny epsilon keeps values that are integers up to rounding (e.g.
   // 0.2 · 1024 · 5) from being bumped to the next integer.

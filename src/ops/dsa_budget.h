@@ -11,31 +11,41 @@
 //                               interpolated log-linearly in T:
 //                               f = keep_short · (keep_long/keep_short)^u,
 //                               u = log(T/short_len) / log(long_len/short_len)
-//   T > long_len:               raw = keep_long · long_len · (1 + log2(T/long_len))
+//   T > long_len:               raw = keep_long · long_len · log(T)/log(long_len)
 //   budget = min(T, max(window + top_k, ceil(raw)))
 // The selected key blocks per query block are the local window
 // (dsa_window_blocks) plus dsa_top_blocks(T) = max(0, ceil((budget - window)/block))
 // blocks picked by score.
 // Defaults: 205 keys at T = 256 (80%) and at T = 1024 (20%; with the
-// defaults f·T is constant in between), 615 at 4096 (15%), 1024 at 16384
-// (6.25%), 1434 at 65536 (2.2%; 1.4× the budget at 16384).
+// defaults f·T is constant in between), 246 at 4096 (6%), 287 at 16384
+// (1.75%), 328 at 65536 (0.5%; 1.14× the budget at 16384, so going from 16K
+// to 64K tokens costs 4 × 1.14 = 4.6× the attention work, not 16×).
+// Per query the kernel visits the whole window blocks and whole selected
+// blocks, so the keys actually attended can exceed the budget by up to a
+// block.
 #include <cstdint>
 
 namespace sparta {
 
 struct DsaConfig {
-  int64_t block = 64;       // tokens per query/key block
+  int64_t block = 64;       // tokens per key block
+  int64_t query_block = 16; // tokens per query block (selection granularity); divides block
   int64_t window = 128;     // local window in tokens (rounded up to whole blocks)
   int64_t top_k = 64;       // minimum keys per query beyond the window
   double keep_short = 0.8;  // fraction of keys kept at T <= short_len
   double keep_long = 0.2;   // fraction of keys kept at T = long_len
   int64_t short_len = 256;
   int64_t long_len = 1024;
+  // Far-context summary: the key blocks a query block scored but did not
+  // select still enter its softmax as one summary key (see attention_dsa.h),
+  // which is also what trains the scorer. false = hard selection only.
+  bool summary = true;
 };
 
 // Throws sparta::Error "[attention.dsa] ..." naming the bad field unless
-// block >= 1, window >= 1, top_k >= 0, 0 < keep_long <= keep_short <= 1 and
-// 1 <= short_len < long_len.
+// block >= 1, 1 <= query_block <= block with block % query_block == 0,
+// window >= 1, top_k >= 0, 0 < keep_long <= keep_short <= 1 and
+// 2 <= short_len < long_len.
 void check_dsa_config(const DsaConfig& cfg);
 
 // Keys per query for context length T >= 0 (formula above); 0 for T = 0.

@@ -112,13 +112,14 @@ void expect_results_close(const Result& got, const Result& want, double fwd_tol,
 
 // The AttnMask allowing exactly the selected blocks.
 AttnMask mask_of(const AttnDims& d, const BlockSelection& sel) {
-  auto allowed = std::make_shared<std::vector<char>>(static_cast<size_t>(d.B * d.H * sel.nqb * sel.nqb), 0);
+  const int64_t nkb = (d.T + sel.block - 1) / sel.block;
+  auto allowed = std::make_shared<std::vector<char>>(static_cast<size_t>(d.B * d.H * sel.nqb * nkb), 0);
   for (int64_t list = 0; list < d.B * d.H * sel.nqb; ++list)
     for (int64_t j = sel.offsets[list]; j < sel.offsets[list + 1]; ++j)
-      (*allowed)[static_cast<size_t>(list * sel.nqb + sel.keys[j])] = 1;
-  const int64_t H = d.H, nqb = sel.nqb, block = sel.block;
-  return [allowed, H, nqb, block](int64_t b, int64_t h, int64_t i, int64_t j) {
-    return (*allowed)[static_cast<size_t>(((b * H + h) * nqb + i / block) * nqb + j / block)] != 0;
+      (*allowed)[static_cast<size_t>(list * nkb + sel.keys[j])] = 1;
+  const int64_t H = d.H, nqb = sel.nqb, block = sel.block, qblock = ops::query_block(sel);
+  return [allowed, H, nqb, nkb, block, qblock](int64_t b, int64_t h, int64_t i, int64_t j) {
+    return (*allowed)[static_cast<size_t>(((b * H + h) * nqb + i / qblock) * nkb + j / block)] != 0;
   };
 }
 
@@ -133,27 +134,40 @@ bool all_finite(const std::vector<float>& x) {
 // A config whose budget is every key at any T (top_k huge).
 DsaConfig covering(int64_t block, int64_t window) {
   DsaConfig c;
-  c.block = block, c.window = window, c.top_k = int64_t{1} << 40;
+  c.block = block, c.query_block = std::min<int64_t>(16, block), c.window = window, c.top_k = int64_t{1} << 40;
   return c;
 }
 
-// Small-scale config with a real budget: block 16, 2 window blocks, and
-// at T = 200: budget max(32 + 48, 43) = 80 keys -> 3 top blocks.
-DsaConfig small_budget() {
+// Small-scale config with a real budget: key blocks of 16, query blocks of
+// 4, 2 window blocks, and at T = 200: budget max(32 + 48, 43) = 80 keys ->
+// 3 top blocks.
+DsaConfig small_budget(bool summary = true) {
   DsaConfig c;
-  c.block = 16, c.window = 32, c.top_k = 48, c.keep_short = 0.5, c.keep_long = 0.25, c.short_len = 32,
-  c.long_len = 64;
+  c.block = 16, c.query_block = 4, c.window = 32, c.top_k = 48, c.keep_short = 0.5, c.keep_long = 0.25,
+  c.short_len = 32, c.long_len = 64, c.summary = summary;
   return c;
+}
+
+// Mean over tokens [t0, t1) of row slice x (strided by ld), in double.
+std::vector<double> mean_rows(const float* x, int64_t t0, int64_t t1, int64_t ld, int64_t D) {
+  std::vector<double> m(static_cast<size_t>(D), 0.0);
+  for (int64_t t = t0; t < t1; ++t)
+    for (int64_t e = 0; e < D; ++e) m[static_cast<size_t>(e)] += x[t * ld + e];
+  for (double& e : m) e /= static_cast<double>(t1 - t0);
+  return m;
 }
 
 // Mean over the tokens of block `blk` of row slice x (strided by ld), in double.
 std::vector<double> mean_of_block(const float* x, int64_t T, int64_t ld, int64_t D, int64_t block, int64_t blk) {
-  std::vector<double> m(static_cast<size_t>(D), 0.0);
-  const int64_t t1 = std::min(T, (blk + 1) * block);
-  for (int64_t t = blk * block; t < t1; ++t)
-    for (int64_t e = 0; e < D; ++e) m[static_cast<size_t>(e)] += x[t * ld + e];
-  for (double& e : m) e /= static_cast<double>(t1 - blk * block);
-  return m;
+  return mean_rows(x, blk * block, std::min(T, (blk + 1) * block), ld, D);
+}
+
+// The look-ahead query of query block j (attention_dsa.h), in double.
+std::vector<double> lookahead_query(const float* q, int64_t T, int64_t ld, int64_t D, int64_t qblock, int64_t j,
+                                    bool causal) {
+  const int64_t a = j * qblock;
+  return causal ? mean_rows(q, std::max<int64_t>(0, a - qblock + 1), a + 1, ld, D)
+                : mean_rows(q, a, std::min(T, a + qblock), ld, D);
 }
 
 double dotd(const std::vector<double>& a, const std::vector<double>& b) {
@@ -176,12 +190,13 @@ TEST(DsaBudget, DefaultNumbers) {
   // 204.8 throughout.
   EXPECT_EQ(dsa_key_budget(c, 512), 205);
   EXPECT_EQ(dsa_key_budget(c, 1024), 205);  // ceil(0.2 * 1024)
-  // Beyond long_len: 204.8 * (1 + log2(T / 1024)).
-  EXPECT_EQ(dsa_key_budget(c, 2048), 410);
-  EXPECT_EQ(dsa_key_budget(c, 4096), 615);
-  EXPECT_EQ(dsa_key_budget(c, 16384), 1024);
-  EXPECT_EQ(dsa_key_budget(c, 65536), 1434);
-  EXPECT_LT(dsa_key_budget(c, 65536), 2 * dsa_key_budget(c, 16384));
+  // Beyond long_len: 204.8 * ln(T) / ln(1024).
+  EXPECT_EQ(dsa_key_budget(c, 2048), 226);
+  EXPECT_EQ(dsa_key_budget(c, 4096), 246);
+  EXPECT_EQ(dsa_key_budget(c, 16384), 287);
+  EXPECT_EQ(dsa_key_budget(c, 65536), 328);
+  // O(log T) growth: 4x the tokens add only 2/14 of the budget.
+  EXPECT_LT(dsa_key_budget(c, 65536), 1.15 * dsa_key_budget(c, 16384));
   EXPECT_NEAR(static_cast<double>(dsa_key_budget(c, 256)) / 256, 0.8, 0.005);
   EXPECT_NEAR(static_cast<double>(dsa_key_budget(c, 1024)) / 1024, 0.2, 0.001);
   // Top blocks = ceil((budget - 128) / 64), 0 when the window covers the budget.
@@ -189,19 +204,20 @@ TEST(DsaBudget, DefaultNumbers) {
   EXPECT_EQ(dsa_top_blocks(c, 100), 0);
   EXPECT_EQ(dsa_top_blocks(c, 200), 1);
   EXPECT_EQ(dsa_top_blocks(c, 1024), 2);
-  EXPECT_EQ(dsa_top_blocks(c, 4096), 8);
-  EXPECT_EQ(dsa_top_blocks(c, 16384), 14);
+  EXPECT_EQ(dsa_top_blocks(c, 4096), 2);
+  EXPECT_EQ(dsa_top_blocks(c, 16384), 3);
+  EXPECT_EQ(dsa_top_blocks(c, 65536), 4);
 }
 
 TEST(DsaBudget, InterpolatesLogLinearly) {
   DsaConfig c;
-  c.block = 10, c.window = 1, c.top_k = 0, c.keep_short = 0.5, c.keep_long = 0.125, c.short_len = 100,
-  c.long_len = 1600;
+  c.block = 10, c.query_block = 10, c.window = 1, c.top_k = 0, c.keep_short = 0.5, c.keep_long = 0.125,
+  c.short_len = 100, c.long_len = 1600;
   EXPECT_EQ(dsa_key_budget(c, 100), 50);
   EXPECT_EQ(dsa_key_budget(c, 400), 100);   // u = 1/2: f = 0.5 * 0.25^0.5 = 0.25
   EXPECT_EQ(dsa_key_budget(c, 800), 142);   // u = 3/4: ceil(0.5 * 0.25^0.75 * 800 = 141.42)
   EXPECT_EQ(dsa_key_budget(c, 1600), 200);
-  EXPECT_EQ(dsa_key_budget(c, 6400), 600);  // 200 * (1 + 2)
+  EXPECT_EQ(dsa_key_budget(c, 6400), 238);  // ceil(200 * ln 6400 / ln 1600 = 237.58)
   EXPECT_EQ(dsa_window_blocks(c), 1);
   EXPECT_EQ(dsa_top_blocks(c, 400), 10);    // ceil(99 / 10)
 }
@@ -225,7 +241,11 @@ TEST(DsaBudget, RejectsBadConfigs) {
   c = {}, c.keep_long = 0.9;
   expect_msg(c, "need 0 < keep_long <= keep_short <= 1, got keep_short=0.8 keep_long=0.9");
   c = {}, c.long_len = 256;
-  expect_msg(c, "need 1 <= short_len < long_len, got short_len=256 long_len=256");
+  expect_msg(c, "need 2 <= short_len < long_len, got short_len=256 long_len=256");
+  c = {}, c.query_block = 24;
+  expect_msg(c, "[attention.dsa] query_block must divide block (64), got 24");
+  c = {}, c.query_block = 0;
+  expect_msg(c, "[attention.dsa] query_block must divide block (64), got 0");
   EXPECT_THROW(dsa_key_budget(DsaConfig{}, -1), Error);
   c = {}, c.block = 0;
   EXPECT_THROW(DsaAttention{c}, Error);
@@ -283,7 +303,7 @@ TEST(AttentionWindow, DecodeEqualsForwardAtEveryPrefix) {
   std::vector<float> out(p.out_size()), lse(p.lse_size()), dec(H * D);
   att.forward(out.data(), lse.data(), p.q(), p.k(), p.v(), p.d);
   for (int64_t len = 1; len <= T; ++len) {
-    att.decode(dec.data(), p.q() + (len - 1) * H * D, p.k(), p.v(), len, H, D);
+    att.decode(dec.data(), p.q(), p.k(), p.v(), len, H, D);
     const std::vector<float> want(out.begin() + (len - 1) * H * D, out.begin() + len * H * D);
     expect_rel_close(dec, want, 1e-5, cat("window decode len=", len));
   }
@@ -316,7 +336,7 @@ TEST(AttentionWindow, ResultsIndependentOfThreadCount) {
       WindowAttention att(c);
       r[run_i] = run(att, p, dout);
       dec[run_i].resize(H * D);
-      att.decode(dec[run_i].data(), p.q() + (T - 1) * H * D, p.k(), p.v(), T, H, D);
+      att.decode(dec[run_i].data(), p.q(), p.k(), p.v(), T, H, D);
     });
   test::expect_bitwise_equal("out", r[0].out, r[1].out);
   test::expect_bitwise_equal("lse", r[0].lse, r[1].lse);
@@ -345,13 +365,15 @@ TEST(AttentionDsa, FullBudgetEqualsDenseKernel) {
     }
 }
 
-TEST(AttentionDsa, RealBudgetMatchesMaskedReference) {
+TEST(AttentionDsa, HardSelectionMatchesMaskedReference) {
+  // Without the summary, DSA is exact attention over the selected blocks.
   for (bool causal : {true, false})
     for (int64_t T : {200, 45}) {
       const Problem p(2, T, 2, 8, causal, true, 400 + T + causal);
-      const DsaConfig c = small_budget();
+      const DsaConfig c = small_budget(false);
       const BlockSelection sel = dsa_select(p.q(), p.k(), p.d, c);
       EXPECT_NO_THROW(ops::check_block_selection(p.d, sel, "test"));
+      EXPECT_EQ(sel.qblock, 4);
       if (T == 200) {  // the budget really is sparse: window (2 blocks) + 3 top blocks of 13
         ASSERT_EQ(dsa_top_blocks(c, T), 3);
         const int64_t last = sel.nqb - 1;
@@ -367,110 +389,181 @@ TEST(AttentionDsa, RealBudgetMatchesMaskedReference) {
     }
 }
 
-TEST(AttentionDsa, SelectionFollowsTheScoringRule) {
-  // Re-derive the rule independently: every selected block outside the
-  // window must score at least as high as every unselected candidate, and
-  // exactly min(top, candidates) of them are selected.
-  for (bool causal : {true, false}) {
-    const Problem p(1, 200, 2, 8, causal, false, 500 + causal);
-    const DsaConfig c = small_budget();
-    const BlockSelection sel = dsa_select(p.q(), p.k(), p.d, c);
-    const int64_t W = dsa_window_blocks(c), top = dsa_top_blocks(c, p.d.T), nb = sel.nqb, HD = p.d.H * p.d.D;
-    for (int64_t h = 0; h < p.d.H; ++h)
-      for (int64_t qb = 0; qb < nb; ++qb) {
-        const std::vector<int32_t> got = list_of(sel, h * nb + qb);
-        const std::set<int32_t> chosen(got.begin(), got.end());
-        const auto qm = mean_of_block(p.q() + h * p.d.D, p.d.T, HD, p.d.D, c.block, qb);
-        std::vector<double> picked, rejected;
-        for (int64_t kb = 0; kb < nb; ++kb) {
-          const int64_t gap = qb - kb;
-          const bool in_window = causal ? gap >= 0 && gap < W : std::abs(gap) < W;
-          const bool candidate = causal ? gap >= W : !in_window;
-          if (in_window) {
-            EXPECT_TRUE(chosen.count(static_cast<int32_t>(kb))) << "window block " << kb;
+TEST(AttentionDsa, PlanFollowsTheScoringAndSummaryRules) {
+  // Re-derive the rules independently in double: the window is always
+  // selected, nothing causal-future is; exactly min(top, candidates)
+  // candidates are selected and each scores at least as high as every
+  // unselected one; the summary is the log-sum-exp and softmax-weighted mean
+  // value over the unselected candidates' scores.
+  for (bool causal : {true, false})
+    for (int64_t T : {200, 203}) {
+      const Problem p(1, T, 2, 8, causal, false, 500 + causal + T);
+      const DsaConfig c = small_budget();
+      const DsaPlan plan = dsa_plan(p.q(), p.k(), p.v(), p.d, c);
+      const BlockSelection& sel = plan.sel;
+      const int64_t D = p.d.D, HD = p.d.H * D, W = dsa_window_blocks(c), top = dsa_top_blocks(c, T);
+      const int64_t nkb = (T + c.block - 1) / c.block;
+      ASSERT_EQ(sel.nqb, (T + 3) / 4);
+      ASSERT_EQ(plan.summary_logit.size(), static_cast<size_t>(p.d.H * sel.nqb));
+      int64_t summaries = 0;
+      for (int64_t h = 0; h < p.d.H; ++h)
+        for (int64_t j = 0; j < sel.nqb; ++j) {
+          const std::string where = cat("causal=", causal, " T=", T, " h=", h, " j=", j);
+          const std::vector<int32_t> got = list_of(sel, h * sel.nqb + j);
+          const std::set<int32_t> chosen(got.begin(), got.end());
+          const auto qt = lookahead_query(p.q() + h * D, T, HD, D, 4, j, causal);
+          const int64_t qkb = j * 4 / c.block;
+          std::vector<double> picked, rejected;
+          std::vector<std::pair<double, int64_t>> unselected;
+          for (int64_t kb = 0; kb < nkb; ++kb) {
+            const int64_t gap = qkb - kb;
+            const bool in_window = causal ? gap >= 0 && gap < W : std::abs(gap) < W;
+            const bool candidate = causal ? gap >= W : !in_window;
+            if (in_window) {
+              EXPECT_TRUE(chosen.count(static_cast<int32_t>(kb))) << where << " window block " << kb;
+            }
+            if (!in_window && !candidate) {
+              EXPECT_FALSE(chosen.count(static_cast<int32_t>(kb))) << where;
+            }
+            if (!candidate) continue;
+            const int64_t len = std::min(T, (kb + 1) * c.block) - kb * c.block;
+            const double s = dotd(qt, mean_of_block(p.k() + h * D, T, HD, D, c.block, kb)) / std::sqrt(double(D)) +
+                             std::log(static_cast<double>(len));
+            if (chosen.count(static_cast<int32_t>(kb))) {
+              picked.push_back(s);
+            } else {
+              rejected.push_back(s);
+              unselected.push_back({s, kb});
+            }
           }
-          if (!in_window && !candidate) {
-            EXPECT_FALSE(chosen.count(static_cast<int32_t>(kb))) << "future block " << kb;
+          EXPECT_EQ(static_cast<int64_t>(picked.size()),
+                    std::min<int64_t>(top, static_cast<int64_t>(picked.size() + rejected.size())))
+              << where;
+          if (!picked.empty() && !rejected.empty()) {
+            EXPECT_GE(*std::min_element(picked.begin(), picked.end()) + 1e-5,
+                      *std::max_element(rejected.begin(), rejected.end()))
+                << where;
           }
-          if (!candidate) continue;
-          const double s = dotd(qm, mean_of_block(p.k() + h * p.d.D, p.d.T, HD, p.d.D, c.block, kb));
-          (chosen.count(static_cast<int32_t>(kb)) ? picked : rejected).push_back(s);
+          const float L = plan.summary_logit[h * sel.nqb + j];
+          const float* U = plan.summary_value.data() + (h * sel.nqb + j) * D;
+          if (unselected.empty()) {
+            EXPECT_EQ(L, -std::numeric_limits<float>::infinity()) << where;
+            for (int64_t e = 0; e < D; ++e) EXPECT_EQ(U[e], 0.0f) << where;
+            continue;
+          }
+          ++summaries;
+          double m = -1e300, l = 0.0;
+          for (const auto& u : unselected) m = std::max(m, u.first);
+          std::vector<double> want(static_cast<size_t>(D), 0.0);
+          for (const auto& u : unselected) {
+            const double w = std::exp(u.first - m);
+            l += w;
+            const auto vb = mean_of_block(p.v() + h * D, T, HD, D, c.block, u.second);
+            for (int64_t e = 0; e < D; ++e) want[e] += w * vb[e];
+          }
+          EXPECT_NEAR(L, m + std::log(l), 1e-5 * (1 + std::fabs(m))) << where;
+          for (int64_t e = 0; e < D; ++e) EXPECT_NEAR(U[e], want[e] / l, 1e-5) << where << " e=" << e;
         }
-        EXPECT_EQ(static_cast<int64_t>(picked.size()),
-                  std::min<int64_t>(top, static_cast<int64_t>(picked.size() + rejected.size())));
-        if (!picked.empty() && !rejected.empty()) {
-          EXPECT_GE(*std::min_element(picked.begin(), picked.end()),
-                    *std::max_element(rejected.begin(), rejected.end()))
-              << "causal=" << causal << " h=" << h << " qb=" << qb;
-        }
-      }
-  }
+      EXPECT_GT(summaries, 0) << "the budget should leave far blocks to summarise";
+    }
 }
 
 TEST(AttentionDsa, PlantedKeyBlockIsSelected) {
-  // 16 blocks of 64; in head 1 the queries of block 15 get +3 along e_0
-  // and the keys of block 2, far before the window, +4 along e_0; the rest
-  // is N(0, 0.3²) noise. Default config at T = 1024: 2 window blocks + 2
-  // top blocks per query block.
+  // 16 key blocks of 64; in head 1 the queries of the last 80 tokens (the
+  // last key block and the look-ahead of its first query block) get +3 along
+  // e_0 and the keys of block 2, far before the window, +4 along e_0; the
+  // rest is N(0, 0.3²) noise. Default config at T = 1024: 2 window blocks +
+  // 2 top blocks per query block.
   for (bool causal : {true, false}) {
     const int64_t T = 1024, H = 2, D = 16;
     Problem p(1, T, H, D, causal, true, 600 + causal, 0.3);
     const int64_t hd = H * D;
-    for (int64_t t = 15 * 64; t < T; ++t) p.q()[t * p.d.ld + hd - D] += 3.0f;
+    for (int64_t t = 15 * 64 - 16; t < T; ++t) p.q()[t * p.d.ld + hd - D] += 3.0f;
     for (int64_t t = 2 * 64; t < 3 * 64; ++t) p.k()[t * p.d.ld + hd - D] += 4.0f;
     const BlockSelection sel = dsa_select(p.q(), p.k(), p.d, DsaConfig{});
-    const std::vector<int32_t> h1 = list_of(sel, 1 * 16 + 15);
-    EXPECT_NE(std::find(h1.begin(), h1.end(), 2), h1.end()) << "causal=" << causal;
-    EXPECT_EQ(h1.size(), 4u);
-    EXPECT_EQ(list_of(sel, 15).size(), 4u);  // head 0 (no plant): same count
+    ASSERT_EQ(sel.nqb, 64);
+    for (int64_t j = 60; j < 64; ++j) {  // the query blocks of key block 15
+      const std::vector<int32_t> h1 = list_of(sel, 1 * 64 + j);
+      EXPECT_NE(std::find(h1.begin(), h1.end(), 2), h1.end()) << "causal=" << causal << " j=" << j;
+      EXPECT_EQ(h1.size(), 4u);
+      EXPECT_EQ(list_of(sel, j).size(), 4u);  // head 0 (no plant): same count
+    }
   }
 }
 
 TEST(AttentionDsa, TiesPickSmallerBlockIds) {
-  // All-zero queries and keys: every score ties at 0, so the top blocks are
-  // the earliest candidates (3 top blocks, 2 window blocks of 16).
+  // All-zero queries and keys: every score ties, so the top blocks are the
+  // earliest candidates (3 top blocks, 2 window blocks of 16, query blocks
+  // of 4).
   Problem p(1, 200, 1, 8, true, true, 700);
   for (int64_t t = 0; t < 200; ++t)
     for (int64_t e = 0; e < 8; ++e) p.q()[t * p.d.ld + e] = 0.0f, p.k()[t * p.d.ld + e] = 0.0f;
   const BlockSelection sel = dsa_select(p.q(), p.k(), p.d, small_budget());
-  EXPECT_EQ(list_of(sel, 12), (std::vector<int32_t>{0, 1, 2, 11, 12}));
-  EXPECT_EQ(list_of(sel, 5), (std::vector<int32_t>{0, 1, 2, 4, 5}));
-  EXPECT_EQ(list_of(sel, 3), (std::vector<int32_t>{0, 1, 2, 3}));
+  EXPECT_EQ(list_of(sel, 49), (std::vector<int32_t>{0, 1, 2, 11, 12}));  // tokens 196..199
+  EXPECT_EQ(list_of(sel, 20), (std::vector<int32_t>{0, 1, 2, 4, 5}));   // tokens 80..83
+  EXPECT_EQ(list_of(sel, 12), (std::vector<int32_t>{0, 1, 2, 3}));       // tokens 48..51
   EXPECT_EQ(list_of(sel, 0), (std::vector<int32_t>{0}));
 }
 
 TEST(AttentionDsa, NonFiniteScoresRankLast) {
-  // A NaN in one key block's summary must neither win nor break the ranking.
+  // A NaN in one key block's summary must neither win nor break the ranking,
+  // nor reach the summary key.
   Problem p(1, 200, 1, 8, true, true, 710);
   p.k()[3 * 16 * p.d.ld] = std::numeric_limits<float>::quiet_NaN();  // key block 3
-  const BlockSelection sel = dsa_select(p.q(), p.k(), p.d, small_budget());
-  const std::vector<int32_t> last = list_of(sel, 12);
+  const DsaPlan plan = dsa_plan(p.q(), p.k(), p.v(), p.d, small_budget());
+  const std::vector<int32_t> last = list_of(plan.sel, 49);
   EXPECT_EQ(last.size(), 5u);
   EXPECT_EQ(std::find(last.begin(), last.end(), 3), last.end());
+  EXPECT_TRUE(std::isfinite(plan.summary_logit[49]));
+  EXPECT_TRUE(all_finite(plan.summary_value));
 }
 
 TEST(AttentionDsa, GradientsMatchFiniteDifferences) {
-  for (bool causal : {true, false}) {
-    Problem p(1, 11, 2, 4, causal, true, 800 + causal, 1.0);
-    DsaConfig c;
-    c.block = 2, c.window = 2, c.top_k = 1, c.keep_short = 0.2, c.keep_long = 0.1, c.short_len = 2,
-    c.long_len = 4;  // budget at T = 11: max(window + top_k = 3, ceil(0.4 (1 + log2 2.75)) = 1) -> 1 top block
-    ASSERT_EQ(dsa_top_blocks(c, 11), 1);
-    const BlockSelection sel = dsa_select(p.q(), p.k(), p.d, c);
-    DsaAttention att(c);
-    Rng rng(81);
-    const std::vector<float> R = test::random_normal(p.out_size(), rng);
-    const Result r = run(att, p, R);
-    bool selection_moved = false;
-    const auto objective = [&] {
-      if (dsa_select(p.q(), p.k(), p.d, c).keys != sel.keys) selection_moved = true;
-      std::vector<float> out(p.out_size()), lse(p.lse_size());
-      att.forward(out.data(), lse.data(), p.q(), p.k(), p.v(), p.d);
-      return test::dot(out, R);
-    };
-    test::with_threads(1, [&] { test::expect_grad_matches_fd(cat("dsa causal=", causal), p.qkv, r.dqkv, objective); });
-    EXPECT_FALSE(selection_moved) << "perturbation changed the selection; pick another seed";
-  }
+  // Tiny problem with a real budget: key blocks of 2, one window block, one
+  // top block, so most earlier blocks are summarised; the gradient through
+  // the summary (scores -> look-ahead queries and mean keys; mean values) is
+  // checked along with the selected tokens'.
+  for (bool causal : {true, false})
+    for (bool summary : {true, false})
+      for (int64_t qblock : {1, 2}) {
+        Problem p(1, 13, 2, 4, causal, true, 800 + causal + 2 * summary + 4 * qblock, 1.0);
+        DsaConfig c;
+        c.block = 2, c.query_block = qblock, c.window = 2, c.top_k = 1, c.keep_short = 0.2, c.keep_long = 0.1,
+        c.short_len = 2, c.long_len = 4, c.summary = summary;  // budget at T = 13: window + top_k = 3
+        ASSERT_EQ(dsa_top_blocks(c, 13), 1);
+        const std::string what = cat("causal=", causal, " summary=", summary, " qblock=", qblock);
+        const BlockSelection sel = dsa_select(p.q(), p.k(), p.d, c);
+        DsaAttention att(c);
+        Rng rng(81);
+        const std::vector<float> R = test::random_normal(p.out_size(), rng);
+        const Result r = run(att, p, R);
+        bool selection_moved = false;
+        const auto objective = [&] {
+          if (dsa_select(p.q(), p.k(), p.d, c).keys != sel.keys) selection_moved = true;
+          std::vector<float> out(p.out_size()), lse(p.lse_size());
+          att.forward(out.data(), lse.data(), p.q(), p.k(), p.v(), p.d);
+          return test::dot(out, R);
+        };
+        test::with_threads(1, [&] { test::expect_grad_matches_fd(what, p.qkv, r.dqkv, objective); });
+        EXPECT_FALSE(selection_moved) << what << ": perturbation changed the selection; pick another seed";
+      }
+}
+
+TEST(AttentionDsa, SummaryChangesTheResultOnlyWhenBlocksAreLeftOut) {
+  const Problem p(1, 200, 2, 8, true, true, 850);
+  Rng rng(851);
+  const std::vector<float> dout = test::random_normal(p.out_size(), rng);
+  DsaAttention with(small_budget(true)), without(small_budget(false));
+  const Result a = run(with, p, dout), b = run(without, p, dout);
+  // Query blocks whose candidates all fit the budget (the first 5 key
+  // blocks) are identical; later ones see the summary.
+  const int64_t HD = 2 * 8;
+  for (int64_t t = 0; t < 5 * 16; ++t)
+    for (int64_t e = 0; e < HD; ++e) ASSERT_EQ(a.out[t * HD + e], b.out[t * HD + e]) << "t=" << t;
+  double diff = 0.0;
+  for (int64_t t = 100; t < 200; ++t)
+    for (int64_t e = 0; e < HD; ++e) diff = std::max(diff, double(std::fabs(a.out[t * HD + e] - b.out[t * HD + e])));
+  EXPECT_GT(diff, 1e-3);
 }
 
 TEST(AttentionDsa, ShortSequences) {
@@ -499,53 +592,29 @@ TEST(AttentionDsa, DecodeEqualsForwardWhenBudgetCoversAll) {
   std::vector<float> out(p.out_size()), lse(p.lse_size()), dec(H * D);
   att.forward(out.data(), lse.data(), p.q(), p.k(), p.v(), p.d);
   for (int64_t len = 1; len <= T; ++len) {
-    att.decode(dec.data(), p.q() + (len - 1) * H * D, p.k(), p.v(), len, H, D);
+    att.decode(dec.data(), p.q(), p.k(), p.v(), len, H, D);
     const std::vector<float> want(out.begin() + (len - 1) * H * D, out.begin() + len * H * D);
     expect_rel_close(dec, want, 1e-5, cat("dsa decode len=", len));
   }
 }
 
-TEST(AttentionDsa, DecodeWithRealBudgetMatchesItsRule) {
-  // Independent re-derivation: window blocks of the last position plus the
-  // top blocks by q · mean key over the full earlier blocks, then an exact
-  // softmax in double over those keys.
+TEST(AttentionDsa, DecodeEqualsLastRowOfForwardOnEveryPrefix) {
+  // What generation with a KV cache relies on: decoding position len-1
+  // gives what a whole-sequence forward over the first len tokens gives for
+  // its last row, with a real budget and the summary (and without).
   const int64_t H = 2, D = 8, T = 200, HD = H * D;
   const Problem p(1, T, H, D, true, false, 1101);
-  const DsaConfig c = small_budget();
-  DsaAttention att(c);
-  for (int64_t len : {int64_t{1}, int64_t{33}, int64_t{120}, T}) {
-    std::vector<float> dec(HD);
-    const float* q = p.q() + (len - 1) * HD;
-    att.decode(dec.data(), q, p.k(), p.v(), len, H, D);
-    const int64_t qb = (len - 1) / c.block, w0 = std::max<int64_t>(0, qb - dsa_window_blocks(c) + 1);
-    const int64_t top = dsa_top_blocks(c, len);
-    std::vector<double> want(static_cast<size_t>(HD));
-    for (int64_t h = 0; h < H; ++h) {
-      std::vector<double> qd(q + h * D, q + (h + 1) * D);
-      std::vector<std::pair<double, int64_t>> cand;  // (-score, id): ascending = best first
-      for (int64_t kb = 0; kb < w0; ++kb)
-        cand.push_back({-dotd(qd, mean_of_block(p.k() + h * D, len, HD, D, c.block, kb)), kb});
-      std::sort(cand.begin(), cand.end());
-      std::vector<int64_t> keys;
-      for (int64_t i = 0; i < std::min<int64_t>(top, static_cast<int64_t>(cand.size())); ++i)
-        for (int64_t j = cand[i].second * c.block; j < (cand[i].second + 1) * c.block; ++j) keys.push_back(j);
-      for (int64_t j = w0 * c.block; j < len; ++j) keys.push_back(j);
-      std::vector<double> s;
-      double m = -1e300, l = 0.0;
-      for (int64_t j : keys) {
-        double dot = 0.0;
-        for (int64_t e = 0; e < D; ++e) dot += qd[e] * p.k()[j * HD + h * D + e];
-        s.push_back(dot / std::sqrt(static_cast<double>(D)));
-        m = std::max(m, s.back());
-      }
-      for (size_t i = 0; i < keys.size(); ++i) {
-        const double w = std::exp(s[i] - m);
-        l += w;
-        for (int64_t e = 0; e < D; ++e) want[h * D + e] += w * p.v()[keys[i] * HD + h * D + e];
-      }
-      for (int64_t e = 0; e < D; ++e) want[h * D + e] /= l;
+  for (bool summary : {true, false}) {
+    DsaAttention att(small_budget(summary));
+    std::vector<float> out(p.out_size()), lse(p.lse_size()), dec(HD);
+    for (int64_t len = 1; len <= T; len += (len < 40 ? 1 : 7)) {
+      AttnDims prefix = p.d;
+      prefix.T = len;  // (T, H, D) rows: the first len rows are the prefix
+      att.forward(out.data(), lse.data(), p.q(), p.k(), p.v(), prefix);
+      att.decode(dec.data(), p.q(), p.k(), p.v(), len, H, D);
+      const std::vector<float> want(out.begin() + (len - 1) * HD, out.begin() + len * HD);
+      expect_rel_close(dec, want, 1e-5, cat("summary=", summary, " len=", len));
     }
-    test::expect_close(cat("dsa decode len=", len), dec, want, 1e-5, 1e-5);
   }
 }
 
@@ -562,7 +631,7 @@ TEST(AttentionDsa, ResultsIndependentOfThreadCount) {
         DsaAttention att(small_budget());
         r[run_i] = run(att, p, dout);
         dec[run_i].resize(H * D);  // batch 0 is a (T, H, D) cache
-        att.decode(dec[run_i].data(), p.q() + (T - 1) * H * D, p.k(), p.v(), T, H, D);
+        att.decode(dec[run_i].data(), p.q(), p.k(), p.v(), T, H, D);
       });
     test::expect_bitwise_equal("out", r[0].out, r[1].out);
     test::expect_bitwise_equal("lse", r[0].lse, r[1].lse);

@@ -110,32 +110,37 @@ void expect_results_close(const Result& got, const Result& want, double fwd_tol,
 
 // The AttnMask that allows exactly the selected blocks.
 AttnMask mask_of(const AttnDims& d, const BlockSelection& sel) {
-  auto allowed = std::make_shared<std::vector<char>>(static_cast<size_t>(d.B * d.H * sel.nqb * sel.nqb), 0);
+  const int64_t nkb = (d.T + sel.block - 1) / sel.block;
+  auto allowed = std::make_shared<std::vector<char>>(static_cast<size_t>(d.B * d.H * sel.nqb * nkb), 0);
   for (int64_t list = 0; list < d.B * d.H * sel.nqb; ++list)
     for (int64_t j = sel.offsets[list]; j < sel.offsets[list + 1]; ++j)
-      (*allowed)[static_cast<size_t>(list * sel.nqb + sel.keys[j])] = 1;
-  const int64_t H = d.H, nqb = sel.nqb, block = sel.block;
-  return [allowed, H, nqb, block](int64_t b, int64_t h, int64_t i, int64_t j) {
-    return (*allowed)[static_cast<size_t>(((b * H + h) * nqb + i / block) * nqb + j / block)] != 0;
+      (*allowed)[static_cast<size_t>(list * nkb + sel.keys[j])] = 1;
+  const int64_t H = d.H, nqb = sel.nqb, block = sel.block, qblock = query_block(sel);
+  return [allowed, H, nqb, nkb, block, qblock](int64_t b, int64_t h, int64_t i, int64_t j) {
+    return (*allowed)[static_cast<size_t>(((b * H + h) * nqb + i / qblock) * nkb + j / block)] != 0;
   };
 }
 
-// Each list picks every permitted block (<= qb when causal) with probability
-// `density`, and block 0 always, so that every query block shares it; list
-// `empty_list` (if >= 0) selects nothing. Non-causal lists may pick blocks
-// after qb; causal lists occasionally pick one too (it must be ignored).
+// Each list picks every permitted key block (not after the query block's
+// last row when causal) with probability `density`, and block 0 always, so
+// that every query block shares it; list `empty_list` (if >= 0) selects
+// nothing. Non-causal lists may pick later blocks; causal lists occasionally
+// pick one too (it must be ignored). qblock 0 = query blocks of `block`.
 BlockSelection random_selection(const AttnDims& d, int64_t block, double density, int64_t empty_list,
-                                uint64_t seed) {
+                                uint64_t seed, int64_t qblock = 0) {
   Rng rng(seed);
   BlockSelection sel;
   sel.block = block;
-  sel.nqb = (d.T + block - 1) / block;
+  sel.qblock = qblock;
+  sel.nqb = (d.T + query_block(sel) - 1) / query_block(sel);
+  const int64_t nkb = (d.T + block - 1) / block;
   sel.offsets.push_back(0);
   for (int64_t list = 0; list < d.B * d.H * sel.nqb; ++list) {
     const int64_t qb = list % sel.nqb;
+    const int64_t last_row = std::min(d.T, (qb + 1) * query_block(sel)) - 1;
     if (list != empty_list)
-      for (int64_t kb = 0; kb < sel.nqb; ++kb) {
-        const bool permitted = !d.causal || kb <= qb;
+      for (int64_t kb = 0; kb < nkb; ++kb) {
+        const bool permitted = !d.causal || kb * block <= last_row;
         const double pr = kb == 0 ? 1.0 : permitted ? density : 0.05;
         if (rng.uniform() < pr) sel.keys.push_back(static_cast<int32_t>(kb));
       }
@@ -267,6 +272,199 @@ TEST(BlockSparseAttention, ResultsIndependentOfThreadCount) {
   test::expect_bitwise_equal("dqkv", r1.dqkv, r2.dqkv);
 }
 
+TEST(BlockSparseAttention, QueryBlocksOfOtherSizeMatchMaskedReference) {
+  struct Case {
+    int64_t T, block, qblock;
+    bool causal;
+  };
+  const Case cases[] = {{200, 16, 4, true},   {200, 32, 8, false},  {203, 64, 16, true},
+                        {150, 16, 48, true},  {150, 16, 48, false}, {700, 512, 100, true}};
+  uint64_t seed = 50;
+  for (const Case& c : cases) {
+    const Problem p(2, c.T, 2, 8, c.causal, ++seed);
+    const BlockSelection sel = random_selection(p.d, c.block, 0.4, 3, ++seed, c.qblock);
+    Rng rng(seed);
+    const std::vector<float> dout = test::random_normal(p.out_size(), rng);
+    expect_results_close(run_sparse(p, sel, dout), run_reference(p, mask_of(p.d, sel), dout), 1e-5, 1e-4,
+                         cat("T=", c.T, " block=", c.block, " qblock=", c.qblock, " causal=", c.causal));
+  }
+}
+
+// Extra keys (ExtraKeys): one more softmax entry per query block.
+struct Extra {
+  std::vector<float> logit, value;
+  ExtraKeys keys() const { return {logit.data(), value.data()}; }
+};
+
+// Random extra keys for sel: logits N(0, 1) (a few -inf = none), values N(0, 1).
+Extra random_extra(const AttnDims& d, const BlockSelection& sel, uint64_t seed) {
+  Rng rng(seed);
+  Extra x;
+  const size_t lists = static_cast<size_t>(d.B * d.H * sel.nqb);
+  x.logit = test::random_normal(lists, rng, 1.0);
+  x.value = test::random_normal(lists * static_cast<size_t>(d.D), rng, 1.0);
+  for (size_t i = 0; i < lists; i += 5) x.logit[i] = kNegInf;
+  return x;
+}
+
+struct ExtraResult {
+  Result r;
+  std::vector<float> d_logit, d_value;
+};
+
+ExtraResult run_sparse_extra(const Problem& p, const BlockSelection& sel, const Extra& x,
+                             const std::vector<float>& dout) {
+  ExtraResult e{{std::vector<float>(p.out_size(), kSentinel), std::vector<float>(p.lse_size(), kSentinel),
+                 std::vector<float>(p.qkv.size(), kSentinel)},
+                std::vector<float>(x.logit.size(), kSentinel),
+                std::vector<float>(x.value.size(), kSentinel)};
+  block_sparse_attention_forward(e.r.out.data(), e.r.lse.data(), p.q(), p.k(), p.v(), p.d, sel, x.keys());
+  const int64_t hd = p.d.H * p.d.D;
+  block_sparse_attention_backward(e.r.dqkv.data(), e.r.dqkv.data() + hd, e.r.dqkv.data() + 2 * hd, dout.data(),
+                                  e.r.out.data(), e.r.lse.data(), p.q(), p.k(), p.v(), p.d, sel, x.keys(),
+                                  e.d_logit.data(), e.d_value.data());
+  return e;
+}
+
+// Double-precision oracle written from the definition: row t of (b, h)
+// takes a softmax over its allowed keys plus the extra key of its query
+// block, out = Σ p·v; the gradients of <out, dout> by hand.
+ExtraResult reference_extra(const Problem& p, const BlockSelection& sel, const Extra& x,
+                            const std::vector<float>& dout) {
+  const AttnDims& d = p.d;
+  const int64_t H = d.H, D = d.D, T = d.T, ld = d.ld, hd = H * D, qblock = query_block(sel);
+  const AttnMask mask = mask_of(d, sel);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  std::vector<double> out(p.out_size()), lse(p.lse_size()), dqkv(p.qkv.size(), 0.0), dl(x.logit.size(), 0.0),
+      dvx(x.value.size(), 0.0);
+  for (int64_t b = 0; b < d.B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t list = (b * H + h) * sel.nqb + t / qblock;
+        const float* qt = p.q() + (b * T + t) * ld + h * D;
+        std::vector<int64_t> keys;
+        std::vector<double> s;
+        for (int64_t j = 0; j < T; ++j)
+          if ((!d.causal || j <= t) && mask(b, h, t, j)) {
+            double dot = 0.0;
+            for (int64_t e = 0; e < D; ++e) dot += double(qt[e]) * p.k()[(b * T + j) * ld + h * D + e];
+            keys.push_back(j);
+            s.push_back(dot * scale);
+          }
+        const bool has_x = x.logit[list] > kNegInf;
+        double m = has_x ? x.logit[list] : -INFINITY;
+        for (double v : s) m = std::max(m, v);
+        double* o = out.data() + ((b * T + t) * H + h) * D;
+        if (m == -INFINITY) {
+          lse[(b * H + h) * T + t] = -INFINITY;
+          continue;
+        }
+        double l = has_x ? std::exp(x.logit[list] - m) : 0.0;
+        for (double v : s) l += std::exp(v - m);
+        const double L = m + std::log(l);
+        lse[(b * H + h) * T + t] = L;
+        const double px = has_x ? std::exp(x.logit[list] - L) : 0.0;
+        for (int64_t e = 0; e < D; ++e) o[e] = px * x.value[list * D + e];
+        for (size_t i = 0; i < keys.size(); ++i)
+          for (int64_t e = 0; e < D; ++e) o[e] += std::exp(s[i] - L) * p.v()[(b * T + keys[i]) * ld + h * D + e];
+        const float* go = dout.data() + ((b * T + t) * H + h) * D;
+        double di = 0.0;
+        for (int64_t e = 0; e < D; ++e) di += go[e] * o[e];
+        if (has_x) {
+          double gv = 0.0;
+          for (int64_t e = 0; e < D; ++e) gv += go[e] * x.value[list * D + e], dvx[list * D + e] += px * go[e];
+          dl[list] += px * (gv - di);
+        }
+        for (size_t i = 0; i < keys.size(); ++i) {
+          const int64_t row = (b * T + keys[i]) * ld + h * D;
+          const double pi = std::exp(s[i] - L);
+          double dp = 0.0;
+          for (int64_t e = 0; e < D; ++e) dp += go[e] * p.v()[row + e];
+          const double ds = pi * (dp - di) * scale;
+          for (int64_t e = 0; e < D; ++e) {
+            dqkv[(b * T + t) * ld + h * D + e] += ds * p.k()[row + e];
+            dqkv[row + hd + e] += ds * qt[e];
+            dqkv[row + 2 * hd + e] += pi * go[e];
+          }
+        }
+      }
+  const auto f = [](const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); };
+  return {{f(out), f(lse), f(dqkv)}, f(dl), f(dvx)};
+}
+
+TEST(BlockSparseAttention, ExtraKeysMatchReference) {
+  struct Case {
+    int64_t T, block, qblock;
+    bool causal;
+  };
+  const Case cases[] = {{100, 16, 4, true}, {100, 16, 16, false}, {130, 32, 8, true}, {90, 64, 16, false}};
+  uint64_t seed = 70;
+  for (const Case& c : cases) {
+    const Problem p(2, c.T, 2, 8, c.causal, ++seed);
+    // List 2 selects nothing: its rows see only their extra key.
+    const BlockSelection sel = random_selection(p.d, c.block, 0.4, 2, ++seed, c.qblock);
+    const Extra x = random_extra(p.d, sel, ++seed);
+    Rng rng(seed);
+    const std::vector<float> dout = test::random_normal(p.out_size(), rng);
+    const std::string what = cat("T=", c.T, " block=", c.block, " qblock=", c.qblock, " causal=", c.causal);
+    const ExtraResult got = run_sparse_extra(p, sel, x, dout), want = reference_extra(p, sel, x, dout);
+    expect_results_close(got.r, want.r, 1e-5, 1e-4, what);
+    expect_rel_close(got.d_logit, want.d_logit, 1e-4, what + " d_logit");
+    expect_rel_close(got.d_value, want.d_value, 1e-4, what + " d_value");
+    EXPECT_TRUE(all_finite(got.r.out) && all_finite(got.r.dqkv) && all_finite(got.d_logit)) << what;
+  }
+}
+
+TEST(BlockSparseAttention, ExtraKeyGradientsMatchFiniteDifferences) {
+  Problem p(1, 12, 2, 4, true, 90, 1.0);
+  const BlockSelection sel = random_selection(p.d, 4, 0.5, 1, 91, 2);
+  Extra x = random_extra(p.d, sel, 92);
+  Rng rng(93);
+  const std::vector<float> R = test::random_normal(p.out_size(), rng);
+  const ExtraResult r = run_sparse_extra(p, sel, x, R);
+  const auto objective = [&] {
+    std::vector<float> out(p.out_size()), lse(p.lse_size());
+    block_sparse_attention_forward(out.data(), lse.data(), p.q(), p.k(), p.v(), p.d, sel, x.keys());
+    return test::dot(out, R);
+  };
+  test::with_threads(1, [&] {
+    test::expect_grad_matches_fd("extra keys: qkv", p.qkv, r.r.dqkv, objective);
+    test::expect_grad_matches_fd("extra keys: value", x.value, r.d_value, objective);
+    // Finite logits only (a -inf logit has no neighbourhood).
+    std::vector<float> finite, grads;
+    for (size_t i = 0; i < x.logit.size(); ++i)
+      if (x.logit[i] > kNegInf) finite.push_back(x.logit[i]), grads.push_back(r.d_logit[i]);
+    std::vector<float> saved = x.logit;
+    const auto logit_objective = [&] {
+      for (size_t i = 0, f = 0; i < x.logit.size(); ++i)
+        if (saved[i] > kNegInf) x.logit[i] = finite[f++];
+      return objective();
+    };
+    test::expect_grad_matches_fd("extra keys: logit", finite, grads, logit_objective);
+    x.logit = saved;
+  });
+  for (size_t i = 0; i < x.logit.size(); ++i)
+    if (x.logit[i] == kNegInf) {
+      EXPECT_EQ(r.d_logit[i], 0.0f) << i;
+    }
+}
+
+TEST(BlockSparseAttention, ExtraKeysNeedBothHalvesAndGradientBuffers) {
+  const Problem p(1, 32, 1, 4, true, 3);
+  const BlockSelection sel = window_selection(p.d, 16, 1);
+  std::vector<float> out(p.out_size()), lse(p.lse_size()), g(p.qkv.size()), xl(2, 0.0f), xv(8, 0.0f);
+  EXPECT_THROW(block_sparse_attention_forward(out.data(), lse.data(), p.q(), p.k(), p.v(), p.d, sel,
+                                              ExtraKeys{xl.data(), nullptr}),
+               Error);
+  try {
+    block_sparse_attention_backward(g.data(), g.data() + 4, g.data() + 8, out.data(), out.data(), lse.data(),
+                                    p.q(), p.k(), p.v(), p.d, sel, ExtraKeys{xl.data(), xv.data()});
+    ADD_FAILURE() << "backward accepted extra keys without gradient buffers";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("needs buffers for their gradients"), std::string::npos) << e.what();
+  }
+}
+
 // Expects forward and backward to throw sparta::Error containing `needle`.
 void expect_rejected(const Problem& p, const BlockSelection& sel, const std::string& needle) {
   std::vector<float> out(p.out_size()), lse(p.lse_size()), g(p.qkv.size());
@@ -317,7 +515,13 @@ TEST(BlockSparseAttention, RejectsBadSelections) {
   expect_rejected(p, s, "offsets decrease at list 2");
   s = good;
   s.nqb = 5;
-  expect_rejected(p, s, "selection has nqb=5 but T=64 with block 16 needs 4");
+  expect_rejected(p, s, "selection has nqb=5 but T=64 with query block 16 needs 4");
+  s = good;
+  s.qblock = 8;  // query blocks of 8 need nqb = 8
+  expect_rejected(p, s, "selection has nqb=4 but T=64 with query block 8 needs 8");
+  s = good;
+  s.qblock = -1;
+  expect_rejected(p, s, "query block size must be >= 1 (or 0 = block), got -1");
   s = good;
   s.block = 0;
   expect_rejected(p, s, "block size must be >= 1, got 0");

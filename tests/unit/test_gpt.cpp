@@ -166,6 +166,7 @@ TEST(GPT, SparseAttentionWithFullBudgetEqualsDense) {
     GPTConfig c = tiny();
     c.attention = attention;
     c.dsa.block = 4;
+    c.dsa.query_block = 2;
     c.dsa.window = 12;
     c.dsa.top_k = 4;
     GPT m(c);
