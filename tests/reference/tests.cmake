@@ -61,3 +61,30 @@ set_tests_properties(torch_reference_compare PROPERTIES
   TIMEOUT 120
   ENVIRONMENT "OMP_NUM_THREADS=2"
   LABELS reference)
+
+# ---------------------------------------------------------------------------
+# Dynamic sparse attention: tests/reference/dsa_reference.py computes
+# DsaAttention's selection, summary, out, lse and gradients in float64 from the
+# equations in src/ops/attention_dsa.h (12 cases: causal/bidirectional, ragged
+# T, summary on/off, full budget = dense) and writes
+# ${SPARTA_REFERENCE_DIR}/dsa_ref.safetensors; sparta_dsa_reference_tests
+# (tests/reference/test_dsa_reference.cpp) compares sparta against it.
+# ---------------------------------------------------------------------------
+add_test(NAME torch_dsa_reference_generate
+         COMMAND ${SPARTA_REFERENCE_PYTHON} ${CMAKE_CURRENT_LIST_DIR}/dsa_reference.py
+                 --out ${SPARTA_REFERENCE_DIR})
+set_tests_properties(torch_dsa_reference_generate PROPERTIES
+  FIXTURES_SETUP torch_dsa_reference
+  TIMEOUT 120
+  ENVIRONMENT "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1"
+  LABELS reference)
+
+add_executable(sparta_dsa_reference_tests ${CMAKE_CURRENT_LIST_DIR}/test_dsa_reference.cpp)
+target_link_libraries(sparta_dsa_reference_tests PRIVATE sparta_lib GTest::gtest)
+add_test(NAME torch_dsa_reference_compare
+         COMMAND sparta_dsa_reference_tests ${SPARTA_REFERENCE_DIR}/dsa_ref.safetensors)
+set_tests_properties(torch_dsa_reference_compare PROPERTIES
+  FIXTURES_REQUIRED torch_dsa_reference
+  TIMEOUT 120
+  ENVIRONMENT "OMP_NUM_THREADS=2"
+  LABELS reference)

@@ -1,0 +1,430 @@
+#!/usr/bin/python3
+"""Generates DIR/dsa_ref.safetensors: sparta's dynamic sparse attention (DSA)
+computed by PyTorch in float64 from the equations documented in
+src/ops/attention_dsa.h, dsa_budget.h and block_sparse_attention.h, the
+ground truth that sparta_dsa_reference_tests compares DsaAttention against.
+
+Usage: dsa_reference.py --out DIR
+
+Written from the headers only (no code shared with sparta): per (b, h)
+    K̄[kb], V̄[kb]  mean key / value of key block kb (the last block may be short)
+    Q̃[j]          causal: mean of q over tokens [max(0, a - qblock + 1), a],
+                   a = first token of query block j; bidirectional: mean of
+                   the block's own queries
+    c[j][kb]       Q̃[j]·K̄[kb]/sqrt(D) + ln(len(kb))
+    window         causal: key blocks last-W+1 .. last (last = key block of
+                   query block j, W = ceil(window / block)); bidirectional:
+                   |kb - last| < W
+    candidates     causal: kb <= last - W; bidirectional: |kb - last| >= W
+    selected       window ∪ the dsa_top_blocks(T) best candidates (ties:
+                   smaller id, NaN last); a hard choice, no gradient
+    summary        unselected candidates U: one extra key per query block with
+                   logit L = logsumexp_U c and value Σ_U softmax_U(c)·V̄
+    out, lse       one softmax per row over its selected tokens (token
+                   causality when causal) plus the summary key
+Gradients (autograd) flow through the selected tokens and through the summary
+(L and its value -> c -> Q̃, K̄; V̄), never through the top-k choice.
+
+Cases: B=2, H=2, D in {8, 16}, block 16 (8 for the block-constant ones),
+query_block 1/4/8/16, causal and bidirectional, T a multiple of the block or
+not, summary on and off, budgets in all three regimes of the budget formula,
+two that cover every candidate (must equal dense attention) and two with keys
+and values constant inside each key block and query_block 1 (the summary then
+reproduces dense attention exactly whatever is selected).
+
+File contents, per case NAME (float tensors F32, masks I32):
+    NAME.q, NAME.k, NAME.v, NAME.dout   (B, T, H, D)  inputs (float32 values)
+    NAME.out                            (B, T, H, D)
+    NAME.lse                            (B, H, T)
+    NAME.dq, NAME.dk, NAME.dv           (B, T, H, D)  gradients of sum(out * dout)
+    NAME.selection                      (B, H, nqb, nkb)  1 = key block attended
+    NAME.candidate                      (B, H, nqb, nkb)  1 = scored candidate
+    NAME.scores                         (B, H, nqb, nkb)  c (all blocks)
+    NAME.summary_logit                  (B, H, nqb)     -inf: nothing summarised
+    NAME.summary_value                  (B, H, nqb, D)  (only with summary; 0 where the logit is -inf)
+__metadata__["cases"] is a JSON list of the case configurations plus what the
+script computed: budget, top_blocks, window_blocks, selection_margin (null
+when no candidate is left unselected) and equals_dense.
+
+Self-checks (assertion error, non-zero exit): the full-budget and
+block-constant cases equal an independent dense float64 attention (forward
+and gradients); the gradients of two cases match central finite differences
+(float64; the selection is verified unchanged under the perturbations); the
+scorer really receives gradient (detaching c changes dq and dk); every case
+leaves a score margin between selected and unselected candidates large enough
+that float32 cannot flip the selection; the file parses back unchanged.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpt_reference import read_safetensors, write_safetensors  # noqa: E402
+
+SEED = 1234
+FILE_NAME = "dsa_ref.safetensors"
+# Smallest allowed gap between the lowest selected and the highest unselected
+# candidate score: float32 scores are accurate to ~1e-6, so a gap above this
+# cannot flip in sparta's float32 selection.
+MIN_MARGIN = 1e-4
+
+
+@dataclass
+class Case:
+    name: str
+    causal: bool
+    T: int
+    D: int
+    block: int
+    query_block: int
+    window: int
+    top_k: int
+    keep_short: float
+    keep_long: float
+    short_len: int
+    long_len: int
+    summary: bool
+    layout: str = "separate"    # "fused": the C++ test packs q|k|v into one padded buffer
+    inputs: str = "random"      # "block_constant": keys and values constant inside a key block
+    redraw: int = 0             # inputs are drawn with seed SEED + 1000 * redraw + case index; bumped
+                                # when a draw's selection margin was below MIN_MARGIN
+    B: int = 2
+    H: int = 2
+
+
+# Budget configurations (tokens). For each, the regime of dsa_key_budget it hits:
+#   A at T=203: T > long_len      -> raw = 0.25*128*ln(203)/ln(128) = 35.04 -> 36; max(32+24, 36) = 56 -> 2 top blocks
+#   B at T=192: short < T <= long -> f = 0.6*0.5^(ln3/ln4) = 0.3466, raw = 66.5 -> 67 -> ceil(51/16) = 4 top blocks
+#   C at T=160: T <= short_len    -> raw = 0.3*160 = 48 -> ceil(32/16) = 2 top blocks
+#   F at T=203: keep 100%         -> budget 203 -> 11 top blocks = every candidate
+#   W at T=203: window 40 (W=3)   -> raw 36; max(40+24, 36) = 64 -> ceil(24/16) = 2 top blocks
+#   K at T=101: block 8, T <= short_len -> raw = 0.2*101 = 20.2 -> 21 -> ceil(13/8) = 2 top blocks
+A = dict(block=16, window=32, top_k=24, keep_short=0.5, keep_long=0.25, short_len=64, long_len=128)
+B_ = dict(block=16, window=16, top_k=8, keep_short=0.6, keep_long=0.3, short_len=64, long_len=256)
+C = dict(block=16, window=16, top_k=16, keep_short=0.3, keep_long=0.1, short_len=256, long_len=512)
+F = dict(block=16, window=32, top_k=16, keep_short=1.0, keep_long=1.0, short_len=256, long_len=512)
+W = dict(block=16, window=40, top_k=24, keep_short=0.5, keep_long=0.25, short_len=64, long_len=128)
+K = dict(block=8, window=8, top_k=8, keep_short=0.2, keep_long=0.1, short_len=128, long_len=256)
+
+CASES = [
+    Case("causal_T203_q4_summary", True, 203, 16, query_block=4, summary=True, layout="fused", **A),
+    Case("causal_T203_q16_nosummary", True, 203, 8, query_block=16, summary=False, **A),
+    Case("causal_T192_q16_summary", True, 192, 8, query_block=16, summary=True, **B_),
+    Case("causal_T192_q4_nosummary", True, 192, 16, query_block=4, summary=False, layout="fused", **B_),
+    Case("causal_T203_q4_full_summary", True, 203, 8, query_block=4, summary=True, **F),
+    Case("causal_T203_w40_q8_summary", True, 203, 8, query_block=8, summary=True, layout="fused", **W),
+    Case("bidir_T203_q4_summary", False, 203, 16, query_block=4, summary=True, **A),
+    Case("bidir_T160_q16_summary", False, 160, 8, query_block=16, summary=True, layout="fused", **C),
+    Case("bidir_T160_q4_nosummary", False, 160, 16, query_block=4, summary=False, **C),
+    Case("bidir_T203_q16_full_summary", False, 203, 16, query_block=16, summary=True, layout="fused", **F),
+    Case("causal_T101_q1_blockconst_summary", True, 101, 8, query_block=1, summary=True,
+         inputs="block_constant", redraw=1, **K),
+    Case("bidir_T101_q1_blockconst_summary", False, 101, 8, query_block=1, summary=True,
+         inputs="block_constant", layout="fused", **K),
+]
+FD_CASES = ["causal_T203_q4_summary", "bidir_T203_q4_summary"]
+
+
+# ------------------------------------------------------------- budget (dsa_budget.h)
+
+def key_budget(c: Case, T: int) -> int:
+    if T == 0:
+        return 0
+    if T <= c.short_len:
+        raw = c.keep_short * T
+    elif T <= c.long_len:
+        u = math.log(T / c.short_len) / math.log(c.long_len / c.short_len)
+        raw = c.keep_short * (c.keep_long / c.keep_short) ** u * T
+    else:
+        raw = c.keep_long * c.long_len * math.log(T) / math.log(c.long_len)
+    return min(T, max(c.window + c.top_k, math.ceil(raw)))
+
+
+def window_blocks(c: Case) -> int:
+    return -(-c.window // c.block)
+
+
+def top_blocks(c: Case, T: int) -> int:
+    return max(0, -(-(key_budget(c, T) - c.window) // c.block))
+
+
+# ------------------------------------------------------------------- DSA in float64
+
+def block_layout(c: Case):
+    """window[j, kb] and candidate[j, kb] masks (nqb, nkb), the same for every (b, h)."""
+    nqb, nkb, Wb = -(-c.T // c.query_block), -(-c.T // c.block), window_blocks(c)
+    window = torch.zeros(nqb, nkb, dtype=torch.bool)
+    cand = torch.zeros(nqb, nkb, dtype=torch.bool)
+    for j in range(nqb):
+        last = (j * c.query_block) // c.block   # query_block divides block: one key block holds all of j
+        for kb in range(nkb):
+            if c.causal:
+                window[j, kb] = last - Wb + 1 <= kb <= last
+                cand[j, kb] = kb <= last - Wb
+            else:
+                window[j, kb] = abs(kb - last) < Wb
+                cand[j, kb] = abs(kb - last) >= Wb
+    return window, cand
+
+
+def summaries(q, k, v, c: Case):
+    """q, k, v: (B, H, T, D). Returns Q̃ (B, H, nqb, D), K̄, V̄ (B, H, nkb, D), block lengths (nkb,)."""
+    T, nqb, nkb = c.T, -(-c.T // c.query_block), -(-c.T // c.block)
+    qs = []
+    for j in range(nqb):
+        a = j * c.query_block
+        lo, hi = (max(0, a - c.query_block + 1), a + 1) if c.causal else (a, min(a + c.query_block, T))
+        qs.append(q[:, :, lo:hi].mean(dim=2))
+    ks, vs, lens = [], [], []
+    for kb in range(nkb):
+        lo, hi = kb * c.block, min((kb + 1) * c.block, T)
+        ks.append(k[:, :, lo:hi].mean(dim=2))
+        vs.append(v[:, :, lo:hi].mean(dim=2))
+        lens.append(hi - lo)
+    return (torch.stack(qs, dim=2), torch.stack(ks, dim=2), torch.stack(vs, dim=2),
+            torch.tensor(lens, dtype=torch.float64))
+
+
+def pick_top(scores: torch.Tensor, cand: torch.Tensor, n: int) -> torch.Tensor:
+    """The n best candidates per (b, h, j): higher score first, ties -> smaller id, NaN last."""
+    B, H, nqb, nkb = scores.shape
+    chosen = torch.zeros(B, H, nqb, nkb, dtype=torch.bool)
+    s = scores.detach()
+    for b in range(B):
+        for h in range(H):
+            for j in range(nqb):
+                ids = [kb for kb in range(nkb) if cand[j, kb]]
+                ids.sort(key=lambda kb: (math.isnan(float(s[b, h, j, kb])), -float(s[b, h, j, kb]), kb))
+                for kb in ids[:n]:
+                    chosen[b, h, j, kb] = True
+    return chosen
+
+
+def dsa(q, k, v, c: Case, detach_scores: bool = False) -> dict:
+    """q, k, v: (B, T, H, D) float64. out (B, T, H, D), lse (B, H, T) and the plan."""
+    qh, kh, vh = (x.permute(0, 2, 1, 3) for x in (q, k, v))          # (B, H, T, D)
+    T, D = c.T, c.D
+    window, cand = block_layout(c)
+    qt, kbar, vbar, lens = summaries(qh, kh, vh, c)
+    scores = qt @ kbar.transpose(-1, -2) / math.sqrt(D) + torch.log(lens)   # (B, H, nqb, nkb)
+    if detach_scores:
+        scores = scores.detach()
+    chosen = pick_top(scores, cand, top_blocks(c, T))
+    selection = chosen | window                                           # (B, H, nqb, nkb)
+
+    rows_qb = torch.arange(T) // c.query_block
+    cols_kb = torch.arange(T) // c.block
+    allowed = selection[:, :, rows_qb][:, :, :, cols_kb]                  # (B, H, T, T)
+    if c.causal:
+        allowed = allowed & torch.ones(T, T, dtype=torch.bool).tril()
+    logits = (qh @ kh.transpose(-1, -2) / math.sqrt(D)).masked_fill(~allowed, float("-inf"))
+
+    res = dict(selection=selection, candidate=cand.expand_as(selection), scores=scores)
+    if c.summary:
+        rest = cand & ~chosen                                             # unselected candidates
+        has = rest.any(dim=-1)                                            # (B, H, nqb)
+        # Rows with nothing to summarise get a finite dummy so that no -inf - -inf
+        # (NaN) appears anywhere in the graph; their logit is then set to -inf.
+        masked = torch.where(rest, scores, torch.tensor(float("-inf"), dtype=torch.float64))
+        masked = torch.where(has[..., None], masked, torch.zeros((), dtype=torch.float64))
+        L = torch.logsumexp(masked, dim=-1)
+        w = torch.exp(masked - L[..., None])                               # softmax over U; 0 outside
+        value = torch.where(has[..., None], w @ vbar, torch.zeros((), dtype=torch.float64))
+        L = torch.where(has, L, torch.tensor(float("-inf"), dtype=torch.float64))
+        res.update(summary_logit=L, summary_value=value)
+        logits = torch.cat([logits, L[:, :, rows_qb, None]], dim=-1)          # (B, H, T, T + 1)
+        values = torch.cat([vh[:, :, None].expand(-1, -1, T, -1, -1),
+                            value[:, :, rows_qb, None]], dim=-2)             # (B, H, T, T + 1, D)
+    else:
+        values = vh[:, :, None].expand(-1, -1, T, -1, -1)
+    lse = torch.logsumexp(logits, dim=-1)                                 # (B, H, T)
+    assert torch.isfinite(lse).all(), f"{c.name}: a row without keys (not expected in these cases)"
+    p = torch.exp(logits - lse[..., None])
+    out = (p[..., None] * values).sum(dim=-2)                             # (B, H, T, D)
+    res.update(out=out.permute(0, 2, 1, 3), lse=lse)
+    return res
+
+
+def dense(q, k, v, causal: bool):
+    """Plain softmax attention, independent of everything above. (B, T, H, D) -> out, lse."""
+    qh, kh, vh = (x.permute(0, 2, 1, 3) for x in (q, k, v))
+    T, D = q.shape[1], q.shape[3]
+    s = qh @ kh.transpose(-1, -2) / math.sqrt(D)
+    if causal:
+        s = s.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+    return (torch.softmax(s, dim=-1) @ vh).permute(0, 2, 1, 3), torch.logsumexp(s, dim=-1)
+
+
+# ------------------------------------------------------------------------- checks
+
+def check_close(what: str, got, want, rtol: float, atol: float) -> None:
+    got = np.asarray(got.detach() if torch.is_tensor(got) else got, dtype=np.float64)
+    want = np.asarray(want.detach() if torch.is_tensor(want) else want, dtype=np.float64)
+    err = np.abs(got - want)
+    bad = err > atol + rtol * np.abs(want)
+    assert not bad.any(), (f"{what}: {int(bad.sum())} of {bad.size} values differ, max abs error "
+                           f"{err.max():.3e} (rtol {rtol}, atol {atol})")
+
+
+def make_inputs(c: Case, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    B, T, H, D, nkb = c.B, c.T, c.H, c.D, -(-c.T // c.block)
+    blk = torch.arange(T) // c.block
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    # A per-(b, h) component shared by all queries survives the look-ahead mean
+    # (Q̃ is not averaged towards 0), which spreads the block scores further.
+    q = randn(B, T, H, D) + randn(B, 1, H, D)
+    if c.inputs == "block_constant":
+        k = randn(B, nkb, H, D)[:, blk]
+        v = randn(B, nkb, H, D)[:, blk]
+    else:
+        # A per-block offset spreads the block scores apart, so the top-k choice
+        # is well separated (float32 cannot flip it) and attention is peaked.
+        k = randn(B, T, H, D) + randn(B, nkb, H, D)[:, blk]
+        v = randn(B, T, H, D)
+    dout = randn(B, T, H, D)
+    # float32 values, computed in float64: the F32 file holds exactly these inputs.
+    return [x.float().double().contiguous() for x in (q, k, v, dout)]
+
+
+def grads(q, k, v, dout, c: Case, detach_scores: bool = False):
+    leaves = [x.clone().requires_grad_(True) for x in (q, k, v)]
+    res = dsa(*leaves, c, detach_scores=detach_scores)
+    (res["out"] * dout).sum().backward()
+    return res, [x.grad for x in leaves]
+
+
+def selection_margin(res: dict) -> float:
+    """Smallest gap between the lowest selected and the highest unselected candidate score."""
+    s, cand, sel = res["scores"].detach(), res["candidate"], res["selection"]
+    picked = cand & sel
+    rest = cand & ~sel
+    lo = torch.where(picked, s, torch.tensor(float("inf"), dtype=torch.float64)).amin(dim=-1)
+    hi = torch.where(rest, s, torch.tensor(float("-inf"), dtype=torch.float64)).amax(dim=-1)
+    both = picked.any(dim=-1) & rest.any(dim=-1)
+    return float((lo - hi)[both].min()) if both.any() else math.inf
+
+
+def finite_difference_check(c: Case, q, k, v, dout, g) -> None:
+    base = dsa(q, k, v, c)["selection"]
+
+    def f(dq, dk, dv):
+        res = dsa(q + dq, k + dk, v + dv, c)
+        assert torch.equal(res["selection"], base), f"{c.name}: selection changed under a finite-difference step"
+        return float((res["out"] * dout).sum())
+
+    gen = torch.Generator().manual_seed(SEED + 99)
+    h = 1e-5
+    # A random direction through all of q, k, v at once...
+    dirs = [torch.randn(x.shape, generator=gen, dtype=torch.float64) for x in (q, k, v)]
+    fd = (f(*(h * d for d in dirs)) - f(*(-h * d for d in dirs))) / (2 * h)
+    an = sum(float((gi * d).sum()) for gi, d in zip(g, dirs))
+    check_close(f"{c.name}: directional derivative vs finite difference", an, fd, 1e-7, 1e-9)
+    # ...and single entries of each tensor.
+    for ti, name in enumerate(("q", "k", "v")):
+        for _ in range(6):
+            idx = tuple(int(torch.randint(0, n, (1,), generator=gen)) for n in q.shape)
+            e = [torch.zeros_like(q) for _ in range(3)]
+            e[ti][idx] = h
+            fd = (f(*e) - f(*(-x for x in e))) / (2 * h)
+            check_close(f"{c.name}: d{name}{list(idx)} vs finite difference", float(g[ti][idx]), fd, 1e-6, 1e-9)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True, type=Path, help="folder to write dsa_ref.safetensors into")
+    args = ap.parse_args()
+    t_start = time.perf_counter()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+
+    tensors: list[tuple[str, np.ndarray]] = []
+    meta_cases = []
+    f32 = lambda t: t.detach().numpy().astype(np.float32)      # noqa: E731
+    i32 = lambda t: t.numpy().astype(np.int32)                 # noqa: E731
+    for ci, c in enumerate(CASES):
+        assert c.block % c.query_block == 0 and 0 < c.keep_long <= c.keep_short <= 1 and 2 <= c.short_len < c.long_len
+        q, k, v, dout = make_inputs(c, SEED + 1000 * c.redraw + ci)
+        res, (dq, dk, dv) = grads(q, k, v, dout, c)
+        sel, cand = res["selection"], res["candidate"]
+        n_top = top_blocks(c, c.T)
+        full = bool((sel | ~cand).all())
+        if c.summary:
+            summarised = int(torch.isfinite(res["summary_logit"]).sum())
+        else:
+            summarised = int((cand & ~sel).any(dim=-1).sum())
+        margin = selection_margin(res)
+
+        # Every case must be what its name promises.
+        if "full" in c.name:
+            assert full, f"{c.name}: the budget leaves candidates unselected"
+        else:
+            assert not full and summarised > 0, f"{c.name}: the budget selects every candidate"
+        assert margin > MIN_MARGIN, (f"{c.name}: selection margin {margin:.2e} too small for a float32 "
+                                     f"comparison; change the seed")
+
+        # Dense float64 attention where DSA must reproduce it exactly.
+        if "full" in c.name or c.inputs == "block_constant":
+            leaves = [x.clone().requires_grad_(True) for x in (q, k, v)]
+            d_out, d_lse = dense(*leaves, c.causal)
+            (d_out * dout).sum().backward()
+            check_close(f"{c.name}: out vs dense", res["out"], d_out, 1e-12, 1e-12)
+            check_close(f"{c.name}: lse vs dense", res["lse"], d_lse, 1e-12, 1e-12)
+            for n, a, b in zip(("dq", "dk", "dv"), (dq, dk, dv), leaves):
+                check_close(f"{c.name}: {n} vs dense", a, b.grad, 1e-10, 1e-12)
+        if c.summary and not full:
+            # The scorer learns: its gradient changes dq and dk measurably.
+            _, (dq0, dk0, _) = grads(q, k, v, dout, c, detach_scores=True)
+            for n, a, b in (("dq", dq, dq0), ("dk", dk, dk0)):
+                rel = float((a - b).norm() / a.norm())
+                assert rel > 1e-3, f"{c.name}: the summary scores contribute only {rel:.1e} of {n}"
+        if c.name in FD_CASES:
+            finite_difference_check(c, q, k, v, dout, [dq, dk, dv])
+
+        p = c.name + "."
+        tensors += [(p + "q", f32(q)), (p + "k", f32(k)), (p + "v", f32(v)), (p + "dout", f32(dout)),
+                    (p + "out", f32(res["out"])), (p + "lse", f32(res["lse"])),
+                    (p + "dq", f32(dq)), (p + "dk", f32(dk)), (p + "dv", f32(dv)),
+                    (p + "selection", i32(sel)), (p + "candidate", i32(cand)), (p + "scores", f32(res["scores"]))]
+        if c.summary:
+            tensors += [(p + "summary_logit", f32(res["summary_logit"])),
+                        (p + "summary_value", f32(res["summary_value"]))]
+        meta_cases.append(dict(asdict(c), budget=key_budget(c, c.T), top_blocks=n_top,
+                               window_blocks=window_blocks(c),
+                               selection_margin=margin if math.isfinite(margin) else None,  # JSON has no inf
+                               equals_dense=("full" in c.name or c.inputs == "block_constant")))
+        print(f"  {c.name}: top_blocks {n_top}, {summarised} query blocks with unselected candidates, "
+              f"selection margin {margin:.3g}")
+
+    metadata = {"cases": json.dumps(meta_cases), "seed": str(SEED), "compute_dtype": "float64",
+                "generator": "tests/reference/dsa_reference.py (PyTorch " + torch.__version__ + ")"}
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / FILE_NAME
+    write_safetensors(path, tensors, metadata)
+
+    back, back_meta, order = read_safetensors(path)
+    assert order == [n for n, _ in tensors], "tensor order changed on read-back"
+    assert back_meta == metadata, "metadata changed on read-back"
+    for n, arr in tensors:
+        assert back[n].dtype == arr.dtype and back[n].shape == arr.shape, f"{n}: dtype/shape changed on read-back"
+        assert np.array_equal(back[n], arr), f"{n}: values changed on read-back"
+
+    print(f"dsa_reference: wrote {path} ({path.stat().st_size} bytes, {len(CASES)} cases, {len(tensors)} tensors), "
+          f"{time.perf_counter() - t_start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
