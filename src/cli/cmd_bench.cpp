@@ -60,6 +60,7 @@ void add_bench_command(CLI::App& app) {
                   compute_threads());
     }
   });
+  add_bench_attention_command(*bench);
 }
 
 }  // namespace sparta::cli

@@ -11,5 +11,8 @@ void add_eval_command(CLI::App& app);
 void add_info_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+// `bench attention`, registered by add_bench_command on its `bench` sub-command.
+void add_bench_attention_command(CLI::App& bench);
+void add_sweep_command(CLI::App& app);
 
 }  // namespace sparta::cli

@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   sparta::cli::add_info_command(app);
   sparta::cli::add_tokenize_command(app);
   sparta::cli::add_bench_command(app);
+  sparta::cli::add_sweep_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

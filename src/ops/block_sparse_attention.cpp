@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "core/gemm.h"
+#include "ops/tile_gemm.h"
 #include "ops/elementwise.h"
 
 #pragma GCC diagnostic ignored "-Wpsabi"  // see elementwise.h: vectors never cross a call boundary
@@ -18,10 +18,11 @@ namespace sparta::ops {
 namespace {
 
 // Tiles, as in the dense kernel: kQ query rows against up to kK keys per
-// sgemm, so a score tile (and its dP twin) stays in L2 whatever the block
-// size. Selected key blocks that are adjacent are merged before tiling, so
-// small blocks still give long sgemm calls; with block = 64 and the full
-// selection the tiles are exactly the dense kernel's.
+// product, so a score tile (and its dP twin) stays in L2 whatever the block
+// size. Selected key blocks that are adjacent are merged before tiling.
+// Products go through tile_gemm (hand-written, no per-call overhead), with
+// Kᵀ (and Vᵀ for backward) transposed once per call so that the score
+// products stream contiguous rows.
 constexpr int64_t kQ = 64;
 constexpr int64_t kK = 512;
 static_assert(kK % simd::kLanes == 0, "score rows must hold whole lane groups");
@@ -123,7 +124,7 @@ SPARTA_KERNEL_CLONES float dot_row(const float* a, const float* b, int64_t n) {
 
 // Forward of the query rows [q0, q0 + nq) (nq <= kQ) of one (b, h) against
 // the key blocks ids[0 .. count).
-void forward_rows(float* out, float* lse, const float* q, const float* k, const float* v, const AttnDims& d,
+void forward_rows(float* out, float* lse, const float* q, const float* Kt, const float* v, const AttnDims& d,
                   int64_t b, int64_t h, int64_t q0, int64_t nq, const int32_t* ids, int64_t count, int64_t block,
                   float extra_logit, const float* extra_value, float* S, std::vector<Piece>& pieces) {
   const int64_t T = d.T, H = d.H, D = d.D, ld = d.ld, ldo = H * D;
@@ -143,12 +144,12 @@ void forward_rows(float* out, float* lse, const float* q, const float* k, const 
     first = false;
   }
   for (const Piece& pc : pieces) {
-    sgemm(false, true, nq, pc.n, D, scale, Q, ld, k + head + pc.k0 * ld, ld, 0.0f, S, kK);
+    tile_gemm_nn(nq, pc.n, D, scale, Q, ld, Kt + (b * H + h) * D * T + pc.k0, T, 0.0f, S, kK);
     for (int64_t i = 0; i < nq; ++i) {
       const float alpha = softmax_piece_row(S + i * kK, pc.n, visible(d.causal, q0 + i, pc.k0, pc.n), &m[i], &l[i]);
       if (!first && alpha != 1.0f) scale_row(O + i * ldo, D, alpha);
     }
-    sgemm(false, false, nq, D, pc.n, 1.0f, S, kK, v + head + pc.k0 * ld, ld, first ? 0.0f : 1.0f, O, ldo);
+    tile_gemm_nn(nq, D, pc.n, 1.0f, S, kK, v + head + pc.k0 * ld, ld, first ? 0.0f : 1.0f, O, ldo);
     first = false;
   }
   float* lse_row = lse + (b * H + h) * T + q0;
@@ -167,20 +168,29 @@ void forward_rows(float* out, float* lse, const float* q, const float* k, const 
 // S and dS in dP (kQ × kK tiles). Rows whose lse is -inf had no allowed key
 // and are masked entirely (their P would be exp(+inf)).
 void grad_scores(float* S, float* dP, const float* dout, const float* lse, const float* Di, const float* q,
-                 const float* k, const float* v, const AttnDims& d, int64_t b, int64_t h, int64_t q0, int64_t nq,
+                 const float* Kt, const float* Vt, const AttnDims& d, int64_t b, int64_t h, int64_t q0, int64_t nq,
                  int64_t k0, int64_t nk) {
   const int64_t T = d.T, H = d.H, D = d.D, ld = d.ld;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  const int64_t head = b * T * ld + h * D;
-  sgemm(false, true, nq, nk, D, scale, q + head + q0 * ld, ld, k + head + k0 * ld, ld, 0.0f, S, kK);
-  sgemm(false, true, nq, nk, D, 1.0f, dout + ((b * T + q0) * H + h) * D, H * D, v + head + k0 * ld, ld, 0.0f, dP,
-        kK);
+  const int64_t head = b * T * ld + h * D, headt = (b * H + h) * D * T;
+  tile_gemm_nn(nq, nk, D, scale, q + head + q0 * ld, ld, Kt + headt + k0, T, 0.0f, S, kK);
+  tile_gemm_nn(nq, nk, D, 1.0f, dout + ((b * T + q0) * H + h) * D, H * D, Vt + headt + k0, T, 0.0f, dP, kK);
   const float* lse_row = lse + (b * H + h) * T + q0;
   const float* di_row = Di + (b * H + h) * T + q0;
   for (int64_t i = 0; i < nq; ++i) {
     const int64_t nv = std::isfinite(lse_row[i]) ? visible(d.causal, q0 + i, k0, nk) : 0;
     grad_piece_row(S + i * kK, dP + i * kK, nk, nv, lse_row[i], di_row[i]);
   }
+}
+
+// xt[(b*H + h)*D*T + e*T + t] = x[(b*T + t)*ld + h*D + e]: each head's
+// (T, D) slice as (D, T), so score tiles read keys contiguously.
+std::vector<float> transposed_heads(const float* x, const AttnDims& d) {
+  std::vector<float> xt(static_cast<size_t>(d.B * d.H * d.D * d.T));
+#pragma omp parallel for schedule(static)
+  for (int64_t bh = 0; bh < d.B * d.H; ++bh)
+    transpose_into(xt.data() + bh * d.D * d.T, d.T, x + (bh / d.H) * d.T * d.ld + (bh % d.H) * d.D, d.ld, d.T, d.D);
+  return xt;
 }
 
 // full_selection and window_selection: for every (b, h, qb) the blocks
@@ -248,6 +258,7 @@ void block_sparse_attention_forward(float* out, float* lse, const float* q, cons
   const int64_t block = sel.block, qblock = query_block(sel), nqb = sel.nqb;
   const int64_t tiles = (qblock + kQ - 1) / kQ;  // kQ-row tiles per query block
   const int64_t items = d.B * d.H * nqb * tiles;
+  const std::vector<float> Kt = transposed_heads(k, d);
 #pragma omp parallel
   {
     std::vector<float> S(static_cast<size_t>(kQ * kK), 0.0f);
@@ -260,7 +271,7 @@ void block_sparse_attention_forward(float* out, float* lse, const float* q, cons
       if (q0 >= qe) continue;  // tile past the end of a short last block
       const int64_t a = sel.offsets[list];
       const float xl = extra.logit ? extra.logit[list] : kNegInf;
-      forward_rows(out, lse, q, k, v, d, bh / d.H, bh % d.H, q0, std::min(kQ, qe - q0), sel.keys.data() + a,
+      forward_rows(out, lse, q, Kt.data(), v, d, bh / d.H, bh % d.H, q0, std::min(kQ, qe - q0), sel.keys.data() + a,
                    sel.offsets[list + 1] - a, block, xl, extra.value ? extra.value + list * d.D : nullptr, S.data(),
                    pieces);
     }
@@ -302,6 +313,7 @@ void block_sparse_attention_backward(float* dq, float* dk, float* dv, const floa
   }
 
   std::vector<float> Di(static_cast<size_t>(BH * T));
+  const std::vector<float> Kt = transposed_heads(k, d), Vt = transposed_heads(v, d);
   const int64_t qtiles = (qblock + kQ - 1) / kQ;
   const int64_t ktiles = (block + kK - 1) / kK;
 #pragma omp parallel
@@ -358,9 +370,8 @@ void block_sparse_attention_backward(float* dq, float* dk, float* dv, const floa
         for (int64_t i = 0; i < nq; ++i) std::memset(dQ + i * ld, 0, row_bytes);
       bool first = true;
       for (const Piece& pc : pieces) {
-        grad_scores(S.data(), dP.data(), dout, lse, Di.data(), q, k, v, d, b, h, q0, nq, pc.k0, pc.n);
-        sgemm(false, false, nq, D, pc.n, scale, dP.data(), kK, k + head + pc.k0 * ld, ld, first ? 0.0f : 1.0f, dQ,
-              ld);
+        grad_scores(S.data(), dP.data(), dout, lse, Di.data(), q, Kt.data(), Vt.data(), d, b, h, q0, nq, pc.k0, pc.n);
+        tile_gemm_nn(nq, D, pc.n, scale, dP.data(), kK, k + head + pc.k0 * ld, ld, first ? 0.0f : 1.0f, dQ, ld);
         first = false;
       }
     }
@@ -389,10 +400,9 @@ void block_sparse_attention_backward(float* dq, float* dk, float* dv, const floa
           // Causal: keys past the tile's last query are masked for every row.
           const int64_t nke = d.causal ? std::min(nk, q0 + nq - k0) : nk;
           if (nke <= 0) continue;
-          grad_scores(S.data(), dP.data(), dout, lse, Di.data(), q, k, v, d, b, h, q0, nq, k0, nke);
-          sgemm(true, false, nke, D, nq, 1.0f, S.data(), kK, dout + ((b * T + q0) * H + h) * D, H * D, 1.0f, dV,
-                ld);
-          sgemm(true, false, nke, D, nq, scale, dP.data(), kK, q + head + q0 * ld, ld, 1.0f, dK, ld);
+          grad_scores(S.data(), dP.data(), dout, lse, Di.data(), q, Kt.data(), Vt.data(), d, b, h, q0, nq, k0, nke);
+          tile_gemm_tn(nke, D, nq, 1.0f, S.data(), kK, dout + ((b * T + q0) * H + h) * D, H * D, 1.0f, dV, ld);
+          tile_gemm_tn(nke, D, nq, scale, dP.data(), kK, q + head + q0 * ld, ld, 1.0f, dK, ld);
         }
       }
     }

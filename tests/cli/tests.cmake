@@ -4,3 +4,11 @@ foreach(case ResumeTest CrashTest BadInputTest CommandsTest TaskTest)
            COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/test_cli.py $<TARGET_FILE:sparta> -v ${case})
   set_tests_properties(cli_${case} PROPERTIES TIMEOUT 600)
 endforeach()
+# `sparta sweep` end to end (grid runs, records, table, plot, resume/force, bad grids).
+add_test(NAME cli_SweepTest
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/test_sweep_cli.py $<TARGET_FILE:sparta> -v SweepTest)
+set_tests_properties(cli_SweepTest PROPERTIES TIMEOUT 600)
+# `sparta bench attention` end to end (records, --out files, --plot-from, bad input, bench_attention.py smoke run).
+add_test(NAME cli_BenchAttentionTest
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/test_bench_cli.py $<TARGET_FILE:sparta> -v BenchAttentionTest)
+set_tests_properties(cli_BenchAttentionTest PROPERTIES TIMEOUT 600)

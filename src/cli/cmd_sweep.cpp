@@ -1,0 +1,65 @@
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "train/sweep.h"
+
+namespace sparta::cli {
+
+void add_sweep_command(CLI::App& app) {
+  struct Args {
+    std::string config, out;
+    std::vector<std::string> grid, sets;
+    bool resume = false, force = false, quiet = false, verbose = false, dry_run = false;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand(
+      "sweep", "Train and evaluate every combination of a grid of config values; table + quality-vs-speed plot "
+               "(see docs/sweep.md)");
+  cmd->add_option("config", a->config, "Config file, e.g. configs/tiny.toml")->required();
+  // One value per occurrence, so `--grid k=1,2 CONFIG` never takes CONFIG as a second grid.
+  cmd->add_option("--grid", a->grid,
+                  "KEY=V1,V2,...: a config key and its values (repeatable; runs = every combination, the last "
+                  "--grid varying fastest; at most 256)")
+      ->required()
+      ->allow_extra_args(false);
+  cmd->add_option("--set", a->sets, "Override a config key for every run: --set train.steps=200 (repeatable)")
+      ->allow_extra_args(false);
+  cmd->add_option("--out", a->out, "Sweep folder; default: <train.out>-sweep");
+  cmd->add_flag("--resume", a->resume, "Continue the sweep in OUT: keep finished runs, redo the others");
+  cmd->add_flag("--force", a->force, "Delete the sweep results already in OUT (and their run folders), start over");
+  auto* quiet = cmd->add_flag("--quiet", a->quiet, "No progress lines on stderr");
+  cmd->add_flag("--verbose", a->verbose, "Also show each run's training progress bar and evaluations")->excludes(quiet);
+  cmd->add_flag("--dry-run", a->dry_run, "Validate and list the runs without training");
+  cmd->callback([a] {
+    SweepPlan plan = plan_sweep(a->config, a->grid, a->sets, a->out);
+    if (a->dry_run) {
+      std::printf("%zu runs into %s:\n", plan.runs.size(), plan.out.string().c_str());
+      for (const SweepRun& r : plan.runs)
+        std::printf("  %s  %s\n", r.folder.c_str(), sweep_label(r.settings).c_str());
+      return;
+    }
+    SweepOptions opt;
+    opt.resume = a->resume;
+    opt.force = a->force;
+    opt.log = a->quiet ? nullptr : stderr;
+    opt.train_progress = a->verbose;
+    SweepResult r = run_sweep(plan, opt);
+    std::printf("%s", r.table.c_str());
+    const int64_t best = best_record(r.records, r.metric);
+    if (best >= 0) {
+      const SweepRecord& b = r.records[static_cast<size_t>(best)];
+      std::printf("best %s: #%lld %s\n", metric_name(r.metric), static_cast<long long>(b.index),
+                  sweep_label(b.settings).c_str());
+    }
+    std::printf("results: %s (sweep.jsonl, sweep.svg beside it)\n", (plan.out / "sweep.md").string().c_str());
+    std::fflush(stdout);
+    SPARTA_CHECK(r.failed == 0, "[sweep] ", r.failed, " of ", r.records.size(), " runs failed (see ",
+                 (plan.out / "sweep.md").string(), "; --resume retries them)");
+  });
+}
+
+}  // namespace sparta::cli
