@@ -237,7 +237,9 @@ const float* GPT::forward_logits(const int32_t* tokens, int64_t B, int64_t T) {
 
 KVCache GPT::make_cache(int64_t max_len) const {
   SPARTA_CHECK(max_len >= 1, "[gpt] KV cache length must be positive");
-  return KVCache(cfg_.n_layer, max_len, cfg_.n_head, cfg_.d_model / cfg_.n_head);
+  KVCache cache(cfg_.n_layer, max_len, cfg_.n_head, cfg_.d_model / cfg_.n_head);
+  for (int64_t l = 0; l < cfg_.n_layer; ++l) cache.set_memo(l, attn_->make_decode_memo());
+  return cache;
 }
 
 const float* GPT::forward_cached(KVCache& cache, const int32_t* tokens, int64_t n) {
@@ -288,7 +290,7 @@ const float* GPT::forward_cached(KVCache& cache, const int32_t* tokens, int64_t 
       attn_->forward(a.att[0], a.lse[0], qkv, qkv + d, qkv + 2 * d, dims);
     } else {
       for (int64_t t = 0; t < n; ++t)
-        attn_->decode(a.att[0] + t * d, qc, kc, vc, pos + t + 1, H, D);
+        attn_->decode(a.att[0] + t * d, qc, kc, vc, pos + t + 1, H, D, cache.memo(l));
     }
     ops::linear_forward(a.tmp, a.att[0], P.ptr(L(l, "attn.proj.weight")), P.ptr(L(l, "attn.proj.bias")), n, d, d);
     ops::add_inplace(x, a.tmp, n * d);

@@ -2,11 +2,14 @@
 // Key/value cache of one sequence for decoding: per layer, queries, keys and
 // values of every position so far, (max_len, H, D) contiguous — the layout
 // Attention::decode reads (DSA's scorer reads past queries).
+#include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "core/error.h"
 #include "core/tensor.h"
+#include "ops/attention.h"
 
 namespace sparta {
 
@@ -19,14 +22,21 @@ class KVCache {
       k_.push_back(Tensor::empty({max_len, H, D}));
       v_.push_back(Tensor::empty({max_len, H, D}));
     }
+    memos_.resize(static_cast<size_t>(n_layer));
   }
   int64_t len() const { return len_; }
   int64_t max_len() const { return max_len_; }
   void set_len(int64_t n) {
     SPARTA_CHECK(n >= 0 && n <= max_len_, "[kv_cache] length ", n, " outside [0, ", max_len_, "]");
+    if (n < len_)
+      for (auto& m : memos_)
+        if (m) m->truncate(n);
     len_ = n;
   }
-  void clear() { len_ = 0; }
+  void clear() { set_len(0); }
+  // The attention's per-layer decode state (may be null), see DecodeMemo.
+  void set_memo(int64_t layer, std::unique_ptr<DecodeMemo> memo) { memos_[layer] = std::move(memo); }
+  DecodeMemo* memo(int64_t layer) { return memos_[layer].get(); }
   float* q(int64_t layer) { return q_[layer].data<float>(); }
   float* k(int64_t layer) { return k_[layer].data<float>(); }
   float* v(int64_t layer) { return v_[layer].data<float>(); }
@@ -34,6 +44,7 @@ class KVCache {
 
  private:
   std::vector<Tensor> q_, k_, v_;
+  std::vector<std::unique_ptr<DecodeMemo>> memos_;
   int64_t len_ = 0, max_len_ = 0, H_ = 0, D_ = 0;
 };
 

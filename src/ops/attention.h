@@ -28,6 +28,18 @@ struct AttnDims {
 // (B, T >= 0; H, D >= 1; ld >= H*D).
 void check_attn_dims(const AttnDims& d, const char* op);
 
+// State an implementation may keep between the decode calls of one
+// sequence's KV cache for one layer (DSA: the mean key and value of every
+// complete block, so a step costs O(len/block) instead of O(len)). Owned by
+// the cache; opaque to everyone else.
+class DecodeMemo {
+ public:
+  virtual ~DecodeMemo() = default;
+  // The cache now holds only positions [0, len): forget anything derived
+  // from later positions (they will be overwritten).
+  virtual void truncate(int64_t len) = 0;
+};
+
 class Attention {
  public:
   virtual ~Attention() = default;
@@ -52,9 +64,15 @@ class Attention {
   // H*D); the new query is row len-1 of q_cache. Dense and window attention
   // read only that row; DSA's scorer also reads earlier queries (its
   // look-ahead summary), so callers keep every query they decoded.
-  // out: (H, D).
+  // out: (H, D). memo: null, or this implementation's make_decode_memo()
+  // kept with the cache of this sequence and layer (results are the same
+  // either way; the memo only saves work).
   virtual void decode(float* out, const float* q_cache, const float* k_cache, const float* v_cache, int64_t len,
-                      int64_t H, int64_t D) = 0;
+                      int64_t H, int64_t D, DecodeMemo* memo = nullptr) = 0;
+
+  // A fresh memo for decoding one sequence, or null when the implementation
+  // keeps no state between decode calls.
+  virtual std::unique_ptr<DecodeMemo> make_decode_memo() const { return nullptr; }
 };
 
 // Implementation constructors (each defined next to its implementation).

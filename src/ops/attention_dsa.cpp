@@ -200,8 +200,13 @@ constexpr int64_t kScoreRows = 64;
 void score_rows(float* C, const HeadSummaries& hs, const DsaShape& s, int64_t r0, int64_t nr, int64_t D) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   sgemm(false, true, nr, s.nkb, D, scale, hs.Qt.data() + r0 * D, D, hs.Kb.data(), D, 0.0f, C, s.nkb);
-  for (int64_t i = 0; i < nr; ++i)
-    for (int64_t kb = 0; kb < s.nkb; ++kb) C[i * s.nkb + kb] += std::log(static_cast<float>(s.block_len(kb)));
+  // Every block but a short last one has length `block`: one log each.
+  const float full = std::log(static_cast<float>(s.block)), last = std::log(static_cast<float>(s.block_len(s.nkb - 1)));
+  for (int64_t i = 0; i < nr; ++i) {
+    float* c = C + i * s.nkb;
+    for (int64_t kb = 0; kb + 1 < s.nkb; ++kb) c[kb] += full;
+    c[s.nkb - 1] += last;
+  }
 }
 
 // Summary of the unselected candidates of one query block from its score row
@@ -396,7 +401,7 @@ void WindowAttention::backward(float* dq, float* dk, float* dv, const float* dou
 }
 
 void WindowAttention::decode(float* out, const float* q_cache, const float* k_cache, const float* v_cache,
-                             int64_t len, int64_t H, int64_t D) {
+                             int64_t len, int64_t H, int64_t D, DecodeMemo*) {
   check_decode_args(len, H, D, "attention.window");
   const float* q = q_cache + (len - 1) * H * D;
   const int64_t qb = (len - 1) / cfg_.block;
@@ -434,9 +439,52 @@ void DsaAttention::backward(float* dq, float* dk, float* dv, const float* dout, 
   summary_backward(dq, dk, dv, g_logit.data(), g_value.data(), plan, q, k, v, d, cfg_);
 }
 
+namespace {
+
+// Mean key and value of the complete blocks [0, blocks) of one sequence's
+// cache, (blocks, H, D) each, computed by the same mean_rows as forward so
+// that decode gives the same bits with or without it.
+class DsaDecodeMemo final : public DecodeMemo {
+ public:
+  explicit DsaDecodeMemo(int64_t block) : block_(block) {}
+  void truncate(int64_t len) override { blocks_ = std::min(blocks_, len / block_); }
+  // Makes blocks [0, need) available (need <= complete blocks of the cache).
+  void extend(const float* k_cache, const float* v_cache, int64_t need, int64_t H, int64_t D) {
+    if (H != H_ || D != D_) blocks_ = 0, H_ = H, D_ = D;
+    if (need <= blocks_) return;
+    const size_t size = static_cast<size_t>(need * H * D);
+    if (kmean_.size() < size) kmean_.resize(std::max(size, 2 * kmean_.size())), vmean_.resize(kmean_.size());
+    const int64_t ld = H * D, from = blocks_;
+#pragma omp parallel for schedule(static) if ((need - from) * block_ * ld >= (int64_t{1} << 16))
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t kb = from; kb < need; ++kb) {
+        mean_rows(kmean_.data() + (kb * H + h) * D, k_cache + h * D, kb * block_, (kb + 1) * block_, ld, D);
+        mean_rows(vmean_.data() + (kb * H + h) * D, v_cache + h * D, kb * block_, (kb + 1) * block_, ld, D);
+      }
+    blocks_ = need;
+  }
+  const float* kmean(int64_t kb, int64_t h) const { return kmean_.data() + (kb * H_ + h) * D_; }
+  const float* vmean(int64_t kb, int64_t h) const { return vmean_.data() + (kb * H_ + h) * D_; }
+
+ private:
+  int64_t block_, blocks_ = 0, H_ = 0, D_ = 0;
+  std::vector<float> kmean_, vmean_;
+};
+
+}  // namespace
+
+std::unique_ptr<DecodeMemo> DsaAttention::make_decode_memo() const {
+  return std::make_unique<DsaDecodeMemo>(cfg_.block);
+}
+
 void DsaAttention::decode(float* out, const float* q_cache, const float* k_cache, const float* v_cache,
-                          int64_t len, int64_t H, int64_t D) {
+                          int64_t len, int64_t H, int64_t D, DecodeMemo* memo_base) {
   check_decode_args(len, H, D, "attention.dsa");
+  DsaDecodeMemo* memo = nullptr;
+  if (memo_base) {
+    memo = dynamic_cast<DsaDecodeMemo*>(memo_base);
+    SPARTA_CHECK(memo, "[attention.dsa] decode memo was made by another attention implementation");
+  }
   // The last row of a causal sequence of len tokens, exactly as dsa_plan and
   // the kernel treat it, for one head at a time.
   const DsaShape s(cfg_, len, true);
@@ -445,18 +493,23 @@ void DsaAttention::decode(float* out, const float* q_cache, const float* k_cache
   int64_t w0, w1, l0, l1;
   s.window(j, w0, w1);
   s.lookahead(j, l0, l1);
+  const bool scored = s.top > 0 || cfg_.summary;
+  if (memo && scored) memo->extend(k_cache, v_cache, w0, H, D);  // the candidates: blocks [0, w0)
 #pragma omp parallel for schedule(static)
   for (int64_t h = 0; h < H; ++h) {
     std::vector<float> c(static_cast<size_t>(s.nkb), 0.0f), P(static_cast<size_t>(s.nkb)), qt(D), kb_mean(D);
     std::vector<char> selected(static_cast<size_t>(s.nkb));
     std::vector<Scored> cand;
     std::vector<int32_t> ids;
-    const bool scored = s.top > 0 || cfg_.summary;
     if (scored) {
       mean_rows(qt.data(), q_cache + h * D, l0, l1, ld, D);
       for_each_candidate(s, j, [&](int64_t kb) {
-        mean_rows(kb_mean.data(), k_cache + h * D, kb * s.block, kb * s.block + s.block_len(kb), ld, D);
-        c[kb] = scale * dot_row(qt.data(), kb_mean.data(), D) + std::log(static_cast<float>(s.block_len(kb)));
+        const float* km = kb_mean.data();
+        if (memo)
+          km = memo->kmean(kb, h);
+        else
+          mean_rows(kb_mean.data(), k_cache + h * D, kb * s.block, kb * s.block + s.block_len(kb), ld, D);
+        c[kb] = scale * dot_row(qt.data(), km, D) + std::log(static_cast<float>(s.block_len(kb)));
       });
     }
     select_row(ids, cand, selected.data(), c.data(), s, j);
@@ -466,8 +519,12 @@ void DsaAttention::decode(float* out, const float* q_cache, const float* k_cache
       extra_logit = summary_weights(P.data(), c.data(), selected.data(), s, j);
       for (int64_t kb = 0; kb < s.nkb; ++kb)
         if (P[kb] != 0.0f) {
-          mean_rows(vb.data(), v_cache + h * D, kb * s.block, kb * s.block + s.block_len(kb), ld, D);
-          axpy_row(extra_value.data(), P[kb], vb.data(), D);
+          const float* vm = vb.data();
+          if (memo)
+            vm = memo->vmean(kb, h);
+          else
+            mean_rows(vb.data(), v_cache + h * D, kb * s.block, kb * s.block + s.block_len(kb), ld, D);
+          axpy_row(extra_value.data(), P[kb], vm, D);
         }
     }
     std::vector<KeyRange> ranges;

@@ -618,6 +618,35 @@ TEST(AttentionDsa, DecodeEqualsLastRowOfForwardOnEveryPrefix) {
   }
 }
 
+TEST(AttentionDsa, DecodeMemoGivesTheSameBitsAndFollowsTruncation) {
+  const int64_t H = 2, D = 8, T = 200, HD = H * D;
+  Problem p(1, T, H, D, true, false, 1150);
+  DsaAttention att(small_budget());
+  std::unique_ptr<DecodeMemo> memo = att.make_decode_memo();
+  ASSERT_NE(memo, nullptr);
+  std::vector<float> with(HD), without(HD);
+  for (int64_t len = 1; len <= T; ++len) {  // one generation: the memo fills as the cache grows
+    att.decode(with.data(), p.q(), p.k(), p.v(), len, H, D, memo.get());
+    att.decode(without.data(), p.q(), p.k(), p.v(), len, H, D);
+    test::expect_bitwise_equal(cat("len=", len), with, without);
+  }
+  // Rewind to 70 tokens and change everything after: blocks past 70 must be
+  // recomputed from the new contents.
+  memo->truncate(70);
+  for (int64_t t = 70; t < T; ++t)
+    for (int64_t e = 0; e < HD; ++e) p.k()[t * HD + e] *= -1.0f, p.q()[t * HD + e] += 0.5f;
+  att.decode(with.data(), p.q(), p.k(), p.v(), T, H, D, memo.get());
+  att.decode(without.data(), p.q(), p.k(), p.v(), T, H, D);
+  test::expect_bitwise_equal("after truncate", with, without);
+  // Another implementation's memo is refused; dense and window keep none.
+  EXPECT_EQ(make_attention("dense")->make_decode_memo(), nullptr);
+  EXPECT_EQ(make_attention("window")->make_decode_memo(), nullptr);
+  struct Foreign final : DecodeMemo {
+    void truncate(int64_t) override {}
+  } foreign;
+  EXPECT_THROW(att.decode(with.data(), p.q(), p.k(), p.v(), T, H, D, &foreign), Error);
+}
+
 TEST(AttentionDsa, ResultsIndependentOfThreadCount) {
   const int64_t H = 3, D = 16, T = 400;
   for (bool causal : {true, false}) {

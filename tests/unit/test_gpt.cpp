@@ -103,6 +103,42 @@ TEST(GPT, KVCacheDecodeMatchesFullForward) {
   EXPECT_THROW(m.forward_cached(cache, tok.data(), 1), Error);
 }
 
+TEST(GPT, DsaDecodeWithCacheEqualsRecomputingEachPrefix) {
+  // DSA with a real budget (key blocks of 4, query blocks of 2, window 4,
+  // one top block, the rest summarised): the cached decode of position t
+  // must give the logits of a whole forward over tokens [0, t] — what
+  // recomputing the sequence at every generation step would give.
+  GPTConfig c = tiny();
+  c.context = 40;
+  c.attention = "dsa";
+  c.dsa.block = 4, c.dsa.query_block = 2, c.dsa.window = 4, c.dsa.top_k = 1, c.dsa.keep_short = 0.2,
+  c.dsa.keep_long = 0.1, c.dsa.short_len = 4, c.dsa.long_len = 8;
+  GPT m(c);
+  randomize(m, 12);
+  const int64_t T = 40, V = 13;
+  auto tok = random_tokens(T, V, 13);
+  KVCache cache = m.make_cache(T);
+  ASSERT_NE(cache.memo(0), nullptr);  // DSA keeps block means between steps
+  const float* lg = m.forward_cached(cache, tok.data(), 3);  // prefill 3
+  for (int64_t t = 2; t < T; ++t) {
+    if (t > 2) lg = m.forward_cached(cache, &tok[t], 1);
+    const std::vector<float> got(lg, lg + V);
+    const float* full = m.forward_logits(tok.data(), 1, t + 1) + t * V;
+    for (int64_t v = 0; v < V; ++v) ASSERT_NEAR(got[v], full[v], 1e-4) << "position " << t;
+  }
+  // Rewinding the cache (a new continuation) drops the block means past it.
+  cache.set_len(20);
+  auto other = random_tokens(T, V, 14);
+  for (int64_t t = 20; t < T; ++t) {
+    lg = m.forward_cached(cache, &other[t], 1);
+    std::vector<int32_t> seq(tok.begin(), tok.begin() + 20);
+    seq.insert(seq.end(), other.begin() + 20, other.begin() + t + 1);
+    const std::vector<float> got(lg, lg + V);
+    const float* full = m.forward_logits(seq.data(), 1, t + 1) + t * V;
+    for (int64_t v = 0; v < V; ++v) ASSERT_NEAR(got[v], full[v], 1e-4) << "rewound, position " << t;
+  }
+}
+
 TEST(GPT, GreedyGenerationWithCacheEqualsRecomputation) {
   auto tokzr = make_byte_tokenizer();
   GPTConfig big = tiny();
