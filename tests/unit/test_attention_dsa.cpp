@@ -21,10 +21,17 @@
 #include "ops/attention.h"
 #include "ops/attention_reference.h"
 #include "ops/dsa_budget.h"
+#include "attention_test_util.h"
 #include "op_test_harness.h"
 
 namespace sparta {
 namespace {
+
+using test::all_finite;
+using test::AttnResult;
+using test::expect_rel_close;
+using test::expect_results_close;
+using test::mask_of;
 
 using ops::BlockSelection;
 
@@ -55,15 +62,11 @@ struct Problem {
   size_t lse_size() const { return static_cast<size_t>(d.B * d.H * d.T); }
 };
 
-struct Result {
-  std::vector<float> out, lse, dqkv;
-};
-
 // Forward + backward of `att`; dqkv has the layout of qkv (every element is
 // a gradient slice, so a sentinel left anywhere means it was not written).
-Result run(Attention& att, const Problem& p, const std::vector<float>& dout) {
+AttnResult run(Attention& att, const Problem& p, const std::vector<float>& dout) {
   constexpr float kSentinel = 777.0f;
-  Result r{std::vector<float>(p.out_size(), kSentinel), std::vector<float>(p.lse_size(), kSentinel),
+  AttnResult r{std::vector<float>(p.out_size(), kSentinel), std::vector<float>(p.lse_size(), kSentinel),
            std::vector<float>(p.qkv.size(), kSentinel)};
   att.forward(r.out.data(), r.lse.data(), p.q(), p.k(), p.v(), p.d);
   att.backward(r.dqkv.data() + p.qo, r.dqkv.data() + p.ko, r.dqkv.data() + p.vo, dout.data(), r.out.data(),
@@ -71,8 +74,8 @@ Result run(Attention& att, const Problem& p, const std::vector<float>& dout) {
   return r;
 }
 
-Result run_reference(const Problem& p, const AttnMask& mask, const std::vector<float>& dout) {
-  Result r{std::vector<float>(p.out_size()), std::vector<float>(p.lse_size()), std::vector<float>(p.qkv.size())};
+AttnResult run_reference(const Problem& p, const AttnMask& mask, const std::vector<float>& dout) {
+  AttnResult r{std::vector<float>(p.out_size()), std::vector<float>(p.lse_size()), std::vector<float>(p.qkv.size())};
   attention_reference_forward(r.out.data(), r.lse.data(), p.q(), p.k(), p.v(), p.d, mask);
   attention_reference_backward(r.dqkv.data() + p.qo, r.dqkv.data() + p.ko, r.dqkv.data() + p.vo, dout.data(),
                                p.q(), p.k(), p.v(), p.d, mask);
@@ -84,52 +87,12 @@ Result run_reference(const Problem& p, const AttnMask& mask, const std::vector<f
 // (seen: 2e-6 of the tensor's scale with ONEDNN_MAX_CPU_ISA=AVX2).
 constexpr double kSameSumsTol = 1e-5;
 
-// |got - want| <= rtol * (|want| + max|want|) elementwise (an absolute floor
-// at rtol of the tensor's scale for near-zero sums); -inf must match
-// exactly; NaN never passes.
-void expect_rel_close(const std::vector<float>& got, const std::vector<float>& want, double rtol,
-                      const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  double scale = 0.0;
-  for (float w : want)
-    if (std::isfinite(w)) scale = std::max(scale, std::fabs(static_cast<double>(w)));
-  for (size_t i = 0; i < got.size(); ++i) {
-    const double g = got[i], w = want[i];
-    if (std::isinf(w) && g == w) continue;
-    if (!(std::fabs(g - w) <= rtol * (std::fabs(w) + scale))) {
-      ADD_FAILURE() << what << ": element " << i << " got " << g << " want " << w << " (rtol " << rtol << ")";
-      return;
-    }
-  }
-}
 
-void expect_results_close(const Result& got, const Result& want, double fwd_tol, double bwd_tol,
-                          const std::string& what) {
-  expect_rel_close(got.out, want.out, fwd_tol, what + " out");
-  expect_rel_close(got.lse, want.lse, fwd_tol, what + " lse");
-  expect_rel_close(got.dqkv, want.dqkv, bwd_tol, what + " dqkv");
-}
-
-// The AttnMask allowing exactly the selected blocks.
-AttnMask mask_of(const AttnDims& d, const BlockSelection& sel) {
-  const int64_t nkb = (d.T + sel.block - 1) / sel.block;
-  auto allowed = std::make_shared<std::vector<char>>(static_cast<size_t>(d.B * d.H * sel.nqb * nkb), 0);
-  for (int64_t list = 0; list < d.B * d.H * sel.nqb; ++list)
-    for (int64_t j = sel.offsets[list]; j < sel.offsets[list + 1]; ++j)
-      (*allowed)[static_cast<size_t>(list * nkb + sel.keys[j])] = 1;
-  const int64_t H = d.H, nqb = sel.nqb, block = sel.block, qblock = ops::query_block(sel);
-  return [allowed, H, nqb, nkb, block, qblock](int64_t b, int64_t h, int64_t i, int64_t j) {
-    return (*allowed)[static_cast<size_t>(((b * H + h) * nqb + i / qblock) * nkb + j / block)] != 0;
-  };
-}
 
 std::vector<int32_t> list_of(const BlockSelection& sel, int64_t list) {
   return {sel.keys.begin() + sel.offsets[list], sel.keys.begin() + sel.offsets[list + 1]};
 }
 
-bool all_finite(const std::vector<float>& x) {
-  return std::all_of(x.begin(), x.end(), [](float e) { return std::isfinite(e); });
-}
 
 // A config whose budget is every key at any T (top_k huge).
 DsaConfig covering(int64_t block, int64_t window) {
@@ -329,7 +292,7 @@ TEST(AttentionWindow, ResultsIndependentOfThreadCount) {
   const std::vector<float> dout = test::random_normal(p.out_size(), rng);
   DsaConfig c;
   c.block = 32, c.window = 80;
-  Result r[2];
+  AttnResult r[2];
   std::vector<float> dec[2];
   for (int run_i = 0; run_i < 2; ++run_i)
     test::with_threads(run_i + 1, [&] {
@@ -353,7 +316,7 @@ TEST(AttentionDsa, FullBudgetEqualsDenseKernel) {
       const Problem p(2, T, 3, 16, causal, true, 300 + T);
       Rng rng(7);
       const std::vector<float> dout = test::random_normal(p.out_size(), rng);
-      const Result want = run(*dense, p, dout);
+      const AttnResult want = run(*dense, p, dout);
       // Covered by the window alone, and by the top-k budget alone.
       DsaConfig by_window;
       by_window.window = 256;
@@ -382,7 +345,7 @@ TEST(AttentionDsa, HardSelectionMatchesMaskedReference) {
       DsaAttention att(c);
       Rng rng(8);
       const std::vector<float> dout = test::random_normal(p.out_size(), rng);
-      const Result got = run(att, p, dout);
+      const AttnResult got = run(att, p, dout);
       expect_results_close(got, run_reference(p, mask_of(p.d, sel), dout), 1e-5, 1e-4,
                            cat("causal=", causal, " T=", T));
       EXPECT_TRUE(all_finite(got.out) && all_finite(got.lse) && all_finite(got.dqkv));
@@ -536,7 +499,7 @@ TEST(AttentionDsa, GradientsMatchFiniteDifferences) {
         DsaAttention att(c);
         Rng rng(81);
         const std::vector<float> R = test::random_normal(p.out_size(), rng);
-        const Result r = run(att, p, R);
+        const AttnResult r = run(att, p, R);
         bool selection_moved = false;
         const auto objective = [&] {
           if (dsa_select(p.q(), p.k(), p.d, c).keys != sel.keys) selection_moved = true;
@@ -554,7 +517,7 @@ TEST(AttentionDsa, SummaryChangesTheResultOnlyWhenBlocksAreLeftOut) {
   Rng rng(851);
   const std::vector<float> dout = test::random_normal(p.out_size(), rng);
   DsaAttention with(small_budget(true)), without(small_budget(false));
-  const Result a = run(with, p, dout), b = run(without, p, dout);
+  const AttnResult a = run(with, p, dout), b = run(without, p, dout);
   // Query blocks whose candidates all fit the budget (the first 5 key
   // blocks) are identical; later ones see the summary.
   const int64_t HD = 2 * 8;
@@ -575,7 +538,7 @@ TEST(AttentionDsa, ShortSequences) {
       Rng rng(91);
       const std::vector<float> dout = test::random_normal(p.out_size(), rng);
       DsaAttention att{DsaConfig{}};
-      const Result got = run(att, p, dout);
+      const AttnResult got = run(att, p, dout);
       expect_results_close(got, run(*dense, p, dout), kSameSumsTol, kSameSumsTol, cat("T=", T, " causal=", causal));
       EXPECT_TRUE(all_finite(got.out) && all_finite(got.lse) && all_finite(got.dqkv));
     }
@@ -653,7 +616,7 @@ TEST(AttentionDsa, ResultsIndependentOfThreadCount) {
     const Problem p(2, T, H, D, causal, false, 1200 + causal);
     Rng rng(1201);
     const std::vector<float> dout = test::random_normal(p.out_size(), rng);
-    Result r[2];
+    AttnResult r[2];
     std::vector<float> dec[2];
     for (int run_i = 0; run_i < 2; ++run_i)
       test::with_threads(run_i + 1, [&] {

@@ -16,10 +16,17 @@
 #include "core/rng.h"
 #include "ops/attention.h"
 #include "ops/attention_reference.h"
+#include "attention_test_util.h"
 #include "op_test_harness.h"
 
 namespace sparta::ops {
 namespace {
+
+using test::all_finite;
+using test::AttnResult;
+using test::expect_rel_close;
+using test::expect_results_close;
+using test::mask_of;
 
 constexpr float kSentinel = 777.0f;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
@@ -41,15 +48,8 @@ struct Problem {
   size_t lse_size() const { return static_cast<size_t>(d.B * d.H * d.T); }
 };
 
-// Forward and backward results of one implementation; dqkv uses the fused
-// layout of the inputs (every element is a gradient slice, so a sentinel
-// left anywhere means an element was not written).
-struct Result {
-  std::vector<float> out, lse, dqkv;
-};
-
-Result run_sparse(const Problem& p, const BlockSelection& sel, const std::vector<float>& dout) {
-  Result r{std::vector<float>(p.out_size(), kSentinel), std::vector<float>(p.lse_size(), kSentinel),
+AttnResult run_sparse(const Problem& p, const BlockSelection& sel, const std::vector<float>& dout) {
+  AttnResult r{std::vector<float>(p.out_size(), kSentinel), std::vector<float>(p.lse_size(), kSentinel),
            std::vector<float>(p.qkv.size(), kSentinel)};
   block_sparse_attention_forward(r.out.data(), r.lse.data(), p.q(), p.k(), p.v(), p.d, sel);
   const int64_t hd = p.d.H * p.d.D;
@@ -58,8 +58,8 @@ Result run_sparse(const Problem& p, const BlockSelection& sel, const std::vector
   return r;
 }
 
-Result run_dense(const Problem& p, const std::vector<float>& dout) {
-  Result r{std::vector<float>(p.out_size(), kSentinel), std::vector<float>(p.lse_size(), kSentinel),
+AttnResult run_dense(const Problem& p, const std::vector<float>& dout) {
+  AttnResult r{std::vector<float>(p.out_size(), kSentinel), std::vector<float>(p.lse_size(), kSentinel),
            std::vector<float>(p.qkv.size(), kSentinel)};
   auto att = make_attention("dense");
   att->forward(r.out.data(), r.lse.data(), p.q(), p.k(), p.v(), p.d);
@@ -69,8 +69,8 @@ Result run_dense(const Problem& p, const std::vector<float>& dout) {
   return r;
 }
 
-Result run_reference(const Problem& p, const AttnMask& mask, const std::vector<float>& dout) {
-  Result r{std::vector<float>(p.out_size(), kSentinel), std::vector<float>(p.lse_size(), kSentinel),
+AttnResult run_reference(const Problem& p, const AttnMask& mask, const std::vector<float>& dout) {
+  AttnResult r{std::vector<float>(p.out_size(), kSentinel), std::vector<float>(p.lse_size(), kSentinel),
            std::vector<float>(p.qkv.size(), kSentinel)};
   attention_reference_forward(r.out.data(), r.lse.data(), p.q(), p.k(), p.v(), p.d, mask);
   const int64_t hd = p.d.H * p.d.D;
@@ -79,47 +79,7 @@ Result run_reference(const Problem& p, const AttnMask& mask, const std::vector<f
   return r;
 }
 
-// |got - want| <= rtol * (|want| + max|want|) elementwise: rtol relative to
-// the element, with an absolute floor at rtol of the tensor's scale so that
-// near-zero entries (sums of many cancelling terms) are judged on that
-// scale. -inf must match -inf exactly; NaN never passes.
-void expect_rel_close(const std::vector<float>& got, const std::vector<float>& want, double rtol,
-                      const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  double scale = 0.0;
-  for (float w : want)
-    if (std::isfinite(w)) scale = std::max(scale, std::fabs(static_cast<double>(w)));
-  for (size_t i = 0; i < got.size(); ++i) {
-    const double g = got[i], w = want[i];
-    if (std::isinf(w) && g == w) continue;
-    const double err = std::fabs(g - w);
-    if (!(err <= rtol * (std::fabs(w) + scale))) {
-      ADD_FAILURE() << what << ": element " << i << " got " << g << " want " << w << " (rtol " << rtol
-                    << ", scale " << scale << ")";
-      return;
-    }
-  }
-}
 
-void expect_results_close(const Result& got, const Result& want, double fwd_tol, double bwd_tol,
-                          const std::string& what) {
-  expect_rel_close(got.out, want.out, fwd_tol, what + " out");
-  expect_rel_close(got.lse, want.lse, fwd_tol, what + " lse");
-  expect_rel_close(got.dqkv, want.dqkv, bwd_tol, what + " dqkv");
-}
-
-// The AttnMask that allows exactly the selected blocks.
-AttnMask mask_of(const AttnDims& d, const BlockSelection& sel) {
-  const int64_t nkb = (d.T + sel.block - 1) / sel.block;
-  auto allowed = std::make_shared<std::vector<char>>(static_cast<size_t>(d.B * d.H * sel.nqb * nkb), 0);
-  for (int64_t list = 0; list < d.B * d.H * sel.nqb; ++list)
-    for (int64_t j = sel.offsets[list]; j < sel.offsets[list + 1]; ++j)
-      (*allowed)[static_cast<size_t>(list * nkb + sel.keys[j])] = 1;
-  const int64_t H = d.H, nqb = sel.nqb, block = sel.block, qblock = query_block(sel);
-  return [allowed, H, nqb, nkb, block, qblock](int64_t b, int64_t h, int64_t i, int64_t j) {
-    return (*allowed)[static_cast<size_t>(((b * H + h) * nqb + i / qblock) * nkb + j / block)] != 0;
-  };
-}
 
 // Each list picks every permitted key block (not after the query block's
 // last row when causal) with probability `density`, and block 0 always, so
@@ -149,11 +109,6 @@ BlockSelection random_selection(const AttnDims& d, int64_t block, double density
   return sel;
 }
 
-bool all_finite(const std::vector<float>& x) {
-  for (float e : x)
-    if (!std::isfinite(e)) return false;
-  return true;
-}
 
 TEST(BlockSparseAttention, FullSelectionEqualsDenseKernel) {
   for (bool causal : {true, false})
@@ -193,8 +148,8 @@ TEST(BlockSparseAttention, RandomSelectionsMatchMaskedReference) {
     Rng rng(seed);
     const std::vector<float> dout = test::random_normal(p.out_size(), rng);
     const std::string what = cat("B=", c.B, " T=", c.T, " block=", c.block, " causal=", c.causal);
-    const Result got = run_sparse(p, sel, dout);
-    const Result want = run_reference(p, mask_of(p.d, sel), dout);
+    const AttnResult got = run_sparse(p, sel, dout);
+    const AttnResult want = run_reference(p, mask_of(p.d, sel), dout);
     expect_rel_close(got.out, want.out, 1e-5, what + " out");
     expect_rel_close(got.lse, want.lse, 1e-5, what + " lse");
     expect_rel_close(got.dqkv, want.dqkv, 1e-4, what + " dqkv");
@@ -215,7 +170,7 @@ TEST(BlockSparseAttention, EverySelectionEmptyGivesZeros) {
   sel.keys.clear();
   std::fill(sel.offsets.begin(), sel.offsets.end(), 0);
   Rng rng(3);
-  const Result r = run_sparse(p, sel, test::random_normal(p.out_size(), rng));
+  const AttnResult r = run_sparse(p, sel, test::random_normal(p.out_size(), rng));
   for (float x : r.out) EXPECT_EQ(x, 0.0f);
   for (float x : r.lse) EXPECT_EQ(x, kNegInf);
   for (float x : r.dqkv) EXPECT_EQ(x, 0.0f);
@@ -243,7 +198,7 @@ TEST(BlockSparseAttention, GradientsMatchFiniteDifferences) {
     const BlockSelection sel = random_selection(p.d, 2, 0.5, 3, 78);
     Rng rng(79);
     const std::vector<float> R = test::random_normal(p.out_size(), rng);
-    const Result r = run_sparse(p, sel, R);
+    const AttnResult r = run_sparse(p, sel, R);
     const auto objective = [&] {
       std::vector<float> out(p.out_size()), lse(p.lse_size());
       block_sparse_attention_forward(out.data(), lse.data(), p.q(), p.k(), p.v(), p.d, sel);
@@ -264,7 +219,7 @@ TEST(BlockSparseAttention, ResultsIndependentOfThreadCount) {
   const BlockSelection sel = random_selection(p.d, 32, 0.6, -1, 32);
   Rng rng(33);
   const std::vector<float> dout = test::random_normal(p.out_size(), rng);
-  Result r1, r2;
+  AttnResult r1, r2;
   test::with_threads(1, [&] { r1 = run_sparse(p, sel, dout); });
   test::with_threads(2, [&] { r2 = run_sparse(p, sel, dout); });
   test::expect_bitwise_equal("out", r1.out, r2.out);
@@ -308,7 +263,7 @@ Extra random_extra(const AttnDims& d, const BlockSelection& sel, uint64_t seed) 
 }
 
 struct ExtraResult {
-  Result r;
+  AttnResult r;
   std::vector<float> d_logit, d_value;
 };
 
