@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/gemm.h"
+#include "ops/tile_gemm.h"
 #include "ops/elementwise.h"
 
 namespace sparta {
@@ -314,9 +315,96 @@ namespace {
 //   P = softmax(c) over the unselected candidates, U = P·V̄, L = lse(c):
 //   dc = P ⊙ (dL + dU·V̄ᵀ - dU·U),  dQ̃ = dc·K̄/sqrt(D),  dK̄ = dcᵀ·Q̃/sqrt(D),
 //   dV̄ = Pᵀ·dU; a mean spreads its gradient evenly over its tokens.
+// With masses (scorer loss, see scorer_masses): per query block j the
+// scores of its selected far blocks and its summary logit L[j] form a
+// distribution p̂ = softmax(c_sel..., L); the loss weight·KL(m̂ ‖ p̂), m̂ the
+// normalised attention masses, adds weight·(p̂ - m̂) to those logits (the
+// summary's share reaches the unselected scores through L = lse(c)).
+struct ScorerMasses {
+  std::vector<float> selected;  // aligned with plan.sel.keys (0 for window blocks)
+  std::vector<float> summary;   // (B, H, nqb)
+  float weight = 0.0f;          // loss weight / number of query blocks
+};
+
+// The scorer-loss gradients of query block j (list = its selection list):
+// (kb, dc) for its selected far blocks into g_sel, and the return value for
+// its summary logit. Nothing when the block has no far block at all or its
+// attention put no mass outside the window.
+float scorer_loss_grad(std::vector<std::pair<int32_t, float>>& g_sel, const ScorerMasses& m, const DsaPlan& plan,
+                       const float* c, float L, int64_t list, const DsaShape& s, int64_t j) {
+  int64_t w0, w1;
+  s.window(j, w0, w1);
+  const int64_t x0 = plan.sel.offsets[list], x1 = plan.sel.offsets[list + 1];
+  const bool has_sum = L > -std::numeric_limits<float>::infinity();
+  float mx = has_sum ? L : -std::numeric_limits<float>::infinity(), total = has_sum ? m.summary[list] : 0.0f;
+  for (int64_t x = x0; x < x1; ++x) {
+    const int32_t kb = plan.sel.keys[x];
+    if (kb >= w0 && kb <= w1) continue;
+    mx = std::max(mx, c[kb]);
+    total += m.selected[x];
+  }
+  if (!(total > 0.0f) || !std::isfinite(mx)) return 0.0f;
+  float z = has_sum ? std::exp(L - mx) : 0.0f;
+  for (int64_t x = x0; x < x1; ++x) {
+    const int32_t kb = plan.sel.keys[x];
+    if (kb < w0 || kb > w1) z += std::exp(c[kb] - mx);
+  }
+  for (int64_t x = x0; x < x1; ++x) {
+    const int32_t kb = plan.sel.keys[x];
+    if (kb >= w0 && kb <= w1) continue;
+    g_sel.push_back({kb, m.weight * (std::exp(c[kb] - mx) / z - m.selected[x] / total)});
+  }
+  return has_sum ? m.weight * (std::exp(L - mx) / z - m.summary[list] / total) : 0.0f;
+}
+
+// Attention mass sum over the rows t of each query block of
+// exp(score - lse_t) on each selected far block (and on the summary key):
+// where the block's attention actually went, recomputed from q, k and lse.
+void scorer_masses(ScorerMasses& m, const DsaPlan& plan, const float* q, const float* k, const float* lse,
+                   const AttnDims& d, const DsaConfig& cfg) {
+  const DsaShape s(cfg, d.T, d.causal);
+  const int64_t BH = d.B * d.H, D = d.D, ld = d.ld;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  m.selected.assign(plan.sel.keys.size(), 0.0f);
+  m.summary.assign(static_cast<size_t>(BH * s.nqb), 0.0f);
+  m.weight = static_cast<float>(cfg.scorer_loss / static_cast<double>(std::max<int64_t>(1, BH * s.nqb)));
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t bh = 0; bh < BH; ++bh) {
+    const int64_t base = (bh / d.H) * d.T * ld + (bh % d.H) * D;
+    std::vector<float> qt(static_cast<size_t>(D * s.qblock)), st(static_cast<size_t>(s.block * s.qblock));
+    for (int64_t j = 0; j < s.nqb; ++j) {
+      const int64_t list = bh * s.nqb + j, a = j * s.qblock, nq = std::min(s.qblock, d.T - a);
+      const float* lrow = lse + bh * d.T + a;
+      const float L = plan.summary_logit[list];
+      if (L > -std::numeric_limits<float>::infinity())
+        for (int64_t t = 0; t < nq; ++t)
+          if (std::isfinite(lrow[t])) m.summary[list] += std::exp(L - lrow[t]);
+      int64_t w0, w1;
+      s.window(j, w0, w1);
+      bool transposed = false;
+      for (int64_t x = plan.sel.offsets[list]; x < plan.sel.offsets[list + 1]; ++x) {
+        const int64_t kb = plan.sel.keys[x];
+        if (kb >= w0 && kb <= w1) continue;
+        if (!transposed) {  // Qᵀ of the block's rows: (D, nq)
+          ops::transpose_into(qt.data(), nq, q + base + a * ld, ld, nq, D);
+          transposed = true;
+        }
+        const int64_t nk = s.block_len(kb);
+        // Far blocks lie wholly before (causal) or outside the window: no mask.
+        ops::tile_gemm_nn(nk, nq, D, scale, k + base + kb * s.block * ld, ld, qt.data(), nq, 0.0f, st.data(), nq);
+        float mass = 0.0f;
+        for (int64_t i = 0; i < nk; ++i)
+          for (int64_t t = 0; t < nq; ++t)
+            if (std::isfinite(lrow[t])) mass += std::exp(st[i * nq + t] - lrow[t]);
+        m.selected[x] = mass;
+      }
+    }
+  }
+}
+
 void summary_backward(float* dq, float* dk, float* dv, const float* g_logit, const float* g_value,
                       const DsaPlan& plan, const float* q, const float* k, const float* v, const AttnDims& d,
-                      const DsaConfig& cfg) {
+                      const DsaConfig& cfg, const ScorerMasses* masses) {
   const DsaShape s(cfg, d.T, d.causal);
   const int64_t BH = d.B * d.H, D = d.D, ld = d.ld;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
@@ -330,6 +418,7 @@ void summary_backward(float* dq, float* dk, float* dv, const float* g_logit, con
     std::vector<float> dQt(static_cast<size_t>(s.nqb * D), 0.0f), dKb(static_cast<size_t>(s.nkb * D), 0.0f),
         dVb(static_cast<size_t>(s.nkb * D), 0.0f);
     std::vector<char> selected(static_cast<size_t>(s.nkb));
+    std::vector<std::pair<int32_t, float>> g_sel;
     const float* L = plan.summary_logit.data() + bh * s.nqb;
     const float* U = plan.summary_value.data() + bh * s.nqb * D;
     const float* gL = g_logit + bh * s.nqb;
@@ -341,23 +430,27 @@ void summary_backward(float* dq, float* dk, float* dv, const float* g_logit, con
       sgemm(false, true, nr, s.nkb, D, 1.0f, gU + r0 * D, D, hs.Vb.data(), D, 0.0f, dC.data(), s.nkb);
       for (int64_t i = 0; i < nr; ++i) {
         const int64_t j = r0 + i;
+        const int64_t list = bh * s.nqb + j;
         float* p = P.data() + i * s.nkb;
         float* dc = dC.data() + i * s.nkb;
+        const float* c = C.data() + i * s.nkb;
         std::fill(p, p + s.nkb, 0.0f);
+        float g_sum = 0.0f;  // scorer-loss gradient of L[j]
+        g_sel.clear();
+        if (masses) g_sum = scorer_loss_grad(g_sel, *masses, plan, c, L[j], list, s, j);
         if (L[j] > -std::numeric_limits<float>::infinity()) {
           std::fill(selected.begin(), selected.end(), 0);
-          const int64_t list = bh * s.nqb + j;
           for (int64_t x = plan.sel.offsets[list]; x < plan.sel.offsets[list + 1]; ++x) selected[plan.sel.keys[x]] = 1;
-          const float* c = C.data() + i * s.nkb;
           float du_u = 0.0f;
           for (int64_t e = 0; e < D; ++e) du_u += gU[j * D + e] * U[j * D + e];
           for_each_candidate(s, j, [&](int64_t kb) {
             if (!selected[kb] && !std::isnan(c[kb])) p[kb] = std::exp(c[kb] - L[j]);
           });
-          for (int64_t kb = 0; kb < s.nkb; ++kb) dc[kb] = p[kb] * (gL[j] + dc[kb] - du_u);
+          for (int64_t kb = 0; kb < s.nkb; ++kb) dc[kb] = p[kb] * (gL[j] + g_sum + dc[kb] - du_u);
         } else {
           std::fill(dc, dc + s.nkb, 0.0f);
         }
+        for (const auto& [kb, g] : g_sel) dc[kb] += g;  // selected far blocks (p = 0 there)
       }
       sgemm(false, false, nr, D, s.nkb, scale, dC.data(), s.nkb, hs.Kb.data(), D, 0.0f, dQt.data() + r0 * D, D);
       sgemm(true, false, s.nkb, D, nr, scale, dC.data(), s.nkb, hs.Qt.data() + r0 * D, D, 1.0f, dKb.data(), D);
@@ -436,7 +529,10 @@ void DsaAttention::backward(float* dq, float* dk, float* dv, const float* dout, 
   std::vector<float> g_logit(plan.summary_logit.size()), g_value(plan.summary_value.size());
   ops::block_sparse_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, d, plan.sel, plan.extra(),
                                        g_logit.data(), g_value.data());
-  summary_backward(dq, dk, dv, g_logit.data(), g_value.data(), plan, q, k, v, d, cfg_);
+  ScorerMasses masses;
+  if (cfg_.scorer_loss > 0.0) scorer_masses(masses, plan, q, k, lse, d, cfg_);
+  summary_backward(dq, dk, dv, g_logit.data(), g_value.data(), plan, q, k, v, d, cfg_,
+                   cfg_.scorer_loss > 0.0 ? &masses : nullptr);
 }
 
 namespace {

@@ -11,6 +11,9 @@ void check_dsa_config(const DsaConfig& c) {
   SPARTA_CHECK(c.block >= 1, "[attention.dsa] block must be >= 1, got ", c.block);
   SPARTA_CHECK(c.query_block >= 1 && c.query_block <= c.block && c.block % c.query_block == 0,
                "[attention.dsa] query_block must divide block (", c.block, "), got ", c.query_block);
+  SPARTA_CHECK(c.scorer_loss >= 0.0 && std::isfinite(c.scorer_loss),
+               "[attention.dsa] scorer_loss must be a finite number >= 0, got ", c.scorer_loss);
+  SPARTA_CHECK(c.scorer_loss == 0.0 || c.summary, "[attention.dsa] scorer_loss needs summary = true");
   SPARTA_CHECK(c.window >= 1, "[attention.dsa] window must be >= 1, got ", c.window);
   SPARTA_CHECK(c.top_k >= 0, "[attention.dsa] top_k must be >= 0, got ", c.top_k);
   SPARTA_CHECK(c.keep_long > 0.0 && c.keep_long <= c.keep_short && c.keep_short <= 1.0,

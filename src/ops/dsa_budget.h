@@ -40,6 +40,11 @@ struct DsaConfig {
   // select still enter its softmax as one summary key (see attention_dsa.h),
   // which is also what trains the scorer. false = hard selection only.
   bool summary = true;
+  // Weight of the scorer loss (needs summary): in training, each query
+  // block's score distribution over {its selected far blocks, the summary}
+  // is pulled toward where its attention mass actually went (KL, targets
+  // not differentiated), so blocks the queries use get higher scores. 0 = off.
+  double scorer_loss = 0.0;
 };
 
 // Throws sparta::Error "[attention.dsa] ..." naming the bad field unless

@@ -512,6 +512,104 @@ TEST(AttentionDsa, GradientsMatchFiniteDifferences) {
       }
 }
 
+TEST(AttentionDsa, ScorerLossGradientMatchesFiniteDifferencesOfItsKl) {
+  // The scorer loss adds to backward the gradient of
+  //   weight/N · Σ_j KL(m̂_j ‖ softmax(c_selected-far(q, k), L_j(q, k)))
+  // with the attention masses m̂ held fixed. Re-derive that objective in
+  // double (scores, summary logit, masses from the unperturbed forward) and
+  // compare its finite differences with (backward with the loss) - (without).
+  for (bool causal : {true, false}) {
+    Problem p(1, 24, 2, 4, causal, true, 870 + causal, 1.0);
+    DsaConfig c;
+    c.block = 4, c.query_block = 2, c.window = 4, c.top_k = 2, c.keep_short = 0.2, c.keep_long = 0.1,
+    c.short_len = 4, c.long_len = 8;
+    ASSERT_EQ(dsa_top_blocks(c, 24), 1);
+    DsaConfig with = c;
+    with.scorer_loss = 2.5;
+    const std::vector<float> zero(p.out_size(), 0.0f);  // no main-loss gradient: only the scorer loss remains
+    DsaAttention att_with(with);
+    const AttnResult r = run(att_with, p, zero);
+    const DsaPlan plan = dsa_plan(p.q(), p.k(), p.v(), p.d, c);
+    const int64_t T = 24, H = 2, D = 4, ld = p.d.ld, nqb = plan.sel.nqb, W = dsa_window_blocks(c);
+    const double scale = 1.0 / std::sqrt(double(D));
+    // Masses from the unperturbed forward (lse), in double.
+    std::vector<float> out(p.out_size()), lse(p.lse_size());
+    DsaAttention(c).forward(out.data(), lse.data(), p.q(), p.k(), p.v(), p.d);
+    struct Entry {
+      int64_t h, j;
+      std::vector<int64_t> far_sel, unsel;
+      std::vector<double> target;  // normalised masses: far selected..., summary
+    };
+    std::vector<Entry> entries;
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t j = 0; j < nqb; ++j) {
+        Entry e{h, j, {}, {}, {}};
+        const std::vector<int32_t> sel = list_of(plan.sel, h * nqb + j);
+        const int64_t qkb = j * 2 / 4;
+        for (int64_t kb = 0; kb < 6; ++kb) {
+          const int64_t gap = qkb - kb;
+          const bool in_window = causal ? gap >= 0 && gap < W : std::abs(gap) < W;
+          const bool candidate = causal ? gap >= W : !in_window;
+          if (!candidate) continue;
+          (std::count(sel.begin(), sel.end(), kb) ? e.far_sel : e.unsel).push_back(kb);
+        }
+        if (e.far_sel.empty() && e.unsel.empty()) continue;
+        double total = 0.0;
+        const auto row_mass = [&](int64_t kb) {
+          double m = 0.0;
+          for (int64_t t = j * 2; t < j * 2 + 2; ++t)
+            for (int64_t i = kb * 4; i < kb * 4 + 4; ++i) {
+              double dot = 0.0;
+              for (int64_t x = 0; x < D; ++x) dot += double(p.q()[t * ld + h * D + x]) * p.k()[i * ld + h * D + x];
+              m += std::exp(dot * scale - lse[h * T + t]);
+            }
+          return m;
+        };
+        for (int64_t kb : e.far_sel) e.target.push_back(row_mass(kb)), total += e.target.back();
+        double sum_mass = 0.0;
+        for (int64_t kb : e.unsel) sum_mass += row_mass(kb) * 0.0;  // summary mass: exp(L - lse), below
+        if (!e.unsel.empty()) {
+          const float L = plan.summary_logit[h * nqb + j];
+          for (int64_t t = j * 2; t < j * 2 + 2; ++t) sum_mass += std::exp(double(L) - lse[h * T + t]);
+          e.target.push_back(sum_mass), total += sum_mass;
+        }
+        for (double& m : e.target) m /= total;
+        entries.push_back(e);
+      }
+    const double weight = 2.5 / double(H * nqb);
+    const auto objective = [&] {
+      double f = 0.0;
+      for (const Entry& e : entries) {
+        const auto qt = lookahead_query(p.q() + e.h * D, T, ld, D, 2, e.j, causal);
+        const auto score = [&](int64_t kb) {
+          return dotd(qt, mean_of_block(p.k() + e.h * D, T, ld, D, 4, kb)) * scale + std::log(4.0);
+        };
+        std::vector<double> logits;
+        for (int64_t kb : e.far_sel) logits.push_back(score(kb));
+        if (!e.unsel.empty()) {
+          double m = -1e300, z = 0.0;
+          for (int64_t kb : e.unsel) m = std::max(m, score(kb));
+          for (int64_t kb : e.unsel) z += std::exp(score(kb) - m);
+          logits.push_back(m + std::log(z));
+        }
+        double m = -1e300, z = 0.0;
+        for (double l : logits) m = std::max(m, l);
+        for (double l : logits) z += std::exp(l - m);
+        for (size_t i = 0; i < logits.size(); ++i)
+          if (e.target[i] > 0) f += weight * e.target[i] * (std::log(e.target[i]) - (logits[i] - m - std::log(z)));
+      }
+      return f;
+    };
+    std::vector<float> g_aux = r.dqkv;  // dout = 0: backward is the scorer loss alone
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t x = 0; x < H * D; ++x) EXPECT_EQ(g_aux[t * ld + 2 * H * D + x], 0.0f) << "dv t=" << t;
+    test::with_threads(1, [&] { test::expect_grad_matches_fd(cat("scorer loss causal=", causal), p.qkv, g_aux, objective); });
+    bool any = false;
+    for (float g : g_aux) any = any || g != 0.0f;
+    EXPECT_TRUE(any) << "the scorer loss produced no gradient";
+  }
+}
+
 TEST(AttentionDsa, SummaryChangesTheResultOnlyWhenBlocksAreLeftOut) {
   const Problem p(1, 200, 2, 8, true, true, 850);
   Rng rng(851);
