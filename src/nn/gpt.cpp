@@ -140,15 +140,24 @@ size_t GPT::activation_bytes() const {
   return (acts_ ? acts_->bytes() : 0) + (decode_acts_ ? decode_acts_->bytes() : 0);
 }
 
-void GPT::forward(const int32_t* tokens, int64_t B, int64_t T) {
+AttnDims GPT::layer_dims(int64_t B, int64_t T, int64_t layer, uint64_t selection_seed) const {
+  const int64_t d = cfg_.d_model, H = cfg_.n_head;
+  AttnDims dims{B, T, H, d / H, 3 * d, true};
+  // Each layer explores differently; a zero result is bumped so that a
+  // non-zero seed always means "explore".
+  if (selection_seed != 0) dims.selection_seed = (selection_seed * 0x9e3779b97f4a7c15ULL + static_cast<uint64_t>(layer)) | 1;
+  return dims;
+}
+
+void GPT::forward(const int32_t* tokens, int64_t B, int64_t T, uint64_t selection_seed) {
   ensure_acts(B, T);
   Acts& a = *acts_;
   ParamStore& P = params_;
   const int64_t N = B * T, d = cfg_.d_model, H = cfg_.n_head, D = d / H, V = cfg_.vocab_size;
   const float eps = cfg_.ln_eps;
   ops::embedding_forward(a.res[0], tokens, P.ptr("wte"), N, V, d);
-  AttnDims dims{B, T, H, D, 3 * d, true};
   for (int64_t l = 0; l < cfg_.n_layer; ++l) {
+    const AttnDims dims = layer_dims(B, T, l, selection_seed);
     ops::layernorm_forward(a.ln1[l], a.ln1_mean[l], a.ln1_rstd[l], a.res[l], P.ptr(L(l, "ln1.weight")),
                            P.ptr(L(l, "ln1.bias")), N, d, eps);
     ops::linear_forward(a.qkv[l], a.ln1[l], P.ptr(L(l, "attn.qkv.weight")), P.ptr(L(l, "attn.qkv.bias")), N, d,
@@ -172,7 +181,7 @@ void GPT::forward(const int32_t* tokens, int64_t B, int64_t T) {
   sgemm(false, true, N, V, d, 1.0f, a.lnf, d, P.ptr("wte"), d, 0.0f, a.logits, V);
 }
 
-void GPT::backward(const int32_t* tokens, int64_t B, int64_t T) {
+void GPT::backward(const int32_t* tokens, int64_t B, int64_t T, uint64_t selection_seed) {
   Acts& a = *acts_;
   ParamStore& P = params_;
   const int64_t N = B * T, d = cfg_.d_model, H = cfg_.n_head, D = d / H, V = cfg_.vocab_size;
@@ -184,8 +193,8 @@ void GPT::backward(const int32_t* tokens, int64_t B, int64_t T) {
   const int64_t Ly = cfg_.n_layer;
   ops::layernorm_backward(a.dres, P.grad_ptr("ln_f.weight"), P.grad_ptr("ln_f.bias"), a.dln, a.res[Ly],
                           P.ptr("ln_f.weight"), a.lnf_mean, a.lnf_rstd, N, d);
-  AttnDims dims{B, T, H, D, 3 * d, true};
   for (int64_t l = Ly - 1; l >= 0; --l) {
+    const AttnDims dims = layer_dims(B, T, l, selection_seed);
     // dres = dL/d res[l+1] = dL/d(res_mid + mlp_out)
     ops::gelu_forward(a.gelu, a.fc[l], N * 4 * d);  // recomputed: cheaper than keeping 4·N·d floats per layer
     ops::linear_backward(a.dfc, P.grad_ptr(L(l, "mlp.proj.weight")), P.grad_ptr(L(l, "mlp.proj.bias")), a.dres,
@@ -212,7 +221,7 @@ void GPT::backward(const int32_t* tokens, int64_t B, int64_t T) {
 }
 
 float GPT::forward_backward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T) {
-  forward(tokens, B, T);
+  forward(tokens, B, T, selection_seed_);
   const int64_t N = B * T;
   int64_t counted = 0;
   for (int64_t i = 0; i < N; ++i) counted += targets[i] >= 0;
@@ -221,7 +230,7 @@ float GPT::forward_backward(const int32_t* tokens, const int32_t* targets, int64
   int64_t count = 0;
   double sum = ops::softmax_xent_forward_backward(acts_->logits, acts_->logits, targets, N, cfg_.vocab_size,
                                                   1.0f / static_cast<float>(counted), &count);
-  backward(tokens, B, T);
+  backward(tokens, B, T, selection_seed_);
   return static_cast<float>(sum / static_cast<double>(count));
 }
 

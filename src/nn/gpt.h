@@ -42,6 +42,10 @@ class GPT {
   // Computes the mean cross-entropy over counted targets AND all parameter
   // gradients (grads are overwritten, not accumulated). Returns the loss.
   float forward_backward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T);
+  // Seed of the attention's training-time exploration (AttnDims::
+  // selection_seed, mixed with the layer index) for the following
+  // forward_backward calls; the trainer sets one per step. 0 = none.
+  void set_selection_seed(uint64_t seed) { selection_seed_ = seed; }
   // Loss only (evaluation). Returns the SUM of token losses; *count = tokens counted.
   double forward_loss(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T, int64_t* count);
   // Logits of every position, (B, T, V), valid until the next call.
@@ -57,12 +61,14 @@ class GPT {
 
  private:
   void ensure_acts(int64_t B, int64_t T);
-  void forward(const int32_t* tokens, int64_t B, int64_t T);
-  void backward(const int32_t* tokens, int64_t B, int64_t T);
+  void forward(const int32_t* tokens, int64_t B, int64_t T, uint64_t selection_seed = 0);
+  AttnDims layer_dims(int64_t B, int64_t T, int64_t layer, uint64_t selection_seed) const;
+  void backward(const int32_t* tokens, int64_t B, int64_t T, uint64_t selection_seed = 0);
 
   GPTConfig cfg_;
   ParamStore params_;
   std::unique_ptr<Attention> attn_;
+  uint64_t selection_seed_ = 0;
   // Activations saved for backward, sized for (acts_B_, acts_T_) and reused
   // across steps so the hot loop never allocates.
   struct Acts;

@@ -22,6 +22,10 @@ struct AttnDims {
   // 3*H*D for a fused [q|k|v] buffer of shape (B, T, 3, H, D). Must be >= H*D.
   int64_t ld = 0;
   bool causal = true;  // false = bidirectional (encoder)
+  // Non-zero in training steps only: seeds DSA's exploration noise on its
+  // block scores (DsaConfig::explore); forward and backward of one step get
+  // the same value. 0 = no noise (evaluation, decoding).
+  uint64_t selection_seed = 0;
 };
 
 // Throws sparta::Error naming `op` when d is not a valid problem

@@ -232,12 +232,37 @@ float summary_weights(float* P, const float* c, const char* selected, const DsaS
   return m + std::log(l);
 }
 
+// splitmix64: a well-mixed 64-bit hash, for noise that depends only on
+// (seed, b, h, j, kb) and so not on threading or call order.
+uint64_t mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+// Exploration noise of one (list, key block): scale · Gumbel(0, 1).
+struct Exploration {
+  uint64_t seed = 0;  // 0 = none
+  float scale = 0.0f;
+  float noise(int64_t list, int64_t kb) const {
+    const uint64_t h = mix64(mix64(seed ^ static_cast<uint64_t>(list)) + static_cast<uint64_t>(kb));
+    const double u = (static_cast<double>(h >> 11) + 0.5) * 0x1.0p-53;  // (0, 1)
+    return scale * static_cast<float>(-std::log(-std::log(u)));
+  }
+};
+
 // Selection of one query block from its score row: the top `s.top`
-// candidates plus the window, ascending, into `list`; flags in `selected`.
+// candidates (ranked with exploration noise, if any) plus the window,
+// ascending, into `list`; flags in `selected`.
 void select_row(std::vector<int32_t>& list, std::vector<Scored>& cand, char* selected, const float* c,
-                const DsaShape& s, int64_t j) {
+                const DsaShape& s, int64_t j, const Exploration& ex = {}, int64_t list_id = 0) {
   cand.clear();
-  if (s.top > 0) for_each_candidate(s, j, [&](int64_t kb) { cand.push_back({c[kb], static_cast<int32_t>(kb)}); });
+  if (s.top > 0)
+    for_each_candidate(s, j, [&](int64_t kb) {
+      const float noise = ex.seed ? ex.noise(list_id, kb) : 0.0f;
+      cand.push_back({c[kb] + noise, static_cast<int32_t>(kb)});
+    });
   int64_t w0, w1;
   s.window(j, w0, w1);
   pick(list, cand, s.top, w0, w1);
@@ -261,6 +286,8 @@ DsaPlan dsa_plan(const float* q, const float* k, const float* v, const AttnDims&
     plan.summary_logit.assign(static_cast<size_t>(BH * s.nqb), -std::numeric_limits<float>::infinity());
     plan.summary_value.assign(static_cast<size_t>(BH * s.nqb * D), 0.0f);
   }
+  Exploration ex;
+  if (cfg.explore > 0.0 && d.selection_seed != 0) ex = {d.selection_seed, static_cast<float>(cfg.explore)};
   std::vector<std::vector<int32_t>> keys(static_cast<size_t>(BH));
   std::vector<std::vector<int64_t>> counts(static_cast<size_t>(BH));
   // One (b, h) per iteration, computed sequentially: the plan is the same
@@ -281,7 +308,7 @@ DsaPlan dsa_plan(const float* q, const float* k, const float* v, const AttnDims&
       if (scored) score_rows(C.data(), hs, s, r0, nr, D);
       for (int64_t i = 0; i < nr; ++i) {
         const int64_t j = r0 + i;
-        select_row(list, cand, selected.data(), C.data() + i * s.nkb, s, j);
+        select_row(list, cand, selected.data(), C.data() + i * s.nkb, s, j, ex, bh * s.nqb + j);
         keys[bh].insert(keys[bh].end(), list.begin(), list.end());
         counts[bh].push_back(static_cast<int64_t>(list.size()));
         if (summary)

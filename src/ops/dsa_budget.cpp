@@ -14,6 +14,8 @@ void check_dsa_config(const DsaConfig& c) {
   SPARTA_CHECK(c.scorer_loss >= 0.0 && std::isfinite(c.scorer_loss),
                "[attention.dsa] scorer_loss must be a finite number >= 0, got ", c.scorer_loss);
   SPARTA_CHECK(c.scorer_loss == 0.0 || c.summary, "[attention.dsa] scorer_loss needs summary = true");
+  SPARTA_CHECK(c.explore >= 0.0 && std::isfinite(c.explore),
+               "[attention.dsa] explore must be a finite number >= 0, got ", c.explore);
   SPARTA_CHECK(c.window >= 1, "[attention.dsa] window must be >= 1, got ", c.window);
   SPARTA_CHECK(c.top_k >= 0, "[attention.dsa] top_k must be >= 0, got ", c.top_k);
   SPARTA_CHECK(c.keep_long > 0.0 && c.keep_long <= c.keep_short && c.keep_short <= 1.0,

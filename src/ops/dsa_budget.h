@@ -45,6 +45,11 @@ struct DsaConfig {
   // is pulled toward where its attention mass actually went (KL, targets
   // not differentiated), so blocks the queries use get higher scores. 0 = off.
   double scorer_loss = 0.0;
+  // Exploration (training only, AttnDims::selection_seed != 0): blocks are
+  // ranked by score + explore · Gumbel noise, fresh every step, so blocks the
+  // scorer ranks low are still attended now and then and can prove useful.
+  // The summary and the scorer loss use the scores without noise. 0 = off.
+  double explore = 0.0;
 };
 
 // Throws sparta::Error "[attention.dsa] ..." naming the bad field unless

@@ -128,6 +128,7 @@ const std::vector<Key>& keys() {
     t.push_back(make_key("model.dsa", "query_block", [](auto& c) -> auto& { return c.model.dsa.query_block; }));
     t.push_back(make_key("model.dsa", "summary", [](auto& c) -> auto& { return c.model.dsa.summary; }));
     t.push_back(make_key("model.dsa", "scorer_loss", [](auto& c) -> auto& { return c.model.dsa.scorer_loss; }));
+    t.push_back(make_key("model.dsa", "explore", [](auto& c) -> auto& { return c.model.dsa.explore; }));
     t.push_back(make_key("model.dsa", "window", [](auto& c) -> auto& { return c.model.dsa.window; }));
     t.push_back(make_key("model.dsa", "top_k", [](auto& c) -> auto& { return c.model.dsa.top_k; }));
     t.push_back(make_key("model.dsa", "keep_short", [](auto& c) -> auto& { return c.model.dsa.keep_short; }));

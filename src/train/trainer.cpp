@@ -291,6 +291,9 @@ TrainResult run_training(const Config& cfg, const TrainOptions& opt) {
       sampler->next(inputs.data(), targets.data(), B, state.cursor);
     float lr = lr_at(step, static_cast<float>(cfg.train.lr), cfg.train.warmup, total,
                      static_cast<float>(cfg.train.min_lr_ratio));
+    // Exploration noise of sparse attention: a pure function of (seed, step),
+    // so a resumed run draws exactly what the uninterrupted one did.
+    model->set_selection_seed((static_cast<uint64_t>(seed) * 0xd1342543de82ef95ULL + static_cast<uint64_t>(step)) | 1);
     float loss = model->forward_backward(inputs.data(), targets.data(), B, T);
     SPARTA_CHECK(std::isfinite(loss), "[train] loss is ", loss, " at step ", step + 1,
                  "; training diverged (try a lower train.lr or a grad_clip)");

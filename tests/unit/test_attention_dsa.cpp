@@ -610,6 +610,40 @@ TEST(AttentionDsa, ScorerLossGradientMatchesFiniteDifferencesOfItsKl) {
   }
 }
 
+TEST(AttentionDsa, ExplorationPerturbsTheRankingOnlyInTraining) {
+  Problem p(2, 200, 2, 8, true, true, 880);
+  DsaConfig c = small_budget();
+  c.explore = 3.0;
+  const BlockSelection plain = dsa_select(p.q(), p.k(), p.d, c);  // selection_seed 0: no noise
+  EXPECT_EQ(plain.keys, dsa_select(p.q(), p.k(), p.d, small_budget()).keys);
+  AttnDims train = p.d;
+  train.selection_seed = 12345;
+  const DsaPlan a = dsa_plan(p.q(), p.k(), p.v(), train, c), b = dsa_plan(p.q(), p.k(), p.v(), train, c);
+  EXPECT_EQ(a.sel.keys, b.sel.keys);  // a pure function of the seed
+  EXPECT_NE(a.sel.keys, plain.keys);  // ... that does change the choice
+  EXPECT_EQ(a.sel.offsets, plain.offsets);  // never the number of blocks
+  AttnDims other = train;
+  other.selection_seed = 777;
+  EXPECT_NE(dsa_plan(p.q(), p.k(), p.v(), other, c).sel.keys, a.sel.keys);
+  // Forward and backward of one step agree (backward recomputes the same
+  // noisy choice): gradients match finite differences with the seed set.
+  Problem small(1, 13, 2, 4, true, true, 881, 1.0);
+  DsaConfig t;
+  t.block = 2, t.query_block = 2, t.window = 2, t.top_k = 1, t.keep_short = 0.2, t.keep_long = 0.1,
+  t.short_len = 2, t.long_len = 4, t.explore = 2.0;
+  small.d.selection_seed = 99;
+  DsaAttention att(t);
+  Rng rng(882);
+  const std::vector<float> R = test::random_normal(small.out_size(), rng);
+  const AttnResult r = run(att, small, R);
+  const auto objective = [&] {
+    std::vector<float> out(small.out_size()), lse(small.lse_size());
+    att.forward(out.data(), lse.data(), small.q(), small.k(), small.v(), small.d);
+    return test::dot(out, R);
+  };
+  test::with_threads(1, [&] { test::expect_grad_matches_fd("explore", small.qkv, r.dqkv, objective); });
+}
+
 TEST(AttentionDsa, SummaryChangesTheResultOnlyWhenBlocksAreLeftOut) {
   const Problem p(1, 200, 2, 8, true, true, 850);
   Rng rng(851);
