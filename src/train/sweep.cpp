@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/memory.h"
 #include "io/atomic_file.h"
+#include "train/line_chart.h"
 #include "train/loss_plot.h"
 #include "train/progress_bar.h"
 #include "train/trainer.h"
@@ -114,22 +115,6 @@ std::string md_escape(const std::string& s) {
   return out;
 }
 
-std::string xml_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&apos;"; break;
-      default:
-        // Control characters other than tab/newline are not allowed in XML 1.0.
-        out += (static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\n') ? ' ' : c;
-    }
-  }
-  return out;
-}
 
 // Sweep runs are often seconds long, so short times keep their decimals.
 std::string format_wall(double s) {
