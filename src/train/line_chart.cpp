@@ -95,22 +95,6 @@ ChartTicks log_ticks_in(double lo, double hi, double a, double b, int max_ticks)
 
 }  // namespace
 
-std::string xml_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&apos;"; break;
-      default:
-        // Control characters other than tab/newline are not allowed in XML 1.0.
-        out += (static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\n') ? ' ' : c;
-    }
-  }
-  return out;
-}
 
 ChartTicks log_ticks(double lo, double hi, int max_ticks) {
   if (!usable(lo) || !usable(hi) || lo <= 0 || hi <= 0) lo = 1, hi = 10;

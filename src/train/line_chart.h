@@ -61,8 +61,4 @@ std::string line_chart_svg(const std::vector<ChartSeries>& series, const LineCha
 void write_line_chart_svg(const std::filesystem::path& svg, const std::vector<ChartSeries>& series,
                           const LineChartOptions& opt);
 
-// Text for SVG/XML content and attributes: & < > " ' escaped, control
-// characters other than tab and newline (not allowed in XML 1.0) as spaces.
-std::string xml_escape(const std::string& s);
-
 }  // namespace sparta

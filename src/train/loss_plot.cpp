@@ -55,35 +55,6 @@ std::string fmt(const char* f, double v) {
 
 std::string num(double v) { return fmt("%.1f", v); }  // SVG coordinate
 
-std::string xml_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&apos;";
-        break;
-      default:
-        // Control characters other than tab/newline are not allowed in XML 1.0.
-        if (static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\n')
-          out += ' ';
-        else
-          out += c;
-    }
-  }
-  return out;
-}
 
 // Pixel coordinates for a series. Long series are thinned to the lowest and
 // highest point of each pixel column: the drawn envelope is unchanged while
@@ -119,6 +90,36 @@ std::string polyline(const Points& px, const char* color, double width) {
 }
 
 }  // namespace
+
+std::string xml_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&apos;";
+        break;
+      default:
+        // Control characters other than tab/newline are not allowed in XML 1.0.
+        if (static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\n')
+          out += ' ';
+        else
+          out += c;
+    }
+  }
+  return out;
+}
 
 AxisTicks nice_ticks(double lo, double hi, int target) {
   if (!usable(lo) || !usable(hi)) lo = 0, hi = 1;

@@ -37,4 +37,9 @@ void write_loss_plot_svg(const std::filesystem::path& svg,
                          const std::vector<std::pair<double, double>>& train,
                          const std::vector<std::pair<double, double>>& val, const std::string& title);
 
+// Text for SVG/XML content and attributes: & < > " ' escaped, control
+// characters other than tab and newline (not allowed in XML 1.0) as spaces.
+// Shared by every SVG sparta writes (loss plot, line charts, sweep plot).
+std::string xml_escape(const std::string& s);
+
 }  // namespace sparta

@@ -15,7 +15,6 @@
 #include "core/error.h"
 #include "core/memory.h"
 #include "io/atomic_file.h"
-#include "train/line_chart.h"
 #include "train/loss_plot.h"
 #include "train/progress_bar.h"
 #include "train/trainer.h"
