@@ -55,11 +55,19 @@ void add_eval_command(CLI::App& app) {
       if (a->json) {
         nlohmann::json j = {{"task", task.kind},     {"accuracy", r.accuracy}, {"examples", r.examples},
                             {"loss", r.loss},        {"tokens", r.tokens},     {"length", task.length}};
+        if (!r.source_recall.empty()) {
+          j["source_recall"] = r.source_recall;
+          j["source_recall_any_head"] = r.source_recall_any;
+        }
         std::printf("%s\n", j.dump().c_str());
       } else {
         std::printf("%s: accuracy %.3f over %lld examples of %lld tokens, answer loss %.4f (checkpoint %s)\n",
                     task.kind.c_str(), r.accuracy, static_cast<long long>(r.examples),
                     static_cast<long long>(task.length), r.loss, ck.dir.string().c_str());
+        for (size_t l = 0; l < r.source_recall.size(); ++l)
+          std::printf("  layer %zu: the answer's source block is attended by %.1f%% of (answer, head) pairs, "
+                      "by some head for %.1f%% of answers\n",
+                      l, 100.0 * r.source_recall[l], 100.0 * r.source_recall_any[l]);
       }
       return;
     }

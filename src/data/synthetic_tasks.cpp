@@ -148,8 +148,10 @@ void append(std::vector<int32_t>& out, const std::vector<int32_t>& ids) {
 }
 
 // The length + 1 tokens s[0..length] of one example; `answer` receives the
-// sequence indices of the scored tokens (ascending).
-std::vector<int32_t> passkey_sequence(const Prepared& p, Rng& rng, std::vector<int64_t>& answer) {
+// sequence indices of the scored tokens (ascending), `source` the sequence
+// index of the earlier copy of each.
+std::vector<int32_t> passkey_sequence(const Prepared& p, Rng& rng, std::vector<int64_t>& answer,
+                                      std::vector<int64_t>& source) {
   const TaskConfig& c = *p.c;
   std::string key(static_cast<size_t>(c.passkey_digits), '0');
   for (char& d : key) d = static_cast<char>('0' + rng.below(10));
@@ -184,6 +186,7 @@ std::vector<int32_t> passkey_sequence(const Prepared& p, Rng& rng, std::vector<i
   seq.reserve(static_cast<size_t>(c.length + 1));
   seq.insert(seq.end(), filler.begin(), filler.begin() + depth);
   append(seq, p.needle_a);
+  const auto needle = static_cast<int64_t>(seq.size());
   append(seq, ans);
   append(seq, p.needle_b);
   append(seq, ans);
@@ -193,11 +196,15 @@ std::vector<int32_t> passkey_sequence(const Prepared& p, Rng& rng, std::vector<i
   const auto first = static_cast<int64_t>(seq.size());
   append(seq, ans);
   seq.push_back(p.eot);
-  for (int64_t i = 0; i < A; ++i) answer.push_back(first + i);
+  for (int64_t i = 0; i < A; ++i) {
+    answer.push_back(first + i);
+    source.push_back(needle + i);
+  }
   return seq;
 }
 
-std::vector<int32_t> mqar_sequence(const Prepared& p, Rng& rng, std::vector<int64_t>& answer) {
+std::vector<int32_t> mqar_sequence(const Prepared& p, Rng& rng, std::vector<int64_t>& answer,
+                                   std::vector<int64_t>& source) {
   const TaskConfig& c = *p.c;
   const int64_t P = c.mqar_pairs, Q = c.mqar_queries;
   // Partial Fisher-Yates: the first P entries become P distinct keys.
@@ -225,6 +232,7 @@ std::vector<int32_t> mqar_sequence(const Prepared& p, Rng& rng, std::vector<int6
   for (int64_t i = 0; i < Q; ++i) {
     seq.push_back(keys[order[i]]);
     answer.push_back(static_cast<int64_t>(seq.size()));
+    source.push_back(2 * order[i] + 1);
     seq.push_back(vals[order[i]]);
   }
   seq.push_back(p.eot);
@@ -232,14 +240,16 @@ std::vector<int32_t> mqar_sequence(const Prepared& p, Rng& rng, std::vector<int6
 }
 
 // Writes example `index` into inputs/targets (length each); returns the
-// answer positions.
+// answer positions, and their source positions in *sources when given.
 std::vector<int64_t> write_example(const Prepared& p, uint64_t seed, int64_t index,
-                                   int32_t* inputs, int32_t* targets) {
+                                   int32_t* inputs, int32_t* targets,
+                                   std::vector<int64_t>* sources = nullptr) {
   SPARTA_CHECK(index >= 0, "[task] ", p.c->kind, ": example index ", index, " must be >= 0");
   Rng rng(example_seed(seed, index));
-  std::vector<int64_t> answer;  // sequence indices of scored tokens
+  std::vector<int64_t> answer, source;  // sequence indices of scored tokens and their earlier copies
   const std::vector<int32_t> seq =
-      p.passkey ? passkey_sequence(p, rng, answer) : mqar_sequence(p, rng, answer);
+      p.passkey ? passkey_sequence(p, rng, answer, source) : mqar_sequence(p, rng, answer, source);
+  if (sources) *sources = source;
   const int64_t L = p.c->length;
   SPARTA_CHECK(static_cast<int64_t>(seq.size()) == L + 1, "[task] ", p.c->kind,
                ": internal length mismatch: built ", seq.size(), " tokens for length ", L);
@@ -266,7 +276,8 @@ TaskExample make_task_example(const TaskConfig& c, const Tokenizer& tok, uint64_
   TaskExample ex;
   ex.inputs.resize(static_cast<size_t>(c.length));
   ex.targets.resize(static_cast<size_t>(c.length));
-  ex.answer_positions = write_example(p, seed, index, ex.inputs.data(), ex.targets.data());
+  ex.answer_positions =
+      write_example(p, seed, index, ex.inputs.data(), ex.targets.data(), &ex.source_positions);
   return ex;
 }
 

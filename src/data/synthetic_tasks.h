@@ -64,10 +64,14 @@ struct TaskConfig {
 void check_task_config(const TaskConfig& c, const Tokenizer& tok);
 
 // One example. inputs, targets: (length). answer_positions: the positions t
-// with targets[t] != -1, ascending.
+// with targets[t] != -1, ascending. source_positions[i]: where the answer
+// predicted at answer_positions[i] sits earlier in the inputs, i.e. the
+// token a retrieving model must look at (passkey: the matching digit of the
+// needle's first copy of D; mqar: the value of the queried pair). Used to
+// measure whether sparse attention selects it.
 struct TaskExample {
   std::vector<int32_t> inputs, targets;
-  std::vector<int64_t> answer_positions;
+  std::vector<int64_t> answer_positions, source_positions;
 };
 // Errors as check_task_config, and for index < 0 or a pass key that the
 // tokenizer does not round-trip (decode(encode(D)) != D).

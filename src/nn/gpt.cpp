@@ -244,6 +244,13 @@ const float* GPT::forward_logits(const int32_t* tokens, int64_t B, int64_t T) {
   return acts_->logits;
 }
 
+const float* GPT::layer_qkv(int64_t layer) const {
+  SPARTA_CHECK(acts_, "[gpt] layer_qkv: no forward pass has run yet");
+  SPARTA_CHECK(layer >= 0 && layer < cfg_.n_layer, "[gpt] layer_qkv: layer ", layer, " is outside [0, ",
+               cfg_.n_layer, ")");
+  return acts_->qkv[static_cast<size_t>(layer)];
+}
+
 KVCache GPT::make_cache(int64_t max_len) const {
   SPARTA_CHECK(max_len >= 1, "[gpt] KV cache length must be positive");
   KVCache cache(cfg_.n_layer, max_len, cfg_.n_head, cfg_.d_model / cfg_.n_head);

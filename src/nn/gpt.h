@@ -51,6 +51,11 @@ class GPT {
   // Logits of every position, (B, T, V), valid until the next call.
   const float* forward_logits(const int32_t* tokens, int64_t B, int64_t T);
 
+  // The fused q|k|v of layer `layer`, (B, T, 3, H, D) after RoPE, as the
+  // attention saw it in the last whole-sequence forward (forward_backward,
+  // forward_loss, forward_logits); valid until the next such call.
+  const float* layer_qkv(int64_t layer) const;
+
   // Decoding: feeds n new tokens of one sequence at positions [cache.len(), +n),
   // appending their keys/values, and returns the logits (V) of the last one.
   const float* forward_cached(KVCache& cache, const int32_t* tokens, int64_t n);

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/gemm.h"
+#include "ops/row_sparse_attention.h"
 #include "ops/tile_gemm.h"
 #include "ops/elementwise.h"
 
@@ -84,17 +85,6 @@ bool better(const Scored& a, const Scored& b) {
   return a.id < b.id;
 }
 
-// Keeps the `top` best candidates, appends the window blocks [w0, w1] and
-// returns the union sorted ascending (candidates never overlap the window).
-void pick(std::vector<int32_t>& list, std::vector<Scored>& cand, int64_t top, int64_t w0, int64_t w1) {
-  list.clear();
-  const auto keep = static_cast<std::ptrdiff_t>(std::min<int64_t>(top, static_cast<int64_t>(cand.size())));
-  std::partial_sort(cand.begin(), cand.begin() + keep, cand.end(), better);
-  for (std::ptrdiff_t i = 0; i < keep; ++i) list.push_back(cand[static_cast<size_t>(i)].id);
-  for (int64_t kb = w0; kb <= w1; ++kb) list.push_back(static_cast<int32_t>(kb));
-  std::sort(list.begin(), list.end());
-}
-
 }  // namespace
 
 BlockSelection local_window_selection(const AttnDims& d, int64_t block, int64_t window_blocks) {
@@ -118,46 +108,32 @@ BlockSelection local_window_selection(const AttnDims& d, int64_t block, int64_t 
 namespace {
 
 // Where DSA looks, for one sequence length T (see attention_dsa.h): key
-// blocks of `block` tokens, query blocks of `qblock` tokens (qblock divides
-// block, so a query block lies inside one key block).
+// blocks of `block` tokens; every query row selects on its own.
 struct DsaShape {
-  int64_t T, block, qblock, nkb, nqb, W, top;
+  int64_t T, block, nkb, W, top;
   bool causal;
   DsaShape(const DsaConfig& c, int64_t T_, bool causal_)
       : T(T_),
         block(c.block),
-        qblock(c.query_block),
         nkb((T_ + c.block - 1) / c.block),
-        nqb((T_ + c.query_block - 1) / c.query_block),
         W(dsa_window_blocks(c)),
         top(dsa_top_blocks(c, T_)),
         causal(causal_) {}
-  // Local window of query block j: key blocks [w0, w1].
-  void window(int64_t j, int64_t& w0, int64_t& w1) const {
-    const int64_t kb = j * qblock / block;
+  // Local window of query row t: key blocks [w0, w1].
+  void window(int64_t t, int64_t& w0, int64_t& w1) const {
+    const int64_t kb = t / block;
     w0 = std::max<int64_t>(0, kb - W + 1);
     w1 = causal ? kb : std::min(nkb - 1, kb + W - 1);
-  }
-  // Tokens [l0, l1) whose mean query scores for query block j.
-  void lookahead(int64_t j, int64_t& l0, int64_t& l1) const {
-    const int64_t a = j * qblock;
-    if (causal) {
-      l0 = std::max<int64_t>(0, a - qblock + 1);
-      l1 = a + 1;
-    } else {
-      l0 = a;
-      l1 = std::min(T, a + qblock);
-    }
   }
   int64_t block_len(int64_t kb) const { return std::min(block, T - kb * block); }
 };
 
-// Candidates of query block j: causal, the key blocks before its window;
+// Candidates of query row t: causal, the key blocks before its window;
 // bidirectional, every block outside it.
 template <class F>
-void for_each_candidate(const DsaShape& s, int64_t j, F&& f) {
+void for_each_candidate(const DsaShape& s, int64_t t, F&& f) {
   int64_t w0, w1;
-  s.window(j, w0, w1);
+  s.window(t, w0, w1);
   for (int64_t kb = 0; kb < w0; ++kb) f(kb);
   if (!s.causal)
     for (int64_t kb = w1 + 1; kb < s.nkb; ++kb) f(kb);
@@ -171,18 +147,12 @@ SPARTA_KERNEL_CLONES void mean_rows(float* out, const float* x, int64_t t0, int6
   for (int64_t e = 0; e < D; ++e) out[e] *= inv;
 }
 
-// Block summaries of one (b, h): look-ahead queries (nqb, D), mean keys and
-// mean values (nkb, D). `head` points at token 0 of the head's slice.
+// Block summaries of one (b, h): mean keys and mean values (nkb, D).
+// `k`, `v` point at token 0 of the head's slice.
 struct HeadSummaries {
-  std::vector<float> Qt, Kb, Vb;
-  void compute(const DsaShape& s, const float* q, const float* k, const float* v, int64_t ld, int64_t D) {
-    Qt.resize(static_cast<size_t>(s.nqb * D));
+  std::vector<float> Kb, Vb;
+  void compute(const DsaShape& s, const float* k, const float* v, int64_t ld, int64_t D) {
     Kb.resize(static_cast<size_t>(s.nkb * D));
-    for (int64_t j = 0; j < s.nqb; ++j) {
-      int64_t l0, l1;
-      s.lookahead(j, l0, l1);
-      mean_rows(Qt.data() + j * D, q, l0, l1, ld, D);
-    }
     for (int64_t kb = 0; kb < s.nkb; ++kb)
       mean_rows(Kb.data() + kb * D, k, kb * s.block, kb * s.block + s.block_len(kb), ld, D);
     if (v) {
@@ -193,14 +163,15 @@ struct HeadSummaries {
   }
 };
 
-// Query blocks scored per sgemm: bounds the (rows × nkb) score scratch.
+// Query rows scored per sgemm: bounds the (rows × nkb) score scratch.
 constexpr int64_t kScoreRows = 64;
 
-// Scores of query blocks [r0, r0 + nr) against every key block:
-// C[i][kb] = Q̃·K̄/sqrt(D) + ln(len(kb)), (nr, nkb) row-major.
-void score_rows(float* C, const HeadSummaries& hs, const DsaShape& s, int64_t r0, int64_t nr, int64_t D) {
+// Scores of query rows [r0, r0 + nr) (q: the head's token 0, stride ld)
+// against every key block: C[i][kb] = q·K̄/sqrt(D) + ln(len(kb)), (nr, nkb).
+void score_rows(float* C, const float* q, int64_t ld, const HeadSummaries& hs, const DsaShape& s, int64_t r0,
+                int64_t nr, int64_t D) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  sgemm(false, true, nr, s.nkb, D, scale, hs.Qt.data() + r0 * D, D, hs.Kb.data(), D, 0.0f, C, s.nkb);
+  sgemm(false, true, nr, s.nkb, D, scale, q + r0 * ld, ld, hs.Kb.data(), D, 0.0f, C, s.nkb);
   // Every block but a short last one has length `block`: one log each.
   const float full = std::log(static_cast<float>(s.block)), last = std::log(static_cast<float>(s.block_len(s.nkb - 1)));
   for (int64_t i = 0; i < nr; ++i) {
@@ -210,18 +181,18 @@ void score_rows(float* C, const HeadSummaries& hs, const DsaShape& s, int64_t r0
   }
 }
 
-// Summary of the unselected candidates of one query block from its score row
-// c (nkb) and its selection flags: P (nkb) = softmax of their scores (0
+// Summary of the unselected candidates of row t from its score row c (nkb)
+// and its selection flags: P (nkb) = softmax of their scores (0
 // elsewhere); returns their log-sum-exp (-inf when none).
-float summary_weights(float* P, const float* c, const char* selected, const DsaShape& s, int64_t j) {
+float summary_weights(float* P, const float* c, const char* selected, const DsaShape& s, int64_t t) {
   std::fill(P, P + s.nkb, 0.0f);
   float m = -std::numeric_limits<float>::infinity();
-  for_each_candidate(s, j, [&](int64_t kb) {
+  for_each_candidate(s, t, [&](int64_t kb) {
     if (!selected[kb] && !std::isnan(c[kb])) m = std::max(m, c[kb]);
   });
   if (m == -std::numeric_limits<float>::infinity()) return m;
   float l = 0.0f;
-  for_each_candidate(s, j, [&](int64_t kb) {
+  for_each_candidate(s, t, [&](int64_t kb) {
     if (!selected[kb] && !std::isnan(c[kb])) {
       P[kb] = std::exp(c[kb] - m);
       l += P[kb];
@@ -233,7 +204,7 @@ float summary_weights(float* P, const float* c, const char* selected, const DsaS
 }
 
 // splitmix64: a well-mixed 64-bit hash, for noise that depends only on
-// (seed, b, h, j, kb) and so not on threading or call order.
+// (seed, b, h, t, kb) and so not on threading or call order.
 uint64_t mix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ULL;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -241,31 +212,37 @@ uint64_t mix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-// Exploration noise of one (list, key block): scale · Gumbel(0, 1).
+// Exploration noise of one (row, key block): scale · Gumbel(0, 1).
 struct Exploration {
   uint64_t seed = 0;  // 0 = none
   float scale = 0.0f;
-  float noise(int64_t list, int64_t kb) const {
-    const uint64_t h = mix64(mix64(seed ^ static_cast<uint64_t>(list)) + static_cast<uint64_t>(kb));
+  float noise(int64_t row, int64_t kb) const {
+    const uint64_t h = mix64(mix64(seed ^ static_cast<uint64_t>(row)) + static_cast<uint64_t>(kb));
     const double u = (static_cast<double>(h >> 11) + 0.5) * 0x1.0p-53;  // (0, 1)
     return scale * static_cast<float>(-std::log(-std::log(u)));
   }
 };
 
-// Selection of one query block from its score row: the top `s.top`
-// candidates (ranked with exploration noise, if any) plus the window,
-// ascending, into `list`; flags in `selected`.
-void select_row(std::vector<int32_t>& list, std::vector<Scored>& cand, char* selected, const float* c,
-                const DsaShape& s, int64_t j, const Exploration& ex = {}, int64_t list_id = 0) {
-  cand.clear();
+// Selection of row t from its score row: the top `s.top` candidates
+// (ranked with exploration noise, if any), ascending, into `list` (the
+// window is not included); flags of the selected blocks in `selected`.
+// One pass keeping the best few in a small sorted buffer: most candidates
+// fail the first comparison, so this is O(candidates) for a small top.
+void select_row(std::vector<int32_t>& list, std::vector<Scored>& best, char* selected, const float* c,
+                const DsaShape& s, int64_t t, const Exploration& ex = {}, int64_t row_id = 0) {
+  best.clear();
   if (s.top > 0)
-    for_each_candidate(s, j, [&](int64_t kb) {
-      const float noise = ex.seed ? ex.noise(list_id, kb) : 0.0f;
-      cand.push_back({c[kb] + noise, static_cast<int32_t>(kb)});
+    for_each_candidate(s, t, [&](int64_t kb) {
+      const Scored x{c[kb] + (ex.seed ? ex.noise(row_id, kb) : 0.0f), static_cast<int32_t>(kb)};
+      if (static_cast<int64_t>(best.size()) == s.top) {
+        if (!better(x, best.back())) return;
+        best.pop_back();
+      }
+      best.insert(std::upper_bound(best.begin(), best.end(), x, better), x);
     });
-  int64_t w0, w1;
-  s.window(j, w0, w1);
-  pick(list, cand, s.top, w0, w1);
+  list.clear();
+  for (const Scored& x : best) list.push_back(x.id);
+  std::sort(list.begin(), list.end());
   std::fill(selected, selected + s.nkb, 0);
   for (int32_t kb : list) selected[kb] = 1;
 }
@@ -276,153 +253,153 @@ DsaPlan dsa_plan(const float* q, const float* k, const float* v, const AttnDims&
   check_attn_dims(d, "attention.dsa");
   check_dsa_config(cfg);
   const DsaShape s(cfg, d.T, d.causal);
-  const int64_t BH = d.B * d.H, D = d.D;
+  const int64_t BH = d.B * d.H, D = d.D, T = d.T;
   const bool summary = cfg.summary && v != nullptr;
   DsaPlan plan;
-  plan.sel.block = s.block;
-  plan.sel.qblock = s.qblock;
-  plan.sel.nqb = s.nqb;
+  plan.far.block = s.block;
+  plan.far.qblock = 1;
+  plan.far.nqb = T;
   if (summary) {
-    plan.summary_logit.assign(static_cast<size_t>(BH * s.nqb), -std::numeric_limits<float>::infinity());
-    plan.summary_value.assign(static_cast<size_t>(BH * s.nqb * D), 0.0f);
+    plan.summary_logit.assign(static_cast<size_t>(BH * T), -std::numeric_limits<float>::infinity());
+    plan.summary_value.assign(static_cast<size_t>(BH * T * D), 0.0f);
   }
   Exploration ex;
   if (cfg.explore > 0.0 && d.selection_seed != 0) ex = {d.selection_seed, static_cast<float>(cfg.explore)};
   std::vector<std::vector<int32_t>> keys(static_cast<size_t>(BH));
   std::vector<std::vector<int64_t>> counts(static_cast<size_t>(BH));
+  const bool scored = s.top > 0 || summary;
   // One (b, h) per iteration, computed sequentially: the plan is the same
   // for any thread count.
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t bh = 0; bh < BH; ++bh) {
-    const int64_t base = (bh / d.H) * d.T * d.ld + (bh % d.H) * D;
-    const bool scored = s.top > 0 || summary;
+    const int64_t base = (bh / d.H) * T * d.ld + (bh % d.H) * D;
     HeadSummaries hs;
-    if (scored) hs.compute(s, q + base, k + base, summary ? v + base : nullptr, d.ld, D);
+    if (scored) hs.compute(s, k + base, summary ? v + base : nullptr, d.ld, D);
     std::vector<float> C(static_cast<size_t>(kScoreRows * s.nkb), 0.0f);
     std::vector<float> P(static_cast<size_t>(summary ? kScoreRows * s.nkb : 0));
     std::vector<char> selected(static_cast<size_t>(s.nkb));
-    std::vector<Scored> cand;
+    std::vector<Scored> best;
     std::vector<int32_t> list;
-    for (int64_t r0 = 0; r0 < s.nqb; r0 += kScoreRows) {
-      const int64_t nr = std::min(kScoreRows, s.nqb - r0);
-      if (scored) score_rows(C.data(), hs, s, r0, nr, D);
+    counts[bh].reserve(static_cast<size_t>(T));
+    for (int64_t r0 = 0; r0 < T; r0 += kScoreRows) {
+      const int64_t nr = std::min(kScoreRows, T - r0);
+      if (scored) score_rows(C.data(), q + base, d.ld, hs, s, r0, nr, D);
       for (int64_t i = 0; i < nr; ++i) {
-        const int64_t j = r0 + i;
-        select_row(list, cand, selected.data(), C.data() + i * s.nkb, s, j, ex, bh * s.nqb + j);
+        const int64_t t = r0 + i;
+        select_row(list, best, selected.data(), C.data() + i * s.nkb, s, t, ex, bh * T + t);
         keys[bh].insert(keys[bh].end(), list.begin(), list.end());
         counts[bh].push_back(static_cast<int64_t>(list.size()));
         if (summary)
-          plan.summary_logit[bh * s.nqb + j] =
-              summary_weights(P.data() + i * s.nkb, C.data() + i * s.nkb, selected.data(), s, j);
+          plan.summary_logit[bh * T + t] =
+              summary_weights(P.data() + i * s.nkb, C.data() + i * s.nkb, selected.data(), s, t);
       }
       // Summary values of the chunk: P · V̄ (rows without a summary are 0).
       if (summary)
         sgemm(false, false, nr, D, s.nkb, 1.0f, P.data(), s.nkb, hs.Vb.data(), D, 0.0f,
-              plan.summary_value.data() + (bh * s.nqb + r0) * D, D);
+              plan.summary_value.data() + (bh * T + r0) * D, D);
     }
   }
-  plan.sel.offsets.reserve(static_cast<size_t>(BH * s.nqb + 1));
-  plan.sel.offsets.push_back(0);
+  plan.far.offsets.reserve(static_cast<size_t>(BH * T + 1));
+  plan.far.offsets.push_back(0);
   for (int64_t bh = 0; bh < BH; ++bh) {
-    plan.sel.keys.insert(plan.sel.keys.end(), keys[bh].begin(), keys[bh].end());
-    for (int64_t c : counts[bh]) plan.sel.offsets.push_back(plan.sel.offsets.back() + c);
+    plan.far.keys.insert(plan.far.keys.end(), keys[bh].begin(), keys[bh].end());
+    for (int64_t c : counts[bh]) plan.far.offsets.push_back(plan.far.offsets.back() + c);
   }
   return plan;
 }
 
 BlockSelection dsa_select(const float* q, const float* k, const AttnDims& d, const DsaConfig& cfg) {
-  return dsa_plan(q, k, nullptr, d, cfg).sel;
+  const BlockSelection far = dsa_plan(q, k, nullptr, d, cfg).far;
+  const DsaShape s(cfg, d.T, d.causal);
+  BlockSelection sel;
+  sel.block = far.block;
+  sel.qblock = 1;
+  sel.nqb = d.T;
+  sel.offsets.reserve(far.offsets.size());
+  sel.offsets.push_back(0);
+  std::vector<int32_t> list;
+  for (int64_t row = 0; row < d.B * d.H * d.T; ++row) {
+    int64_t w0, w1;
+    s.window(row % d.T, w0, w1);
+    list.assign(far.keys.begin() + far.offsets[row], far.keys.begin() + far.offsets[row + 1]);
+    for (int64_t kb = w0; kb <= w1; ++kb) list.push_back(static_cast<int32_t>(kb));
+    std::sort(list.begin(), list.end());
+    sel.keys.insert(sel.keys.end(), list.begin(), list.end());
+    sel.offsets.push_back(static_cast<int64_t>(sel.keys.size()));
+  }
+  return sel;
 }
 
 namespace {
 
-// Backward of the summary keys: given dL/d logit (B, H, nqb) and dL/d value
-// (B, H, nqb, D) of plan's summaries, ADDS the gradients they imply to dq
-// (look-ahead tokens), dk and dv (tokens of the summarised blocks).
+// Backward of the summary keys: given dL/d logit (B, H, T) and dL/d value
+// (B, H, T, D) of plan's summaries, ADDS the gradients they imply to dq
+// (each row's own query), dk and dv (tokens of the summarised blocks).
 //   P = softmax(c) over the unselected candidates, U = P·V̄, L = lse(c):
-//   dc = P ⊙ (dL + dU·V̄ᵀ - dU·U),  dQ̃ = dc·K̄/sqrt(D),  dK̄ = dcᵀ·Q̃/sqrt(D),
+//   dc = P ⊙ (dL + dU·V̄ᵀ - dU·U),  dq = dc·K̄/sqrt(D),  dK̄ = dcᵀ·q/sqrt(D),
 //   dV̄ = Pᵀ·dU; a mean spreads its gradient evenly over its tokens.
-// With masses (scorer loss, see scorer_masses): per query block j the
-// scores of its selected far blocks and its summary logit L[j] form a
-// distribution p̂ = softmax(c_sel..., L); the loss weight·KL(m̂ ‖ p̂), m̂ the
-// normalised attention masses, adds weight·(p̂ - m̂) to those logits (the
-// summary's share reaches the unselected scores through L = lse(c)).
+// With masses (scorer loss, see scorer_masses): per row t the scores of its
+// selected far blocks and its summary logit L[t] form a distribution
+// p̂ = softmax(c_sel..., L); the loss weight·KL(m̂ ‖ p̂), m̂ the normalised
+// attention masses, adds weight·(p̂ - m̂) to those logits (the summary's
+// share reaches the unselected scores through L = lse(c)).
 struct ScorerMasses {
-  std::vector<float> selected;  // aligned with plan.sel.keys (0 for window blocks)
-  std::vector<float> summary;   // (B, H, nqb)
-  float weight = 0.0f;          // loss weight / number of query blocks
+  std::vector<float> selected;  // aligned with plan.far.keys
+  std::vector<float> summary;   // (B, H, T)
+  float weight = 0.0f;          // loss weight / number of rows
 };
 
-// The scorer-loss gradients of query block j (list = its selection list):
-// (kb, dc) for its selected far blocks into g_sel, and the return value for
-// its summary logit. Nothing when the block has no far block at all or its
-// attention put no mass outside the window.
+// The scorer-loss gradients of row `row` (= (b*H + h)*T + t): (kb, dc) for
+// its selected far blocks into g_sel, and the return value for its summary
+// logit. Nothing when the row has no far block at all or its attention put
+// no mass outside the window.
 float scorer_loss_grad(std::vector<std::pair<int32_t, float>>& g_sel, const ScorerMasses& m, const DsaPlan& plan,
-                       const float* c, float L, int64_t list, const DsaShape& s, int64_t j) {
-  int64_t w0, w1;
-  s.window(j, w0, w1);
-  const int64_t x0 = plan.sel.offsets[list], x1 = plan.sel.offsets[list + 1];
+                       const float* c, float L, int64_t row) {
+  const int64_t x0 = plan.far.offsets[row], x1 = plan.far.offsets[row + 1];
   const bool has_sum = L > -std::numeric_limits<float>::infinity();
-  float mx = has_sum ? L : -std::numeric_limits<float>::infinity(), total = has_sum ? m.summary[list] : 0.0f;
+  float mx = has_sum ? L : -std::numeric_limits<float>::infinity(), total = has_sum ? m.summary[row] : 0.0f;
   for (int64_t x = x0; x < x1; ++x) {
-    const int32_t kb = plan.sel.keys[x];
-    if (kb >= w0 && kb <= w1) continue;
-    mx = std::max(mx, c[kb]);
+    mx = std::max(mx, c[plan.far.keys[x]]);
     total += m.selected[x];
   }
   if (!(total > 0.0f) || !std::isfinite(mx)) return 0.0f;
   float z = has_sum ? std::exp(L - mx) : 0.0f;
+  for (int64_t x = x0; x < x1; ++x) z += std::exp(c[plan.far.keys[x]] - mx);
   for (int64_t x = x0; x < x1; ++x) {
-    const int32_t kb = plan.sel.keys[x];
-    if (kb < w0 || kb > w1) z += std::exp(c[kb] - mx);
-  }
-  for (int64_t x = x0; x < x1; ++x) {
-    const int32_t kb = plan.sel.keys[x];
-    if (kb >= w0 && kb <= w1) continue;
+    const int32_t kb = plan.far.keys[x];
     g_sel.push_back({kb, m.weight * (std::exp(c[kb] - mx) / z - m.selected[x] / total)});
   }
-  return has_sum ? m.weight * (std::exp(L - mx) / z - m.summary[list] / total) : 0.0f;
+  return has_sum ? m.weight * (std::exp(L - mx) / z - m.summary[row] / total) : 0.0f;
 }
 
-// Attention mass sum over the rows t of each query block of
-// exp(score - lse_t) on each selected far block (and on the summary key):
-// where the block's attention actually went, recomputed from q, k and lse.
+// Attention mass exp(score - lse_t) of each row on each of its selected far
+// blocks (and on its summary key): where the row's attention actually went,
+// recomputed from q, k and lse.
 void scorer_masses(ScorerMasses& m, const DsaPlan& plan, const float* q, const float* k, const float* lse,
                    const AttnDims& d, const DsaConfig& cfg) {
   const DsaShape s(cfg, d.T, d.causal);
-  const int64_t BH = d.B * d.H, D = d.D, ld = d.ld;
+  const int64_t BH = d.B * d.H, D = d.D, ld = d.ld, T = d.T;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  m.selected.assign(plan.sel.keys.size(), 0.0f);
-  m.summary.assign(static_cast<size_t>(BH * s.nqb), 0.0f);
-  m.weight = static_cast<float>(cfg.scorer_loss / static_cast<double>(std::max<int64_t>(1, BH * s.nqb)));
+  m.selected.assign(plan.far.keys.size(), 0.0f);
+  m.summary.assign(static_cast<size_t>(BH * T), 0.0f);
+  m.weight = static_cast<float>(cfg.scorer_loss / static_cast<double>(std::max<int64_t>(1, BH * T)));
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t bh = 0; bh < BH; ++bh) {
-    const int64_t base = (bh / d.H) * d.T * ld + (bh % d.H) * D;
-    std::vector<float> qt(static_cast<size_t>(D * s.qblock)), st(static_cast<size_t>(s.block * s.qblock));
-    for (int64_t j = 0; j < s.nqb; ++j) {
-      const int64_t list = bh * s.nqb + j, a = j * s.qblock, nq = std::min(s.qblock, d.T - a);
-      const float* lrow = lse + bh * d.T + a;
-      const float L = plan.summary_logit[list];
-      if (L > -std::numeric_limits<float>::infinity())
-        for (int64_t t = 0; t < nq; ++t)
-          if (std::isfinite(lrow[t])) m.summary[list] += std::exp(L - lrow[t]);
-      int64_t w0, w1;
-      s.window(j, w0, w1);
-      bool transposed = false;
-      for (int64_t x = plan.sel.offsets[list]; x < plan.sel.offsets[list + 1]; ++x) {
-        const int64_t kb = plan.sel.keys[x];
-        if (kb >= w0 && kb <= w1) continue;
-        if (!transposed) {  // Qᵀ of the block's rows: (D, nq)
-          ops::transpose_into(qt.data(), nq, q + base + a * ld, ld, nq, D);
-          transposed = true;
-        }
-        const int64_t nk = s.block_len(kb);
+    const int64_t base = (bh / d.H) * T * ld + (bh % d.H) * D;
+    std::vector<float> st(static_cast<size_t>(s.block));
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t row = bh * T + t;
+      const float lt = lse[row];
+      if (!std::isfinite(lt)) continue;
+      const float L = plan.summary_logit[row];
+      if (L > -std::numeric_limits<float>::infinity()) m.summary[row] = std::exp(L - lt);
+      for (int64_t x = plan.far.offsets[row]; x < plan.far.offsets[row + 1]; ++x) {
+        const int64_t kb = plan.far.keys[x], nk = s.block_len(kb);
         // Far blocks lie wholly before (causal) or outside the window: no mask.
-        ops::tile_gemm_nn(nk, nq, D, scale, k + base + kb * s.block * ld, ld, qt.data(), nq, 0.0f, st.data(), nq);
+        // st (nk × 1) = K_block · q_t.
+        ops::tile_gemm_nn(nk, 1, D, scale, k + base + kb * s.block * ld, ld, q + base + t * ld, 1, 0.0f, st.data(), 1);
         float mass = 0.0f;
-        for (int64_t i = 0; i < nk; ++i)
-          for (int64_t t = 0; t < nq; ++t)
-            if (std::isfinite(lrow[t])) mass += std::exp(st[i * nq + t] - lrow[t]);
+        for (int64_t i = 0; i < nk; ++i) mass += std::exp(st[i] - lt);
         m.selected[x] = mass;
       }
     }
@@ -433,61 +410,53 @@ void summary_backward(float* dq, float* dk, float* dv, const float* g_logit, con
                       const DsaPlan& plan, const float* q, const float* k, const float* v, const AttnDims& d,
                       const DsaConfig& cfg, const ScorerMasses* masses) {
   const DsaShape s(cfg, d.T, d.causal);
-  const int64_t BH = d.B * d.H, D = d.D, ld = d.ld;
+  const int64_t BH = d.B * d.H, D = d.D, ld = d.ld, T = d.T;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t bh = 0; bh < BH; ++bh) {
-    const int64_t base = (bh / d.H) * d.T * ld + (bh % d.H) * D;
+    const int64_t base = (bh / d.H) * T * ld + (bh % d.H) * D;
     HeadSummaries hs;
-    hs.compute(s, q + base, k + base, v + base, ld, D);
+    hs.compute(s, k + base, v + base, ld, D);
     const size_t tile = static_cast<size_t>(kScoreRows * s.nkb);
     std::vector<float> C(tile), P(tile), dC(tile);
-    std::vector<float> dQt(static_cast<size_t>(s.nqb * D), 0.0f), dKb(static_cast<size_t>(s.nkb * D), 0.0f),
-        dVb(static_cast<size_t>(s.nkb * D), 0.0f);
+    std::vector<float> dKb(static_cast<size_t>(s.nkb * D), 0.0f), dVb(static_cast<size_t>(s.nkb * D), 0.0f);
     std::vector<char> selected(static_cast<size_t>(s.nkb));
     std::vector<std::pair<int32_t, float>> g_sel;
-    const float* L = plan.summary_logit.data() + bh * s.nqb;
-    const float* U = plan.summary_value.data() + bh * s.nqb * D;
-    const float* gL = g_logit + bh * s.nqb;
-    const float* gU = g_value + bh * s.nqb * D;
-    for (int64_t r0 = 0; r0 < s.nqb; r0 += kScoreRows) {
-      const int64_t nr = std::min(kScoreRows, s.nqb - r0);
-      score_rows(C.data(), hs, s, r0, nr, D);
+    const float* L = plan.summary_logit.data() + bh * T;
+    const float* U = plan.summary_value.data() + bh * T * D;
+    const float* gL = g_logit + bh * T;
+    const float* gU = g_value + bh * T * D;
+    for (int64_t r0 = 0; r0 < T; r0 += kScoreRows) {
+      const int64_t nr = std::min(kScoreRows, T - r0);
+      score_rows(C.data(), q + base, ld, hs, s, r0, nr, D);
       // dC first holds dU·V̄ᵀ.
       sgemm(false, true, nr, s.nkb, D, 1.0f, gU + r0 * D, D, hs.Vb.data(), D, 0.0f, dC.data(), s.nkb);
       for (int64_t i = 0; i < nr; ++i) {
-        const int64_t j = r0 + i;
-        const int64_t list = bh * s.nqb + j;
+        const int64_t t = r0 + i, row = bh * T + t;
         float* p = P.data() + i * s.nkb;
         float* dc = dC.data() + i * s.nkb;
         const float* c = C.data() + i * s.nkb;
         std::fill(p, p + s.nkb, 0.0f);
-        float g_sum = 0.0f;  // scorer-loss gradient of L[j]
+        float g_sum = 0.0f;  // scorer-loss gradient of L[t]
         g_sel.clear();
-        if (masses) g_sum = scorer_loss_grad(g_sel, *masses, plan, c, L[j], list, s, j);
-        if (L[j] > -std::numeric_limits<float>::infinity()) {
+        if (masses) g_sum = scorer_loss_grad(g_sel, *masses, plan, c, L[t], row);
+        if (L[t] > -std::numeric_limits<float>::infinity()) {
           std::fill(selected.begin(), selected.end(), 0);
-          for (int64_t x = plan.sel.offsets[list]; x < plan.sel.offsets[list + 1]; ++x) selected[plan.sel.keys[x]] = 1;
+          for (int64_t x = plan.far.offsets[row]; x < plan.far.offsets[row + 1]; ++x) selected[plan.far.keys[x]] = 1;
           float du_u = 0.0f;
-          for (int64_t e = 0; e < D; ++e) du_u += gU[j * D + e] * U[j * D + e];
-          for_each_candidate(s, j, [&](int64_t kb) {
-            if (!selected[kb] && !std::isnan(c[kb])) p[kb] = std::exp(c[kb] - L[j]);
+          for (int64_t e = 0; e < D; ++e) du_u += gU[t * D + e] * U[t * D + e];
+          for_each_candidate(s, t, [&](int64_t kb) {
+            if (!selected[kb] && !std::isnan(c[kb])) p[kb] = std::exp(c[kb] - L[t]);
           });
-          for (int64_t kb = 0; kb < s.nkb; ++kb) dc[kb] = p[kb] * (gL[j] + g_sum + dc[kb] - du_u);
+          for (int64_t kb = 0; kb < s.nkb; ++kb) dc[kb] = p[kb] * (gL[t] + g_sum + dc[kb] - du_u);
         } else {
           std::fill(dc, dc + s.nkb, 0.0f);
         }
         for (const auto& [kb, g] : g_sel) dc[kb] += g;  // selected far blocks (p = 0 there)
       }
-      sgemm(false, false, nr, D, s.nkb, scale, dC.data(), s.nkb, hs.Kb.data(), D, 0.0f, dQt.data() + r0 * D, D);
-      sgemm(true, false, s.nkb, D, nr, scale, dC.data(), s.nkb, hs.Qt.data() + r0 * D, D, 1.0f, dKb.data(), D);
+      sgemm(false, false, nr, D, s.nkb, scale, dC.data(), s.nkb, hs.Kb.data(), D, 1.0f, dq + base + r0 * ld, ld);
+      sgemm(true, false, s.nkb, D, nr, scale, dC.data(), s.nkb, q + base + r0 * ld, ld, 1.0f, dKb.data(), D);
       sgemm(true, false, s.nkb, D, nr, 1.0f, P.data(), s.nkb, gU + r0 * D, D, 1.0f, dVb.data(), D);
-    }
-    for (int64_t j = 0; j < s.nqb; ++j) {
-      int64_t l0, l1;
-      s.lookahead(j, l0, l1);
-      const float inv = 1.0f / static_cast<float>(l1 - l0);
-      for (int64_t t = l0; t < l1; ++t) axpy_row(dq + base + t * ld, inv, dQt.data() + j * D, D);
     }
     for (int64_t kb = 0; kb < s.nkb; ++kb) {
       const int64_t n = s.block_len(kb);
@@ -538,24 +507,70 @@ void WindowAttention::decode(float* out, const float* q_cache, const float* k_ca
 
 DsaAttention::DsaAttention(const DsaConfig& cfg) : cfg_(cfg) { check_dsa_config(cfg_); }
 
+namespace {
+
+// Merges the far part (out_f, lse_f) into the window part (out, lse), in
+// place: both are softmax attention over disjoint key sets, so the union is
+// their lse-weighted mix. Rows the far part left empty (lse -inf) keep the
+// window result bit for bit.
+void merge_parts(float* out, float* lse, const float* out_f, const float* lse_f, const AttnDims& d) {
+  const int64_t H = d.H, D = d.D, T = d.T;
+#pragma omp parallel for schedule(static)
+  for (int64_t bt = 0; bt < d.B * T; ++bt)
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t r = ((bt / T) * H + h) * T + bt % T;
+      const float lf = lse_f[r];
+      if (!(lf > -std::numeric_limits<float>::infinity())) continue;
+      const float lw = lse[r], m = std::max(lw, lf);
+      const float aw = std::exp(lw - m), af = std::exp(lf - m), z = aw + af;
+      float* o = out + (bt * H + h) * D;
+      const float* of = out_f + (bt * H + h) * D;
+      for (int64_t e = 0; e < D; ++e) o[e] = (aw * o[e] + af * of[e]) / z;
+      lse[r] = m + std::log(z);
+    }
+}
+
+bool has_far_part(const DsaPlan& plan) {
+  if (!plan.far.keys.empty()) return true;
+  for (float l : plan.summary_logit)
+    if (l > -std::numeric_limits<float>::infinity()) return true;
+  return false;
+}
+
+}  // namespace
+
+// Two kernel calls share one softmax: the window part runs in tiles of
+// `block` query rows (every row of a block has the same window), the far
+// part on the row-sparse kernel (each row has its own selection and summary
+// key); merge_parts joins them by their log-sum-exps.
 void DsaAttention::forward(float* out, float* lse, const float* q, const float* k, const float* v,
                            const AttnDims& d) {
   const DsaPlan plan = dsa_plan(q, k, v, d, cfg_);
-  ops::block_sparse_attention_forward(out, lse, q, k, v, d, plan.sel, plan.extra());
+  ops::block_sparse_attention_forward(out, lse, q, k, v, d, local_window_selection(d, cfg_.block, dsa_window_blocks(cfg_)));
+  if (!has_far_part(plan)) return;
+  std::vector<float> out_f(static_cast<size_t>(d.B * d.T * d.H * d.D)), lse_f(static_cast<size_t>(d.B * d.H * d.T));
+  ops::row_sparse_attention_forward(out_f.data(), lse_f.data(), q, k, v, d, plan.far, plan.extra());
+  merge_parts(out, lse, out_f.data(), lse_f.data(), d);
 }
 
 void DsaAttention::backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
                             const float* lse, const float* q, const float* k, const float* v, const AttnDims& d) {
   // Recomputing the plan from the same q, k, v reproduces forward's exactly
-  // (dsa_plan is deterministic) and keeps the instance stateless.
+  // (dsa_plan is deterministic) and keeps the instance stateless. With the
+  // merged out and lse, each part's backward is exactly its share of the
+  // gradient of the joint softmax, so the far part simply accumulates.
   const DsaPlan plan = dsa_plan(q, k, v, d, cfg_);
+  ops::block_sparse_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, d,
+                                       local_window_selection(d, cfg_.block, dsa_window_blocks(cfg_)));
+  if (!has_far_part(plan)) return;
   if (plan.summary_logit.empty()) {
-    ops::block_sparse_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, d, plan.sel);
+    ops::row_sparse_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, d, plan.far, {}, nullptr, nullptr,
+                                       /*accumulate=*/true);
     return;
   }
   std::vector<float> g_logit(plan.summary_logit.size()), g_value(plan.summary_value.size());
-  ops::block_sparse_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, d, plan.sel, plan.extra(),
-                                       g_logit.data(), g_value.data());
+  ops::row_sparse_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, d, plan.far, plan.extra(),
+                                     g_logit.data(), g_value.data(), /*accumulate=*/true);
   ScorerMasses masses;
   if (cfg_.scorer_loss > 0.0) scorer_masses(masses, plan, q, k, lse, d, cfg_);
   summary_backward(dq, dk, dv, g_logit.data(), g_value.data(), plan, q, k, v, d, cfg_,
@@ -611,35 +626,34 @@ void DsaAttention::decode(float* out, const float* q_cache, const float* k_cache
   // The last row of a causal sequence of len tokens, exactly as dsa_plan and
   // the kernel treat it, for one head at a time.
   const DsaShape s(cfg_, len, true);
-  const int64_t ld = H * D, t = len - 1, j = t / s.qblock;
+  const int64_t ld = H * D, t = len - 1;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  int64_t w0, w1, l0, l1;
-  s.window(j, w0, w1);
-  s.lookahead(j, l0, l1);
+  int64_t w0, w1;
+  s.window(t, w0, w1);
   const bool scored = s.top > 0 || cfg_.summary;
   if (memo && scored) memo->extend(k_cache, v_cache, w0, H, D);  // the candidates: blocks [0, w0)
 #pragma omp parallel for schedule(static)
   for (int64_t h = 0; h < H; ++h) {
-    std::vector<float> c(static_cast<size_t>(s.nkb), 0.0f), P(static_cast<size_t>(s.nkb)), qt(D), kb_mean(D);
+    std::vector<float> c(static_cast<size_t>(s.nkb), 0.0f), P(static_cast<size_t>(s.nkb)), kb_mean(D);
     std::vector<char> selected(static_cast<size_t>(s.nkb));
-    std::vector<Scored> cand;
+    std::vector<Scored> best;
     std::vector<int32_t> ids;
+    const float* qt = q_cache + t * ld + h * D;
     if (scored) {
-      mean_rows(qt.data(), q_cache + h * D, l0, l1, ld, D);
-      for_each_candidate(s, j, [&](int64_t kb) {
+      for_each_candidate(s, t, [&](int64_t kb) {
         const float* km = kb_mean.data();
         if (memo)
           km = memo->kmean(kb, h);
         else
           mean_rows(kb_mean.data(), k_cache + h * D, kb * s.block, kb * s.block + s.block_len(kb), ld, D);
-        c[kb] = scale * dot_row(qt.data(), km, D) + std::log(static_cast<float>(s.block_len(kb)));
+        c[kb] = scale * dot_row(qt, km, D) + std::log(static_cast<float>(s.block_len(kb)));
       });
     }
-    select_row(ids, cand, selected.data(), c.data(), s, j);
+    select_row(ids, best, selected.data(), c.data(), s, t);
     float extra_logit = -std::numeric_limits<float>::infinity();
     std::vector<float> extra_value(static_cast<size_t>(D), 0.0f), vb(D);
     if (cfg_.summary) {
-      extra_logit = summary_weights(P.data(), c.data(), selected.data(), s, j);
+      extra_logit = summary_weights(P.data(), c.data(), selected.data(), s, t);
       for (int64_t kb = 0; kb < s.nkb; ++kb)
         if (P[kb] != 0.0f) {
           const float* vm = vb.data();
@@ -650,6 +664,7 @@ void DsaAttention::decode(float* out, const float* q_cache, const float* k_cache
           axpy_row(extra_value.data(), P[kb], vm, D);
         }
     }
+    for (int64_t kb = w0; kb <= w1; ++kb) ids.push_back(static_cast<int32_t>(kb));  // after every far block
     std::vector<KeyRange> ranges;
     for (int32_t kb : ids) {  // merge adjacent blocks; the last one ends at len
       const int64_t a = kb * s.block, e = std::min(len, a + s.block);

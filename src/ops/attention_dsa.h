@@ -11,45 +11,47 @@
 //     not causal.
 //
 //   DsaAttention ("dsa"): dynamic sparse attention in the style of NSA
-//     (block selection + compressed branch), causal by construction and
-//     never forming the T×T score matrix. Keys are cut into blocks of
-//     cfg.block tokens, queries into blocks of cfg.query_block tokens.
-//     Per (b, h):
+//     (block selection + compressed branch) with per-token selection as in
+//     DeepSeek-V3.2, causal by construction and never forming the T×T score
+//     matrix. Keys are cut into blocks of cfg.block tokens. Per (b, h):
 //       1. summaries: the mean key K̄[kb] and mean value V̄[kb] of every key
-//          block, and per query block j starting at token a a "look-ahead"
-//          query Q̃[j] = mean of the queries of tokens
-//          [max(0, a - query_block + 1), a] when causal (up to and including
-//          the block's first token, so every row of the block may use it
-//          without seeing the future), of the block's own tokens otherwise;
-//       2. scores c[j][kb] = Q̃[j]·K̄[kb]/sqrt(D) + ln(len of kb) for every
-//          candidate: causal, the key blocks before query block j's window
-//          (window = key blocks last-W+1 .. last, last = the key block of
-//          j, W = dsa_window_blocks); bidirectional, every key block outside
-//          |kb - kb(j)| < W. O((T/query_block)·(T/block)·D), via sgemm;
-//       3. the dsa_top_blocks(cfg, T) best candidates (ties: smaller id;
-//          NaN ranks last) plus the window are attended exactly by the
-//          block-sparse kernel;
-//       4. summary (cfg.summary): the candidates NOT selected enter every
-//          row's softmax of block j as one extra key with logit
-//          L[j] = logsumexp of their scores and value Σ softmax(c)·V̄[kb]
-//          (ops::ExtraKeys). This is attention of Q̃ over block summaries,
-//          with ln(len) making a block of identical keys weigh exactly as
-//          much as its tokens would; far context the selection misses is
-//          seen coarsely rather than not at all, and nothing is counted
-//          twice (selected and window blocks are excluded).
+//          block;
+//       2. every query row t scores its candidates with its own query:
+//          c[t][kb] = q_t·K̄[kb]/sqrt(D) + ln(len of kb); candidates are,
+//          causal, the key blocks before t's window (window = key blocks
+//          kb(t)-W+1 .. kb(t), W = dsa_window_blocks) and, bidirectional,
+//          every key block outside |kb - kb(t)| < W. O(T·(T/block)·D), via
+//          sgemm;
+//       3. the dsa_top_blocks(cfg, T) best candidates of row t (ties:
+//          smaller id; NaN ranks last) plus its window are attended exactly;
+//       4. summary (cfg.summary): t's candidates NOT selected enter its
+//          softmax as one extra key with logit L[t] = logsumexp of their
+//          scores and value Σ softmax(c)·V̄[kb]. This is attention of q_t
+//          over block summaries, with ln(len) making a block of identical
+//          keys weigh exactly as much as its tokens would; far context the
+//          selection misses is seen coarsely rather than not at all, and
+//          nothing is counted twice.
+//     Why per row: the token that needs a far block (e.g. the one that must
+//     recall a pass key) is the one whose query must find it; a selection
+//     shared by a block of queries and scored from other tokens' queries
+//     misses exactly such single-token needs (measured: docs/benchmarks.md).
+//     Execution: the window part runs on the block-sparse kernel in tiles of
+//     `block` query rows (all rows of a block share their window), the far
+//     part (selected blocks + summary key) on the row-sparse kernel
+//     (ops/row_sparse_attention.h); the two share one softmax, joined by
+//     their log-sum-exps.
 //     Learning: the scores c are the summary's logits, so the gradient of
 //     the loss reaches the scorer through its own branch: dL/dc flows into
-//     Q̃ (the queries of the look-ahead tokens) and K̄, V̄ (the keys and
-//     values of every token of the summarised blocks). A block whose content
-//     would help gets a higher score and is selected (exactly) next time.
-//     The top-k choice itself is a hard, straight-through step. Backward
-//     recomputes the same selection and summary from q, k, v.
+//     q_t and K̄, V̄ (the keys and values of every token of the summarised
+//     blocks). A block whose content would help gets a higher score and is
+//     selected (exactly) next time. The top-k choice itself is a hard,
+//     straight-through step. Backward recomputes the same selection and
+//     summary from q, k, v.
 //     When the budget covers every candidate, no summary remains and the
 //     result equals dense attention (forward and gradients).
-//     Decode needs the queries of the look-ahead tokens too, which is why
-//     decode takes the query history (see Attention::decode); it computes
-//     exactly what forward computes for the last row of a sequence of len
-//     tokens (up to float summation order in the scores).
+//     Decode computes exactly what forward computes for the last row of a
+//     sequence of len tokens (up to float rounding: one softmax instead of
+//     two merged parts, scores by dot product instead of sgemm).
 //
 // Determinism: forward, backward and decode are bit-identical for any
 // OpenMP thread count (selection is computed per (b, h) in a fixed order,
@@ -108,13 +110,15 @@ class DsaAttention final : public Attention {
 // d.causal, else the band |kb - qb| < window_blocks. block, window_blocks >= 1.
 ops::BlockSelection local_window_selection(const AttnDims& d, int64_t block, int64_t window_blocks);
 
-// What DsaAttention::forward/backward feed the block-sparse kernel for q,
-// k, v (strided as in Attention::forward): the selection (query blocks of
-// cfg.query_block tokens) and, when cfg.summary, the summary keys
-// (summary_logit: (B, H, nqb), -inf where nothing is left to summarise;
-// summary_value: (B, H, nqb, D)). Deterministic function of its inputs.
+// What DsaAttention::forward/backward feed the block-sparse kernel for the
+// far part, for q, k, v strided as in Attention::forward: `far`, the blocks
+// each query row selected beyond its window (query blocks of one row:
+// list (b*H + h)*T + t; window blocks not included) and, when cfg.summary,
+// the rows' summary keys (summary_logit: (B, H, T), -inf where nothing is
+// left to summarise; summary_value: (B, H, T, D)). Deterministic function of
+// its inputs.
 struct DsaPlan {
-  ops::BlockSelection sel;
+  ops::BlockSelection far;
   std::vector<float> summary_logit, summary_value;  // empty without cfg.summary
   ops::ExtraKeys extra() const {
     if (summary_logit.empty()) return {};
@@ -123,7 +127,8 @@ struct DsaPlan {
 };
 DsaPlan dsa_plan(const float* q, const float* k, const float* v, const AttnDims& d, const DsaConfig& cfg);
 
-// Only the selection of dsa_plan (v is not needed).
+// Every key block each query row attends exactly: its selected far blocks
+// and its window, ascending (query blocks of one row; v is not needed).
 ops::BlockSelection dsa_select(const float* q, const float* k, const AttnDims& d, const DsaConfig& cfg);
 
 }  // namespace sparta

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "ops/attention_rows.h"
 #include "ops/tile_gemm.h"
 #include "ops/elementwise.h"
 
@@ -93,33 +94,8 @@ SPARTA_KERNEL_CLONES float softmax_piece_row(float* s, int64_t n, int64_t nv, fl
   return alpha;
 }
 
-// Backward, one query row of one piece: P = exp(S - lse) into s and
-// dS = P ⊙ (dP - Di) into dp; masked keys (j >= nv) become 0 in both.
-SPARTA_KERNEL_CLONES void grad_piece_row(float* s, float* dp, int64_t n, int64_t nv, float lse, float di) {
-  const size_t rest = sizeof(float) * static_cast<size_t>(n - nv);
-  std::memset(s + nv, 0, rest);
-  std::memset(dp + nv, 0, rest);
-  const simd::f32v lv = simd::splat(lse), dv = simd::splat(di);
-  simd::for_blocks(nv, [&](int64_t i, int64_t c, auto tag) SPARTA_SIMD_LAMBDA {
-    constexpr bool kPartial = decltype(tag)::value;
-    const simd::f32v p = simd::exp(simd::load_n<kPartial>(s + i, c, 0.0f) - lv);
-    simd::store_n<kPartial>(s + i, p, c);
-    simd::store_n<kPartial>(dp + i, p * (simd::load_n<kPartial>(dp + i, c, 0.0f) - dv), c);
-  });
-}
-
 SPARTA_KERNEL_CLONES void scale_row(float* x, int64_t n, float a) {
   for (int64_t j = 0; j < n; ++j) x[j] *= a;
-}
-
-SPARTA_KERNEL_CLONES float dot_row(const float* a, const float* b, int64_t n) {
-  const simd::f32v acc = simd::reduce_blocks(n, simd::splat(0.0f), simd::Sum{},
-                                             [&](int64_t i, int64_t c, auto tag) SPARTA_SIMD_LAMBDA {
-                                               constexpr bool kPartial = decltype(tag)::value;
-                                               return simd::load_n<kPartial>(a + i, c, 0.0f) *
-                                                      simd::load_n<kPartial>(b + i, c, 0.0f);
-                                             });
-  return simd::hsum(acc);
 }
 
 // Forward of the query rows [q0, q0 + nq) (nq <= kQ) of one (b, h) against
@@ -179,7 +155,7 @@ void grad_scores(float* S, float* dP, const float* dout, const float* lse, const
   const float* di_row = Di + (b * H + h) * T + q0;
   for (int64_t i = 0; i < nq; ++i) {
     const int64_t nv = std::isfinite(lse_row[i]) ? visible(d.causal, q0 + i, k0, nk) : 0;
-    grad_piece_row(S + i * kK, dP + i * kK, nk, nv, lse_row[i], di_row[i]);
+    softmax_grad_row(S + i * kK, dP + i * kK, nk, nv, lse_row[i], di_row[i]);
   }
 }
 
@@ -312,19 +288,12 @@ void block_sparse_attention_backward(float* dq, float* dk, float* dv, const floa
         inv[static_cast<size_t>(fill[(list / nqb) * nkb + sel.keys[j]]++)] = static_cast<int32_t>(list % nqb);
   }
 
-  std::vector<float> Di(static_cast<size_t>(BH * T));
+  const std::vector<float> Di = softmax_backward_di(dout, out, d);
   const std::vector<float> Kt = transposed_heads(k, d), Vt = transposed_heads(v, d);
   const int64_t qtiles = (qblock + kQ - 1) / kQ;
   const int64_t ktiles = (block + kK - 1) / kK;
 #pragma omp parallel
   {
-    // Di = rowsum(dO ⊙ O): the softmax-backward correction of each row.
-#pragma omp for schedule(static)
-    for (int64_t bt = 0; bt < B * T; ++bt)
-      for (int64_t h = 0; h < H; ++h)
-        Di[static_cast<size_t>(((bt / T) * H + h) * T + bt % T)] =
-            dot_row(dout + (bt * H + h) * D, out + (bt * H + h) * D, D);
-
     // Extra keys: with p = exp(logit - lse) per row, d logit = Σ_rows
     // p (dO·value - Di) and d value = Σ_rows p dO, summed over the rows of
     // the query block in order (one owner per block, no races).

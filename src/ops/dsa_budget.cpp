@@ -9,8 +9,6 @@ namespace sparta {
 
 void check_dsa_config(const DsaConfig& c) {
   SPARTA_CHECK(c.block >= 1, "[attention.dsa] block must be >= 1, got ", c.block);
-  SPARTA_CHECK(c.query_block >= 1 && c.query_block <= c.block && c.block % c.query_block == 0,
-               "[attention.dsa] query_block must divide block (", c.block, "), got ", c.query_block);
   SPARTA_CHECK(c.scorer_loss >= 0.0 && std::isfinite(c.scorer_loss),
                "[attention.dsa] scorer_loss must be a finite number >= 0, got ", c.scorer_loss);
   SPARTA_CHECK(c.scorer_loss == 0.0 || c.summary, "[attention.dsa] scorer_loss needs summary = true");

@@ -13,7 +13,7 @@
 //                               u = log(T/short_len) / log(long_len/short_len)
 //   T > long_len:               raw = keep_long · long_len · log(T)/log(long_len)
 //   budget = min(T, max(window + top_k, ceil(raw)))
-// The selected key blocks per query block are the local window
+// The selected key blocks per query row are the local window
 // (dsa_window_blocks) plus dsa_top_blocks(T) = max(0, ceil((budget - window)/block))
 // blocks picked by score.
 // Defaults: 205 keys at T = 256 (80%) and at T = 1024 (20%; with the
@@ -29,19 +29,18 @@ namespace sparta {
 
 struct DsaConfig {
   int64_t block = 64;       // tokens per key block
-  int64_t query_block = 16; // tokens per query block (selection granularity); divides block
   int64_t window = 128;     // local window in tokens (rounded up to whole blocks)
   int64_t top_k = 64;       // minimum keys per query beyond the window
   double keep_short = 0.8;  // fraction of keys kept at T <= short_len
   double keep_long = 0.2;   // fraction of keys kept at T = long_len
   int64_t short_len = 256;
   int64_t long_len = 1024;
-  // Far-context summary: the key blocks a query block scored but did not
+  // Far-context summary: the key blocks a query row scored but did not
   // select still enter its softmax as one summary key (see attention_dsa.h),
   // which is also what trains the scorer. false = hard selection only.
   bool summary = true;
   // Weight of the scorer loss (needs summary): in training, each query
-  // block's score distribution over {its selected far blocks, the summary}
+  // row's score distribution over {its selected far blocks, the summary}
   // is pulled toward where its attention mass actually went (KL, targets
   // not differentiated), so blocks the queries use get higher scores. 0 = off.
   double scorer_loss = 0.0;
@@ -53,8 +52,7 @@ struct DsaConfig {
 };
 
 // Throws sparta::Error "[attention.dsa] ..." naming the bad field unless
-// block >= 1, 1 <= query_block <= block with block % query_block == 0,
-// window >= 1, top_k >= 0, 0 < keep_long <= keep_short <= 1 and
+// block >= 1, window >= 1, top_k >= 0, 0 < keep_long <= keep_short <= 1 and
 // 2 <= short_len < long_len.
 void check_dsa_config(const DsaConfig& cfg);
 
@@ -64,7 +62,7 @@ int64_t dsa_key_budget(const DsaConfig& cfg, int64_t T);
 // Local window in blocks: ceil(window / block) (>= 1).
 int64_t dsa_window_blocks(const DsaConfig& cfg);
 
-// Key blocks picked by score per query block at context length T:
+// Key blocks picked by score per query row at context length T:
 // max(0, ceil((dsa_key_budget(T) - window) / block)).
 int64_t dsa_top_blocks(const DsaConfig& cfg, int64_t T);
 

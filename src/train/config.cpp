@@ -125,7 +125,6 @@ const std::vector<Key>& keys() {
     t.push_back(make_key("model", "attention", [](auto& c) -> auto& { return c.model.attention; }));
     t.push_back(make_key("model", "rope_base", [](auto& c) -> auto& { return c.model.rope_base; }));
     t.push_back(make_key("model.dsa", "block", [](auto& c) -> auto& { return c.model.dsa.block; }));
-    t.push_back(make_key("model.dsa", "query_block", [](auto& c) -> auto& { return c.model.dsa.query_block; }));
     t.push_back(make_key("model.dsa", "summary", [](auto& c) -> auto& { return c.model.dsa.summary; }));
     t.push_back(make_key("model.dsa", "scorer_loss", [](auto& c) -> auto& { return c.model.dsa.scorer_loss; }));
     t.push_back(make_key("model.dsa", "explore", [](auto& c) -> auto& { return c.model.dsa.explore; }));

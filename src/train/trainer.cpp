@@ -19,6 +19,7 @@
 #include "data/token_dataset.h"
 #include "io/atomic_file.h"
 #include "io/checkpoint_store.h"
+#include "ops/attention_dsa.h"
 #include "ops/grad_clip.h"
 #include "ops/softmax_xent.h"
 #include "train/checkpoint.h"
@@ -86,6 +87,47 @@ TaskConfig task_config_from(const Config& cfg) {
 
 uint64_t task_validation_seed(uint64_t train_seed) { return train_seed ^ 0x9e3779b97f4a7c15ULL; }
 
+namespace {
+
+// The key blocks each query block attends, as the model's attention chose
+// them for the q, k of one layer (window or dsa).
+ops::BlockSelection attended_blocks(const GPTConfig& m, const float* qkv, int64_t B, int64_t T) {
+  const int64_t d = m.d_model, H = m.n_head;
+  const AttnDims dims{B, T, H, d / H, 3 * d, true};
+  if (m.attention == "window") return local_window_selection(dims, m.dsa.block, dsa_window_blocks(m.dsa));
+  return dsa_select(qkv, qkv + d, dims, m.dsa);
+}
+
+// Adds, per layer, the (answer, head) pairs whose source block is attended
+// (hits) and the answers attended by at least one head (any).
+void count_source_hits(const GPT& model, const std::vector<TaskExample>& ex, int64_t rows,
+                       int64_t T, std::vector<int64_t>& hits, std::vector<int64_t>& any) {
+  const GPTConfig& m = model.config();
+  const int64_t H = m.n_head;
+  for (int64_t l = 0; l < m.n_layer; ++l) {
+    const ops::BlockSelection sel = attended_blocks(m, model.layer_qkv(l), rows, T);
+    const int64_t qblock = ops::query_block(sel);
+    for (int64_t i = 0; i < rows; ++i) {
+      const TaskExample& e = ex[static_cast<size_t>(i)];
+      for (size_t a = 0; a < e.answer_positions.size(); ++a) {
+        const int64_t qb = e.answer_positions[a] / qblock;
+        const auto kb = static_cast<int32_t>(e.source_positions[a] / sel.block);
+        bool seen = false;
+        for (int64_t h = 0; h < H; ++h) {
+          const int64_t row = (i * H + h) * sel.nqb + qb;
+          const auto first = sel.keys.begin() + sel.offsets[row], last = sel.keys.begin() + sel.offsets[row + 1];
+          const bool hit = std::binary_search(first, last, kb);  // lists are sorted
+          hits[l] += hit;
+          seen = seen || hit;
+        }
+        any[l] += seen;
+      }
+    }
+  }
+}
+
+}  // namespace
+
 TaskEvalResult evaluate_task(GPT& model, const TaskConfig& task, const Tokenizer& tok, uint64_t seed, int64_t n,
                              int64_t batch) {
   SPARTA_CHECK(n >= 1 && batch >= 1, "[eval] need at least one example and batch >= 1");
@@ -96,6 +138,8 @@ TaskEvalResult evaluate_task(GPT& model, const TaskConfig& task, const Tokenizer
   TaskEvalResult r;
   double sum = 0.0;
   int64_t correct = 0;
+  const bool sparse = model.config().attention != "dense";
+  std::vector<int64_t> hits(static_cast<size_t>(model.config().n_layer)), any(hits.size());
   for (int64_t first = 0; first < n; first += batch) {
     const int64_t rows = std::min(batch, n - first);
     for (int64_t i = 0; i < rows; ++i) {
@@ -108,6 +152,13 @@ TaskEvalResult evaluate_task(GPT& model, const TaskConfig& task, const Tokenizer
     sum += ops::softmax_xent_forward(nullptr, logits, tg.data(), rows * T, V, &c);
     r.tokens += c;
     for (int64_t i = 0; i < rows; ++i) correct += task_example_correct(ex[i], logits + i * T * V, V);
+    if (sparse) count_source_hits(model, ex, rows, T, hits, any);
+  }
+  if (sparse && r.tokens > 0) {
+    for (int64_t l = 0; l < model.config().n_layer; ++l) {
+      r.source_recall.push_back(static_cast<double>(hits[l]) / static_cast<double>(r.tokens * model.config().n_head));
+      r.source_recall_any.push_back(static_cast<double>(any[l]) / static_cast<double>(r.tokens));
+    }
   }
   r.examples = n;
   r.loss = r.tokens ? sum / static_cast<double>(r.tokens) : 0.0;

@@ -51,6 +51,13 @@ struct TaskEvalResult {
   int64_t tokens = 0;     // answer tokens
   double accuracy = 0.0;  // fraction of examples with every answer token right (greedy)
   int64_t examples = 0;
+  // Sparse attention only (window, dsa; empty for dense), per layer: the
+  // fraction of (answer token, head) pairs whose query block attends the key
+  // block holding the answer's source (TaskExample::source_positions), and
+  // the fraction of answer tokens where at least one head attends it. Says
+  // whether the selection finds what the task needs, independently of
+  // whether the model has learned to use it.
+  std::vector<double> source_recall, source_recall_any;
 };
 // Examples 0..n-1 of the task stream seeded by `seed`, `batch` per forward pass.
 TaskEvalResult evaluate_task(GPT& model, const TaskConfig& task, const Tokenizer& tok, uint64_t seed, int64_t n,

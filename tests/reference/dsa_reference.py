@@ -6,42 +6,40 @@ ground truth that sparta_dsa_reference_tests compares DsaAttention against.
 
 Usage: dsa_reference.py --out DIR
 
-Written from the headers only (no code shared with sparta): per (b, h)
+Written from the headers only (no code shared with sparta): per (b, h) and
+query row t (every row selects on its own)
     K̄[kb], V̄[kb]  mean key / value of key block kb (the last block may be short)
-    Q̃[j]          causal: mean of q over tokens [max(0, a - qblock + 1), a],
-                   a = first token of query block j; bidirectional: mean of
-                   the block's own queries
-    c[j][kb]       Q̃[j]·K̄[kb]/sqrt(D) + ln(len(kb))
+    c[t][kb]       q_t·K̄[kb]/sqrt(D) + ln(len(kb))
     window         causal: key blocks last-W+1 .. last (last = key block of
-                   query block j, W = ceil(window / block)); bidirectional:
+                   row t, W = ceil(window / block)); bidirectional:
                    |kb - last| < W
     candidates     causal: kb <= last - W; bidirectional: |kb - last| >= W
     selected       window ∪ the dsa_top_blocks(T) best candidates (ties:
                    smaller id, NaN last); a hard choice, no gradient
-    summary        unselected candidates U: one extra key per query block with
+    summary        unselected candidates U: one extra key per row with
                    logit L = logsumexp_U c and value Σ_U softmax_U(c)·V̄
     out, lse       one softmax per row over its selected tokens (token
                    causality when causal) plus the summary key
 Gradients (autograd) flow through the selected tokens and through the summary
-(L and its value -> c -> Q̃, K̄; V̄), never through the top-k choice.
+(L and its value -> c -> q_t, K̄; V̄), never through the top-k choice.
 
 Cases: B=2, H=2, D in {8, 16}, block 16 (8 for the block-constant ones),
-query_block 1/4/8/16, causal and bidirectional, T a multiple of the block or
-not, summary on and off, budgets in all three regimes of the budget formula,
-two that cover every candidate (must equal dense attention) and two with keys
-and values constant inside each key block and query_block 1 (the summary then
-reproduces dense attention exactly whatever is selected).
+causal and bidirectional, T a multiple of the block or not, summary on and
+off, budgets in all three regimes of the budget formula, two that cover every
+candidate (must equal dense attention) and two with keys and values constant
+inside each key block (the summary then reproduces dense attention exactly
+whatever is selected).
 
 File contents, per case NAME (float tensors F32, masks I32):
     NAME.q, NAME.k, NAME.v, NAME.dout   (B, T, H, D)  inputs (float32 values)
     NAME.out                            (B, T, H, D)
     NAME.lse                            (B, H, T)
     NAME.dq, NAME.dk, NAME.dv           (B, T, H, D)  gradients of sum(out * dout)
-    NAME.selection                      (B, H, nqb, nkb)  1 = key block attended
-    NAME.candidate                      (B, H, nqb, nkb)  1 = scored candidate
-    NAME.scores                         (B, H, nqb, nkb)  c (all blocks)
-    NAME.summary_logit                  (B, H, nqb)     -inf: nothing summarised
-    NAME.summary_value                  (B, H, nqb, D)  (only with summary; 0 where the logit is -inf)
+    NAME.selection                      (B, H, T, nkb)  1 = key block attended by row t
+    NAME.candidate                      (B, H, T, nkb)  1 = scored candidate
+    NAME.scores                         (B, H, T, nkb)  c (all blocks)
+    NAME.summary_logit                  (B, H, T)     -inf: nothing summarised
+    NAME.summary_value                  (B, H, T, D)  (only with summary; 0 where the logit is -inf)
 __metadata__["cases"] is a JSON list of the case configurations plus what the
 script computed: budget, top_blocks, window_blocks, selection_margin (null
 when no candidate is left unselected) and equals_dense.
@@ -85,7 +83,6 @@ class Case:
     T: int
     D: int
     block: int
-    query_block: int
     window: int
     top_k: int
     keep_short: float
@@ -116,22 +113,22 @@ W = dict(block=16, window=40, top_k=24, keep_short=0.5, keep_long=0.25, short_le
 K = dict(block=8, window=8, top_k=8, keep_short=0.2, keep_long=0.1, short_len=128, long_len=256)
 
 CASES = [
-    Case("causal_T203_q4_summary", True, 203, 16, query_block=4, summary=True, layout="fused", **A),
-    Case("causal_T203_q16_nosummary", True, 203, 8, query_block=16, summary=False, **A),
-    Case("causal_T192_q16_summary", True, 192, 8, query_block=16, summary=True, **B_),
-    Case("causal_T192_q4_nosummary", True, 192, 16, query_block=4, summary=False, layout="fused", **B_),
-    Case("causal_T203_q4_full_summary", True, 203, 8, query_block=4, summary=True, **F),
-    Case("causal_T203_w40_q8_summary", True, 203, 8, query_block=8, summary=True, layout="fused", **W),
-    Case("bidir_T203_q4_summary", False, 203, 16, query_block=4, summary=True, **A),
-    Case("bidir_T160_q16_summary", False, 160, 8, query_block=16, summary=True, layout="fused", **C),
-    Case("bidir_T160_q4_nosummary", False, 160, 16, query_block=4, summary=False, **C),
-    Case("bidir_T203_q16_full_summary", False, 203, 16, query_block=16, summary=True, layout="fused", **F),
-    Case("causal_T101_q1_blockconst_summary", True, 101, 8, query_block=1, summary=True,
+    Case("causal_T203_summary", True, 203, 16, summary=True, layout="fused", **A),
+    Case("causal_T203_nosummary", True, 203, 8, summary=False, **A),
+    Case("causal_T192_summary", True, 192, 8, summary=True, **B_),
+    Case("causal_T192_nosummary", True, 192, 16, summary=False, layout="fused", **B_),
+    Case("causal_T203_full_summary", True, 203, 8, summary=True, **F),
+    Case("causal_T203_w40_summary", True, 203, 8, summary=True, layout="fused", **W),
+    Case("bidir_T203_summary", False, 203, 16, summary=True, **A),
+    Case("bidir_T160_summary", False, 160, 8, summary=True, layout="fused", **C),
+    Case("bidir_T160_nosummary", False, 160, 16, summary=False, **C),
+    Case("bidir_T203_full_summary", False, 203, 16, summary=True, layout="fused", **F),
+    Case("causal_T101_blockconst_summary", True, 101, 8, summary=True,
          inputs="block_constant", redraw=1, **K),
-    Case("bidir_T101_q1_blockconst_summary", False, 101, 8, query_block=1, summary=True,
+    Case("bidir_T101_blockconst_summary", False, 101, 8, summary=True,
          inputs="block_constant", layout="fused", **K),
 ]
-FD_CASES = ["causal_T203_q4_summary", "bidir_T203_q4_summary"]
+FD_CASES = ["causal_T203_summary", "bidir_T203_summary"]
 
 
 # ------------------------------------------------------------- budget (dsa_budget.h)
@@ -160,12 +157,12 @@ def top_blocks(c: Case, T: int) -> int:
 # ------------------------------------------------------------------- DSA in float64
 
 def block_layout(c: Case):
-    """window[j, kb] and candidate[j, kb] masks (nqb, nkb), the same for every (b, h)."""
-    nqb, nkb, Wb = -(-c.T // c.query_block), -(-c.T // c.block), window_blocks(c)
-    window = torch.zeros(nqb, nkb, dtype=torch.bool)
-    cand = torch.zeros(nqb, nkb, dtype=torch.bool)
-    for j in range(nqb):
-        last = (j * c.query_block) // c.block   # query_block divides block: one key block holds all of j
+    """window[t, kb] and candidate[t, kb] masks (T, nkb), the same for every (b, h)."""
+    nkb, Wb = -(-c.T // c.block), window_blocks(c)
+    window = torch.zeros(c.T, nkb, dtype=torch.bool)
+    cand = torch.zeros(c.T, nkb, dtype=torch.bool)
+    for j in range(c.T):
+        last = j // c.block
         for kb in range(nkb):
             if c.causal:
                 window[j, kb] = last - Wb + 1 <= kb <= last
@@ -176,26 +173,20 @@ def block_layout(c: Case):
     return window, cand
 
 
-def summaries(q, k, v, c: Case):
-    """q, k, v: (B, H, T, D). Returns Q̃ (B, H, nqb, D), K̄, V̄ (B, H, nkb, D), block lengths (nkb,)."""
-    T, nqb, nkb = c.T, -(-c.T // c.query_block), -(-c.T // c.block)
-    qs = []
-    for j in range(nqb):
-        a = j * c.query_block
-        lo, hi = (max(0, a - c.query_block + 1), a + 1) if c.causal else (a, min(a + c.query_block, T))
-        qs.append(q[:, :, lo:hi].mean(dim=2))
+def summaries(k, v, c: Case):
+    """k, v: (B, H, T, D). Returns K̄, V̄ (B, H, nkb, D), block lengths (nkb,)."""
+    T, nkb = c.T, -(-c.T // c.block)
     ks, vs, lens = [], [], []
     for kb in range(nkb):
         lo, hi = kb * c.block, min((kb + 1) * c.block, T)
         ks.append(k[:, :, lo:hi].mean(dim=2))
         vs.append(v[:, :, lo:hi].mean(dim=2))
         lens.append(hi - lo)
-    return (torch.stack(qs, dim=2), torch.stack(ks, dim=2), torch.stack(vs, dim=2),
-            torch.tensor(lens, dtype=torch.float64))
+    return torch.stack(ks, dim=2), torch.stack(vs, dim=2), torch.tensor(lens, dtype=torch.float64)
 
 
 def pick_top(scores: torch.Tensor, cand: torch.Tensor, n: int) -> torch.Tensor:
-    """The n best candidates per (b, h, j): higher score first, ties -> smaller id, NaN last."""
+    """The n best candidates per (b, h, row): higher score first, ties -> smaller id, NaN last."""
     B, H, nqb, nkb = scores.shape
     chosen = torch.zeros(B, H, nqb, nkb, dtype=torch.bool)
     s = scores.detach()
@@ -214,16 +205,15 @@ def dsa(q, k, v, c: Case, detach_scores: bool = False) -> dict:
     qh, kh, vh = (x.permute(0, 2, 1, 3) for x in (q, k, v))          # (B, H, T, D)
     T, D = c.T, c.D
     window, cand = block_layout(c)
-    qt, kbar, vbar, lens = summaries(qh, kh, vh, c)
-    scores = qt @ kbar.transpose(-1, -2) / math.sqrt(D) + torch.log(lens)   # (B, H, nqb, nkb)
+    kbar, vbar, lens = summaries(kh, vh, c)
+    scores = qh @ kbar.transpose(-1, -2) / math.sqrt(D) + torch.log(lens)   # (B, H, T, nkb)
     if detach_scores:
         scores = scores.detach()
     chosen = pick_top(scores, cand, top_blocks(c, T))
-    selection = chosen | window                                           # (B, H, nqb, nkb)
+    selection = chosen | window                                           # (B, H, T, nkb)
 
-    rows_qb = torch.arange(T) // c.query_block
     cols_kb = torch.arange(T) // c.block
-    allowed = selection[:, :, rows_qb][:, :, :, cols_kb]                  # (B, H, T, T)
+    allowed = selection[:, :, :, cols_kb]                                 # (B, H, T, T)
     if c.causal:
         allowed = allowed & torch.ones(T, T, dtype=torch.bool).tril()
     logits = (qh @ kh.transpose(-1, -2) / math.sqrt(D)).masked_fill(~allowed, float("-inf"))
@@ -231,7 +221,7 @@ def dsa(q, k, v, c: Case, detach_scores: bool = False) -> dict:
     res = dict(selection=selection, candidate=cand.expand_as(selection), scores=scores)
     if c.summary:
         rest = cand & ~chosen                                             # unselected candidates
-        has = rest.any(dim=-1)                                            # (B, H, nqb)
+        has = rest.any(dim=-1)                                            # (B, H, T)
         # Rows with nothing to summarise get a finite dummy so that no -inf - -inf
         # (NaN) appears anywhere in the graph; their logit is then set to -inf.
         masked = torch.where(rest, scores, torch.tensor(float("-inf"), dtype=torch.float64))
@@ -241,9 +231,9 @@ def dsa(q, k, v, c: Case, detach_scores: bool = False) -> dict:
         value = torch.where(has[..., None], w @ vbar, torch.zeros((), dtype=torch.float64))
         L = torch.where(has, L, torch.tensor(float("-inf"), dtype=torch.float64))
         res.update(summary_logit=L, summary_value=value)
-        logits = torch.cat([logits, L[:, :, rows_qb, None]], dim=-1)          # (B, H, T, T + 1)
+        logits = torch.cat([logits, L[..., None]], dim=-1)                  # (B, H, T, T + 1)
         values = torch.cat([vh[:, :, None].expand(-1, -1, T, -1, -1),
-                            value[:, :, rows_qb, None]], dim=-2)             # (B, H, T, T + 1, D)
+                            value[:, :, :, None]], dim=-2)                   # (B, H, T, T + 1, D)
     else:
         values = vh[:, :, None].expand(-1, -1, T, -1, -1)
     lse = torch.logsumexp(logits, dim=-1)                                 # (B, H, T)
@@ -283,8 +273,7 @@ def make_inputs(c: Case, seed: int):
     def randn(*shape):
         return torch.randn(*shape, generator=g, dtype=torch.float64)
 
-    # A per-(b, h) component shared by all queries survives the look-ahead mean
-    # (Q̃ is not averaged towards 0), which spreads the block scores further.
+    # A per-(b, h) component shared by all queries spreads the block scores further.
     q = randn(B, T, H, D) + randn(B, 1, H, D)
     if c.inputs == "block_constant":
         k = randn(B, nkb, H, D)[:, blk]
@@ -355,7 +344,7 @@ def main() -> int:
     f32 = lambda t: t.detach().numpy().astype(np.float32)      # noqa: E731
     i32 = lambda t: t.numpy().astype(np.int32)                 # noqa: E731
     for ci, c in enumerate(CASES):
-        assert c.block % c.query_block == 0 and 0 < c.keep_long <= c.keep_short <= 1 and 2 <= c.short_len < c.long_len
+        assert 0 < c.keep_long <= c.keep_short <= 1 and 2 <= c.short_len < c.long_len
         q, k, v, dout = make_inputs(c, SEED + 1000 * c.redraw + ci)
         res, (dq, dk, dv) = grads(q, k, v, dout, c)
         sel, cand = res["selection"], res["candidate"]
@@ -405,7 +394,7 @@ def main() -> int:
                                window_blocks=window_blocks(c),
                                selection_margin=margin if math.isfinite(margin) else None,  # JSON has no inf
                                equals_dense=("full" in c.name or c.inputs == "block_constant")))
-        print(f"  {c.name}: top_blocks {n_top}, {summarised} query blocks with unselected candidates, "
+        print(f"  {c.name}: top_blocks {n_top}, {summarised} rows with unselected candidates, "
               f"selection margin {margin:.3g}")
 
     metadata = {"cases": json.dumps(meta_cases), "seed": str(SEED), "compute_dtype": "float64",

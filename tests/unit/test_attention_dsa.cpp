@@ -97,16 +97,15 @@ std::vector<int32_t> list_of(const BlockSelection& sel, int64_t list) {
 // A config whose budget is every key at any T (top_k huge).
 DsaConfig covering(int64_t block, int64_t window) {
   DsaConfig c;
-  c.block = block, c.query_block = std::min<int64_t>(16, block), c.window = window, c.top_k = int64_t{1} << 40;
+  c.block = block, c.window = window, c.top_k = int64_t{1} << 40;
   return c;
 }
 
-// Small-scale config with a real budget: key blocks of 16, query blocks of
-// 4, 2 window blocks, and at T = 200: budget max(32 + 48, 43) = 80 keys ->
-// 3 top blocks.
+// Small-scale config with a real budget: key blocks of 16, 2 window blocks,
+// and at T = 200: budget max(32 + 48, 43) = 80 keys -> 3 top blocks.
 DsaConfig small_budget(bool summary = true) {
   DsaConfig c;
-  c.block = 16, c.query_block = 4, c.window = 32, c.top_k = 48, c.keep_short = 0.5, c.keep_long = 0.25,
+  c.block = 16, c.window = 32, c.top_k = 48, c.keep_short = 0.5, c.keep_long = 0.25,
   c.short_len = 32, c.long_len = 64, c.summary = summary;
   return c;
 }
@@ -125,13 +124,8 @@ std::vector<double> mean_of_block(const float* x, int64_t T, int64_t ld, int64_t
   return mean_rows(x, blk * block, std::min(T, (blk + 1) * block), ld, D);
 }
 
-// The look-ahead query of query block j (attention_dsa.h), in double.
-std::vector<double> lookahead_query(const float* q, int64_t T, int64_t ld, int64_t D, int64_t qblock, int64_t j,
-                                    bool causal) {
-  const int64_t a = j * qblock;
-  return causal ? mean_rows(q, std::max<int64_t>(0, a - qblock + 1), a + 1, ld, D)
-                : mean_rows(q, a, std::min(T, a + qblock), ld, D);
-}
+// The query of row t (strided by ld), in double.
+std::vector<double> row_query(const float* q, int64_t t, int64_t ld, int64_t D) { return mean_rows(q, t, t + 1, ld, D); }
 
 double dotd(const std::vector<double>& a, const std::vector<double>& b) {
   double s = 0.0;
@@ -174,7 +168,7 @@ TEST(DsaBudget, DefaultNumbers) {
 
 TEST(DsaBudget, InterpolatesLogLinearly) {
   DsaConfig c;
-  c.block = 10, c.query_block = 10, c.window = 1, c.top_k = 0, c.keep_short = 0.5, c.keep_long = 0.125,
+  c.block = 10, c.window = 1, c.top_k = 0, c.keep_short = 0.5, c.keep_long = 0.125,
   c.short_len = 100, c.long_len = 1600;
   EXPECT_EQ(dsa_key_budget(c, 100), 50);
   EXPECT_EQ(dsa_key_budget(c, 400), 100);   // u = 1/2: f = 0.5 * 0.25^0.5 = 0.25
@@ -205,10 +199,6 @@ TEST(DsaBudget, RejectsBadConfigs) {
   expect_msg(c, "need 0 < keep_long <= keep_short <= 1, got keep_short=0.8 keep_long=0.9");
   c = {}, c.long_len = 256;
   expect_msg(c, "need 2 <= short_len < long_len, got short_len=256 long_len=256");
-  c = {}, c.query_block = 24;
-  expect_msg(c, "[attention.dsa] query_block must divide block (64), got 24");
-  c = {}, c.query_block = 0;
-  expect_msg(c, "[attention.dsa] query_block must divide block (64), got 0");
   EXPECT_THROW(dsa_key_budget(DsaConfig{}, -1), Error);
   c = {}, c.block = 0;
   EXPECT_THROW(DsaAttention{c}, Error);
@@ -336,7 +326,7 @@ TEST(AttentionDsa, HardSelectionMatchesMaskedReference) {
       const DsaConfig c = small_budget(false);
       const BlockSelection sel = dsa_select(p.q(), p.k(), p.d, c);
       EXPECT_NO_THROW(ops::check_block_selection(p.d, sel, "test"));
-      EXPECT_EQ(sel.qblock, 4);
+      EXPECT_EQ(sel.qblock, 1);  // every row selects on its own
       if (T == 200) {  // the budget really is sparse: window (2 blocks) + 3 top blocks of 13
         ASSERT_EQ(dsa_top_blocks(c, T), 3);
         const int64_t last = sel.nqb - 1;
@@ -363,19 +353,25 @@ TEST(AttentionDsa, PlanFollowsTheScoringAndSummaryRules) {
       const Problem p(1, T, 2, 8, causal, false, 500 + causal + T);
       const DsaConfig c = small_budget();
       const DsaPlan plan = dsa_plan(p.q(), p.k(), p.v(), p.d, c);
-      const BlockSelection& sel = plan.sel;
+      const BlockSelection sel = dsa_select(p.q(), p.k(), p.d, c);
       const int64_t D = p.d.D, HD = p.d.H * D, W = dsa_window_blocks(c), top = dsa_top_blocks(c, T);
       const int64_t nkb = (T + c.block - 1) / c.block;
-      ASSERT_EQ(sel.nqb, (T + 3) / 4);
-      ASSERT_EQ(plan.summary_logit.size(), static_cast<size_t>(p.d.H * sel.nqb));
+      ASSERT_EQ(sel.nqb, T);
+      ASSERT_EQ(plan.far.nqb, T);
+      ASSERT_EQ(plan.summary_logit.size(), static_cast<size_t>(p.d.H * T));
       int64_t summaries = 0;
       for (int64_t h = 0; h < p.d.H; ++h)
-        for (int64_t j = 0; j < sel.nqb; ++j) {
-          const std::string where = cat("causal=", causal, " T=", T, " h=", h, " j=", j);
-          const std::vector<int32_t> got = list_of(sel, h * sel.nqb + j);
+        for (int64_t j = 0; j < T; ++j) {  // every query row
+          const std::string where = cat("causal=", causal, " T=", T, " h=", h, " row=", j);
+          const std::vector<int32_t> got = list_of(sel, h * T + j);
           const std::set<int32_t> chosen(got.begin(), got.end());
-          const auto qt = lookahead_query(p.q() + h * D, T, HD, D, 4, j, causal);
-          const int64_t qkb = j * 4 / c.block;
+          const auto qt = row_query(p.q() + h * D, j, HD, D);
+          const int64_t qkb = j / c.block;
+          // The far part the kernel runs is the selection minus the window.
+          std::vector<int32_t> far_want;
+          for (int32_t kb : got)
+            if (causal ? qkb - kb >= W : std::abs(qkb - kb) >= W) far_want.push_back(kb);
+          EXPECT_EQ(list_of(plan.far, h * T + j), far_want) << where;
           std::vector<double> picked, rejected;
           std::vector<std::pair<double, int64_t>> unselected;
           for (int64_t kb = 0; kb < nkb; ++kb) {
@@ -407,8 +403,8 @@ TEST(AttentionDsa, PlanFollowsTheScoringAndSummaryRules) {
                       *std::max_element(rejected.begin(), rejected.end()))
                 << where;
           }
-          const float L = plan.summary_logit[h * sel.nqb + j];
-          const float* U = plan.summary_value.data() + (h * sel.nqb + j) * D;
+          const float L = plan.summary_logit[h * T + j];
+          const float* U = plan.summary_value.data() + (h * T + j) * D;
           if (unselected.empty()) {
             EXPECT_EQ(L, -std::numeric_limits<float>::infinity()) << where;
             for (int64_t e = 0; e < D; ++e) EXPECT_EQ(U[e], 0.0f) << where;
@@ -432,22 +428,21 @@ TEST(AttentionDsa, PlanFollowsTheScoringAndSummaryRules) {
 }
 
 TEST(AttentionDsa, PlantedKeyBlockIsSelected) {
-  // 16 key blocks of 64; in head 1 the queries of the last 80 tokens (the
-  // last key block and the look-ahead of its first query block) get +3 along
-  // e_0 and the keys of block 2, far before the window, +4 along e_0; the
-  // rest is N(0, 0.3²) noise. Default config at T = 1024: 2 window blocks +
-  // 2 top blocks per query block.
+  // 16 key blocks of 64; in head 1 the queries of the last key block get +3
+  // along e_0 and the keys of block 2, far before the window, +4 along e_0;
+  // the rest is N(0, 0.3²) noise. Default config at T = 1024: 2 window
+  // blocks + 2 top blocks per row.
   for (bool causal : {true, false}) {
     const int64_t T = 1024, H = 2, D = 16;
     Problem p(1, T, H, D, causal, true, 600 + causal, 0.3);
     const int64_t hd = H * D;
-    for (int64_t t = 15 * 64 - 16; t < T; ++t) p.q()[t * p.d.ld + hd - D] += 3.0f;
+    for (int64_t t = 15 * 64; t < T; ++t) p.q()[t * p.d.ld + hd - D] += 3.0f;
     for (int64_t t = 2 * 64; t < 3 * 64; ++t) p.k()[t * p.d.ld + hd - D] += 4.0f;
     const BlockSelection sel = dsa_select(p.q(), p.k(), p.d, DsaConfig{});
-    ASSERT_EQ(sel.nqb, 64);
-    for (int64_t j = 60; j < 64; ++j) {  // the query blocks of key block 15
-      const std::vector<int32_t> h1 = list_of(sel, 1 * 64 + j);
-      EXPECT_NE(std::find(h1.begin(), h1.end(), 2), h1.end()) << "causal=" << causal << " j=" << j;
+    ASSERT_EQ(sel.nqb, T);
+    for (int64_t j = 15 * 64; j < T; ++j) {  // the rows of key block 15
+      const std::vector<int32_t> h1 = list_of(sel, 1 * T + j);
+      EXPECT_NE(std::find(h1.begin(), h1.end(), 2), h1.end()) << "causal=" << causal << " row=" << j;
       EXPECT_EQ(h1.size(), 4u);
       EXPECT_EQ(list_of(sel, j).size(), 4u);  // head 0 (no plant): same count
     }
@@ -456,15 +451,14 @@ TEST(AttentionDsa, PlantedKeyBlockIsSelected) {
 
 TEST(AttentionDsa, TiesPickSmallerBlockIds) {
   // All-zero queries and keys: every score ties, so the top blocks are the
-  // earliest candidates (3 top blocks, 2 window blocks of 16, query blocks
-  // of 4).
+  // earliest candidates (3 top blocks, 2 window blocks of 16).
   Problem p(1, 200, 1, 8, true, true, 700);
   for (int64_t t = 0; t < 200; ++t)
     for (int64_t e = 0; e < 8; ++e) p.q()[t * p.d.ld + e] = 0.0f, p.k()[t * p.d.ld + e] = 0.0f;
   const BlockSelection sel = dsa_select(p.q(), p.k(), p.d, small_budget());
-  EXPECT_EQ(list_of(sel, 49), (std::vector<int32_t>{0, 1, 2, 11, 12}));  // tokens 196..199
-  EXPECT_EQ(list_of(sel, 20), (std::vector<int32_t>{0, 1, 2, 4, 5}));   // tokens 80..83
-  EXPECT_EQ(list_of(sel, 12), (std::vector<int32_t>{0, 1, 2, 3}));       // tokens 48..51
+  EXPECT_EQ(list_of(sel, 199), (std::vector<int32_t>{0, 1, 2, 11, 12}));
+  EXPECT_EQ(list_of(sel, 83), (std::vector<int32_t>{0, 1, 2, 4, 5}));
+  EXPECT_EQ(list_of(sel, 51), (std::vector<int32_t>{0, 1, 2, 3}));
   EXPECT_EQ(list_of(sel, 0), (std::vector<int32_t>{0}));
 }
 
@@ -474,27 +468,27 @@ TEST(AttentionDsa, NonFiniteScoresRankLast) {
   Problem p(1, 200, 1, 8, true, true, 710);
   p.k()[3 * 16 * p.d.ld] = std::numeric_limits<float>::quiet_NaN();  // key block 3
   const DsaPlan plan = dsa_plan(p.q(), p.k(), p.v(), p.d, small_budget());
-  const std::vector<int32_t> last = list_of(plan.sel, 49);
-  EXPECT_EQ(last.size(), 5u);
+  const std::vector<int32_t> last = list_of(plan.far, 199);  // far blocks of the last row
+  EXPECT_EQ(last.size(), 3u);
   EXPECT_EQ(std::find(last.begin(), last.end(), 3), last.end());
-  EXPECT_TRUE(std::isfinite(plan.summary_logit[49]));
+  EXPECT_TRUE(std::isfinite(plan.summary_logit[199]));
   EXPECT_TRUE(all_finite(plan.summary_value));
 }
 
 TEST(AttentionDsa, GradientsMatchFiniteDifferences) {
   // Tiny problem with a real budget: key blocks of 2, one window block, one
   // top block, so most earlier blocks are summarised; the gradient through
-  // the summary (scores -> look-ahead queries and mean keys; mean values) is
-  // checked along with the selected tokens'.
+  // the summary (scores -> each row's query and the mean keys; mean values)
+  // is checked along with the selected tokens'.
   for (bool causal : {true, false})
     for (bool summary : {true, false})
-      for (int64_t qblock : {1, 2}) {
-        Problem p(1, 13, 2, 4, causal, true, 800 + causal + 2 * summary + 4 * qblock, 1.0);
+      for (int64_t seed : {1, 2}) {
+        Problem p(1, 13, 2, 4, causal, true, 800 + causal + 2 * summary + 4 * seed, 1.0);
         DsaConfig c;
-        c.block = 2, c.query_block = qblock, c.window = 2, c.top_k = 1, c.keep_short = 0.2, c.keep_long = 0.1,
+        c.block = 2, c.window = 2, c.top_k = 1, c.keep_short = 0.2, c.keep_long = 0.1,
         c.short_len = 2, c.long_len = 4, c.summary = summary;  // budget at T = 13: window + top_k = 3
         ASSERT_EQ(dsa_top_blocks(c, 13), 1);
-        const std::string what = cat("causal=", causal, " summary=", summary, " qblock=", qblock);
+        const std::string what = cat("causal=", causal, " summary=", summary, " seed=", seed);
         const BlockSelection sel = dsa_select(p.q(), p.k(), p.d, c);
         DsaAttention att(c);
         Rng rng(81);
@@ -521,7 +515,7 @@ TEST(AttentionDsa, ScorerLossGradientMatchesFiniteDifferencesOfItsKl) {
   for (bool causal : {true, false}) {
     Problem p(1, 24, 2, 4, causal, true, 870 + causal, 1.0);
     DsaConfig c;
-    c.block = 4, c.query_block = 2, c.window = 4, c.top_k = 2, c.keep_short = 0.2, c.keep_long = 0.1,
+    c.block = 4, c.window = 4, c.top_k = 2, c.keep_short = 0.2, c.keep_long = 0.1,
     c.short_len = 4, c.long_len = 8;
     ASSERT_EQ(dsa_top_blocks(c, 24), 1);
     DsaConfig with = c;
@@ -530,7 +524,7 @@ TEST(AttentionDsa, ScorerLossGradientMatchesFiniteDifferencesOfItsKl) {
     DsaAttention att_with(with);
     const AttnResult r = run(att_with, p, zero);
     const DsaPlan plan = dsa_plan(p.q(), p.k(), p.v(), p.d, c);
-    const int64_t T = 24, H = 2, D = 4, ld = p.d.ld, nqb = plan.sel.nqb, W = dsa_window_blocks(c);
+    const int64_t T = 24, H = 2, D = 4, ld = p.d.ld, W = dsa_window_blocks(c);
     const double scale = 1.0 / std::sqrt(double(D));
     // Masses from the unperturbed forward (lse), in double.
     std::vector<float> out(p.out_size()), lse(p.lse_size());
@@ -542,10 +536,10 @@ TEST(AttentionDsa, ScorerLossGradientMatchesFiniteDifferencesOfItsKl) {
     };
     std::vector<Entry> entries;
     for (int64_t h = 0; h < H; ++h)
-      for (int64_t j = 0; j < nqb; ++j) {
+      for (int64_t j = 0; j < T; ++j) {  // every query row
         Entry e{h, j, {}, {}, {}};
-        const std::vector<int32_t> sel = list_of(plan.sel, h * nqb + j);
-        const int64_t qkb = j * 2 / 4;
+        const std::vector<int32_t> sel = list_of(plan.far, h * T + j);
+        const int64_t qkb = j / 4;
         for (int64_t kb = 0; kb < 6; ++kb) {
           const int64_t gap = qkb - kb;
           const bool in_window = causal ? gap >= 0 && gap < W : std::abs(gap) < W;
@@ -557,30 +551,26 @@ TEST(AttentionDsa, ScorerLossGradientMatchesFiniteDifferencesOfItsKl) {
         double total = 0.0;
         const auto row_mass = [&](int64_t kb) {
           double m = 0.0;
-          for (int64_t t = j * 2; t < j * 2 + 2; ++t)
-            for (int64_t i = kb * 4; i < kb * 4 + 4; ++i) {
-              double dot = 0.0;
-              for (int64_t x = 0; x < D; ++x) dot += double(p.q()[t * ld + h * D + x]) * p.k()[i * ld + h * D + x];
-              m += std::exp(dot * scale - lse[h * T + t]);
-            }
+          for (int64_t i = kb * 4; i < kb * 4 + 4; ++i) {
+            double dot = 0.0;
+            for (int64_t x = 0; x < D; ++x) dot += double(p.q()[j * ld + h * D + x]) * p.k()[i * ld + h * D + x];
+            m += std::exp(dot * scale - lse[h * T + j]);
+          }
           return m;
         };
         for (int64_t kb : e.far_sel) e.target.push_back(row_mass(kb)), total += e.target.back();
-        double sum_mass = 0.0;
-        for (int64_t kb : e.unsel) sum_mass += row_mass(kb) * 0.0;  // summary mass: exp(L - lse), below
-        if (!e.unsel.empty()) {
-          const float L = plan.summary_logit[h * nqb + j];
-          for (int64_t t = j * 2; t < j * 2 + 2; ++t) sum_mass += std::exp(double(L) - lse[h * T + t]);
+        if (!e.unsel.empty()) {  // the summary's mass: exp(L - lse)
+          const double sum_mass = std::exp(double(plan.summary_logit[h * T + j]) - lse[h * T + j]);
           e.target.push_back(sum_mass), total += sum_mass;
         }
         for (double& m : e.target) m /= total;
         entries.push_back(e);
       }
-    const double weight = 2.5 / double(H * nqb);
+    const double weight = 2.5 / double(H * T);
     const auto objective = [&] {
       double f = 0.0;
       for (const Entry& e : entries) {
-        const auto qt = lookahead_query(p.q() + e.h * D, T, ld, D, 2, e.j, causal);
+        const auto qt = row_query(p.q() + e.h * D, e.j, ld, D);
         const auto score = [&](int64_t kb) {
           return dotd(qt, mean_of_block(p.k() + e.h * D, T, ld, D, 4, kb)) * scale + std::log(4.0);
         };
@@ -619,17 +609,18 @@ TEST(AttentionDsa, ExplorationPerturbsTheRankingOnlyInTraining) {
   AttnDims train = p.d;
   train.selection_seed = 12345;
   const DsaPlan a = dsa_plan(p.q(), p.k(), p.v(), train, c), b = dsa_plan(p.q(), p.k(), p.v(), train, c);
-  EXPECT_EQ(a.sel.keys, b.sel.keys);  // a pure function of the seed
-  EXPECT_NE(a.sel.keys, plain.keys);  // ... that does change the choice
-  EXPECT_EQ(a.sel.offsets, plain.offsets);  // never the number of blocks
+  const BlockSelection plain_far = dsa_plan(p.q(), p.k(), p.v(), p.d, c).far;
+  EXPECT_EQ(a.far.keys, b.far.keys);  // a pure function of the seed
+  EXPECT_NE(a.far.keys, plain_far.keys);  // ... that does change the choice
+  EXPECT_EQ(a.far.offsets, plain_far.offsets);  // never the number of blocks
   AttnDims other = train;
   other.selection_seed = 777;
-  EXPECT_NE(dsa_plan(p.q(), p.k(), p.v(), other, c).sel.keys, a.sel.keys);
+  EXPECT_NE(dsa_plan(p.q(), p.k(), p.v(), other, c).far.keys, a.far.keys);
   // Forward and backward of one step agree (backward recomputes the same
   // noisy choice): gradients match finite differences with the seed set.
   Problem small(1, 13, 2, 4, true, true, 881, 1.0);
   DsaConfig t;
-  t.block = 2, t.query_block = 2, t.window = 2, t.top_k = 1, t.keep_short = 0.2, t.keep_long = 0.1,
+  t.block = 2, t.window = 2, t.top_k = 1, t.keep_short = 0.2, t.keep_long = 0.1,
   t.short_len = 2, t.long_len = 4, t.explore = 2.0;
   small.d.selection_seed = 99;
   DsaAttention att(t);
@@ -650,8 +641,8 @@ TEST(AttentionDsa, SummaryChangesTheResultOnlyWhenBlocksAreLeftOut) {
   const std::vector<float> dout = test::random_normal(p.out_size(), rng);
   DsaAttention with(small_budget(true)), without(small_budget(false));
   const AttnResult a = run(with, p, dout), b = run(without, p, dout);
-  // Query blocks whose candidates all fit the budget (the first 5 key
-  // blocks) are identical; later ones see the summary.
+  // Rows whose candidates all fit the budget (the first 5 key blocks) are
+  // identical; later ones see the summary.
   const int64_t HD = 2 * 8;
   for (int64_t t = 0; t < 5 * 16; ++t)
     for (int64_t e = 0; e < HD; ++e) ASSERT_EQ(a.out[t * HD + e], b.out[t * HD + e]) << "t=" << t;

@@ -159,8 +159,8 @@ TEST(BenchAttention, DsaOverrides) {
             std::string::npos);
   EXPECT_EQ(error_of([] { dsa_config_from_overrides({"model.n_layer=2"}); }),
             "[bench] --set 'model.n_layer=2': only model.dsa.KEY=VALUE settings apply to the attention benchmark");
-  // Values are validated as a whole config: query_block must divide block.
-  EXPECT_NE(error_of([] { dsa_config_from_overrides({"model.dsa.query_block=3"}); }).find("query_block"),
+  // Values are validated as a whole config: keep_long may not exceed keep_short.
+  EXPECT_NE(error_of([] { dsa_config_from_overrides({"model.dsa.keep_long=0.9"}); }).find("keep_long <= keep_short"),
             std::string::npos);
 }
 

@@ -111,7 +111,7 @@ TEST(GPT, DsaDecodeWithCacheEqualsRecomputingEachPrefix) {
   GPTConfig c = tiny();
   c.context = 40;
   c.attention = "dsa";
-  c.dsa.block = 4, c.dsa.query_block = 2, c.dsa.window = 4, c.dsa.top_k = 1, c.dsa.keep_short = 0.2,
+  c.dsa.block = 4, c.dsa.window = 4, c.dsa.top_k = 1, c.dsa.keep_short = 0.2,
   c.dsa.keep_long = 0.1, c.dsa.short_len = 4, c.dsa.long_len = 8;
   GPT m(c);
   randomize(m, 12);
@@ -202,7 +202,6 @@ TEST(GPT, SparseAttentionWithFullBudgetEqualsDense) {
     GPTConfig c = tiny();
     c.attention = attention;
     c.dsa.block = 4;
-    c.dsa.query_block = 2;
     c.dsa.window = 12;
     c.dsa.top_k = 4;
     GPT m(c);

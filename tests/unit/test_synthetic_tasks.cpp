@@ -133,6 +133,11 @@ TEST(SyntheticTasks, PasskeyByteLayoutAndMask) {
       // Scored: exactly the 5 final digits, each predicted one position early.
       const std::vector<int64_t> want = {length - 6, length - 5, length - 4, length - 3, length - 2};
       EXPECT_EQ(ex.answer_positions, want);
+      // Sources: the needle's first copy of the key, digit by digit.
+      const std::vector<int64_t> src = {static_cast<int64_t>(at) + 16, static_cast<int64_t>(at) + 17,
+                                        static_cast<int64_t>(at) + 18, static_cast<int64_t>(at) + 19,
+                                        static_cast<int64_t>(at) + 20};
+      EXPECT_EQ(ex.source_positions, src);
       EXPECT_EQ(scored(ex), want);
       for (int i = 0; i < 5; ++i) {
         EXPECT_EQ(ex.targets[want[i]], static_cast<unsigned char>(key[i]));
@@ -288,6 +293,15 @@ TEST(SyntheticTasks, MqarWordPieceTokenSets) {
       keys_seen.insert(k);
     }
     ASSERT_EQ(ex.answer_positions.size(), 6u);
+    ASSERT_EQ(ex.source_positions.size(), 6u);
+    for (size_t i = 0; i < 6; ++i) {
+      // The source is the value of the queried pair: the token right after
+      // the same key among the pairs, equal to the answer.
+      const int64_t src = ex.source_positions[i], ans = ex.answer_positions[i];
+      ASSERT_TRUE(src >= 1 && src < 24 && src % 2 == 1) << src;
+      EXPECT_EQ(ex.inputs[src - 1], ex.inputs[ans]);
+      EXPECT_EQ(ex.inputs[src], ex.targets[ans]);
+    }
     for (int64_t t : ex.answer_positions) {
       ASSERT_TRUE(value_of.count(ex.inputs[t]));
       EXPECT_EQ(ex.targets[t], value_of[ex.inputs[t]]);

@@ -1,0 +1,311 @@
+#include "ops/row_sparse_attention.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "core/error.h"
+#include "ops/attention_rows.h"
+#include "ops/elementwise.h"
+#include "ops/tile_gemm.h"
+
+#pragma GCC diagnostic ignored "-Wpsabi"  // see elementwise.h: vectors never cross a call boundary
+
+namespace sparta::ops {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+// Query rows per work item: their (row, block) pairs are regrouped by block.
+constexpr int64_t kChunk = 256;
+// Rows gathered per product.
+constexpr int64_t kSub = 64;
+
+// One query row's use of one key block.
+struct Pair {
+  int32_t kb;
+  int32_t row;  // within the (b, h) slice
+};
+
+// Causally visible keys of row t in [k0, k0 + n).
+inline int64_t visible(bool causal, int64_t t, int64_t k0, int64_t n) {
+  return causal ? std::clamp<int64_t>(t + 1 - k0, 0, n) : n;
+}
+
+// The (row, block) pairs of rows [r0, r1) of list base `list0` (= bh*T),
+// grouped by block, rows ascending inside a group.
+void chunk_pairs(std::vector<Pair>& pairs, const BlockSelection& sel, int64_t list0, int64_t r0, int64_t r1) {
+  pairs.clear();
+  for (int64_t t = r0; t < r1; ++t)
+    for (int64_t x = sel.offsets[list0 + t]; x < sel.offsets[list0 + t + 1]; ++x)
+      pairs.push_back({sel.keys[x], static_cast<int32_t>(t)});
+  std::stable_sort(pairs.begin(), pairs.end(), [](const Pair& a, const Pair& b) { return a.kb < b.kb; });
+}
+
+// End of the group of pairs starting at g0 (same key block).
+size_t group_end(const std::vector<Pair>& pairs, size_t g0) {
+  size_t g1 = g0;
+  while (g1 < pairs.size() && pairs[g1].kb == pairs[g0].kb) ++g1;
+  return g1;
+}
+
+// Softmax piece of one row: s (n scores, the first nv allowed) becomes
+// exp(s - mx) (0 where masked) with mx the max of the allowed ones; returns
+// mx (-inf when nv == 0, s all 0) and the sum in *sum.
+SPARTA_KERNEL_CLONES float exp_row(float* s, int64_t n, int64_t nv, float* sum) {
+  std::memset(s + nv, 0, sizeof(float) * static_cast<size_t>(n - nv));
+  *sum = 0.0f;
+  if (nv == 0) return kNegInf;
+  const simd::f32v vmx = simd::reduce_blocks(nv, simd::splat(kNegInf), simd::Max{},
+                                             [&](int64_t i, int64_t c, auto tag) SPARTA_SIMD_LAMBDA {
+                                               return simd::load_n<decltype(tag)::value>(s + i, c, kNegInf);
+                                             });
+  const float mx = simd::hmax(vmx);
+  const simd::f32v mv = simd::splat(mx);
+  const simd::f32v vsum = simd::reduce_blocks(
+      nv, simd::splat(0.0f), simd::Sum{}, [&](int64_t i, int64_t c, auto tag) SPARTA_SIMD_LAMBDA {
+        constexpr bool kPartial = decltype(tag)::value;
+        const simd::f32v p = simd::exp(simd::load_n<kPartial>(s + i, c, kNegInf) - mv);
+        simd::store_n<kPartial>(s + i, p, c);
+        return p;
+      });
+  *sum = simd::hsum(vsum);
+  return mx;
+}
+
+// Copies rows rows[0..n) of a strided (T, ld) slice into a contiguous (n, D) tile.
+void gather_rows(float* out, const float* x, int64_t ld, const Pair* rows, int64_t n, int64_t D) {
+  for (int64_t i = 0; i < n; ++i)
+    std::memcpy(out + i * D, x + rows[i].row * ld, sizeof(float) * static_cast<size_t>(D));
+}
+
+void check_args(const AttnDims& d, const BlockSelection& sel, const ExtraKeys& extra, const char* op) {
+  check_attn_dims(d, op);
+  SPARTA_CHECK(sel.qblock == 1, "[", op, "] needs one-row query blocks (qblock 1), got qblock ", sel.qblock);
+  check_block_selection(d, sel, op);
+  SPARTA_CHECK((extra.logit == nullptr) == (extra.value == nullptr), "[", op,
+               "] extra keys need both logits and values (or neither)");
+}
+
+// Per-thread scratch: a gathered tile of rows and its products.
+struct Scratch {
+  std::vector<float> Q, G, S, dP, Kt, Vt, O2;
+  explicit Scratch(int64_t block, int64_t D)
+      : Q(kSub * D), G(kSub * D), S(kSub * block), dP(kSub * block), Kt(D * block), Vt(D * block), O2(kSub * D) {}
+};
+
+}  // namespace
+
+void row_sparse_attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                                  const AttnDims& d, const BlockSelection& sel, const ExtraKeys& extra) {
+  constexpr const char* kOp = "attention.row_sparse";
+  check_args(d, sel, extra, kOp);
+  if (d.B == 0 || d.T == 0) return;
+  const int64_t T = d.T, H = d.H, D = d.D, ld = d.ld, block = sel.block;
+  const int64_t chunks = (T + kChunk - 1) / kChunk, items = d.B * H * chunks;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+#pragma omp parallel
+  {
+    Scratch sc(block, D);
+    std::vector<Pair> pairs;
+    std::vector<float> m(kChunk), l(kChunk), O(kChunk * D);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t it = 0; it < items; ++it) {
+      const int64_t bh = it / chunks, b = bh / H, h = bh % H;
+      const int64_t r0 = it % chunks * kChunk, r1 = std::min(T, r0 + kChunk);
+      const int64_t head = b * T * ld + h * D, list0 = bh * T;
+      // Each row starts with its extra key, if any: weight exp(0) at max = logit.
+      for (int64_t t = r0; t < r1; ++t) {
+        const int64_t i = t - r0;
+        const float xl = extra.logit ? extra.logit[list0 + t] : kNegInf;
+        m[i] = xl;
+        l[i] = xl > kNegInf ? 1.0f : 0.0f;
+        if (xl > kNegInf)
+          std::memcpy(&O[i * D], extra.value + (list0 + t) * D, sizeof(float) * static_cast<size_t>(D));
+        else
+          std::fill(&O[i * D], &O[i * D] + D, 0.0f);
+      }
+      chunk_pairs(pairs, sel, list0, r0, r1);
+      for (size_t g0 = 0; g0 < pairs.size();) {
+        const int32_t kb = pairs[g0].kb;
+        const size_t g1 = group_end(pairs, g0);
+        const int64_t k0 = kb * block, nk = std::min(block, T - k0);
+        transpose_into(sc.Kt.data(), nk, k + head + k0 * ld, ld, nk, D);
+        for (size_t s0 = g0; s0 < g1; s0 += kSub) {
+          const int64_t n = std::min<int64_t>(kSub, static_cast<int64_t>(g1 - s0));
+          gather_rows(sc.Q.data(), q + head, ld, &pairs[s0], n, D);
+          tile_gemm_nn(n, nk, D, scale, sc.Q.data(), D, sc.Kt.data(), nk, 0.0f, sc.S.data(), block);
+          for (int64_t i = 0; i < n; ++i) {
+            const int64_t t = pairs[s0 + i].row, r = t - r0;
+            float sum;
+            float* s = sc.S.data() + i * block;
+            const float mx = exp_row(s, nk, visible(d.causal, t, k0, nk), &sum);
+            if (mx == kNegInf) continue;  // s is all 0: adds nothing below
+            // Merge into the row's running softmax; the block's weights are
+            // rescaled to the new max before P·V adds them.
+            const float m_new = std::max(m[r], mx);
+            const float a = std::exp(m[r] - m_new), f = std::exp(mx - m_new);
+            if (a != 1.0f)
+              for (int64_t e = 0; e < D; ++e) O[r * D + e] *= a;
+            l[r] = l[r] * a + sum * f;
+            m[r] = m_new;
+            if (f != 1.0f)
+              for (int64_t j = 0; j < nk; ++j) s[j] *= f;
+          }
+          tile_gemm_nn(n, D, nk, 1.0f, sc.S.data(), block, v + head + k0 * ld, ld, 0.0f, sc.O2.data(), D);
+          for (int64_t i = 0; i < n; ++i) {
+            const int64_t r = pairs[s0 + i].row - r0;
+            for (int64_t e = 0; e < D; ++e) O[r * D + e] += sc.O2[i * D + e];
+          }
+        }
+        g0 = g1;
+      }
+      for (int64_t t = r0; t < r1; ++t) {
+        const int64_t i = t - r0;
+        float* o = out + ((b * T + t) * H + h) * D;
+        if (l[i] > 0.0f) {
+          const float inv = 1.0f / l[i];
+          for (int64_t e = 0; e < D; ++e) o[e] = O[i * D + e] * inv;
+          lse[list0 + t] = m[i] + std::log(l[i]);
+        } else {  // no allowed key: the row is empty rather than 0/0
+          std::fill(o, o + D, 0.0f);
+          lse[list0 + t] = kNegInf;
+        }
+      }
+    }
+  }
+}
+
+void row_sparse_attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
+                                   const float* lse, const float* q, const float* k, const float* v,
+                                   const AttnDims& d, const BlockSelection& sel, const ExtraKeys& extra,
+                                   float* d_extra_logit, float* d_extra_value, bool accumulate) {
+  constexpr const char* kOp = "attention.row_sparse";
+  check_args(d, sel, extra, kOp);
+  SPARTA_CHECK(!extra.logit || (d_extra_logit && d_extra_value), "[", kOp,
+               "] backward with extra keys needs buffers for their gradients");
+  if (d.B == 0 || d.T == 0) return;
+  const int64_t B = d.B, T = d.T, H = d.H, D = d.D, ld = d.ld, BH = B * H, block = sel.block;
+  const int64_t nkb = (T + block - 1) / block, chunks = (T + kChunk - 1) / kChunk;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const size_t row_bytes = sizeof(float) * static_cast<size_t>(D);
+
+  // The selection inverted per (b, h, key block): the rows that chose it,
+  // ascending, so dK/dV of a block have one owner and a fixed summation order.
+  std::vector<int64_t> inv_off(static_cast<size_t>(BH * nkb + 1), 0);
+  for (int64_t bh = 0; bh < BH; ++bh)
+    for (int64_t x = sel.offsets[bh * T]; x < sel.offsets[(bh + 1) * T]; ++x)
+      ++inv_off[static_cast<size_t>(bh * nkb + sel.keys[x] + 1)];
+  for (size_t i = 1; i < inv_off.size(); ++i) inv_off[i] += inv_off[i - 1];
+  std::vector<Pair> inv(sel.keys.size());
+  {
+    std::vector<int64_t> fill(inv_off.begin(), inv_off.end() - 1);
+    for (int64_t list = 0; list < BH * T; ++list)
+      for (int64_t x = sel.offsets[list]; x < sel.offsets[list + 1]; ++x) {
+        const int32_t kb = sel.keys[x];
+        inv[static_cast<size_t>(fill[(list / T) * nkb + kb]++)] = {kb, static_cast<int32_t>(list % T)};
+      }
+  }
+
+  const std::vector<float> Di = softmax_backward_di(dout, out, d);
+#pragma omp parallel
+  {
+    // Extra keys, per row: p = exp(logit - lse), d logit = p (dO·value - Di),
+    // d value = p dO.
+    if (extra.logit) {
+#pragma omp for schedule(static)
+      for (int64_t row = 0; row < BH * T; ++row) {
+        const int64_t bh = row / T, t = row % T;
+        float* gv = d_extra_value + row * D;
+        std::memset(gv, 0, row_bytes);
+        float gl = 0.0f;
+        const float xl = extra.logit[row], lt = lse[row];
+        if (xl > kNegInf && std::isfinite(lt)) {
+          const float p = std::exp(xl - lt);
+          const float* go = dout + (((bh / H) * T + t) * H + bh % H) * D;
+          gl = p * (dot_row(go, extra.value + row * D, D) - Di[static_cast<size_t>(row)]);
+          for (int64_t e = 0; e < D; ++e) gv[e] = p * go[e];
+        }
+        d_extra_logit[row] = gl;
+      }
+    }
+
+    Scratch sc(block, D);
+    std::vector<Pair> pairs;
+    // Recomputes P (into sc.S) and dS (into sc.dP) of the gathered rows
+    // pr[0..n) against block kb, whose Kᵀ and Vᵀ are in sc.Kt / sc.Vt;
+    // gathers their queries into sc.Q and output gradients into sc.G.
+    auto grad_tile = [&](const Pair* pr, int64_t n, int64_t bh, int64_t k0, int64_t nk) {
+      const int64_t b = bh / H, h = bh % H, head = b * T * ld + h * D;
+      gather_rows(sc.Q.data(), q + head, ld, pr, n, D);
+      for (int64_t i = 0; i < n; ++i)
+        std::memcpy(sc.G.data() + i * D, dout + ((b * T + pr[i].row) * H + h) * D, row_bytes);
+      tile_gemm_nn(n, nk, D, scale, sc.Q.data(), D, sc.Kt.data(), nk, 0.0f, sc.S.data(), block);
+      tile_gemm_nn(n, nk, D, 1.0f, sc.G.data(), D, sc.Vt.data(), nk, 0.0f, sc.dP.data(), block);
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t t = pr[i].row;
+        const float lt = lse[bh * T + t];
+        const int64_t nv = std::isfinite(lt) ? visible(d.causal, t, k0, nk) : 0;
+        softmax_grad_row(sc.S.data() + i * block, sc.dP.data() + i * block, nk, nv, lt, Di[static_cast<size_t>(bh * T + t)]);
+      }
+    };
+
+    // Pass 1, dQ: each (b, h, chunk of rows) owns its rows of dQ.
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t it = 0; it < BH * chunks; ++it) {
+      const int64_t bh = it / chunks, b = bh / H, h = bh % H;
+      const int64_t r0 = it % chunks * kChunk, r1 = std::min(T, r0 + kChunk);
+      const int64_t head = b * T * ld + h * D;
+      if (!accumulate)
+        for (int64_t t = r0; t < r1; ++t) std::memset(dq + head + t * ld, 0, row_bytes);
+      chunk_pairs(pairs, sel, bh * T, r0, r1);
+      for (size_t g0 = 0; g0 < pairs.size();) {
+        const int32_t kb = pairs[g0].kb;
+        const size_t g1 = group_end(pairs, g0);
+        const int64_t k0 = kb * block, nk = std::min(block, T - k0);
+        transpose_into(sc.Kt.data(), nk, k + head + k0 * ld, ld, nk, D);
+        transpose_into(sc.Vt.data(), nk, v + head + k0 * ld, ld, nk, D);
+        for (size_t s0 = g0; s0 < g1; s0 += kSub) {
+          const int64_t n = std::min<int64_t>(kSub, static_cast<int64_t>(g1 - s0));
+          grad_tile(&pairs[s0], n, bh, k0, nk);
+          tile_gemm_nn(n, D, nk, scale, sc.dP.data(), block, k + head + k0 * ld, ld, 0.0f, sc.O2.data(), D);
+          for (int64_t i = 0; i < n; ++i) {
+            float* g = dq + head + pairs[s0 + i].row * ld;
+            for (int64_t e = 0; e < D; ++e) g[e] += sc.O2[i * D + e];
+          }
+        }
+        g0 = g1;
+      }
+    }
+
+    // Pass 2, dK and dV: each (b, h, key block) owns its rows and visits the
+    // rows that chose it. Blocks nobody chose keep (or get) zero.
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t list = 0; list < BH * nkb; ++list) {
+      const int64_t bh = list / nkb, kb = list % nkb, b = bh / H, h = bh % H;
+      const int64_t head = b * T * ld + h * D, k0 = kb * block, nk = std::min(block, T - k0);
+      float* dK = dk + head + k0 * ld;
+      float* dV = dv + head + k0 * ld;
+      if (!accumulate)
+        for (int64_t j = 0; j < nk; ++j) {
+          std::memset(dK + j * ld, 0, row_bytes);
+          std::memset(dV + j * ld, 0, row_bytes);
+        }
+      const int64_t x0 = inv_off[list], x1 = inv_off[list + 1];
+      if (x0 == x1) continue;
+      transpose_into(sc.Kt.data(), nk, k + head + k0 * ld, ld, nk, D);
+      transpose_into(sc.Vt.data(), nk, v + head + k0 * ld, ld, nk, D);
+      for (int64_t s0 = x0; s0 < x1; s0 += kSub) {
+        const int64_t n = std::min(kSub, x1 - s0);
+        grad_tile(&inv[static_cast<size_t>(s0)], n, bh, k0, nk);
+        tile_gemm_tn(nk, D, n, 1.0f, sc.S.data(), block, sc.G.data(), D, 1.0f, dV, ld);
+        tile_gemm_tn(nk, D, n, scale, sc.dP.data(), block, sc.Q.data(), D, 1.0f, dK, ld);
+      }
+    }
+  }
+}
+
+}  // namespace sparta::ops
