@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/gemm.h"
+#include "ops/attention_rows.h"
 #include "ops/row_sparse_attention.h"
 #include "ops/tile_gemm.h"
 #include "ops/elementwise.h"
@@ -184,20 +185,33 @@ void score_rows(float* C, const float* q, int64_t ld, const HeadSummaries& hs, c
 // Summary of the unselected candidates of row t from its score row c (nkb)
 // and its selection flags: P (nkb) = softmax of their scores (0
 // elsewhere); returns their log-sum-exp (-inf when none).
+// Vectorised over the (at most two) contiguous candidate ranges.
 float summary_weights(float* P, const float* c, const char* selected, const DsaShape& s, int64_t t) {
-  std::fill(P, P + s.nkb, 0.0f);
-  float m = -std::numeric_limits<float>::infinity();
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  std::fill(P, P + s.nkb, kNegInf);
   for_each_candidate(s, t, [&](int64_t kb) {
-    if (!selected[kb] && !std::isnan(c[kb])) m = std::max(m, c[kb]);
+    if (!selected[kb] && !std::isnan(c[kb])) P[kb] = c[kb];
   });
-  if (m == -std::numeric_limits<float>::infinity()) return m;
+  int64_t w0, w1;
+  s.window(t, w0, w1);
+  std::fill(P + w0, P + s.nkb, 0.0f);  // window and later blocks: no weight (bidirectional: redone below)
   float l = 0.0f;
-  for_each_candidate(s, t, [&](int64_t kb) {
-    if (!selected[kb] && !std::isnan(c[kb])) {
-      P[kb] = std::exp(c[kb] - m);
-      l += P[kb];
-    }
-  });
+  float m = ops::softmax_exp_row(P, w0, w0, &l);
+  if (!s.causal && w1 + 1 < s.nkb) {
+    float* P2 = P + w1 + 1;
+    const int64_t n2 = s.nkb - w1 - 1;
+    for (int64_t kb = w1 + 1; kb < s.nkb; ++kb) P[kb] = !selected[kb] && !std::isnan(c[kb]) ? c[kb] : kNegInf;
+    float l2 = 0.0f;
+    const float m2 = ops::softmax_exp_row(P2, n2, n2, &l2);
+    const float mm = std::max(m, m2);
+    if (mm == kNegInf) return kNegInf;  // both ranges empty: P is all 0
+    const float a1 = std::exp(m - mm), a2 = std::exp(m2 - mm);
+    for (int64_t kb = 0; kb < w0; ++kb) P[kb] *= a1;
+    for (int64_t kb = 0; kb < n2; ++kb) P2[kb] *= a2;
+    l = l * a1 + l2 * a2;
+    m = mm;
+  }
+  if (m == kNegInf) return kNegInf;
   const float inv = 1.0f / l;
   for (int64_t kb = 0; kb < s.nkb; ++kb) P[kb] *= inv;
   return m + std::log(l);
@@ -231,15 +245,28 @@ struct Exploration {
 void select_row(std::vector<int32_t>& list, std::vector<Scored>& best, char* selected, const float* c,
                 const DsaShape& s, int64_t t, const Exploration& ex = {}, int64_t row_id = 0) {
   best.clear();
-  if (s.top > 0)
+  const auto offer = [&](const Scored& x) {
+    if (static_cast<int64_t>(best.size()) == s.top) {
+      if (!better(x, best.back())) return;
+      best.pop_back();
+    }
+    best.insert(std::upper_bound(best.begin(), best.end(), x, better), x);
+  };
+  if (s.top > 0 && ex.seed) {
+    for_each_candidate(s, t, [&](int64_t kb) { offer({c[kb] + ex.noise(row_id, kb), static_cast<int32_t>(kb)}); });
+  } else if (s.top > 0) {
+    // Candidates come in ascending id order, so once the buffer is full a
+    // newcomer must score strictly higher than the worst kept one (a tie
+    // loses to the smaller id; NaN never passes the comparison).
+    float worst = 0.0f;
+    bool full = false;
     for_each_candidate(s, t, [&](int64_t kb) {
-      const Scored x{c[kb] + (ex.seed ? ex.noise(row_id, kb) : 0.0f), static_cast<int32_t>(kb)};
-      if (static_cast<int64_t>(best.size()) == s.top) {
-        if (!better(x, best.back())) return;
-        best.pop_back();
-      }
-      best.insert(std::upper_bound(best.begin(), best.end(), x, better), x);
+      if (full && !(c[kb] > worst)) return;
+      offer({c[kb], static_cast<int32_t>(kb)});
+      full = static_cast<int64_t>(best.size()) == s.top;
+      if (full) worst = std::isnan(best.back().score) ? -std::numeric_limits<float>::infinity() : best.back().score;
     });
+  }
   list.clear();
   for (const Scored& x : best) list.push_back(x.id);
   std::sort(list.begin(), list.end());
@@ -445,9 +472,11 @@ void summary_backward(float* dq, float* dk, float* dv, const float* g_logit, con
           for (int64_t x = plan.far.offsets[row]; x < plan.far.offsets[row + 1]; ++x) selected[plan.far.keys[x]] = 1;
           float du_u = 0.0f;
           for (int64_t e = 0; e < D; ++e) du_u += gU[t * D + e] * U[t * D + e];
+          std::fill(p, p + s.nkb, -std::numeric_limits<float>::infinity());
           for_each_candidate(s, t, [&](int64_t kb) {
-            if (!selected[kb] && !std::isnan(c[kb])) p[kb] = std::exp(c[kb] - L[t]);
+            if (!selected[kb] && !std::isnan(c[kb])) p[kb] = c[kb];
           });
+          ops::exp_shifted(p, s.nkb, L[t]);
           for (int64_t kb = 0; kb < s.nkb; ++kb) dc[kb] = p[kb] * (gL[t] + g_sum + dc[kb] - du_u);
         } else {
           std::fill(dc, dc + s.nkb, 0.0f);

@@ -159,16 +159,6 @@ void grad_scores(float* S, float* dP, const float* dout, const float* lse, const
   }
 }
 
-// xt[(b*H + h)*D*T + e*T + t] = x[(b*T + t)*ld + h*D + e]: each head's
-// (T, D) slice as (D, T), so score tiles read keys contiguously.
-std::vector<float> transposed_heads(const float* x, const AttnDims& d) {
-  std::vector<float> xt(static_cast<size_t>(d.B * d.H * d.D * d.T));
-#pragma omp parallel for schedule(static)
-  for (int64_t bh = 0; bh < d.B * d.H; ++bh)
-    transpose_into(xt.data() + bh * d.D * d.T, d.T, x + (bh / d.H) * d.T * d.ld + (bh % d.H) * d.D, d.ld, d.T, d.D);
-  return xt;
-}
-
 // full_selection and window_selection: for every (b, h, qb) the blocks
 // first(qb) .. last(qb).
 template <class First, class Last>

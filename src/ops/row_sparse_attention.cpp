@@ -20,7 +20,10 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 // Query rows per work item: their (row, block) pairs are regrouped by block.
-constexpr int64_t kChunk = 256;
+// Large, so that a block is shared by many rows of a chunk even when rows
+// choose independently (4096 rows × 3 blocks over 256 candidates at 16K
+// tokens: ~48 rows per block); the per-row state is kChunk·D floats.
+constexpr int64_t kChunk = 4096;
 // Rows gathered per product.
 constexpr int64_t kSub = 64;
 
@@ -52,30 +55,6 @@ size_t group_end(const std::vector<Pair>& pairs, size_t g0) {
   return g1;
 }
 
-// Softmax piece of one row: s (n scores, the first nv allowed) becomes
-// exp(s - mx) (0 where masked) with mx the max of the allowed ones; returns
-// mx (-inf when nv == 0, s all 0) and the sum in *sum.
-SPARTA_KERNEL_CLONES float exp_row(float* s, int64_t n, int64_t nv, float* sum) {
-  std::memset(s + nv, 0, sizeof(float) * static_cast<size_t>(n - nv));
-  *sum = 0.0f;
-  if (nv == 0) return kNegInf;
-  const simd::f32v vmx = simd::reduce_blocks(nv, simd::splat(kNegInf), simd::Max{},
-                                             [&](int64_t i, int64_t c, auto tag) SPARTA_SIMD_LAMBDA {
-                                               return simd::load_n<decltype(tag)::value>(s + i, c, kNegInf);
-                                             });
-  const float mx = simd::hmax(vmx);
-  const simd::f32v mv = simd::splat(mx);
-  const simd::f32v vsum = simd::reduce_blocks(
-      nv, simd::splat(0.0f), simd::Sum{}, [&](int64_t i, int64_t c, auto tag) SPARTA_SIMD_LAMBDA {
-        constexpr bool kPartial = decltype(tag)::value;
-        const simd::f32v p = simd::exp(simd::load_n<kPartial>(s + i, c, kNegInf) - mv);
-        simd::store_n<kPartial>(s + i, p, c);
-        return p;
-      });
-  *sum = simd::hsum(vsum);
-  return mx;
-}
-
 // Copies rows rows[0..n) of a strided (T, ld) slice into a contiguous (n, D) tile.
 void gather_rows(float* out, const float* x, int64_t ld, const Pair* rows, int64_t n, int64_t D) {
   for (int64_t i = 0; i < n; ++i)
@@ -92,9 +71,9 @@ void check_args(const AttnDims& d, const BlockSelection& sel, const ExtraKeys& e
 
 // Per-thread scratch: a gathered tile of rows and its products.
 struct Scratch {
-  std::vector<float> Q, G, S, dP, Kt, Vt, O2;
+  std::vector<float> Q, G, S, dP, O2;
   explicit Scratch(int64_t block, int64_t D)
-      : Q(kSub * D), G(kSub * D), S(kSub * block), dP(kSub * block), Kt(D * block), Vt(D * block), O2(kSub * D) {}
+      : Q(kSub * D), G(kSub * D), S(kSub * block), dP(kSub * block), O2(kSub * D) {}
 };
 
 }  // namespace
@@ -107,11 +86,13 @@ void row_sparse_attention_forward(float* out, float* lse, const float* q, const 
   const int64_t T = d.T, H = d.H, D = d.D, ld = d.ld, block = sel.block;
   const int64_t chunks = (T + kChunk - 1) / kChunk, items = d.B * H * chunks;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const std::vector<float> Kt = transposed_heads(k, d);  // (B, H, D, T)
 #pragma omp parallel
   {
     Scratch sc(block, D);
     std::vector<Pair> pairs;
-    std::vector<float> m(kChunk), l(kChunk), O(kChunk * D);
+    const int64_t rows = std::min(kChunk, T);
+    std::vector<float> m(rows), l(rows), O(rows * D);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < items; ++it) {
       const int64_t bh = it / chunks, b = bh / H, h = bh % H;
@@ -133,16 +114,15 @@ void row_sparse_attention_forward(float* out, float* lse, const float* q, const 
         const int32_t kb = pairs[g0].kb;
         const size_t g1 = group_end(pairs, g0);
         const int64_t k0 = kb * block, nk = std::min(block, T - k0);
-        transpose_into(sc.Kt.data(), nk, k + head + k0 * ld, ld, nk, D);
         for (size_t s0 = g0; s0 < g1; s0 += kSub) {
           const int64_t n = std::min<int64_t>(kSub, static_cast<int64_t>(g1 - s0));
           gather_rows(sc.Q.data(), q + head, ld, &pairs[s0], n, D);
-          tile_gemm_nn(n, nk, D, scale, sc.Q.data(), D, sc.Kt.data(), nk, 0.0f, sc.S.data(), block);
+          tile_gemm_nn(n, nk, D, scale, sc.Q.data(), D, Kt.data() + bh * D * T + k0, T, 0.0f, sc.S.data(), block);
           for (int64_t i = 0; i < n; ++i) {
             const int64_t t = pairs[s0 + i].row, r = t - r0;
             float sum;
             float* s = sc.S.data() + i * block;
-            const float mx = exp_row(s, nk, visible(d.causal, t, k0, nk), &sum);
+            const float mx = softmax_exp_row(s, nk, visible(d.causal, t, k0, nk), &sum);
             if (mx == kNegInf) continue;  // s is all 0: adds nothing below
             // Merge into the row's running softmax; the block's weights are
             // rescaled to the new max before P·V adds them.
@@ -211,6 +191,7 @@ void row_sparse_attention_backward(float* dq, float* dk, float* dv, const float*
   }
 
   const std::vector<float> Di = softmax_backward_di(dout, out, d);
+  const std::vector<float> Kt = transposed_heads(k, d), Vt = transposed_heads(v, d);  // (B, H, D, T)
 #pragma omp parallel
   {
     // Extra keys, per row: p = exp(logit - lse), d logit = p (dO·value - Di),
@@ -236,15 +217,15 @@ void row_sparse_attention_backward(float* dq, float* dk, float* dv, const float*
     Scratch sc(block, D);
     std::vector<Pair> pairs;
     // Recomputes P (into sc.S) and dS (into sc.dP) of the gathered rows
-    // pr[0..n) against block kb, whose Kᵀ and Vᵀ are in sc.Kt / sc.Vt;
-    // gathers their queries into sc.Q and output gradients into sc.G.
+    // pr[0..n) against the keys [k0, k0 + nk); gathers their queries into
+    // sc.Q and output gradients into sc.G.
     auto grad_tile = [&](const Pair* pr, int64_t n, int64_t bh, int64_t k0, int64_t nk) {
       const int64_t b = bh / H, h = bh % H, head = b * T * ld + h * D;
       gather_rows(sc.Q.data(), q + head, ld, pr, n, D);
       for (int64_t i = 0; i < n; ++i)
         std::memcpy(sc.G.data() + i * D, dout + ((b * T + pr[i].row) * H + h) * D, row_bytes);
-      tile_gemm_nn(n, nk, D, scale, sc.Q.data(), D, sc.Kt.data(), nk, 0.0f, sc.S.data(), block);
-      tile_gemm_nn(n, nk, D, 1.0f, sc.G.data(), D, sc.Vt.data(), nk, 0.0f, sc.dP.data(), block);
+      tile_gemm_nn(n, nk, D, scale, sc.Q.data(), D, Kt.data() + bh * D * T + k0, T, 0.0f, sc.S.data(), block);
+      tile_gemm_nn(n, nk, D, 1.0f, sc.G.data(), D, Vt.data() + bh * D * T + k0, T, 0.0f, sc.dP.data(), block);
       for (int64_t i = 0; i < n; ++i) {
         const int64_t t = pr[i].row;
         const float lt = lse[bh * T + t];
@@ -266,8 +247,6 @@ void row_sparse_attention_backward(float* dq, float* dk, float* dv, const float*
         const int32_t kb = pairs[g0].kb;
         const size_t g1 = group_end(pairs, g0);
         const int64_t k0 = kb * block, nk = std::min(block, T - k0);
-        transpose_into(sc.Kt.data(), nk, k + head + k0 * ld, ld, nk, D);
-        transpose_into(sc.Vt.data(), nk, v + head + k0 * ld, ld, nk, D);
         for (size_t s0 = g0; s0 < g1; s0 += kSub) {
           const int64_t n = std::min<int64_t>(kSub, static_cast<int64_t>(g1 - s0));
           grad_tile(&pairs[s0], n, bh, k0, nk);
@@ -296,8 +275,6 @@ void row_sparse_attention_backward(float* dq, float* dk, float* dv, const float*
         }
       const int64_t x0 = inv_off[list], x1 = inv_off[list + 1];
       if (x0 == x1) continue;
-      transpose_into(sc.Kt.data(), nk, k + head + k0 * ld, ld, nk, D);
-      transpose_into(sc.Vt.data(), nk, v + head + k0 * ld, ld, nk, D);
       for (int64_t s0 = x0; s0 < x1; s0 += kSub) {
         const int64_t n = std::min(kSub, x1 - s0);
         grad_tile(&inv[static_cast<size_t>(s0)], n, bh, k0, nk);
