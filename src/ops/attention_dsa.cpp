@@ -660,38 +660,30 @@ void DsaAttention::decode(float* out, const float* q_cache, const float* k_cache
   int64_t w0, w1;
   s.window(t, w0, w1);
   const bool scored = s.top > 0 || cfg_.summary;
-  if (memo && scored) memo->extend(k_cache, v_cache, w0, H, D);  // the candidates: blocks [0, w0)
+  // Without a caller's memo a fresh one serves this call, so that both ways
+  // run the same code on the block means and give the same bits.
+  DsaDecodeMemo local(cfg_.block);
+  if (!memo) memo = &local;
+  if (scored) memo->extend(k_cache, v_cache, w0, H, D);  // the candidates: blocks [0, w0)
 #pragma omp parallel for schedule(static)
   for (int64_t h = 0; h < H; ++h) {
-    std::vector<float> c(static_cast<size_t>(s.nkb), 0.0f), P(static_cast<size_t>(s.nkb)), kb_mean(D);
+    std::vector<float> c(static_cast<size_t>(s.nkb), 0.0f), P(static_cast<size_t>(s.nkb));
     std::vector<char> selected(static_cast<size_t>(s.nkb));
     std::vector<Scored> best;
     std::vector<int32_t> ids;
     const float* qt = q_cache + t * ld + h * D;
     if (scored) {
       for_each_candidate(s, t, [&](int64_t kb) {
-        const float* km = kb_mean.data();
-        if (memo)
-          km = memo->kmean(kb, h);
-        else
-          mean_rows(kb_mean.data(), k_cache + h * D, kb * s.block, kb * s.block + s.block_len(kb), ld, D);
-        c[kb] = scale * dot_row(qt, km, D) + std::log(static_cast<float>(s.block_len(kb)));
+        c[kb] = scale * dot_row(qt, memo->kmean(kb, h), D) + std::log(static_cast<float>(s.block_len(kb)));
       });
     }
     select_row(ids, best, selected.data(), c.data(), s, t);
     float extra_logit = -std::numeric_limits<float>::infinity();
-    std::vector<float> extra_value(static_cast<size_t>(D), 0.0f), vb(D);
+    std::vector<float> extra_value(static_cast<size_t>(D), 0.0f);
     if (cfg_.summary) {
       extra_logit = summary_weights(P.data(), c.data(), selected.data(), s, t);
-      for (int64_t kb = 0; kb < s.nkb; ++kb)
-        if (P[kb] != 0.0f) {
-          const float* vm = vb.data();
-          if (memo)
-            vm = memo->vmean(kb, h);
-          else
-            mean_rows(vb.data(), v_cache + h * D, kb * s.block, kb * s.block + s.block_len(kb), ld, D);
-          axpy_row(extra_value.data(), P[kb], vm, D);
-        }
+      for (int64_t kb = 0; kb < s.nkb; ++kb)  // P is 0 outside the candidates [0, w0)
+        if (P[kb] != 0.0f) axpy_row(extra_value.data(), P[kb], memo->vmean(kb, h), D);
     }
     for (int64_t kb = w0; kb <= w1; ++kb) ids.push_back(static_cast<int32_t>(kb));  // after every far block
     std::vector<KeyRange> ranges;
