@@ -41,6 +41,7 @@ struct GPT::Acts {
   }
   // Saved for backward, per layer. res[l] is the input of block l, res[L] the final residual.
   std::vector<float*> res, res_mid, ln1, ln1_mean, ln1_rstd, qkv, att, lse, ln2, ln2_mean, ln2_rstd, fc;
+  std::vector<std::unique_ptr<AttnSaved>> attn_saved;  // what each layer's attention keeps for backward
   float *lnf = nullptr, *lnf_mean = nullptr, *lnf_rstd = nullptr, *logits = nullptr;
   // Scratch (not saved): block outputs before the residual add, GELU output,
   // and the gradient buffers of backward.
@@ -107,6 +108,7 @@ void GPT::ensure_acts(int64_t B, int64_t T) {
   auto a = std::make_shared<Acts>();
   const int64_t N = B * T, d = cfg_.d_model, Ly = cfg_.n_layer, H = cfg_.n_head, V = cfg_.vocab_size;
   for (int64_t l = 0; l <= Ly; ++l) a->res.push_back(a->alloc(N * d));
+  a->attn_saved.resize(static_cast<size_t>(Ly));
   for (int64_t l = 0; l < Ly; ++l) {
     a->res_mid.push_back(a->alloc(N * d));
     a->ln1.push_back(a->alloc(N * d));
@@ -164,7 +166,7 @@ void GPT::forward(const int32_t* tokens, int64_t B, int64_t T, uint64_t selectio
                         3 * d);
     ops::rope_forward(a.qkv[l], B, T, H, D, 3 * d, 0, cfg_.rope_base);      // q
     ops::rope_forward(a.qkv[l] + d, B, T, H, D, 3 * d, 0, cfg_.rope_base);  // k
-    attn_->forward(a.att[l], a.lse[l], a.qkv[l], a.qkv[l] + d, a.qkv[l] + 2 * d, dims);
+    attn_->forward(a.att[l], a.lse[l], a.qkv[l], a.qkv[l] + d, a.qkv[l] + 2 * d, dims, &a.attn_saved[l]);
     ops::linear_forward(a.tmp, a.att[l], P.ptr(L(l, "attn.proj.weight")), P.ptr(L(l, "attn.proj.bias")), N, d, d);
     add_into(a.res_mid[l], a.res[l], a.tmp, N * d);
     ops::layernorm_forward(a.ln2[l], a.ln2_mean[l], a.ln2_rstd[l], a.res_mid[l], P.ptr(L(l, "ln2.weight")),
@@ -208,7 +210,7 @@ void GPT::backward(const int32_t* tokens, int64_t B, int64_t T, uint64_t selecti
     ops::linear_backward(a.datt, P.grad_ptr(L(l, "attn.proj.weight")), P.grad_ptr(L(l, "attn.proj.bias")), a.dres,
                          a.att[l], P.ptr(L(l, "attn.proj.weight")), N, d, d);
     attn_->backward(a.dqkv, a.dqkv + d, a.dqkv + 2 * d, a.datt, a.att[l], a.lse[l], a.qkv[l], a.qkv[l] + d,
-                    a.qkv[l] + 2 * d, dims);
+                    a.qkv[l] + 2 * d, dims, a.attn_saved[l].get());
     ops::rope_backward(a.dqkv, B, T, H, D, 3 * d, 0, cfg_.rope_base);
     ops::rope_backward(a.dqkv + d, B, T, H, D, 3 * d, 0, cfg_.rope_base);
     ops::linear_backward(a.dln, P.grad_ptr(L(l, "attn.qkv.weight")), P.grad_ptr(L(l, "attn.qkv.bias")), a.dqkv,

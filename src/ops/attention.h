@@ -44,6 +44,14 @@ class DecodeMemo {
   virtual void truncate(int64_t len) = 0;
 };
 
+// What an implementation keeps from a forward call for the backward call on
+// the same inputs (DSA: its selection plan, which backward would otherwise
+// recompute). Owned by the caller; opaque to everyone else.
+class AttnSaved {
+ public:
+  virtual ~AttnSaved() = default;
+};
+
 class Attention {
  public:
   virtual ~Attention() = default;
@@ -51,16 +59,20 @@ class Attention {
 
   // q, k, v: token (b, t), head h starts at ptr + (b*T + t)*ld + h*D (D floats).
   // out: (B, T, H, D) contiguous, i.e. (B, T, H*D).
-  // lse: (B, H, T), log-sum-exp of the scaled scores of each query row — the
-  //      only statistic saved for backward.
-  virtual void forward(float* out, float* lse, const float* q, const float* k, const float* v,
-                       const AttnDims& d) = 0;
+  // lse: (B, H, T), log-sum-exp of the scaled scores of each query row.
+  // saved: null, or where to keep what backward may reuse (reset to null by
+  //        implementations that keep nothing beyond out and lse).
+  virtual void forward(float* out, float* lse, const float* q, const float* k, const float* v, const AttnDims& d,
+                       std::unique_ptr<AttnSaved>* saved = nullptr) = 0;
 
   // dq, dk, dv: same strided layout as q, k, v; OVERWRITTEN (every element of
   // the q/k/v head slices is written, nothing else). dout, out: (B, T, H, D);
-  // lse: (B, H, T) as produced by forward.
+  // lse: (B, H, T) as produced by forward. saved: null, or what the forward
+  // call on these same q, k, v and d stored (results are the same either
+  // way; it only saves work).
   virtual void backward(float* dq, float* dk, float* dv, const float* dout, const float* out, const float* lse,
-                        const float* q, const float* k, const float* v, const AttnDims& d) = 0;
+                        const float* q, const float* k, const float* v, const AttnDims& d,
+                        const AttnSaved* saved = nullptr) = 0;
 
   // Decoding: one new query per head for ONE sequence, against cached keys
   // and values of positions [0, len) (len >= 1 includes the new token, already

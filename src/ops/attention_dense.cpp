@@ -287,8 +287,9 @@ void backward_range(float* dQ, int64_t ldq, int64_t q_first, float* dk, float* d
 }  // namespace
 
 void DenseAttention::forward(float* out, float* lse, const float* q, const float* k, const float* v,
-                             const AttnDims& d) {
+                             const AttnDims& d, std::unique_ptr<AttnSaved>* saved) {
   check_attn_dims(d, "attention.dense");
+  if (saved) saved->reset();
   if (d.B == 0 || d.T == 0) return;
   const int64_t nqb = (d.T + kBq - 1) / kBq;
   const int64_t items = d.B * d.H * nqb;
@@ -309,7 +310,7 @@ void DenseAttention::forward(float* out, float* lse, const float* q, const float
 
 void DenseAttention::backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
                               const float* lse, const float* q, const float* k, const float* v,
-                              const AttnDims& d) {
+                              const AttnDims& d, const AttnSaved*) {
   check_attn_dims(d, "attention.dense");
   if (d.B == 0 || d.T == 0) return;
   const int64_t B = d.B, T = d.T, H = d.H, D = d.D, BH = B * H;

@@ -22,10 +22,11 @@ namespace sparta {
 class DenseAttention final : public Attention {
  public:
   std::string name() const override { return "dense"; }
-  void forward(float* out, float* lse, const float* q, const float* k, const float* v,
-               const AttnDims& d) override;
+  void forward(float* out, float* lse, const float* q, const float* k, const float* v, const AttnDims& d,
+               std::unique_ptr<AttnSaved>* saved = nullptr) override;
   void backward(float* dq, float* dk, float* dv, const float* dout, const float* out, const float* lse,
-                const float* q, const float* k, const float* v, const AttnDims& d) override;
+                const float* q, const float* k, const float* v, const AttnDims& d,
+                const AttnSaved* saved = nullptr) override;
   // Allocates nothing: a fixed stack tile of scores per head.
   void decode(float* out, const float* q_cache, const float* k_cache, const float* v_cache, int64_t len, int64_t H,
               int64_t D, DecodeMemo* memo = nullptr) override;

@@ -24,11 +24,7 @@ struct KeyRange {
   int64_t k0, k1;
 };
 
-SPARTA_KERNEL_CLONES float dot_row(const float* a, const float* b, int64_t n) {
-  float s = 0.0f;
-  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
+using ops::dot_row;
 
 SPARTA_KERNEL_CLONES void axpy_row(float* y, float a, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
@@ -72,19 +68,12 @@ void check_decode_args(int64_t len, int64_t H, int64_t D, const char* op) {
   SPARTA_CHECK(len >= 1, "[", op, "] decode needs at least one cached position, got len=", len);
 }
 
-// Ranks candidate key blocks: higher score first, ties and NaN by block id
-// (NaN counts as -inf so a corrupt score never wins and the order stays a
-// strict weak ordering).
+// A ranked choice (key block or group): higher score first, ties to the
+// smaller id, NaN counted as -inf so a corrupt score never wins.
 struct Scored {
   float score;
   int32_t id;
 };
-bool better(const Scored& a, const Scored& b) {
-  const float sa = std::isnan(a.score) ? -std::numeric_limits<float>::infinity() : a.score;
-  const float sb = std::isnan(b.score) ? -std::numeric_limits<float>::infinity() : b.score;
-  if (sa != sb) return sa > sb;
-  return a.id < b.id;
-}
 
 }  // namespace
 
@@ -109,17 +98,24 @@ BlockSelection local_window_selection(const AttnDims& d, int64_t block, int64_t 
 namespace {
 
 // Where DSA looks, for one sequence length T (see attention_dsa.h): key
-// blocks of `block` tokens; every query row selects on its own.
+// blocks of `block` tokens, groups of G whole blocks for the coarse step;
+// every query row selects on its own.
 struct DsaShape {
-  int64_t T, block, nkb, W, top;
+  int64_t T, block, nkb, W, top, G, ng, m;
   bool causal;
+  float log_block, log_last;  // ln(len) of a full block and of the last one
   DsaShape(const DsaConfig& c, int64_t T_, bool causal_)
       : T(T_),
         block(c.block),
         nkb((T_ + c.block - 1) / c.block),
         W(dsa_window_blocks(c)),
         top(dsa_top_blocks(c, T_)),
-        causal(causal_) {}
+        G(c.group),
+        ng(c.group >= 2 ? nkb / c.group : 0),
+        m(std::max(c.group_keep, (top + c.group - 1) / c.group)),
+        causal(causal_),
+        log_block(std::log(static_cast<float>(c.block))),
+        log_last(std::log(static_cast<float>(T_ - (nkb - 1) * c.block))) {}
   // Local window of query row t: key blocks [w0, w1].
   void window(int64_t t, int64_t& w0, int64_t& w1) const {
     const int64_t kb = t / block;
@@ -127,18 +123,15 @@ struct DsaShape {
     w1 = causal ? kb : std::min(nkb - 1, kb + W - 1);
   }
   int64_t block_len(int64_t kb) const { return std::min(block, T - kb * block); }
+  float log_len(int64_t kb) const { return kb + 1 < nkb ? log_block : log_last; }
+  // Tokens of group g < ng (its last block may be the sequence's short one).
+  int64_t group_len(int64_t g) const { return std::min(T, (g + 1) * G * block) - g * G * block; }
+  // Whole groups of row t (every block a candidate): [0, gl) and [gr, ng).
+  void whole_groups(int64_t w0, int64_t w1, int64_t& gl, int64_t& gr) const {
+    gl = ng > 0 ? std::min(ng, w0 / G) : 0;
+    gr = causal || ng == 0 ? ng : std::min(ng, (w1 + G) / G);
+  }
 };
-
-// Candidates of query row t: causal, the key blocks before its window;
-// bidirectional, every block outside it.
-template <class F>
-void for_each_candidate(const DsaShape& s, int64_t t, F&& f) {
-  int64_t w0, w1;
-  s.window(t, w0, w1);
-  for (int64_t kb = 0; kb < w0; ++kb) f(kb);
-  if (!s.causal)
-    for (int64_t kb = w1 + 1; kb < s.nkb; ++kb) f(kb);
-}
 
 SPARTA_KERNEL_CLONES void mean_rows(float* out, const float* x, int64_t t0, int64_t t1, int64_t ld, int64_t D) {
   std::fill(out, out + D, 0.0f);
@@ -148,77 +141,55 @@ SPARTA_KERNEL_CLONES void mean_rows(float* out, const float* x, int64_t t0, int6
   for (int64_t e = 0; e < D; ++e) out[e] *= inv;
 }
 
-// Block summaries of one (b, h): mean keys and mean values (nkb, D).
-// `k`, `v` point at token 0 of the head's slice.
+// Mean over the tokens of group g from its blocks' means (row kb of
+// block_means at kb * stride): forward and decode both derive group means
+// this way, so they agree bit for bit.
+void group_mean(float* out, const float* block_means, int64_t stride, const DsaShape& s, int64_t g, int64_t D) {
+  std::fill(out, out + D, 0.0f);
+  for (int64_t kb = g * s.G; kb < (g + 1) * s.G; ++kb)
+    axpy_row(out, static_cast<float>(s.block_len(kb)), block_means + kb * stride, D);
+  const float inv = 1.0f / static_cast<float>(s.group_len(g));
+  for (int64_t e = 0; e < D; ++e) out[e] *= inv;
+}
+
+// Block and group summaries of one (b, h): mean keys and values, (nkb, D)
+// and (ng, D). `k`, `v` point at token 0 of the head's slice.
 struct HeadSummaries {
-  std::vector<float> Kb, Vb;
+  std::vector<float> Kb, Vb, Kg, Vg;
   void compute(const DsaShape& s, const float* k, const float* v, int64_t ld, int64_t D) {
-    Kb.resize(static_cast<size_t>(s.nkb * D));
+    means(Kb, Kg, s, k, ld, D);
+    if (v) means(Vb, Vg, s, v, ld, D);
+  }
+
+ private:
+  static void means(std::vector<float>& mb, std::vector<float>& mg, const DsaShape& s, const float* x, int64_t ld,
+                    int64_t D) {
+    mb.resize(static_cast<size_t>(s.nkb * D));
     for (int64_t kb = 0; kb < s.nkb; ++kb)
-      mean_rows(Kb.data() + kb * D, k, kb * s.block, kb * s.block + s.block_len(kb), ld, D);
-    if (v) {
-      Vb.resize(static_cast<size_t>(s.nkb * D));
-      for (int64_t kb = 0; kb < s.nkb; ++kb)
-        mean_rows(Vb.data() + kb * D, v, kb * s.block, kb * s.block + s.block_len(kb), ld, D);
-    }
+      mean_rows(mb.data() + kb * D, x, kb * s.block, kb * s.block + s.block_len(kb), ld, D);
+    mg.resize(static_cast<size_t>(s.ng * D));
+    for (int64_t g = 0; g < s.ng; ++g) group_mean(mg.data() + g * D, mb.data(), D, s, g, D);
   }
 };
 
-// Query rows scored per sgemm: bounds the (rows × nkb) score scratch.
+// Query rows whose group scores come from one sgemm.
 constexpr int64_t kScoreRows = 64;
 
-// Scores of query rows [r0, r0 + nr) (q: the head's token 0, stride ld)
-// against every key block: C[i][kb] = q·K̄/sqrt(D) + ln(len(kb)), (nr, nkb).
-void score_rows(float* C, const float* q, int64_t ld, const HeadSummaries& hs, const DsaShape& s, int64_t r0,
-                int64_t nr, int64_t D) {
+// Group scores of query rows [r0, r0 + nr) (q: the head's token 0, stride
+// ld): CG[i][g] = q·K̄g/sqrt(D) + ln(len(g)), (nr, ng).
+void score_groups(float* CG, const float* q, int64_t ld, const HeadSummaries& hs, const DsaShape& s, int64_t r0,
+                  int64_t nr, int64_t D) {
+  if (s.ng == 0) return;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  sgemm(false, true, nr, s.nkb, D, scale, q + r0 * ld, ld, hs.Kb.data(), D, 0.0f, C, s.nkb);
-  // Every block but a short last one has length `block`: one log each.
-  const float full = std::log(static_cast<float>(s.block)), last = std::log(static_cast<float>(s.block_len(s.nkb - 1)));
-  for (int64_t i = 0; i < nr; ++i) {
-    float* c = C + i * s.nkb;
-    for (int64_t kb = 0; kb + 1 < s.nkb; ++kb) c[kb] += full;
-    c[s.nkb - 1] += last;
+  sgemm(false, true, nr, s.ng, D, scale, q + r0 * ld, ld, hs.Kg.data(), D, 0.0f, CG, s.ng);
+  for (int64_t g = 0; g < s.ng; ++g) {
+    const float lg = std::log(static_cast<float>(s.group_len(g)));
+    for (int64_t i = 0; i < nr; ++i) CG[i * s.ng + g] += lg;
   }
-}
-
-// Summary of the unselected candidates of row t from its score row c (nkb)
-// and its selection flags: P (nkb) = softmax of their scores (0
-// elsewhere); returns their log-sum-exp (-inf when none).
-// Vectorised over the (at most two) contiguous candidate ranges.
-float summary_weights(float* P, const float* c, const char* selected, const DsaShape& s, int64_t t) {
-  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-  std::fill(P, P + s.nkb, kNegInf);
-  for_each_candidate(s, t, [&](int64_t kb) {
-    if (!selected[kb] && !std::isnan(c[kb])) P[kb] = c[kb];
-  });
-  int64_t w0, w1;
-  s.window(t, w0, w1);
-  std::fill(P + w0, P + s.nkb, 0.0f);  // window and later blocks: no weight (bidirectional: redone below)
-  float l = 0.0f;
-  float m = ops::softmax_exp_row(P, w0, w0, &l);
-  if (!s.causal && w1 + 1 < s.nkb) {
-    float* P2 = P + w1 + 1;
-    const int64_t n2 = s.nkb - w1 - 1;
-    for (int64_t kb = w1 + 1; kb < s.nkb; ++kb) P[kb] = !selected[kb] && !std::isnan(c[kb]) ? c[kb] : kNegInf;
-    float l2 = 0.0f;
-    const float m2 = ops::softmax_exp_row(P2, n2, n2, &l2);
-    const float mm = std::max(m, m2);
-    if (mm == kNegInf) return kNegInf;  // both ranges empty: P is all 0
-    const float a1 = std::exp(m - mm), a2 = std::exp(m2 - mm);
-    for (int64_t kb = 0; kb < w0; ++kb) P[kb] *= a1;
-    for (int64_t kb = 0; kb < n2; ++kb) P2[kb] *= a2;
-    l = l * a1 + l2 * a2;
-    m = mm;
-  }
-  if (m == kNegInf) return kNegInf;
-  const float inv = 1.0f / l;
-  for (int64_t kb = 0; kb < s.nkb; ++kb) P[kb] *= inv;
-  return m + std::log(l);
 }
 
 // splitmix64: a well-mixed 64-bit hash, for noise that depends only on
-// (seed, b, h, t, kb) and so not on threading or call order.
+// (seed, b, h, t, id) and so not on threading or call order.
 uint64_t mix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ULL;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -226,53 +197,164 @@ uint64_t mix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-// Exploration noise of one (row, key block): scale · Gumbel(0, 1).
+// Exploration noise of one (row, choice): scale · Gumbel(0, 1). Choices are
+// key blocks kb and groups nkb + g.
 struct Exploration {
   uint64_t seed = 0;  // 0 = none
   float scale = 0.0f;
-  float noise(int64_t row, int64_t kb) const {
-    const uint64_t h = mix64(mix64(seed ^ static_cast<uint64_t>(row)) + static_cast<uint64_t>(kb));
+  float noise(int64_t row, int64_t id) const {
+    const uint64_t h = mix64(mix64(seed ^ static_cast<uint64_t>(row)) + static_cast<uint64_t>(id));
     const double u = (static_cast<double>(h >> 11) + 0.5) * 0x1.0p-53;  // (0, 1)
     return scale * static_cast<float>(-std::log(-std::log(u)));
   }
 };
 
-// Selection of row t from its score row: the top `s.top` candidates
-// (ranked with exploration noise, if any), ascending, into `list` (the
-// window is not included); flags of the selected blocks in `selected`.
-// One pass keeping the best few in a small sorted buffer: most candidates
-// fail the first comparison, so this is O(candidates) for a small top.
-void select_row(std::vector<int32_t>& list, std::vector<Scored>& best, char* selected, const float* c,
-                const DsaShape& s, int64_t t, const Exploration& ex = {}, int64_t row_id = 0) {
-  best.clear();
-  const auto offer = [&](const Scored& x) {
-    if (static_cast<int64_t>(best.size()) == s.top) {
-      if (!better(x, best.back())) return;
+// Keeps the n best of the offered items in `best` (sorted best first, as
+// Scored ranks). Items must be offered in ascending id order: then a
+// newcomer that ties a kept score loses (larger id), so plain float
+// comparisons suffice once NaN counts as -inf, and once the buffer is full
+// one comparison rejects most offers: O(offers) for a small n.
+struct TopN {
+  std::vector<Scored> best;
+  int64_t n = 0;
+  float worst = 0.0f;  // score of best.back() once full
+  void reset(int64_t n_) {
+    best.clear();
+    best.reserve(static_cast<size_t>(n_));
+    n = n_;
+    worst = std::numeric_limits<float>::infinity();
+  }
+  void offer(float score, int32_t id) {
+    if (std::isnan(score)) score = -std::numeric_limits<float>::infinity();
+    if (static_cast<int64_t>(best.size()) == n) {
+      if (!(score > worst)) return;
       best.pop_back();
     }
-    best.insert(std::upper_bound(best.begin(), best.end(), x, better), x);
-  };
-  if (s.top > 0 && ex.seed) {
-    for_each_candidate(s, t, [&](int64_t kb) { offer({c[kb] + ex.noise(row_id, kb), static_cast<int32_t>(kb)}); });
-  } else if (s.top > 0) {
-    // Candidates come in ascending id order, so once the buffer is full a
-    // newcomer must score strictly higher than the worst kept one (a tie
-    // loses to the smaller id; NaN never passes the comparison).
-    float worst = 0.0f;
-    bool full = false;
-    for_each_candidate(s, t, [&](int64_t kb) {
-      if (full && !(c[kb] > worst)) return;
-      offer({c[kb], static_cast<int32_t>(kb)});
-      full = static_cast<int64_t>(best.size()) == s.top;
-      if (full) worst = std::isnan(best.back().score) ? -std::numeric_limits<float>::infinity() : best.back().score;
-    });
+    size_t pos = best.size();
+    best.push_back({score, id});
+    for (; pos > 0 && best[pos - 1].score < score; --pos) best[pos] = best[pos - 1];
+    best[pos] = {score, id};
+    if (static_cast<int64_t>(best.size()) == n) worst = best.back().score;
   }
-  list.clear();
-  for (const Scored& x : best) list.push_back(x.id);
-  std::sort(list.begin(), list.end());
-  std::fill(selected, selected + s.nkb, 0);
-  for (int32_t kb : list) selected[kb] = 1;
-}
+};
+
+// The plan of one query row (attention_dsa.h): the far blocks it attends
+// exactly and the entries of its summary key. Also holds the row's scratch,
+// so one instance serves many rows without allocating.
+struct RowPlan {
+  std::vector<int32_t> far;     // selected far blocks, ascending
+  std::vector<float> far_c;     // their scores c
+  std::vector<int32_t> sum_id;  // the summary's block entries, ascending
+  std::vector<float> sum_p;     // their softmax weights (the groups' are in plan's pg)
+  float L = -std::numeric_limits<float>::infinity();  // summary logit (-inf: no summary)
+  // scratch
+  std::vector<int32_t> fine, kept;
+  std::vector<float> fine_c;
+  std::vector<char> chosen;
+  TopN top;
+
+  // Row t of a head: qt its query, cg its group scores (read for its whole
+  // groups only), block mean keys at Kb + kb * kb_stride. With summary, pg
+  // (ng floats, may be null when ng = 0) receives the summary's softmax
+  // weight of every group (0 unless dropped by the coarse step): callers
+  // apply the group part as one matrix product over many rows.
+  void plan(const DsaShape& s, int64_t t, const float* qt, const float* cg, const float* Kb, int64_t kb_stride,
+            int64_t D, bool summary, float* pg, const Exploration& ex = {}, int64_t row_id = 0) {
+    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+    const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+    int64_t w0, w1, gl, gr;
+    s.window(t, w0, w1);
+    s.whole_groups(w0, w1, gl, gr);
+    const int64_t ncand = w0 + (s.causal ? 0 : s.nkb - 1 - w1);
+    // Coarse step: keep the m best whole groups, summarise the others.
+    const bool coarse = s.top < ncand && gl + (s.ng - gr) > s.m;
+    kept.clear();
+    if (coarse) {
+      top.reset(s.m);
+      const auto offer_group = [&](int64_t g) {
+        top.offer(ex.seed ? cg[g] + ex.noise(row_id, s.nkb + g) : cg[g], static_cast<int32_t>(g));
+      };
+      for (int64_t g = 0; g < gl; ++g) offer_group(g);
+      for (int64_t g = gr; g < s.ng; ++g) offer_group(g);
+      for (const Scored& x : top.best) kept.push_back(x.id);
+      std::sort(kept.begin(), kept.end());
+    }
+    // Fine candidates: every candidate block outside an unkept group.
+    fine.clear();
+    fine_c.clear();
+    const auto visit = [&](int64_t kb0, int64_t kb1) {  // blocks [kb0, kb1), ascending
+      for (int64_t kb = kb0; kb < kb1; ++kb) {
+        fine.push_back(static_cast<int32_t>(kb));
+        fine_c.push_back(scale * dot_row(qt, Kb + kb * kb_stride, D) + s.log_len(kb));
+      }
+    };
+    const auto visit_groups = [&](int64_t g0, int64_t g1) {  // the kept ones among groups [g0, g1)
+      for (int32_t g : kept)
+        if (g >= g0 && g < g1) visit(g * s.G, (g + 1) * s.G);
+    };
+    if (!coarse) {
+      visit(0, w0);
+      if (!s.causal) visit(w1 + 1, s.nkb);
+    } else {
+      visit_groups(0, gl);
+      visit(gl * s.G, w0);
+      if (!s.causal) {
+        visit(w1 + 1, std::max(w1 + 1, gr * s.G));
+        visit_groups(gr, s.ng);
+        visit(std::max(w1 + 1, s.ng * s.G), s.nkb);
+      }
+    }
+    const int64_t n = static_cast<int64_t>(fine.size());
+    chosen.assign(static_cast<size_t>(n), 0);
+    if (s.top >= n) {
+      std::fill(chosen.begin(), chosen.end(), 1);
+    } else if (s.top > 0) {
+      top.reset(s.top);  // ids index `fine`, which ascends, so ties still go to the smaller block
+      for (int64_t i = 0; i < n; ++i)
+        top.offer(ex.seed ? fine_c[i] + ex.noise(row_id, fine[i]) : fine_c[i], static_cast<int32_t>(i));
+      for (const Scored& x : top.best) chosen[x.id] = 1;
+    }
+    far.clear();
+    far_c.clear();
+    sum_id.clear();
+    sum_p.clear();
+    L = kNegInf;
+    for (int64_t i = 0; i < n; ++i)
+      if (chosen[i]) {
+        far.push_back(fine[i]);
+        far_c.push_back(fine_c[i]);
+      } else if (summary && !std::isnan(fine_c[i])) {
+        sum_id.push_back(fine[i]);
+        sum_p.push_back(fine_c[i]);
+      }
+    if (!summary) return;
+    // One softmax over both parts, computed per part and joined by their
+    // maxima and sums.
+    const int64_t nf = static_cast<int64_t>(sum_p.size());
+    float lf = 0.0f, lg = 0.0f, mg = kNegInf;
+    const float mf = ops::softmax_exp_row(sum_p.data(), nf, nf, &lf);
+    if (pg && s.ng > 0) {
+      if (coarse) {  // the whole groups not kept, NaN scores left out
+        std::copy(cg, cg + gl, pg);
+        std::fill(pg + gl, pg + gr, kNegInf);
+        std::copy(cg + gr, cg + s.ng, pg + gr);
+        for (int32_t g : kept) pg[g] = kNegInf;
+        for (int64_t g = 0; g < s.ng; ++g) pg[g] = pg[g] == pg[g] ? pg[g] : kNegInf;
+        mg = ops::softmax_exp_row(pg, s.ng, s.ng, &lg);
+      } else {
+        std::fill(pg, pg + s.ng, 0.0f);
+      }
+    }
+    const float mx = std::max(mf, mg);
+    if (mx == kNegInf) return;  // nothing to summarise (or every score -inf): weights are 0
+    const float af = mf == kNegInf ? 0.0f : std::exp(mf - mx), ag = mg == kNegInf ? 0.0f : std::exp(mg - mx);
+    const float l = lf * af + lg * ag;
+    for (float& p : sum_p) p *= af / l;
+    if (mg != kNegInf)
+      for (int64_t g = 0; g < s.ng; ++g) pg[g] *= ag / l;
+    L = mx + std::log(l);
+  }
+};
 
 }  // namespace
 
@@ -299,30 +381,31 @@ DsaPlan dsa_plan(const float* q, const float* k, const float* v, const AttnDims&
   // for any thread count.
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t bh = 0; bh < BH; ++bh) {
+    counts[bh].assign(static_cast<size_t>(T), 0);
+    if (!scored) continue;
     const int64_t base = (bh / d.H) * T * d.ld + (bh % d.H) * D;
     HeadSummaries hs;
-    if (scored) hs.compute(s, k + base, summary ? v + base : nullptr, d.ld, D);
-    std::vector<float> C(static_cast<size_t>(kScoreRows * s.nkb), 0.0f);
-    std::vector<float> P(static_cast<size_t>(summary ? kScoreRows * s.nkb : 0));
-    std::vector<char> selected(static_cast<size_t>(s.nkb));
-    std::vector<Scored> best;
-    std::vector<int32_t> list;
-    counts[bh].reserve(static_cast<size_t>(T));
+    hs.compute(s, k + base, summary ? v + base : nullptr, d.ld, D);
+    const size_t tile = static_cast<size_t>(kScoreRows * s.ng);
+    std::vector<float> CG(tile), PG(summary ? tile : 0);
+    RowPlan r;
     for (int64_t r0 = 0; r0 < T; r0 += kScoreRows) {
       const int64_t nr = std::min(kScoreRows, T - r0);
-      if (scored) score_rows(C.data(), q + base, d.ld, hs, s, r0, nr, D);
+      score_groups(CG.data(), q + base, d.ld, hs, s, r0, nr, D);
       for (int64_t i = 0; i < nr; ++i) {
-        const int64_t t = r0 + i;
-        select_row(list, best, selected.data(), C.data() + i * s.nkb, s, t, ex, bh * T + t);
-        keys[bh].insert(keys[bh].end(), list.begin(), list.end());
-        counts[bh].push_back(static_cast<int64_t>(list.size()));
-        if (summary)
-          plan.summary_logit[bh * T + t] =
-              summary_weights(P.data() + i * s.nkb, C.data() + i * s.nkb, selected.data(), s, t);
+        const int64_t t = r0 + i, row = bh * T + t;
+        r.plan(s, t, q + base + t * d.ld, CG.data() + i * s.ng, hs.Kb.data(), D, D, summary,
+               summary ? PG.data() + i * s.ng : nullptr, ex, row);
+        keys[bh].insert(keys[bh].end(), r.far.begin(), r.far.end());
+        counts[bh][t] = static_cast<int64_t>(r.far.size());
+        if (!summary) continue;
+        plan.summary_logit[row] = r.L;
+        float* u = plan.summary_value.data() + row * D;
+        for (size_t e = 0; e < r.sum_id.size(); ++e) axpy_row(u, r.sum_p[e], hs.Vb.data() + r.sum_id[e] * D, D);
       }
-      // Summary values of the chunk: P · V̄ (rows without a summary are 0).
-      if (summary)
-        sgemm(false, false, nr, D, s.nkb, 1.0f, P.data(), s.nkb, hs.Vb.data(), D, 0.0f,
+      // The dropped groups' part of the chunk's summary values: PG · V̄g.
+      if (summary && s.ng > 0)
+        sgemm(false, false, nr, D, s.ng, 1.0f, PG.data(), s.ng, hs.Vg.data(), D, 1.0f,
               plan.summary_value.data() + (bh * T + r0) * D, D);
     }
   }
@@ -361,41 +444,43 @@ namespace {
 
 // Backward of the summary keys: given dL/d logit (B, H, T) and dL/d value
 // (B, H, T, D) of plan's summaries, ADDS the gradients they imply to dq
-// (each row's own query), dk and dv (tokens of the summarised blocks).
-//   P = softmax(c) over the unselected candidates, U = P·V̄, L = lse(c):
-//   dc = P ⊙ (dL + dU·V̄ᵀ - dU·U),  dq = dc·K̄/sqrt(D),  dK̄ = dcᵀ·q/sqrt(D),
-//   dV̄ = Pᵀ·dU; a mean spreads its gradient evenly over its tokens.
+// (each row's own query), dk and dv (tokens of the summarised blocks and
+// groups). Per row, over its summary entries e (score c_e, mean key K̄_e,
+// mean value V̄_e), with P = softmax(c), U = P·V̄, L = lse(c):
+//   dc_e = P_e (dL + dU·V̄_e - dU·U),  dq += dc_e K̄_e/sqrt(D),
+//   dK̄_e += dc_e q/sqrt(D),  dV̄_e += P_e dU;
+// a mean spreads its gradient evenly over its tokens.
 // With masses (scorer loss, see scorer_masses): per row t the scores of its
 // selected far blocks and its summary logit L[t] form a distribution
 // p̂ = softmax(c_sel..., L); the loss weight·KL(m̂ ‖ p̂), m̂ the normalised
 // attention masses, adds weight·(p̂ - m̂) to those logits (the summary's
-// share reaches the unselected scores through L = lse(c)).
+// share reaches the entries' scores through L = lse(c)).
 struct ScorerMasses {
   std::vector<float> selected;  // aligned with plan.far.keys
   std::vector<float> summary;   // (B, H, T)
   float weight = 0.0f;          // loss weight / number of rows
 };
 
-// The scorer-loss gradients of row `row` (= (b*H + h)*T + t): (kb, dc) for
-// its selected far blocks into g_sel, and the return value for its summary
-// logit. Nothing when the row has no far block at all or its attention put
-// no mass outside the window.
-float scorer_loss_grad(std::vector<std::pair<int32_t, float>>& g_sel, const ScorerMasses& m, const DsaPlan& plan,
-                       const float* c, float L, int64_t row) {
+// The scorer-loss gradients of row `row` (= (b*H + h)*T + t): dc of its
+// selected far blocks (far_c: their scores, aligned with the row's list in
+// plan.far) into g_sel, and the return value for its summary logit.
+// Nothing when the row has no far block at all or its attention put no mass
+// outside the window.
+float scorer_loss_grad(std::vector<float>& g_sel, const ScorerMasses& m, const DsaPlan& plan,
+                       const std::vector<float>& far_c, float L, int64_t row) {
   const int64_t x0 = plan.far.offsets[row], x1 = plan.far.offsets[row + 1];
+  g_sel.assign(static_cast<size_t>(x1 - x0), 0.0f);
   const bool has_sum = L > -std::numeric_limits<float>::infinity();
   float mx = has_sum ? L : -std::numeric_limits<float>::infinity(), total = has_sum ? m.summary[row] : 0.0f;
   for (int64_t x = x0; x < x1; ++x) {
-    mx = std::max(mx, c[plan.far.keys[x]]);
+    mx = std::max(mx, far_c[x - x0]);
     total += m.selected[x];
   }
   if (!(total > 0.0f) || !std::isfinite(mx)) return 0.0f;
   float z = has_sum ? std::exp(L - mx) : 0.0f;
-  for (int64_t x = x0; x < x1; ++x) z += std::exp(c[plan.far.keys[x]] - mx);
-  for (int64_t x = x0; x < x1; ++x) {
-    const int32_t kb = plan.far.keys[x];
-    g_sel.push_back({kb, m.weight * (std::exp(c[kb] - mx) / z - m.selected[x] / total)});
-  }
+  for (int64_t x = x0; x < x1; ++x) z += std::exp(far_c[x - x0] - mx);
+  for (int64_t x = x0; x < x1; ++x)
+    g_sel[x - x0] = m.weight * (std::exp(far_c[x - x0] - mx) / z - m.selected[x] / total);
   return has_sum ? m.weight * (std::exp(L - mx) / z - m.summary[row] / total) : 0.0f;
 }
 
@@ -439,62 +524,80 @@ void summary_backward(float* dq, float* dk, float* dv, const float* g_logit, con
   const DsaShape s(cfg, d.T, d.causal);
   const int64_t BH = d.B * d.H, D = d.D, ld = d.ld, T = d.T;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  Exploration ex;  // the same selection as the plan's
+  if (cfg.explore > 0.0 && d.selection_seed != 0) ex = {d.selection_seed, static_cast<float>(cfg.explore)};
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t bh = 0; bh < BH; ++bh) {
     const int64_t base = (bh / d.H) * T * ld + (bh % d.H) * D;
     HeadSummaries hs;
     hs.compute(s, k + base, v + base, ld, D);
-    const size_t tile = static_cast<size_t>(kScoreRows * s.nkb);
-    std::vector<float> C(tile), P(tile), dC(tile);
-    std::vector<float> dKb(static_cast<size_t>(s.nkb * D), 0.0f), dVb(static_cast<size_t>(s.nkb * D), 0.0f);
-    std::vector<char> selected(static_cast<size_t>(s.nkb));
-    std::vector<std::pair<int32_t, float>> g_sel;
+    const size_t tile = static_cast<size_t>(kScoreRows * s.ng);
+    std::vector<float> CG(tile), PG(tile), dCG(tile), row_grad(static_cast<size_t>(kScoreRows));
+    // Gradients of the block means (rows 0..nkb-1) and group means (after).
+    std::vector<float> dK(static_cast<size_t>((s.nkb + s.ng) * D), 0.0f), dV(dK.size(), 0.0f);
+    float* dKg = dK.data() + s.nkb * D;
+    float* dVg = dV.data() + s.nkb * D;
+    std::vector<float> g_sel;
+    RowPlan r;
     const float* L = plan.summary_logit.data() + bh * T;
     const float* U = plan.summary_value.data() + bh * T * D;
     const float* gL = g_logit + bh * T;
     const float* gU = g_value + bh * T * D;
     for (int64_t r0 = 0; r0 < T; r0 += kScoreRows) {
       const int64_t nr = std::min(kScoreRows, T - r0);
-      score_rows(C.data(), q + base, ld, hs, s, r0, nr, D);
-      // dC first holds dU·V̄ᵀ.
-      sgemm(false, true, nr, s.nkb, D, 1.0f, gU + r0 * D, D, hs.Vb.data(), D, 0.0f, dC.data(), s.nkb);
+      score_groups(CG.data(), q + base, ld, hs, s, r0, nr, D);
       for (int64_t i = 0; i < nr; ++i) {
         const int64_t t = r0 + i, row = bh * T + t;
-        float* p = P.data() + i * s.nkb;
-        float* dc = dC.data() + i * s.nkb;
-        const float* c = C.data() + i * s.nkb;
-        std::fill(p, p + s.nkb, 0.0f);
+        const float* qt = q + base + t * ld;
+        float* dqt = dq + base + t * ld;
+        r.plan(s, t, qt, CG.data() + i * s.ng, hs.Kb.data(), D, D, true, PG.data() + i * s.ng, ex, row);
+        row_grad[i] = 0.0f;
         float g_sum = 0.0f;  // scorer-loss gradient of L[t]
-        g_sel.clear();
-        if (masses) g_sum = scorer_loss_grad(g_sel, *masses, plan, c, L[t], row);
-        if (L[t] > -std::numeric_limits<float>::infinity()) {
-          std::fill(selected.begin(), selected.end(), 0);
-          for (int64_t x = plan.far.offsets[row]; x < plan.far.offsets[row + 1]; ++x) selected[plan.far.keys[x]] = 1;
-          float du_u = 0.0f;
-          for (int64_t e = 0; e < D; ++e) du_u += gU[t * D + e] * U[t * D + e];
-          std::fill(p, p + s.nkb, -std::numeric_limits<float>::infinity());
-          for_each_candidate(s, t, [&](int64_t kb) {
-            if (!selected[kb] && !std::isnan(c[kb])) p[kb] = c[kb];
-          });
-          ops::exp_shifted(p, s.nkb, L[t]);
-          for (int64_t kb = 0; kb < s.nkb; ++kb) dc[kb] = p[kb] * (gL[t] + g_sum + dc[kb] - du_u);
-        } else {
-          std::fill(dc, dc + s.nkb, 0.0f);
+        if (masses) {
+          g_sum = scorer_loss_grad(g_sel, *masses, plan, r.far_c, L[t], row);
+          for (size_t x = 0; x < r.far.size(); ++x) {  // selected far blocks: only the scorer loss
+            if (g_sel[x] == 0.0f) continue;
+            axpy_row(dqt, scale * g_sel[x], hs.Kb.data() + r.far[x] * D, D);
+            axpy_row(dK.data() + r.far[x] * D, scale * g_sel[x], qt, D);
+          }
         }
-        for (const auto& [kb, g] : g_sel) dc[kb] += g;  // selected far blocks (p = 0 there)
+        if (!(L[t] > -std::numeric_limits<float>::infinity())) continue;
+        const float* gu = gU + t * D;
+        const float base_grad = gL[t] + g_sum - dot_row(gu, U + t * D, D);
+        row_grad[i] = base_grad;
+        for (size_t e = 0; e < r.sum_id.size(); ++e) {
+          const float p = r.sum_p[e];
+          if (p == 0.0f) continue;
+          const int32_t kb = r.sum_id[e];
+          const float dc = p * (base_grad + dot_row(gu, hs.Vb.data() + kb * D, D));
+          axpy_row(dqt, scale * dc, hs.Kb.data() + kb * D, D);
+          axpy_row(dK.data() + kb * D, scale * dc, qt, D);
+          axpy_row(dV.data() + kb * D, p, gu, D);
+        }
       }
-      sgemm(false, false, nr, D, s.nkb, scale, dC.data(), s.nkb, hs.Kb.data(), D, 1.0f, dq + base + r0 * ld, ld);
-      sgemm(true, false, s.nkb, D, nr, scale, dC.data(), s.nkb, q + base + r0 * ld, ld, 1.0f, dKb.data(), D);
-      sgemm(true, false, s.nkb, D, nr, 1.0f, P.data(), s.nkb, gU + r0 * D, D, 1.0f, dVb.data(), D);
+      if (s.ng == 0) continue;
+      // The dropped groups' entries of the whole chunk as matrix products:
+      // dCG = PG ⊙ (row_grad + dU·V̄gᵀ), then dq, dK̄g and dV̄g.
+      sgemm(false, true, nr, s.ng, D, 1.0f, gU + r0 * D, D, hs.Vg.data(), D, 0.0f, dCG.data(), s.ng);
+      for (int64_t i = 0; i < nr; ++i)
+        for (int64_t g = 0; g < s.ng; ++g) {
+          float& x = dCG[i * s.ng + g];
+          x = PG[i * s.ng + g] * (row_grad[i] + x);
+        }
+      sgemm(false, false, nr, D, s.ng, scale, dCG.data(), s.ng, hs.Kg.data(), D, 1.0f, dq + base + r0 * ld, ld);
+      sgemm(true, false, s.ng, D, nr, scale, dCG.data(), s.ng, q + base + r0 * ld, ld, 1.0f, dKg, D);
+      sgemm(true, false, s.ng, D, nr, 1.0f, PG.data(), s.ng, gU + r0 * D, D, 1.0f, dVg, D);
     }
-    for (int64_t kb = 0; kb < s.nkb; ++kb) {
-      const int64_t n = s.block_len(kb);
+    // Each mean spreads its gradient evenly over its tokens.
+    const auto spread = [&](int64_t row, int64_t t0, int64_t n) {
       const float inv = 1.0f / static_cast<float>(n);
-      for (int64_t t = kb * s.block; t < kb * s.block + n; ++t) {
-        axpy_row(dk + base + t * ld, inv, dKb.data() + kb * D, D);
-        axpy_row(dv + base + t * ld, inv, dVb.data() + kb * D, D);
+      for (int64_t t = t0; t < t0 + n; ++t) {
+        axpy_row(dk + base + t * ld, inv, dK.data() + row * D, D);
+        axpy_row(dv + base + t * ld, inv, dV.data() + row * D, D);
       }
-    }
+    };
+    for (int64_t kb = 0; kb < s.nkb; ++kb) spread(kb, kb * s.block, s.block_len(kb));
+    for (int64_t g = 0; g < s.ng; ++g) spread(s.nkb + g, g * s.G * s.block, s.group_len(g));
   }
 }
 
@@ -504,15 +607,16 @@ void summary_backward(float* dq, float* dk, float* dv, const float* g_logit, con
 WindowAttention::WindowAttention(const DsaConfig& cfg) : cfg_(cfg) { check_dsa_config(cfg_); }
 
 void WindowAttention::forward(float* out, float* lse, const float* q, const float* k, const float* v,
-                              const AttnDims& d) {
+                              const AttnDims& d, std::unique_ptr<AttnSaved>* saved) {
   check_attn_dims(d, "attention.window");
+  if (saved) saved->reset();
   ops::block_sparse_attention_forward(out, lse, q, k, v, d,
                                       local_window_selection(d, cfg_.block, dsa_window_blocks(cfg_)));
 }
 
 void WindowAttention::backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
                                const float* lse, const float* q, const float* k, const float* v,
-                               const AttnDims& d) {
+                               const AttnDims& d, const AttnSaved*) {
   check_attn_dims(d, "attention.window");
   ops::block_sparse_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, d,
                                        local_window_selection(d, cfg_.block, dsa_window_blocks(cfg_)));
@@ -568,27 +672,53 @@ bool has_far_part(const DsaPlan& plan) {
 
 }  // namespace
 
+// What DsaAttention::forward keeps for backward: its plan.
+struct DsaSaved final : AttnSaved {
+  DsaPlan plan;
+};
+
 // Two kernel calls share one softmax: the window part runs in tiles of
 // `block` query rows (every row of a block has the same window), the far
 // part on the row-sparse kernel (each row has its own selection and summary
 // key); merge_parts joins them by their log-sum-exps.
 void DsaAttention::forward(float* out, float* lse, const float* q, const float* k, const float* v,
-                           const AttnDims& d) {
-  const DsaPlan plan = dsa_plan(q, k, v, d, cfg_);
+                           const AttnDims& d, std::unique_ptr<AttnSaved>* saved) {
+  if (saved) saved->reset();  // a failed call must not leave a stale plan behind
+  DsaPlan plan = dsa_plan(q, k, v, d, cfg_);
   ops::block_sparse_attention_forward(out, lse, q, k, v, d, local_window_selection(d, cfg_.block, dsa_window_blocks(cfg_)));
-  if (!has_far_part(plan)) return;
-  std::vector<float> out_f(static_cast<size_t>(d.B * d.T * d.H * d.D)), lse_f(static_cast<size_t>(d.B * d.H * d.T));
-  ops::row_sparse_attention_forward(out_f.data(), lse_f.data(), q, k, v, d, plan.far, plan.extra());
-  merge_parts(out, lse, out_f.data(), lse_f.data(), d);
+  if (has_far_part(plan)) {
+    std::vector<float> out_f(static_cast<size_t>(d.B * d.T * d.H * d.D)), lse_f(static_cast<size_t>(d.B * d.H * d.T));
+    ops::row_sparse_attention_forward(out_f.data(), lse_f.data(), q, k, v, d, plan.far, plan.extra());
+    merge_parts(out, lse, out_f.data(), lse_f.data(), d);
+  }
+  if (saved) {
+    auto keep = std::make_unique<DsaSaved>();
+    keep->plan = std::move(plan);
+    *saved = std::move(keep);
+  }
 }
 
 void DsaAttention::backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
-                            const float* lse, const float* q, const float* k, const float* v, const AttnDims& d) {
-  // Recomputing the plan from the same q, k, v reproduces forward's exactly
-  // (dsa_plan is deterministic) and keeps the instance stateless. With the
-  // merged out and lse, each part's backward is exactly its share of the
-  // gradient of the joint softmax, so the far part simply accumulates.
-  const DsaPlan plan = dsa_plan(q, k, v, d, cfg_);
+                            const float* lse, const float* q, const float* k, const float* v, const AttnDims& d,
+                            const AttnSaved* saved) {
+  // The plan is forward's (saved) or recomputed from the same q, k, v —
+  // dsa_plan is deterministic, so both are the same. With the merged out
+  // and lse, each part's backward is exactly its share of the gradient of
+  // the joint softmax, so the far part simply accumulates.
+  check_attn_dims(d, "attention.dsa");
+  DsaPlan recomputed;
+  const DsaPlan* plan_ptr = nullptr;
+  if (saved) {
+    const auto* s = dynamic_cast<const DsaSaved*>(saved);
+    SPARTA_CHECK(s, "[attention.dsa] saved state was made by another attention implementation");
+    SPARTA_CHECK(s->plan.far.nqb == d.T && s->plan.far.offsets.size() == static_cast<size_t>(d.B * d.H * d.T + 1),
+                 "[attention.dsa] saved plan is for another problem shape than this backward call");
+    plan_ptr = &s->plan;
+  } else {
+    recomputed = dsa_plan(q, k, v, d, cfg_);
+    plan_ptr = &recomputed;
+  }
+  const DsaPlan& plan = *plan_ptr;
   ops::block_sparse_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, d,
                                        local_window_selection(d, cfg_.block, dsa_window_blocks(cfg_)));
   if (!has_far_part(plan)) return;
@@ -609,33 +739,57 @@ void DsaAttention::backward(float* dq, float* dk, float* dv, const float* dout, 
 namespace {
 
 // Mean key and value of the complete blocks [0, blocks) of one sequence's
-// cache, (blocks, H, D) each, computed by the same mean_rows as forward so
-// that decode gives the same bits with or without it.
+// cache, (blocks, H, D) each, and of the groups made of them, (groups, H,
+// D), computed by the same mean_rows and group_mean as forward.
 class DsaDecodeMemo final : public DecodeMemo {
  public:
   explicit DsaDecodeMemo(int64_t block) : block_(block) {}
-  void truncate(int64_t len) override { blocks_ = std::min(blocks_, len / block_); }
-  // Makes blocks [0, need) available (need <= complete blocks of the cache).
-  void extend(const float* k_cache, const float* v_cache, int64_t need, int64_t H, int64_t D) {
-    if (H != H_ || D != D_) blocks_ = 0, H_ = H, D_ = D;
-    if (need <= blocks_) return;
-    const size_t size = static_cast<size_t>(need * H * D);
-    if (kmean_.size() < size) kmean_.resize(std::max(size, 2 * kmean_.size())), vmean_.resize(kmean_.size());
-    const int64_t ld = H * D, from = blocks_;
-#pragma omp parallel for schedule(static) if ((need - from) * block_ * ld >= (int64_t{1} << 16))
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t kb = from; kb < need; ++kb) {
-        mean_rows(kmean_.data() + (kb * H + h) * D, k_cache + h * D, kb * block_, (kb + 1) * block_, ld, D);
-        mean_rows(vmean_.data() + (kb * H + h) * D, v_cache + h * D, kb * block_, (kb + 1) * block_, ld, D);
-      }
-    blocks_ = need;
+  void truncate(int64_t len) override {
+    blocks_ = std::min(blocks_, len / block_);
+    groups_ = 0;  // recomputed from the block means on the next extend (cheap)
   }
-  const float* kmean(int64_t kb, int64_t h) const { return kmean_.data() + (kb * H_ + h) * D_; }
-  const float* vmean(int64_t kb, int64_t h) const { return vmean_.data() + (kb * H_ + h) * D_; }
+  // Makes blocks [0, need) available (need <= complete blocks of the cache)
+  // and every group of s made of them.
+  void extend(const float* k_cache, const float* v_cache, int64_t need, const DsaShape& s, int64_t H, int64_t D) {
+    if (H != H_ || D != D_ || s.G != G_) blocks_ = 0, groups_ = 0, H_ = H, D_ = D, G_ = s.G;
+    const int64_t ld = H * D;
+    if (need > blocks_) {
+      grow(kmean_, vmean_, need * ld);
+      const int64_t from = blocks_;
+#pragma omp parallel for schedule(static) if ((need - from) * block_ * ld >= (int64_t{1} << 16))
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t kb = from; kb < need; ++kb) {
+          mean_rows(kmean_.data() + (kb * H + h) * D, k_cache + h * D, kb * block_, (kb + 1) * block_, ld, D);
+          mean_rows(vmean_.data() + (kb * H + h) * D, v_cache + h * D, kb * block_, (kb + 1) * block_, ld, D);
+        }
+      blocks_ = need;
+    }
+    const int64_t groups = s.ng > 0 ? std::min(s.ng, need / s.G) : 0;
+    if (groups > groups_) {
+      grow(kgroup_, vgroup_, groups * ld);
+      for (int64_t g = groups_; g < groups; ++g)
+        for (int64_t h = 0; h < H; ++h) {
+          group_mean(kgroup_.data() + (g * H + h) * D, kmean_.data() + h * D, ld, s, g, D);
+          group_mean(vgroup_.data() + (g * H + h) * D, vmean_.data() + h * D, ld, s, g, D);
+        }
+      groups_ = groups;
+    }
+  }
+  // Head h's rows (stride H * D): block kb at kmean(h) + kb * H * D, group g
+  // at kgroup(h) + g * H * D.
+  const float* kmean(int64_t h) const { return kmean_.data() + h * D_; }
+  const float* vmean(int64_t h) const { return vmean_.data() + h * D_; }
+  const float* kgroup(int64_t h) const { return kgroup_.data() + h * D_; }
+  const float* vgroup(int64_t h) const { return vgroup_.data() + h * D_; }
 
  private:
-  int64_t block_, blocks_ = 0, H_ = 0, D_ = 0;
-  std::vector<float> kmean_, vmean_;
+  static void grow(std::vector<float>& a, std::vector<float>& b, int64_t size) {
+    if (static_cast<int64_t>(a.size()) >= size) return;
+    a.resize(std::max(static_cast<size_t>(size), 2 * a.size()));
+    b.resize(a.size());
+  }
+  int64_t block_, blocks_ = 0, groups_ = 0, H_ = 0, D_ = 0, G_ = 0;
+  std::vector<float> kmean_, vmean_, kgroup_, vgroup_;
 };
 
 }  // namespace
@@ -652,39 +806,35 @@ void DsaAttention::decode(float* out, const float* q_cache, const float* k_cache
     memo = dynamic_cast<DsaDecodeMemo*>(memo_base);
     SPARTA_CHECK(memo, "[attention.dsa] decode memo was made by another attention implementation");
   }
-  // The last row of a causal sequence of len tokens, exactly as dsa_plan and
-  // the kernel treat it, for one head at a time.
+  // The last row of a causal sequence of len tokens, exactly as dsa_plan
+  // treats it, for one head at a time.
   const DsaShape s(cfg_, len, true);
   const int64_t ld = H * D, t = len - 1;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  int64_t w0, w1;
+  int64_t w0, w1, gl, gr;
   s.window(t, w0, w1);
+  s.whole_groups(w0, w1, gl, gr);
   const bool scored = s.top > 0 || cfg_.summary;
   // Without a caller's memo a fresh one serves this call, so that both ways
-  // run the same code on the block means and give the same bits.
+  // run the same code on the means and give the same bits.
   DsaDecodeMemo local(cfg_.block);
   if (!memo) memo = &local;
-  if (scored) memo->extend(k_cache, v_cache, w0, H, D);  // the candidates: blocks [0, w0)
+  if (scored) memo->extend(k_cache, v_cache, w0, s, H, D);  // the candidates: blocks [0, w0)
 #pragma omp parallel for schedule(static)
   for (int64_t h = 0; h < H; ++h) {
-    std::vector<float> c(static_cast<size_t>(s.nkb), 0.0f), P(static_cast<size_t>(s.nkb));
-    std::vector<char> selected(static_cast<size_t>(s.nkb));
-    std::vector<Scored> best;
-    std::vector<int32_t> ids;
     const float* qt = q_cache + t * ld + h * D;
+    RowPlan r;
+    std::vector<float> cg(static_cast<size_t>(gl)), pg(static_cast<size_t>(s.ng)), extra_value(static_cast<size_t>(D), 0.0f);
     if (scored) {
-      for_each_candidate(s, t, [&](int64_t kb) {
-        c[kb] = scale * dot_row(qt, memo->kmean(kb, h), D) + std::log(static_cast<float>(s.block_len(kb)));
-      });
+      for (int64_t g = 0; g < gl; ++g)  // the whole groups: every one before the window
+        cg[g] = scale * dot_row(qt, memo->kgroup(h) + g * ld, D) + std::log(static_cast<float>(s.group_len(g)));
+      r.plan(s, t, qt, cg.data(), memo->kmean(h), ld, D, cfg_.summary, pg.data());
+      for (size_t e = 0; e < r.sum_id.size(); ++e)
+        axpy_row(extra_value.data(), r.sum_p[e], memo->vmean(h) + r.sum_id[e] * ld, D);
+      for (int64_t g = 0; g < gl && cfg_.summary; ++g)  // pg is 0 beyond the whole groups
+        if (pg[g] != 0.0f) axpy_row(extra_value.data(), pg[g], memo->vgroup(h) + g * ld, D);
     }
-    select_row(ids, best, selected.data(), c.data(), s, t);
-    float extra_logit = -std::numeric_limits<float>::infinity();
-    std::vector<float> extra_value(static_cast<size_t>(D), 0.0f);
-    if (cfg_.summary) {
-      extra_logit = summary_weights(P.data(), c.data(), selected.data(), s, t);
-      for (int64_t kb = 0; kb < s.nkb; ++kb)  // P is 0 outside the candidates [0, w0)
-        if (P[kb] != 0.0f) axpy_row(extra_value.data(), P[kb], memo->vmean(kb, h), D);
-    }
+    std::vector<int32_t> ids = r.far;
     for (int64_t kb = w0; kb <= w1; ++kb) ids.push_back(static_cast<int32_t>(kb));  // after every far block
     std::vector<KeyRange> ranges;
     for (int32_t kb : ids) {  // merge adjacent blocks; the last one ends at len
@@ -695,8 +845,7 @@ void DsaAttention::decode(float* out, const float* q_cache, const float* k_cache
         ranges.push_back({a, e});
     }
     std::vector<float> sc;
-    decode_head(out + h * D, q_cache + t * ld + h * D, k_cache + h * D, v_cache + h * D, ld, D, ranges, sc,
-                extra_logit, extra_value.data());
+    decode_head(out + h * D, qt, k_cache + h * D, v_cache + h * D, ld, D, ranges, sc, r.L, extra_value.data());
   }
 }
 

@@ -15,22 +15,34 @@
 //     DeepSeek-V3.2, causal by construction and never forming the T×T score
 //     matrix. Keys are cut into blocks of cfg.block tokens. Per (b, h):
 //       1. summaries: the mean key K̄[kb] and mean value V̄[kb] of every key
-//          block;
-//       2. every query row t scores its candidates with its own query:
-//          c[t][kb] = q_t·K̄[kb]/sqrt(D) + ln(len of kb); candidates are,
-//          causal, the key blocks before t's window (window = key blocks
-//          kb(t)-W+1 .. kb(t), W = dsa_window_blocks) and, bidirectional,
-//          every key block outside |kb - kb(t)| < W. O(T·(T/block)·D), via
-//          sgemm;
-//       3. the dsa_top_blocks(cfg, T) best candidates of row t (ties:
-//          smaller id; NaN ranks last) plus its window are attended exactly;
-//       4. summary (cfg.summary): t's candidates NOT selected enter its
-//          softmax as one extra key with logit L[t] = logsumexp of their
-//          scores and value Σ softmax(c)·V̄[kb]. This is attention of q_t
-//          over block summaries, with ln(len) making a block of identical
-//          keys weigh exactly as much as its tokens would; far context the
-//          selection misses is seen coarsely rather than not at all, and
-//          nothing is counted twice.
+//          block, and of every group g < ng = floor(nkb / G) of G =
+//          cfg.group consecutive blocks (K̄g, V̄g: mean over the group's
+//          tokens; ng = 0 when G = 1);
+//       2. candidates of query row t: causal, the key blocks before t's
+//          window (window = key blocks kb(t)-W+1 .. kb(t), W =
+//          dsa_window_blocks); bidirectional, every key block outside
+//          |kb - kb(t)| < W. A group is whole for t when all its blocks are
+//          candidates;
+//       3. coarse step, when top < #candidates and t has more than
+//          m = max(cfg.group_keep, ceil(top / G)) whole groups (top =
+//          dsa_top_blocks(cfg, T)): t scores its whole groups,
+//          cg[t][g] = q_t·K̄g/sqrt(D) + ln(len of g) (sgemm over chunks of
+//          rows), keeps the m best (ties: smaller id; NaN ranks last) and
+//          drops the others; otherwise nothing is dropped;
+//       4. t scores the candidates not in a dropped group with its own
+//          query: c[t][kb] = q_t·K̄[kb]/sqrt(D) + ln(len of kb); the top best
+//          of them (ties: smaller id; NaN ranks last) plus its window are
+//          attended exactly;
+//       5. summary (cfg.summary): the scored blocks NOT selected and the
+//          dropped groups (NaN scores left out) enter t's softmax as one
+//          extra key with logit L[t] = logsumexp of their scores and value
+//          Σ softmax·V̄ (block or group mean). This is attention of q_t over
+//          block and group summaries, with ln(len) making a block or group
+//          of identical keys weigh exactly as much as its tokens would; far
+//          context the selection misses is seen coarsely rather than not at
+//          all, and nothing is counted twice.
+//     Scoring costs O(T/(G·block) + G·m) per row (O(T/block) without the
+//     coarse step).
 //     Why per row: the token that needs a far block (e.g. the one that must
 //     recall a pass key) is the one whose query must find it; a selection
 //     shared by a block of queries and scored from other tokens' queries
@@ -40,10 +52,10 @@
 //     part (selected blocks + summary key) on the row-sparse kernel
 //     (ops/row_sparse_attention.h); the two share one softmax, joined by
 //     their log-sum-exps.
-//     Learning: the scores c are the summary's logits, so the gradient of
-//     the loss reaches the scorer through its own branch: dL/dc flows into
-//     q_t and K̄, V̄ (the keys and values of every token of the summarised
-//     blocks). A block whose content would help gets a higher score and is
+//     Learning: the scores c and cg are the summary's logits, so the
+//     gradient of the loss reaches the scorer through its own branch: dL/dc
+//     flows into q_t and K̄, V̄ (the keys and values of every token of the
+//     summarised blocks and groups). A block whose content would help gets a higher score and is
 //     selected (exactly) next time. The top-k choice itself is a hard,
 //     straight-through step. Backward recomputes the same selection and
 //     summary from q, k, v.
@@ -51,7 +63,7 @@
 //     result equals dense attention (forward and gradients).
 //     Decode computes exactly what forward computes for the last row of a
 //     sequence of len tokens (up to float rounding: one softmax instead of
-//     two merged parts, scores by dot product instead of sgemm).
+//     two merged parts, group scores by dot product instead of sgemm).
 //
 // Determinism: forward, backward and decode are bit-identical for any
 // OpenMP thread count (selection is computed per (b, h) in a fixed order,
@@ -71,10 +83,11 @@ class WindowAttention final : public Attention {
   // Uses cfg.block and cfg.window only; throws on an invalid cfg.
   explicit WindowAttention(const DsaConfig& cfg);
   std::string name() const override { return "window"; }
-  void forward(float* out, float* lse, const float* q, const float* k, const float* v,
-               const AttnDims& d) override;
+  void forward(float* out, float* lse, const float* q, const float* k, const float* v, const AttnDims& d,
+               std::unique_ptr<AttnSaved>* saved = nullptr) override;
   void backward(float* dq, float* dk, float* dv, const float* dout, const float* out, const float* lse,
-                const float* q, const float* k, const float* v, const AttnDims& d) override;
+                const float* q, const float* k, const float* v, const AttnDims& d,
+                const AttnSaved* saved = nullptr) override;
   // Attends to positions [max(0, qb-W+1)*block, len) with qb = (len-1)/block:
   // exactly the keys forward gives the query at position len-1 (causal).
   // Keeps no memo.
@@ -91,15 +104,16 @@ class DsaAttention final : public Attention {
   explicit DsaAttention(const DsaConfig& cfg);
   std::string name() const override { return "dsa"; }
   const DsaConfig& config() const { return cfg_; }
-  void forward(float* out, float* lse, const float* q, const float* k, const float* v,
-               const AttnDims& d) override;
+  void forward(float* out, float* lse, const float* q, const float* k, const float* v, const AttnDims& d,
+               std::unique_ptr<AttnSaved>* saved = nullptr) override;
   void backward(float* dq, float* dk, float* dv, const float* dout, const float* out, const float* lse,
-                const float* q, const float* k, const float* v, const AttnDims& d) override;
+                const float* q, const float* k, const float* v, const AttnDims& d,
+                const AttnSaved* saved = nullptr) override;
   void decode(float* out, const float* q_cache, const float* k_cache, const float* v_cache, int64_t len, int64_t H,
               int64_t D, DecodeMemo* memo = nullptr) override;
-  // Keeps the mean key and value of every complete block computed so far
-  // (filled lazily by decode), so a decode step scores len/block block
-  // means instead of re-reading the whole cache.
+  // Keeps the mean key and value of every complete block and group computed
+  // so far (filled lazily by decode), so a decode step scores group and
+  // block means instead of re-reading the whole cache.
   std::unique_ptr<DecodeMemo> make_decode_memo() const override;
 
  private:

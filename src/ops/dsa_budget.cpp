@@ -15,6 +15,8 @@ void check_dsa_config(const DsaConfig& c) {
   SPARTA_CHECK(c.explore >= 0.0 && std::isfinite(c.explore),
                "[attention.dsa] explore must be a finite number >= 0, got ", c.explore);
   SPARTA_CHECK(c.window >= 1, "[attention.dsa] window must be >= 1, got ", c.window);
+  SPARTA_CHECK(c.group >= 1, "[attention.dsa] group must be >= 1, got ", c.group);
+  SPARTA_CHECK(c.group_keep >= 1, "[attention.dsa] group_keep must be >= 1, got ", c.group_keep);
   SPARTA_CHECK(c.top_k >= 0, "[attention.dsa] top_k must be >= 0, got ", c.top_k);
   SPARTA_CHECK(c.keep_long > 0.0 && c.keep_long <= c.keep_short && c.keep_short <= 1.0,
                "[attention.dsa] need 0 < keep_long <= keep_short <= 1, got keep_short=", c.keep_short,

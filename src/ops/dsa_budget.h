@@ -35,6 +35,15 @@ struct DsaConfig {
   double keep_long = 0.2;   // fraction of keys kept at T = long_len
   int64_t short_len = 256;
   int64_t long_len = 1024;
+  // Coarse step (hierarchical scoring): consecutive key blocks form groups
+  // of `group` blocks; a query row whose candidates contain more than
+  // max(group_keep, ceil(top blocks / group)) whole groups scores those
+  // groups first (mean key of the group) and scores blocks only inside the
+  // best ones, so scoring costs O(T/(group·block) + group·group_keep) per
+  // row instead of O(T/block). The groups it drops still enter the summary
+  // key, as group means. group = 1: no coarse step.
+  int64_t group = 8;
+  int64_t group_keep = 4;
   // Far-context summary: the key blocks a query row scored but did not
   // select still enter its softmax as one summary key (see attention_dsa.h),
   // which is also what trains the scorer. false = hard selection only.
@@ -52,8 +61,8 @@ struct DsaConfig {
 };
 
 // Throws sparta::Error "[attention.dsa] ..." naming the bad field unless
-// block >= 1, window >= 1, top_k >= 0, 0 < keep_long <= keep_short <= 1 and
-// 2 <= short_len < long_len.
+// block >= 1, window >= 1, top_k >= 0, 0 < keep_long <= keep_short <= 1,
+// 2 <= short_len < long_len, group >= 1 and group_keep >= 1.
 void check_dsa_config(const DsaConfig& cfg);
 
 // Keys per query for context length T >= 0 (formula above); 0 for T = 0.

@@ -242,15 +242,17 @@ AttentionBenchRecord measure_attention(const std::string& impl, int64_t seq, con
     const float *k = q + HD, *v = q + 2 * HD;
     float* dq = dqkv.data<float>();
 
+    // As in training: forward keeps what backward reuses (DSA: its plan).
+    std::unique_ptr<AttnSaved> saved;
     mem.begin();
-    r.fwd_ms = ms(time_runs([&] { attn->forward(out.data<float>(), lse.data<float>(), q, k, v, d); },
+    r.fwd_ms = ms(time_runs([&] { attn->forward(out.data<float>(), lse.data<float>(), q, k, v, d, &saved); },
                             spec.min_time_s, spec.max_runs));
     mem.end();
     mem.begin();
     r.bwd_ms = ms(time_runs(
         [&] {
           attn->backward(dq, dq + HD, dq + 2 * HD, dout.data<float>(), out.data<float>(), lse.data<float>(), q, k, v,
-                         d);
+                         d, saved.get());
         },
         spec.min_time_s, spec.max_runs));
     mem.end();

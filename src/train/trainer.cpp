@@ -192,7 +192,9 @@ std::vector<std::string> attention_overrides(const Config& c) {
           "model.dsa.keep_short=" + exact(d.keep_short),
           "model.dsa.keep_long=" + exact(d.keep_long),
           cat("model.dsa.short_len=", d.short_len),
-          cat("model.dsa.long_len=", d.long_len)};
+          cat("model.dsa.long_len=", d.long_len),
+          cat("model.dsa.group=", d.group),
+          cat("model.dsa.group_keep=", d.group_keep)};
 }
 
 // On resume, metrics written after the checkpoint by the interrupted run are

@@ -54,6 +54,7 @@ struct RefCase {
   int64_t budget = 0, top_blocks = 0, window_blocks = 0;
   double margin = 0;  // smallest score gap selected vs unselected candidate (inf: none left out)
   bool equals_dense = false;
+  int64_t coarse_rows = 0;  // rows where the reference ran the coarse (group) step
   int64_t nqb() const { return d.T; }  // every query row selects on its own
   int64_t nkb() const { return (d.T + cfg.block - 1) / cfg.block; }
 };
@@ -76,6 +77,9 @@ RefCase parse_case(const nlohmann::json& j) {
   c.cfg.short_len = j.at("short_len").get<int64_t>();
   c.cfg.long_len = j.at("long_len").get<int64_t>();
   c.cfg.summary = j.at("summary").get<bool>();
+  c.cfg.group = j.at("group").get<int64_t>();
+  c.cfg.group_keep = j.at("group_keep").get<int64_t>();
+  c.coarse_rows = j.at("coarse_rows").get<int64_t>();
   c.budget = j.at("budget").get<int64_t>();
   c.top_blocks = j.at("top_blocks").get<int64_t>();
   c.window_blocks = j.at("window_blocks").get<int64_t>();
@@ -302,7 +306,12 @@ class DsaReferenceCase : public ::testing::Test {
 // generator that silently lost cases cannot make this suite pass vacuously.
 TEST(DsaTorchReference, FileCoversTheIntendedCases) {
   int causal = 0, bidir = 0, summary = 0, no_summary = 0, dense = 0, sparse_summary = 0, ragged = 0, fused = 0;
+  int coarse_causal = 0, coarse_bidir = 0, coarse_summary = 0;
   for (const RefCase& c : ref_cases()) {
+    if (c.coarse_rows > 0) {
+      (c.d.causal ? coarse_causal : coarse_bidir)++;
+      coarse_summary += c.cfg.summary;
+    }
     (c.d.causal ? causal : bidir)++;
     (c.cfg.summary ? summary : no_summary)++;
     dense += c.equals_dense;
@@ -318,6 +327,9 @@ TEST(DsaTorchReference, FileCoversTheIntendedCases) {
   EXPECT_GE(sparse_summary, 3);
   EXPECT_GE(ragged, 2);
   EXPECT_GE(fused, 2);
+  EXPECT_GE(coarse_causal, 2);
+  EXPECT_GE(coarse_bidir, 2);
+  EXPECT_GE(coarse_summary, 3);
 }
 
 int main(int argc, char** argv) {

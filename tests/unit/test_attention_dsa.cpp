@@ -110,6 +110,14 @@ DsaConfig small_budget(bool summary = true) {
   return c;
 }
 
+// small_budget with the coarse step: groups of 2 blocks, 2 kept (m = 2 at
+// T = 200, where the last rows have 5 whole groups before their window).
+DsaConfig coarse_budget(bool summary = true) {
+  DsaConfig c = small_budget(summary);
+  c.group = 2, c.group_keep = 2;
+  return c;
+}
+
 // Mean over tokens [t0, t1) of row slice x (strided by ld), in double.
 std::vector<double> mean_rows(const float* x, int64_t t0, int64_t t1, int64_t ld, int64_t D) {
   std::vector<double> m(static_cast<size_t>(D), 0.0);
@@ -199,6 +207,10 @@ TEST(DsaBudget, RejectsBadConfigs) {
   expect_msg(c, "need 0 < keep_long <= keep_short <= 1, got keep_short=0.8 keep_long=0.9");
   c = {}, c.long_len = 256;
   expect_msg(c, "need 2 <= short_len < long_len, got short_len=256 long_len=256");
+  c = {}, c.group = 0;
+  expect_msg(c, "[attention.dsa] group must be >= 1, got 0");
+  c = {}, c.group_keep = -2;
+  expect_msg(c, "[attention.dsa] group_keep must be >= 1, got -2");
   EXPECT_THROW(dsa_key_budget(DsaConfig{}, -1), Error);
   c = {}, c.block = 0;
   EXPECT_THROW(DsaAttention{c}, Error);
@@ -344,87 +356,130 @@ TEST(AttentionDsa, HardSelectionMatchesMaskedReference) {
 
 TEST(AttentionDsa, PlanFollowsTheScoringAndSummaryRules) {
   // Re-derive the rules independently in double: the window is always
-  // selected, nothing causal-future is; exactly min(top, candidates)
-  // candidates are selected and each scores at least as high as every
-  // unselected one; the summary is the log-sum-exp and softmax-weighted mean
-  // value over the unselected candidates' scores.
-  for (bool causal : {true, false})
-    for (int64_t T : {200, 203}) {
-      const Problem p(1, T, 2, 8, causal, false, 500 + causal + T);
-      const DsaConfig c = small_budget();
-      const DsaPlan plan = dsa_plan(p.q(), p.k(), p.v(), p.d, c);
-      const BlockSelection sel = dsa_select(p.q(), p.k(), p.d, c);
-      const int64_t D = p.d.D, HD = p.d.H * D, W = dsa_window_blocks(c), top = dsa_top_blocks(c, T);
-      const int64_t nkb = (T + c.block - 1) / c.block;
-      ASSERT_EQ(sel.nqb, T);
-      ASSERT_EQ(plan.far.nqb, T);
-      ASSERT_EQ(plan.summary_logit.size(), static_cast<size_t>(p.d.H * T));
-      int64_t summaries = 0;
-      for (int64_t h = 0; h < p.d.H; ++h)
-        for (int64_t j = 0; j < T; ++j) {  // every query row
-          const std::string where = cat("causal=", causal, " T=", T, " h=", h, " row=", j);
-          const std::vector<int32_t> got = list_of(sel, h * T + j);
-          const std::set<int32_t> chosen(got.begin(), got.end());
-          const auto qt = row_query(p.q() + h * D, j, HD, D);
-          const int64_t qkb = j / c.block;
-          // The far part the kernel runs is the selection minus the window.
-          std::vector<int32_t> far_want;
-          for (int32_t kb : got)
-            if (causal ? qkb - kb >= W : std::abs(qkb - kb) >= W) far_want.push_back(kb);
-          EXPECT_EQ(list_of(plan.far, h * T + j), far_want) << where;
-          std::vector<double> picked, rejected;
-          std::vector<std::pair<double, int64_t>> unselected;
-          for (int64_t kb = 0; kb < nkb; ++kb) {
-            const int64_t gap = qkb - kb;
-            const bool in_window = causal ? gap >= 0 && gap < W : std::abs(gap) < W;
-            const bool candidate = causal ? gap >= W : !in_window;
-            if (in_window) {
-              EXPECT_TRUE(chosen.count(static_cast<int32_t>(kb))) << where << " window block " << kb;
+  // selected, nothing causal-future is; with the coarse step active (more
+  // whole groups than m = max(group_keep, ceil(top / group))) only the m
+  // best-scoring whole groups stay candidates; exactly min(top, candidates
+  // left) are selected and each scores at least as high as every unselected
+  // one; the summary is the log-sum-exp and softmax-weighted mean value over
+  // the unselected blocks and the dropped groups.
+  for (int64_t group : {1, 2, 3})
+    for (bool causal : {true, false})
+      for (int64_t T : {200, 203}) {
+        const Problem p(1, T, 2, 8, causal, false, 500 + causal + T + 10 * group);
+        DsaConfig c = small_budget();
+        c.group = group, c.group_keep = 2;
+        const DsaPlan plan = dsa_plan(p.q(), p.k(), p.v(), p.d, c);
+        const BlockSelection sel = dsa_select(p.q(), p.k(), p.d, c);
+        const int64_t D = p.d.D, HD = p.d.H * D, W = dsa_window_blocks(c), top = dsa_top_blocks(c, T);
+        const int64_t nkb = (T + c.block - 1) / c.block, G = group, ng = G >= 2 ? nkb / G : 0;
+        const int64_t m = std::max<int64_t>(c.group_keep, (top + G - 1) / G);
+        ASSERT_EQ(sel.nqb, T);
+        ASSERT_EQ(plan.far.nqb, T);
+        ASSERT_EQ(plan.summary_logit.size(), static_cast<size_t>(p.d.H * T));
+        int64_t summaries = 0, coarse_rows = 0, close_calls = 0;
+        for (int64_t h = 0; h < p.d.H; ++h)
+          for (int64_t j = 0; j < T; ++j) {  // every query row
+            const std::string where = cat("group=", G, " causal=", causal, " T=", T, " h=", h, " row=", j);
+            const std::vector<int32_t> got = list_of(sel, h * T + j);
+            const std::set<int32_t> chosen(got.begin(), got.end());
+            const auto qt = row_query(p.q() + h * D, j, HD, D);
+            const int64_t qkb = j / c.block;
+            const auto is_candidate = [&](int64_t kb) { return causal ? qkb - kb >= W : std::abs(qkb - kb) >= W; };
+            // The far part the kernel runs is the selection minus the window.
+            std::vector<int32_t> far_want;
+            for (int32_t kb : got)
+              if (is_candidate(kb)) far_want.push_back(kb);
+            EXPECT_EQ(list_of(plan.far, h * T + j), far_want) << where;
+            // Coarse step, in double.
+            int64_t ncand = 0;
+            for (int64_t kb = 0; kb < nkb; ++kb) ncand += is_candidate(kb);
+            std::vector<std::pair<double, int64_t>> whole;  // (score, group)
+            for (int64_t g = 0; g < ng; ++g) {
+              bool all = true;
+              for (int64_t kb = g * G; kb < (g + 1) * G; ++kb) all = all && is_candidate(kb);
+              if (!all) continue;
+              const int64_t t0 = g * G * c.block, t1 = std::min(T, (g + 1) * G * c.block);
+              whole.push_back({dotd(qt, mean_rows(p.k() + h * D, t0, t1, HD, D)) / std::sqrt(double(D)) +
+                                   std::log(static_cast<double>(t1 - t0)),
+                               g});
             }
-            if (!in_window && !candidate) {
-              EXPECT_FALSE(chosen.count(static_cast<int32_t>(kb))) << where;
+            std::vector<char> dropped(static_cast<size_t>(ng), 0);
+            std::vector<std::pair<double, int64_t>> unselected;  // summary entries: (score, block or nkb + group)
+            if (top < ncand && static_cast<int64_t>(whole.size()) > m) {
+              ++coarse_rows;
+              std::sort(whole.begin(), whole.end(), [](auto& a, auto& b) { return a.first > b.first; });
+              if (whole[m - 1].first - whole[m].first < 1e-4) {  // float32 may rank these differently
+                ++close_calls;
+                continue;
+              }
+              for (size_t i = m; i < whole.size(); ++i) {
+                dropped[whole[i].second] = 1;
+                unselected.push_back({whole[i].first, nkb + whole[i].second});
+              }
             }
-            if (!candidate) continue;
-            const int64_t len = std::min(T, (kb + 1) * c.block) - kb * c.block;
-            const double s = dotd(qt, mean_of_block(p.k() + h * D, T, HD, D, c.block, kb)) / std::sqrt(double(D)) +
-                             std::log(static_cast<double>(len));
-            if (chosen.count(static_cast<int32_t>(kb))) {
-              picked.push_back(s);
-            } else {
-              rejected.push_back(s);
-              unselected.push_back({s, kb});
+            std::vector<double> picked, rejected;
+            for (int64_t kb = 0; kb < nkb; ++kb) {
+              const int64_t gap = qkb - kb;
+              const bool in_window = causal ? gap >= 0 && gap < W : std::abs(gap) < W;
+              if (in_window) {
+                EXPECT_TRUE(chosen.count(static_cast<int32_t>(kb))) << where << " window block " << kb;
+              }
+              if (!in_window && !is_candidate(kb)) {
+                EXPECT_FALSE(chosen.count(static_cast<int32_t>(kb))) << where;
+              }
+              if (!is_candidate(kb)) continue;
+              if (kb / G < ng && dropped[kb / G]) {
+                EXPECT_FALSE(chosen.count(static_cast<int32_t>(kb))) << where << " block of a dropped group";
+                continue;
+              }
+              const int64_t len = std::min(T, (kb + 1) * c.block) - kb * c.block;
+              const double s = dotd(qt, mean_of_block(p.k() + h * D, T, HD, D, c.block, kb)) / std::sqrt(double(D)) +
+                               std::log(static_cast<double>(len));
+              if (chosen.count(static_cast<int32_t>(kb))) {
+                picked.push_back(s);
+              } else {
+                rejected.push_back(s);
+                unselected.push_back({s, kb});
+              }
             }
-          }
-          EXPECT_EQ(static_cast<int64_t>(picked.size()),
-                    std::min<int64_t>(top, static_cast<int64_t>(picked.size() + rejected.size())))
-              << where;
-          if (!picked.empty() && !rejected.empty()) {
-            EXPECT_GE(*std::min_element(picked.begin(), picked.end()) + 1e-5,
-                      *std::max_element(rejected.begin(), rejected.end()))
+            EXPECT_EQ(static_cast<int64_t>(picked.size()),
+                      std::min<int64_t>(top, static_cast<int64_t>(picked.size() + rejected.size())))
                 << where;
+            if (!picked.empty() && !rejected.empty()) {
+              EXPECT_GE(*std::min_element(picked.begin(), picked.end()) + 1e-5,
+                        *std::max_element(rejected.begin(), rejected.end()))
+                  << where;
+            }
+            const float L = plan.summary_logit[h * T + j];
+            const float* U = plan.summary_value.data() + (h * T + j) * D;
+            if (unselected.empty()) {
+              EXPECT_EQ(L, -std::numeric_limits<float>::infinity()) << where;
+              for (int64_t e = 0; e < D; ++e) EXPECT_EQ(U[e], 0.0f) << where;
+              continue;
+            }
+            ++summaries;
+            double mx = -1e300, l = 0.0;
+            for (const auto& u : unselected) mx = std::max(mx, u.first);
+            std::vector<double> want(static_cast<size_t>(D), 0.0);
+            for (const auto& [score, id] : unselected) {
+              const double w = std::exp(score - mx);
+              l += w;
+              const auto vm = id < nkb ? mean_of_block(p.v() + h * D, T, HD, D, c.block, id)
+                                       : mean_rows(p.v() + h * D, (id - nkb) * G * c.block,
+                                                   std::min(T, (id - nkb + 1) * G * c.block), HD, D);
+              for (int64_t e = 0; e < D; ++e) want[e] += w * vm[e];
+            }
+            EXPECT_NEAR(L, mx + std::log(l), 1e-5 * (1 + std::fabs(mx))) << where;
+            for (int64_t e = 0; e < D; ++e) EXPECT_NEAR(U[e], want[e] / l, 1e-5) << where << " e=" << e;
           }
-          const float L = plan.summary_logit[h * T + j];
-          const float* U = plan.summary_value.data() + (h * T + j) * D;
-          if (unselected.empty()) {
-            EXPECT_EQ(L, -std::numeric_limits<float>::infinity()) << where;
-            for (int64_t e = 0; e < D; ++e) EXPECT_EQ(U[e], 0.0f) << where;
-            continue;
-          }
-          ++summaries;
-          double m = -1e300, l = 0.0;
-          for (const auto& u : unselected) m = std::max(m, u.first);
-          std::vector<double> want(static_cast<size_t>(D), 0.0);
-          for (const auto& u : unselected) {
-            const double w = std::exp(u.first - m);
-            l += w;
-            const auto vb = mean_of_block(p.v() + h * D, T, HD, D, c.block, u.second);
-            for (int64_t e = 0; e < D; ++e) want[e] += w * vb[e];
-          }
-          EXPECT_NEAR(L, m + std::log(l), 1e-5 * (1 + std::fabs(m))) << where;
-          for (int64_t e = 0; e < D; ++e) EXPECT_NEAR(U[e], want[e] / l, 1e-5) << where << " e=" << e;
+        EXPECT_GT(summaries, 0) << "the budget should leave far blocks to summarise";
+        if (G == 1) {
+          EXPECT_EQ(coarse_rows, 0);
+        } else {
+          EXPECT_GT(coarse_rows, T / 5) << "group=" << G << ": the coarse step should act on many rows";
         }
-      EXPECT_GT(summaries, 0) << "the budget should leave far blocks to summarise";
-    }
+        EXPECT_LE(close_calls, coarse_rows / 50 + 1);
+      }
 }
 
 TEST(AttentionDsa, PlantedKeyBlockIsSelected) {
@@ -480,23 +535,35 @@ TEST(AttentionDsa, GradientsMatchFiniteDifferences) {
   // top block, so most earlier blocks are summarised; the gradient through
   // the summary (scores -> each row's query and the mean keys; mean values)
   // is checked along with the selected tokens'.
+  // group = 2: the coarse step acts on the later rows (up to 3 whole groups
+  // of 2 blocks, 1 kept), so gradients also flow through group summaries.
+  for (int64_t group : {1, 2})
   for (bool causal : {true, false})
     for (bool summary : {true, false})
       for (int64_t seed : {1, 2}) {
-        Problem p(1, 13, 2, 4, causal, true, 800 + causal + 2 * summary + 4 * seed, 1.0);
+        Problem p(1, 13, 2, 4, causal, true, 800 + causal + 2 * summary + 4 * seed + 100 * (group - 1), 1.0);
         DsaConfig c;
         c.block = 2, c.window = 2, c.top_k = 1, c.keep_short = 0.2, c.keep_long = 0.1,
         c.short_len = 2, c.long_len = 4, c.summary = summary;  // budget at T = 13: window + top_k = 3
+        c.group = group, c.group_keep = 1;
         ASSERT_EQ(dsa_top_blocks(c, 13), 1);
-        const std::string what = cat("causal=", causal, " summary=", summary, " seed=", seed);
+        const std::string what = cat("group=", group, " causal=", causal, " summary=", summary, " seed=", seed);
         const BlockSelection sel = dsa_select(p.q(), p.k(), p.d, c);
         DsaAttention att(c);
         Rng rng(81);
         const std::vector<float> R = test::random_normal(p.out_size(), rng);
         const AttnResult r = run(att, p, R);
+        const DsaPlan plan0 = dsa_plan(p.q(), p.k(), p.v(), p.d, c);
         bool selection_moved = false;
         const auto objective = [&] {
           if (dsa_select(p.q(), p.k(), p.d, c).keys != sel.keys) selection_moved = true;
+          // A kept group that changes moves the summary's make-up: compare
+          // which rows have a summary and roughly where its logit is.
+          const DsaPlan now = dsa_plan(p.q(), p.k(), p.v(), p.d, c);
+          for (size_t i = 0; i < now.summary_logit.size(); ++i)
+            if (std::isinf(now.summary_logit[i]) != std::isinf(plan0.summary_logit[i]) ||
+                std::fabs(now.summary_logit[i] - plan0.summary_logit[i]) > 0.1f)
+              selection_moved = true;
           std::vector<float> out(p.out_size()), lse(p.lse_size());
           att.forward(out.data(), lse.data(), p.q(), p.k(), p.v(), p.d);
           return test::dot(out, R);
@@ -635,6 +702,35 @@ TEST(AttentionDsa, ExplorationPerturbsTheRankingOnlyInTraining) {
   test::with_threads(1, [&] { test::expect_grad_matches_fd("explore", small.qkv, r.dqkv, objective); });
 }
 
+TEST(AttentionDsa, CoarseStepOverGroupConstantKeysEqualsTheFlatSelection) {
+  // With every key and value constant inside each group of 2 blocks, a
+  // group's score is its blocks' score + ln 2 (the log-sum-exp of its two
+  // block entries) and its mean value theirs: the groups kept contain the
+  // best blocks, and a dropped group enters the summary exactly as its two
+  // blocks would. So the coarse step must reproduce the flat computation
+  // (group = 1), forward and gradients, up to rounding.
+  for (bool causal : {true, false}) {
+    const int64_t T = 192, H = 2, D = 8;  // 12 blocks of 16, 6 groups
+    Problem p(1, T, H, D, causal, true, 1160 + causal);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t e = 0; e < H * D; ++e) {
+        const int64_t t0 = (t / 32) * 32;  // first token of t's group
+        p.k()[t * p.d.ld + e] = p.k()[t0 * p.d.ld + e];
+        p.qkv[p.vo + t * p.d.ld + e] = p.qkv[p.vo + t0 * p.d.ld + e];
+      }
+    Rng rng(1161);
+    const std::vector<float> dout = test::random_normal(p.out_size(), rng);
+    DsaConfig flat = coarse_budget();
+    flat.group = 1;
+    DsaAttention coarse_att(coarse_budget()), flat_att(flat);
+    expect_results_close(run(coarse_att, p, dout), run(flat_att, p, dout), 1e-5, 1e-4, cat("causal=", causal));
+    // And the coarse step did act: its plan drops groups (fewer entries in
+    // the summary is invisible in the output, so check the selection rule's
+    // precondition instead: the last row has more whole groups than m = 2).
+    EXPECT_GT((T / 16 - dsa_window_blocks(flat)) / 2, 2);
+  }
+}
+
 TEST(AttentionDsa, SummaryChangesTheResultOnlyWhenBlocksAreLeftOut) {
   const Problem p(1, 200, 2, 8, true, true, 850);
   Rng rng(851);
@@ -690,16 +786,17 @@ TEST(AttentionDsa, DecodeEqualsLastRowOfForwardOnEveryPrefix) {
   // its last row, with a real budget and the summary (and without).
   const int64_t H = 2, D = 8, T = 200, HD = H * D;
   const Problem p(1, T, H, D, true, false, 1101);
+  for (bool coarse : {false, true})
   for (bool summary : {true, false}) {
-    DsaAttention att(small_budget(summary));
+    DsaAttention att(coarse ? coarse_budget(summary) : small_budget(summary));
     std::vector<float> out(p.out_size()), lse(p.lse_size()), dec(HD);
-    for (int64_t len = 1; len <= T; len += (len < 40 ? 1 : 7)) {
+    for (int64_t len = 1; len <= T; len += (len < 40 || coarse ? 1 : 7)) {
       AttnDims prefix = p.d;
       prefix.T = len;  // (T, H, D) rows: the first len rows are the prefix
       att.forward(out.data(), lse.data(), p.q(), p.k(), p.v(), prefix);
       att.decode(dec.data(), p.q(), p.k(), p.v(), len, H, D);
       const std::vector<float> want(out.begin() + (len - 1) * HD, out.begin() + len * HD);
-      expect_rel_close(dec, want, 1e-5, cat("summary=", summary, " len=", len));
+      expect_rel_close(dec, want, 1e-5, cat("coarse=", coarse, " summary=", summary, " len=", len));
     }
   }
 }
@@ -707,7 +804,7 @@ TEST(AttentionDsa, DecodeEqualsLastRowOfForwardOnEveryPrefix) {
 TEST(AttentionDsa, DecodeMemoGivesTheSameBitsAndFollowsTruncation) {
   const int64_t H = 2, D = 8, T = 200, HD = H * D;
   Problem p(1, T, H, D, true, false, 1150);
-  DsaAttention att(small_budget());
+  DsaAttention att(coarse_budget());  // block and group means both come from the memo
   std::unique_ptr<DecodeMemo> memo = att.make_decode_memo();
   ASSERT_NE(memo, nullptr);
   std::vector<float> with(HD), without(HD);
@@ -752,6 +849,45 @@ TEST(AttentionDsa, ResultsIndependentOfThreadCount) {
     test::expect_bitwise_equal("lse", r[0].lse, r[1].lse);
     test::expect_bitwise_equal("dqkv", r[0].dqkv, r[1].dqkv);
     test::expect_bitwise_equal("decode", dec[0], dec[1]);
+  }
+}
+
+TEST(AttentionDsa, BackwardWithForwardsSavedPlanGivesTheSameBits) {
+  // Training passes forward's plan to backward instead of recomputing it;
+  // both ways must agree exactly (the plan is a deterministic function of
+  // q, k, v), and a foreign or mismatched saved state is refused.
+  const int64_t H = 2, D = 8;
+  for (bool causal : {true, false}) {
+    const Problem p(2, 200, H, D, causal, true, 1170 + causal);
+    Rng rng(1171);
+    const std::vector<float> dout = test::random_normal(p.out_size(), rng);
+    DsaAttention att(coarse_budget());
+    const AttnResult plain = run(att, p, dout);
+    std::unique_ptr<AttnSaved> saved;
+    std::vector<float> out(p.out_size()), lse(p.lse_size()), dqkv(p.qkv.size(), 777.0f);
+    att.forward(out.data(), lse.data(), p.q(), p.k(), p.v(), p.d, &saved);
+    ASSERT_NE(saved, nullptr);
+    att.backward(dqkv.data() + p.qo, dqkv.data() + p.ko, dqkv.data() + p.vo, dout.data(), out.data(), lse.data(),
+                 p.q(), p.k(), p.v(), p.d, saved.get());
+    test::expect_bitwise_equal("out", out, plain.out);
+    test::expect_bitwise_equal("dqkv", dqkv, plain.dqkv);
+    struct Foreign final : AttnSaved {} foreign;
+    EXPECT_THROW(att.backward(dqkv.data() + p.qo, dqkv.data() + p.ko, dqkv.data() + p.vo, dout.data(), out.data(),
+                              lse.data(), p.q(), p.k(), p.v(), p.d, &foreign),
+                 Error);
+    AttnDims shorter = p.d;
+    shorter.T = 100;
+    EXPECT_THROW(att.backward(dqkv.data() + p.qo, dqkv.data() + p.ko, dqkv.data() + p.vo, dout.data(), out.data(),
+                              lse.data(), p.q(), p.k(), p.v(), shorter, saved.get()),
+                 Error);
+  }
+  // Dense and window keep nothing.
+  const Problem p(1, 64, H, D, true, true, 1172);
+  std::vector<float> out(p.out_size()), lse(p.lse_size());
+  for (const char* name : {"dense", "window"}) {
+    std::unique_ptr<AttnSaved> saved = std::make_unique<AttnSaved>();
+    make_attention(name)->forward(out.data(), lse.data(), p.q(), p.k(), p.v(), p.d, &saved);
+    EXPECT_EQ(saved, nullptr) << name;
   }
 }
 
