@@ -165,6 +165,7 @@ const std::vector<Key>& keys() {
     t.push_back(make_key("train", "min_lr_ratio", [](auto& c) -> auto& { return c.train.min_lr_ratio; }));
     t.push_back(make_key("train", "keep_checkpoints", [](auto& c) -> auto& { return c.train.keep_checkpoints; }));
     t.push_back(make_key("train", "eval_batches", [](auto& c) -> auto& { return c.train.eval_batches; }));
+    t.push_back(make_key("train", "init_from", [](auto& c) -> auto& { return c.train.init_from; }));
     return t;
   }();
   return table;

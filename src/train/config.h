@@ -60,6 +60,11 @@ struct TrainConfig {
   double min_lr_ratio = 0.1;
   int64_t keep_checkpoints = 3;
   int64_t eval_batches = 0;    // 0 = the whole validation split
+  // Start from the weights of this checkpoint (a run folder: its newest
+  // complete checkpoint; or one checkpoint folder) instead of a random
+  // init; "" = none. Its model shape and tokenizer must match; model.context
+  // and the attention settings may differ. Optimizer and step start fresh.
+  std::string init_from;
 };
 
 struct Config {

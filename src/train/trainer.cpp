@@ -275,6 +275,21 @@ TrainResult run_training(const Config& cfg, const TrainOptions& opt) {
     tok = std::move(ck.tokenizer);
     model = std::move(ck.model);
     state = ck.state;
+  } else if (!cfg.train.init_from.empty()) {
+    // Weights only (e.g. a model trained on short sequences, continued on
+    // long ones): the checkpoint is rebuilt with this run's context and
+    // attention settings, which carry no weights.
+    std::vector<std::string> overrides = attention_overrides(cfg);
+    overrides.push_back(cat("model.context=", cfg.model.context));
+    LoadedCheckpoint ck = load_checkpoint(cfg.train.init_from, overrides);
+    SPARTA_CHECK(same_model(ck.config, cfg), "[train] train.init_from: ", ck.dir.string(),
+                 " has another model shape or tokenizer than this run (only model.context and the attention "
+                 "settings may differ)");
+    tok = std::move(ck.tokenizer);
+    model = std::move(ck.model);
+    Rng init_rng(static_cast<uint64_t>(cfg.train.seed));
+    (void)init_rng.next_u64();  // the draw a random init would have used: the data stream stays the same
+    state.rng = init_rng.state();
   } else {
     tok = build_tokenizer(cfg, corpus);
     model = std::make_unique<GPT>(gpt_config_from(cfg, tok->vocab_size()));

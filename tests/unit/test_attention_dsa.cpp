@@ -504,6 +504,28 @@ TEST(AttentionDsa, PlantedKeyBlockIsSelected) {
   }
 }
 
+TEST(AttentionDsa, CoarseStepKeepsTheGroupOfAPlantedKeyBlock) {
+  // Default config at T = 4096: 64 key blocks, groups of 8, the last rows
+  // have 7 whole groups of which 4 are kept, and 2 top blocks. Keys of block
+  // 5 (group 0) get +4 along e_0 and the queries of the last key block +3:
+  // the coarse step must keep group 0 and the fine step pick block 5 —
+  // in head 1 only; head 0 has no plant.
+  const int64_t T = 4096, H = 2, D = 16;
+  Problem p(1, T, H, D, true, true, 1180, 0.3);
+  const int64_t hd = H * D;
+  for (int64_t t = 63 * 64; t < T; ++t) p.q()[t * p.d.ld + hd - D] += 3.0f;
+  for (int64_t t = 5 * 64; t < 6 * 64; ++t) p.k()[t * p.d.ld + hd - D] += 4.0f;
+  const DsaConfig c;
+  ASSERT_EQ(c.group, 8);
+  ASSERT_EQ(dsa_top_blocks(c, T), 2);
+  const DsaPlan plan = dsa_plan(p.q(), p.k(), p.v(), p.d, c);
+  for (int64_t j = 63 * 64; j < T; ++j) {
+    const std::vector<int32_t> h1 = list_of(plan.far, 1 * T + j);
+    EXPECT_NE(std::find(h1.begin(), h1.end(), 5), h1.end()) << "row " << j;
+    EXPECT_EQ(h1.size(), 2u);
+  }
+}
+
 TEST(AttentionDsa, TiesPickSmallerBlockIds) {
   // All-zero queries and keys: every score ties, so the top blocks are the
   // earliest candidates (3 top blocks, 2 window blocks of 16).
