@@ -55,10 +55,10 @@
 //     Learning: the scores c and cg are the summary's logits, so the
 //     gradient of the loss reaches the scorer through its own branch: dL/dc
 //     flows into q_t and K̄, V̄ (the keys and values of every token of the
-//     summarised blocks and groups). A block whose content would help gets a higher score and is
-//     selected (exactly) next time. The top-k choice itself is a hard,
-//     straight-through step. Backward recomputes the same selection and
-//     summary from q, k, v.
+//     summarised blocks and groups). A block whose content would help
+//     gets a higher score and is selected (exactly) next time. The top-k
+//     choice itself is a hard, straight-through step. Backward uses the plan
+//     forward saved (AttnSaved) or recomputes the same one from q, k, v.
 //     When the budget covers every candidate, no summary remains and the
 //     result equals dense attention (forward and gradients).
 //     Decode computes exactly what forward computes for the last row of a
