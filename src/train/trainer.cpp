@@ -194,7 +194,10 @@ std::vector<std::string> attention_overrides(const Config& c) {
           cat("model.dsa.short_len=", d.short_len),
           cat("model.dsa.long_len=", d.long_len),
           cat("model.dsa.group=", d.group),
-          cat("model.dsa.group_keep=", d.group_keep)};
+          cat("model.dsa.group_keep=", d.group_keep),
+          cat("model.dsa.summary=", d.summary ? "true" : "false"),
+          "model.dsa.scorer_loss=" + exact(d.scorer_loss),
+          "model.dsa.explore=" + exact(d.explore)};
 }
 
 // On resume, metrics written after the checkpoint by the interrupted run are

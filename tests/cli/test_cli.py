@@ -138,6 +138,27 @@ class InitFromTest(CliCase):
         self.assertNotEqual(p.returncode, 0)
         self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
 
+    def test_the_runs_dsa_training_settings_apply_to_the_loaded_model(self):
+        # explore and scorer_loss act only in training; a run started from a
+        # checkpoint must train with its own values, not the checkpoint's.
+        cfg_a, out_a = self.config("base", steps=2)
+        run(["train", cfg_a, "--quiet"])
+        dsa = ["--set", "model.attention=dsa", "--set", "model.dsa.block=8", "--set", "model.dsa.window=8",
+               "--set", "model.dsa.top_k=8", "--set", "model.dsa.keep_short=0.3", "--set", "model.dsa.keep_long=0.3",
+               "--set", "model.context=64",
+               "--set", f"train.init_from={out_a}"]
+        got = {}
+        for name, extra in (("plain", []), ("explore", ["model.dsa.explore=2.0"]),
+                            ("scorer", ["model.dsa.scorer_loss=1.0"])):
+            cfg, out = self.config(name, steps=1, eval_every=100, ckpt_every=100)
+            run(["train", cfg, "--quiet"] + dsa + [a for kv in extra for a in ("--set", kv)])
+            with open(os.path.join(out, "metrics.jsonl")) as f:
+                first = json.loads(f.readline())
+            got[name] = (repr(first["loss"]), repr(first["grad_norm"]))
+        self.assertNotEqual(got["explore"][0], got["plain"][0])  # another selection from the first step on
+        self.assertEqual(got["scorer"][0], got["plain"][0])      # the scorer loss changes gradients only
+        self.assertNotEqual(got["scorer"][1], got["plain"][1])
+
 
 class CrashTest(CliCase):
     def test_sigkill_during_checkpoint_writes(self):
