@@ -11,16 +11,15 @@
 // Everything is validated (grid syntax, keys, every combination's config)
 // before any run starts. Everything except run_sweep is testable without
 // training (plan_sweep only reads the config file). docs/sweep.md is the
-// user guide.
+// user guide; train/sweep_report.h holds the records, table and plot.
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
-#include <limits>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "train/config.h"
+#include "train/sweep_report.h"
 
 namespace sparta {
 
@@ -44,8 +43,6 @@ GridAxis parse_grid_spec(const std::string& spec);
 // named by two specs.
 std::vector<GridAxis> parse_grid(const std::vector<std::string>& specs);
 
-using SweepSetting = std::pair<std::string, std::string>;  // (key, value)
-
 struct SweepRun {
   int64_t index = 0;                  // 1-based position in the sweep
   std::vector<SweepSetting> settings;  // one per axis, in axis order
@@ -65,9 +62,6 @@ std::string sweep_slug(const std::vector<SweepSetting>& settings);
 
 // "<index>-<slug>" with the index zero-padded to max(2, digits of total).
 std::string run_folder_name(int64_t index, int64_t total, const std::vector<SweepSetting>& settings);
-
-// "model.dsa.top_k=64 model.attention=dsa" (progress lines, errors).
-std::string sweep_label(const std::vector<SweepSetting>& settings);
 
 // {"model.dsa.top_k=64", "model.attention=dsa"}: --set overrides for load_config.
 std::vector<std::string> sweep_overrides(const std::vector<SweepSetting>& settings);
@@ -92,71 +86,6 @@ struct SweepPlan {
 // that does not exist. `out` empty: "<train.out of config + sets>-sweep".
 SweepPlan plan_sweep(const std::filesystem::path& config_file, const std::vector<std::string>& grid_specs,
                      const std::vector<std::string>& sets, const std::filesystem::path& out = {});
-
-inline constexpr double kSweepNaN = std::numeric_limits<double>::quiet_NaN();
-
-// The result of one run. Metrics are NaN when unknown (a failed run, no
-// validation split, a text run's accuracy).
-struct SweepRecord {
-  int64_t index = 0;
-  std::string folder;                  // run folder name inside the sweep folder
-  std::vector<SweepSetting> settings;
-  std::string task;                    // data.task of the run; "" = text
-  bool ok = true;                      // false: training threw; `error` says why
-  std::string error;
-  int64_t steps = 0;
-  double final_loss = kSweepNaN;       // training loss of the last step
-  double val_loss = kSweepNaN;         // text: validation loss per token; task: loss per answer token
-  double val_accuracy = kSweepNaN;     // task only: fraction of validation examples fully right
-  double tokens_per_s = kSweepNaN;     // median training tokens/s over the run's steps
-  double wall_s = kSweepNaN;           // whole run incl. data preparation, evaluation, checkpoints
-  int64_t peak_tracked_bytes = 0;      // the engine's peak tracked allocation during the run
-};
-
-// One line of sweep.jsonl (no newline), keys in this order:
-//   {"index","run","settings":{key: value-as-typed, ...},"status":"ok"|"failed",
-//    ["error"], ["task"], "steps","final_loss","val_loss",["val_accuracy"],
-//    "tokens_per_s","wall_s","peak_tracked_bytes"}
-// "error" only when failed, "task" and "val_accuracy" only for task runs;
-// unknown numbers are null.
-std::string sweep_record_json(const SweepRecord& r);
-// Inverse of sweep_record_json; sparta::Error naming `source` on a malformed line.
-SweepRecord sweep_record_from_json(const std::string& line, const std::string& source);
-
-// What "quality" means in a sweep: task accuracy (higher is better) when any
-// record is a task run, else validation loss when every successful run has
-// one, else the final training loss (both lower is better).
-enum class SweepMetric { ValAccuracy, ValLoss, TrainLoss };
-SweepMetric sweep_metric(const std::vector<SweepRecord>& records);
-// The record's value of `metric` (NaN if it has none).
-double metric_value(const SweepRecord& r, SweepMetric metric);
-// "val_accuracy", "val_loss", "final_loss"
-const char* metric_name(SweepMetric metric);
-
-// Position in `records` of the best successful run with a finite metric:
-// lowest loss / highest accuracy; ties go to the lower validation loss, then
-// the faster run, then the earlier one. -1 when there is none.
-int64_t best_record(const std::vector<SweepRecord>& records, SweepMetric metric);
-
-// Which runs are on the quality/speed Pareto front: successful, with a
-// finite metric and speed, and no other such run at least as fast and at
-// least as good while strictly better in one of the two. These are the
-// settings worth choosing between. result[i] belongs to records[i].
-std::vector<bool> pareto_front(const std::vector<SweepRecord>& records, SweepMetric metric);
-
-// Markdown table, one row per record in the given order, columns padded so
-// it also reads well as plain text:
-//   | # | <one column per grid key> | steps | loss | val_loss | [val_acc] | tok/s | wall | peak MiB | note |
-// `note` holds "**best**" for best_record, "pareto" for the other runs on the
-// Pareto front and "failed: <error>" for failed runs; "-" marks unknown values.
-std::string sweep_table_markdown(const std::vector<SweepRecord>& records, SweepMetric metric);
-
-// Self-contained SVG scatter plot of the successful runs: x = training
-// tokens/s, y = metric_value; each point labelled with its settings
-// ("top_k=64 window=128": the last part of each key), the best point
-// highlighted, the Pareto front joined by a dashed line. Runs without a
-// finite x or y are left out; no runs at all gives an empty chart saying so.
-std::string sweep_plot_svg(const std::vector<SweepRecord>& records, SweepMetric metric, const std::string& title);
 
 struct SweepOptions {
   bool resume = false;          // keep the finished runs of the sweep already in OUT, redo the others from scratch
