@@ -164,8 +164,8 @@ void GPT::forward(const int32_t* tokens, int64_t B, int64_t T, uint64_t selectio
                            P.ptr(L(l, "ln1.bias")), N, d, eps);
     ops::linear_forward(a.qkv[l], a.ln1[l], P.ptr(L(l, "attn.qkv.weight")), P.ptr(L(l, "attn.qkv.bias")), N, d,
                         3 * d);
-    ops::rope_forward(a.qkv[l], B, T, H, D, 3 * d, 0, cfg_.rope_base);      // q
-    ops::rope_forward(a.qkv[l] + d, B, T, H, D, 3 * d, 0, cfg_.rope_base);  // k
+    ops::rope_forward(a.qkv[l], B, T, H, D, 3 * d, 0, cfg_.rope_base, cfg_.rope_dims);      // q
+    ops::rope_forward(a.qkv[l] + d, B, T, H, D, 3 * d, 0, cfg_.rope_base, cfg_.rope_dims);  // k
     attn_->forward(a.att[l], a.lse[l], a.qkv[l], a.qkv[l] + d, a.qkv[l] + 2 * d, dims, &a.attn_saved[l]);
     ops::linear_forward(a.tmp, a.att[l], P.ptr(L(l, "attn.proj.weight")), P.ptr(L(l, "attn.proj.bias")), N, d, d);
     add_into(a.res_mid[l], a.res[l], a.tmp, N * d);
@@ -211,8 +211,8 @@ void GPT::backward(const int32_t* tokens, int64_t B, int64_t T, uint64_t selecti
                          a.att[l], P.ptr(L(l, "attn.proj.weight")), N, d, d);
     attn_->backward(a.dqkv, a.dqkv + d, a.dqkv + 2 * d, a.datt, a.att[l], a.lse[l], a.qkv[l], a.qkv[l] + d,
                     a.qkv[l] + 2 * d, dims, a.attn_saved[l].get());
-    ops::rope_backward(a.dqkv, B, T, H, D, 3 * d, 0, cfg_.rope_base);
-    ops::rope_backward(a.dqkv + d, B, T, H, D, 3 * d, 0, cfg_.rope_base);
+    ops::rope_backward(a.dqkv, B, T, H, D, 3 * d, 0, cfg_.rope_base, cfg_.rope_dims);
+    ops::rope_backward(a.dqkv + d, B, T, H, D, 3 * d, 0, cfg_.rope_base, cfg_.rope_dims);
     ops::linear_backward(a.dln, P.grad_ptr(L(l, "attn.qkv.weight")), P.grad_ptr(L(l, "attn.qkv.bias")), a.dqkv,
                          a.ln1[l], P.ptr(L(l, "attn.qkv.weight")), N, d, 3 * d);
     ops::layernorm_backward(a.dres, P.grad_ptr(L(l, "ln1.weight")), P.grad_ptr(L(l, "ln1.bias")), a.dln, a.res[l],
@@ -292,8 +292,8 @@ const float* GPT::forward_cached(KVCache& cache, const int32_t* tokens, int64_t 
                            P.ptr(L(l, "ln1.bias")), n, d, eps);
     float* qkv = a.qkv[0];
     ops::linear_forward(qkv, a.ln1[0], P.ptr(L(l, "attn.qkv.weight")), P.ptr(L(l, "attn.qkv.bias")), n, d, 3 * d);
-    ops::rope_forward(qkv, 1, n, H, D, 3 * d, pos, cfg_.rope_base);
-    ops::rope_forward(qkv + d, 1, n, H, D, 3 * d, pos, cfg_.rope_base);
+    ops::rope_forward(qkv, 1, n, H, D, 3 * d, pos, cfg_.rope_base, cfg_.rope_dims);
+    ops::rope_forward(qkv + d, 1, n, H, D, 3 * d, pos, cfg_.rope_base, cfg_.rope_dims);
     float* qc = cache.q(l);
     float* kc = cache.k(l);
     float* vc = cache.v(l);

@@ -24,6 +24,7 @@ struct GPTConfig {
   std::string attention = "dense";  // "dense" | "window" | "dsa"
   DsaConfig dsa;                    // used by "window" and "dsa"
   float rope_base = 10000.0f;
+  int64_t rope_dims = 0;  // rotated dims per head (even, <= head dim); 0 = all (see ops/rope.h)
   float ln_eps = 1e-5f;
 };
 

@@ -20,12 +20,13 @@ constexpr int64_t kParallelMin = 1 << 15;
 
 struct RopeTable {
   int64_t positions = 0;        // rows: positions [0, positions)
-  int64_t half = 0;             // columns: D / 2
+  int64_t half = 0;             // columns: R / 2
   std::vector<float> cos, sin;  // (positions, half)
 };
 
 // Tables are grown to the next power of two of the positions needed, so a
 // decoding loop (T = 1, pos0 = 0, 1, 2, ...) rebuilds O(log n) times, not n.
+// D here is the number of rotated dims R.
 std::shared_ptr<const RopeTable> rope_table(int64_t positions, int64_t D, float base) {
   static std::mutex mutex;
   static std::map<std::pair<int64_t, uint32_t>, std::shared_ptr<const RopeTable>> cache;
@@ -65,15 +66,18 @@ SPARTA_KERNEL_CLONES void rotate_head(float* __restrict x1, float* __restrict x2
 }
 
 void rope_apply(const char* op, float* x, int64_t B, int64_t T, int64_t H, int64_t D, int64_t ld,
-                int64_t pos0, float base, float sign) {
+                int64_t pos0, float base, int64_t rotary, float sign) {
   SPARTA_CHECK(D > 0 && D % 2 == 0, "[", op, "] head dim D=", D, " must be even and positive");
+  if (rotary == 0) rotary = D;
+  SPARTA_CHECK(rotary >= 2 && rotary <= D && rotary % 2 == 0, "[", op, "] rotary dims ", rotary,
+               " must be even and in [2, D=", D, "]");
   SPARTA_CHECK(B >= 0 && T >= 0 && H > 0 && pos0 >= 0, "[", op, "] invalid sizes B=", B, " T=", T, " H=", H,
                " pos0=", pos0);
   SPARTA_CHECK(ld >= H * D, "[", op, "] row stride ld=", ld, " is smaller than H*D=", H * D);
   SPARTA_CHECK(base > 0.0f && std::isfinite(base), "[", op, "] base must be positive, got ", base);
   if (B == 0 || T == 0) return;
-  const std::shared_ptr<const RopeTable> table = rope_table(pos0 + T, D, base);
-  const int64_t half = D / 2;
+  const std::shared_ptr<const RopeTable> table = rope_table(pos0 + T, rotary, base);
+  const int64_t half = rotary / 2;
   const float* cos_t = table->cos.data();
   const float* sin_t = table->sin.data();
 #pragma omp parallel for schedule(static) if (B * T * H * D >= kParallelMin)
@@ -87,14 +91,14 @@ void rope_apply(const char* op, float* x, int64_t B, int64_t T, int64_t H, int64
 
 }  // namespace
 
-void rope_forward(float* x, int64_t B, int64_t T, int64_t H, int64_t D, int64_t ld, int64_t pos0,
-                  float base) {
-  rope_apply("rope", x, B, T, H, D, ld, pos0, base, 1.0f);
+void rope_forward(float* x, int64_t B, int64_t T, int64_t H, int64_t D, int64_t ld, int64_t pos0, float base,
+                  int64_t rotary) {
+  rope_apply("rope", x, B, T, H, D, ld, pos0, base, rotary, 1.0f);
 }
 
 void rope_backward(float* dx, int64_t B, int64_t T, int64_t H, int64_t D, int64_t ld, int64_t pos0,
-                   float base) {
-  rope_apply("rope backward", dx, B, T, H, D, ld, pos0, base, -1.0f);
+                   float base, int64_t rotary) {
+  rope_apply("rope backward", dx, B, T, H, D, ld, pos0, base, rotary, -1.0f);
 }
 
 }  // namespace sparta::ops

@@ -21,6 +21,7 @@ GPTConfig gpt_config_from(const Config& cfg, int64_t vocab_size) {
   g.attention = cfg.model.attention;
   g.dsa = cfg.model.dsa;
   g.rope_base = static_cast<float>(cfg.model.rope_base);
+  g.rope_dims = cfg.model.rope_dims;
   return g;
 }
 

@@ -124,6 +124,7 @@ const std::vector<Key>& keys() {
     t.push_back(make_key("model", "context", [](auto& c) -> auto& { return c.model.context; }));
     t.push_back(make_key("model", "attention", [](auto& c) -> auto& { return c.model.attention; }));
     t.push_back(make_key("model", "rope_base", [](auto& c) -> auto& { return c.model.rope_base; }));
+    t.push_back(make_key("model", "rope_dims", [](auto& c) -> auto& { return c.model.rope_dims; }));
     t.push_back(make_key("model.dsa", "block", [](auto& c) -> auto& { return c.model.dsa.block; }));
     t.push_back(make_key("model.dsa", "summary", [](auto& c) -> auto& { return c.model.dsa.summary; }));
     t.push_back(make_key("model.dsa", "scorer_loss", [](auto& c) -> auto& { return c.model.dsa.scorer_loss; }));
@@ -277,6 +278,9 @@ void validate_config(const Config& c) {
   check_dsa_config(m.dsa);
   SPARTA_CHECK(m.rope_base > 1.0 && std::isfinite(m.rope_base), "[config] model.rope_base must be > 1, got ",
                m.rope_base);
+  SPARTA_CHECK(m.rope_dims == 0 || (m.rope_dims >= 2 && m.rope_dims % 2 == 0 && m.rope_dims <= m.d_model / m.n_head),
+               "[config] model.rope_dims must be 0 (whole head) or even in [2, head dimension ", m.d_model / m.n_head,
+               "], got ", m.rope_dims);
   const TokenizerConfig& k = c.tokenizer;
   SPARTA_CHECK(k.kind == "byte" || k.kind == "wordpiece", "[config] tokenizer.kind must be \"byte\" or \"wordpiece\", got '",
                k.kind, "'");

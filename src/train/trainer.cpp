@@ -170,7 +170,8 @@ namespace {
 
 bool same_model(const Config& a, const Config& b) {
   return a.model.n_layer == b.model.n_layer && a.model.n_head == b.model.n_head && a.model.d_model == b.model.d_model &&
-         a.model.context == b.model.context && a.tokenizer.kind == b.tokenizer.kind &&
+         a.model.context == b.model.context && a.model.rope_base == b.model.rope_base &&
+         a.model.rope_dims == b.model.rope_dims && a.tokenizer.kind == b.tokenizer.kind &&
          a.tokenizer.vocab_size == b.tokenizer.vocab_size;
 }
 
@@ -284,6 +285,10 @@ TrainResult run_training(const Config& cfg, const TrainOptions& opt) {
     // attention settings, which carry no weights.
     std::vector<std::string> overrides = attention_overrides(cfg);
     overrides.push_back(cat("model.context=", cfg.model.context));
+    // RoPE carries no weights either; raising the base when extending the
+    // context is a known way to continue a model on longer sequences.
+    overrides.push_back("model.rope_base=" + exact(cfg.model.rope_base));
+    overrides.push_back(cat("model.rope_dims=", cfg.model.rope_dims));
     LoadedCheckpoint ck = load_checkpoint(cfg.train.init_from, overrides);
     SPARTA_CHECK(same_model(ck.config, cfg), "[train] train.init_from: ", ck.dir.string(),
                  " has another model shape or tokenizer than this run (only model.context and the attention "

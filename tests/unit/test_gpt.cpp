@@ -42,37 +42,42 @@ std::vector<int32_t> random_tokens(int64_t n, int64_t V, uint64_t seed) {
 }  // namespace
 
 TEST(GPT, GradientsMatchFiniteDifferences) {
-  GPT m(tiny());
-  randomize(m, 1);
-  const int64_t B = 2, T = 10, V = 13;
-  auto tok = random_tokens(B * T, V, 2), tgt = random_tokens(B * T, V, 3);
-  tgt[3] = -1;  // an ignored target
-  m.forward_backward(tok.data(), tgt.data(), B, T);
-  ParamStore& P = m.params();
-  std::vector<float> grad(P.grad(), P.grad() + P.size());
-  auto loss = [&] {
-    int64_t c = 0;
-    double s = m.forward_loss(tok.data(), tgt.data(), B, T, &c);
-    return s / static_cast<double>(c);
-  };
-  Rng pick(4);
-  int checked = 0;
-  for (const ParamInfo& p : P.params()) {
-    for (int k = 0; k < 3; ++k) {
-      int64_t i = p.offset + static_cast<int64_t>(pick.below(p.numel));
-      float saved = P.data()[i];
-      const float eps = 1e-2f;
-      P.data()[i] = saved + eps;
-      double lp = loss();
-      P.data()[i] = saved - eps;
-      double lm = loss();
-      P.data()[i] = saved;
-      double fd = (lp - lm) / (2.0 * eps);
-      EXPECT_NEAR(grad[i], fd, 2e-3 + 3e-2 * std::fabs(fd)) << p.name << " index " << i - p.offset;
-      ++checked;
+  for (int64_t rope_dims : {0, 4}) {  // whole-head and partial RoPE (head dim 8)
+    SCOPED_TRACE(rope_dims);
+    GPTConfig c = tiny();
+    c.rope_dims = rope_dims;
+    GPT m(c);
+    randomize(m, 1);
+    const int64_t B = 2, T = 10, V = 13;
+    auto tok = random_tokens(B * T, V, 2), tgt = random_tokens(B * T, V, 3);
+    tgt[3] = -1;  // an ignored target
+    m.forward_backward(tok.data(), tgt.data(), B, T);
+    ParamStore& P = m.params();
+    std::vector<float> grad(P.grad(), P.grad() + P.size());
+    auto loss = [&] {
+      int64_t c = 0;
+      double s = m.forward_loss(tok.data(), tgt.data(), B, T, &c);
+      return s / static_cast<double>(c);
+    };
+    Rng pick(4);
+    int checked = 0;
+    for (const ParamInfo& p : P.params()) {
+      for (int k = 0; k < 3; ++k) {
+        int64_t i = p.offset + static_cast<int64_t>(pick.below(p.numel));
+        float saved = P.data()[i];
+        const float eps = 1e-2f;
+        P.data()[i] = saved + eps;
+        double lp = loss();
+        P.data()[i] = saved - eps;
+        double lm = loss();
+        P.data()[i] = saved;
+        double fd = (lp - lm) / (2.0 * eps);
+        EXPECT_NEAR(grad[i], fd, 2e-3 + 3e-2 * std::fabs(fd)) << p.name << " index " << i - p.offset;
+        ++checked;
+      }
     }
+    EXPECT_GT(checked, 50);
   }
-  EXPECT_GT(checked, 50);
 }
 
 TEST(GPT, LossOnlyPathAgreesWithTrainingPath) {
@@ -87,7 +92,11 @@ TEST(GPT, LossOnlyPathAgreesWithTrainingPath) {
 }
 
 TEST(GPT, KVCacheDecodeMatchesFullForward) {
-  GPT m(tiny());
+  for (int64_t rope_dims : {0, 2}) {
+  SCOPED_TRACE(rope_dims);
+  GPTConfig c = tiny();
+  c.rope_dims = rope_dims;
+  GPT m(c);
   randomize(m, 8);
   const int64_t T = 12, V = 13;
   auto tok = random_tokens(T, V, 9);
@@ -101,6 +110,7 @@ TEST(GPT, KVCacheDecodeMatchesFullForward) {
   }
   EXPECT_EQ(cache.len(), T);
   EXPECT_THROW(m.forward_cached(cache, tok.data(), 1), Error);
+  }
 }
 
 TEST(GPT, DsaDecodeWithCacheEqualsRecomputingEachPrefix) {

@@ -395,14 +395,16 @@ TEST(OpsEmbedding, RejectsTokensOutsideVocabulary) {
 // --------------------------------------------------------------------- rope
 
 // Naive rotate-half RoPE in double on a (B*T, ld) buffer; sign -1 = inverse.
+// R = rotated dims of each head (the first R; the rest are copied).
 std::vector<double> rope_ref(const std::vector<float>& x, int64_t B, int64_t T, int64_t H, int64_t D,
-                             int64_t ld, int64_t pos0, double base, double sign) {
+                             int64_t ld, int64_t pos0, double base, double sign, int64_t R = 0) {
+  if (R == 0) R = D;
   std::vector<double> out(x.begin(), x.end());
   for (int64_t bt = 0; bt < B * T; ++bt)
     for (int64_t h = 0; h < H; ++h)
-      for (int64_t i = 0; i < D / 2; ++i) {
-        const double angle = sign * static_cast<double>(pos0 + bt % T) * std::pow(base, -2.0 * i / D);
-        const int64_t a = bt * ld + h * D + i, b = a + D / 2;
+      for (int64_t i = 0; i < R / 2; ++i) {
+        const double angle = sign * static_cast<double>(pos0 + bt % T) * std::pow(base, -2.0 * i / R);
+        const int64_t a = bt * ld + h * D + i, b = a + R / 2;
         out[a] = x[a] * std::cos(angle) - x[b] * std::sin(angle);
         out[b] = x[b] * std::cos(angle) + x[a] * std::sin(angle);
       }
@@ -421,6 +423,42 @@ TEST(OpsRope, ForwardMatchesReference) {
     expect_close(cat("rope forward pos0=", pos0), x, ref, 1e-6, 1e-6);
     for (int64_t bt = 0; bt < B * T; ++bt)
       for (int64_t j = H * D; j < ld; ++j) ASSERT_EQ(x[bt * ld + j], orig[bt * ld + j]) << "padding modified";
+  }
+}
+
+TEST(OpsRope, PartialRotationMatchesReferenceAndLeavesTheRestAlone) {
+  Rng rng(20);
+  const int64_t B = 2, T = 6, H = 3, D = 12, ld = H * D + 1;
+  for (int64_t R : {2, 4, 8, 12}) {
+    auto x = random_normal(B * T * ld, rng);
+    const auto orig = x;
+    rope_forward(x.data(), B, T, H, D, ld, 9, 700.0f, R);
+    expect_close(cat("partial rope forward R=", R), x, rope_ref(orig, B, T, H, D, ld, 9, 700.0, 1.0, R), 1e-6, 1e-6);
+    for (int64_t bt = 0; bt < B * T; ++bt)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t j = R; j < D; ++j) ASSERT_EQ(x[bt * ld + h * D + j], orig[bt * ld + h * D + j]) << "R=" << R;
+    auto y = x;
+    rope_backward(y.data(), B, T, H, D, ld, 9, 700.0f, R);
+    expect_close(cat("partial rope backward(forward) R=", R), y, std::vector<double>(orig.begin(), orig.end()),
+                 1e-6, 1e-6);
+  }
+  // R = D is the full rotation, bit for bit.
+  auto full = random_normal(T * H * D, rng);
+  auto same = full;
+  rope_forward(full.data(), 1, T, H, D, H * D, 0, 700.0f);
+  rope_forward(same.data(), 1, T, H, D, H * D, 0, 700.0f, D);
+  expect_bitwise_equal("rope R=D vs default", same, full);
+  // Content in the unrotated dims scores the same at every distance.
+  std::vector<float> qk(2 * D, 0.0f);
+  for (int64_t j = 4; j < D; ++j) qk[j] = qk[D + j] = 0.5f;
+  double first = 0.0;
+  for (int64_t dist : {1, 100, 5000}) {
+    auto q = std::vector<float>(qk.begin(), qk.begin() + D), k = std::vector<float>(qk.begin() + D, qk.end());
+    rope_forward(q.data(), 1, 1, 1, D, D, dist, 700.0f, 4);
+    rope_forward(k.data(), 1, 1, 1, D, D, 0, 700.0f, 4);
+    const double s = dot(q, k);
+    if (dist == 1) first = s;
+    EXPECT_EQ(s, first) << "distance " << dist;
   }
 }
 
@@ -467,6 +505,10 @@ TEST(OpsRope, RejectsBadShapes) {
                "[rope] head dim D=7 must be even");
   expect_error([&] { rope_backward(x.data(), 1, 2, 2, 8, 8, 0, 10000.0f); },
                "[rope backward] row stride ld=8 is smaller than H*D=16");
+  expect_error([&] { rope_forward(x.data(), 1, 2, 1, 8, 8, 0, 10000.0f, 3); },
+               "[rope] rotary dims 3 must be even and in [2, D=8]");
+  expect_error([&] { rope_forward(x.data(), 1, 2, 1, 8, 8, 0, 10000.0f, 10); },
+               "[rope] rotary dims 10 must be even and in [2, D=8]");
 }
 
 // ------------------------------------------------------------- softmax_xent
