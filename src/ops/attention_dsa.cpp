@@ -14,6 +14,8 @@
 #include "ops/tile_gemm.h"
 #include "ops/elementwise.h"
 
+#pragma GCC diagnostic ignored "-Wpsabi"  // see elementwise.h: vectors never cross a call boundary
+
 namespace sparta {
 namespace {
 
@@ -25,6 +27,7 @@ struct KeyRange {
 };
 
 using ops::dot_row;
+namespace simd = ops::simd;
 
 SPARTA_KERNEL_CLONES void axpy_row(float* y, float a, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
@@ -103,6 +106,7 @@ namespace {
 struct DsaShape {
   int64_t T, block, nkb, W, top, G, ng, m;
   bool causal;
+  bool bound;  // rank = "bound"
   float log_block, log_last;  // ln(len) of a full block and of the last one
   DsaShape(const DsaConfig& c, int64_t T_, bool causal_)
       : T(T_),
@@ -114,6 +118,7 @@ struct DsaShape {
         ng(c.group >= 2 ? nkb / c.group : 0),
         m(std::max(c.group_keep, (top + c.group - 1) / c.group)),
         causal(causal_),
+        bound(c.rank == "bound"),
         log_block(std::log(static_cast<float>(c.block))),
         log_last(std::log(static_cast<float>(T_ - (nkb - 1) * c.block))) {}
   // Local window of query row t: key blocks [w0, w1].
@@ -152,13 +157,77 @@ void group_mean(float* out, const float* block_means, int64_t stride, const DsaS
   for (int64_t e = 0; e < D; ++e) out[e] *= inv;
 }
 
+// Per-dimension max and min of rows [t0, t1) (t1 > t0) of x (stride ld).
+SPARTA_KERNEL_CLONES void minmax_rows(float* mx, float* mn, const float* x, int64_t t0, int64_t t1, int64_t ld,
+                                      int64_t D) {
+  std::copy(x + t0 * ld, x + t0 * ld + D, mx);
+  std::copy(x + t0 * ld, x + t0 * ld + D, mn);
+  for (int64_t t = t0 + 1; t < t1; ++t)
+    for (int64_t e = 0; e < D; ++e) {
+      const float v = x[t * ld + e];
+      mx[e] = v > mx[e] ? v : mx[e];
+      mn[e] = v < mn[e] ? v : mn[e];
+    }
+}
+
+// Max and min of group g from its blocks' (rows kb at kb * stride), as
+// group_mean: forward and decode derive them the same way.
+void group_minmax(float* mx, float* mn, const float* bmax, const float* bmin, int64_t stride, const DsaShape& s,
+                  int64_t g, int64_t D) {
+  std::copy(bmax + g * s.G * stride, bmax + g * s.G * stride + D, mx);
+  std::copy(bmin + g * s.G * stride, bmin + g * s.G * stride + D, mn);
+  for (int64_t kb = g * s.G + 1; kb < (g + 1) * s.G; ++kb)
+    for (int64_t e = 0; e < D; ++e) {
+      mx[e] = std::max(mx[e], bmax[kb * stride + e]);
+      mn[e] = std::min(mn[e], bmin[kb * stride + e]);
+    }
+}
+
+// Σ_e max(q_e·mx_e, q_e·mn_e): the largest q·k any key inside the box
+// [mn, mx] can have, so at least the largest logit of the block's tokens.
+SPARTA_KERNEL_CLONES float bound_row(const float* q, const float* mx, const float* mn, int64_t n) {
+  const simd::f32v acc = simd::reduce_blocks(n, simd::splat(0.0f), simd::Sum{},
+                                             [&](int64_t i, int64_t c, auto tag) SPARTA_SIMD_LAMBDA {
+                                               constexpr bool kPartial = decltype(tag)::value;
+                                               const simd::f32v qv = simd::load_n<kPartial>(q + i, c, 0.0f);
+                                               return simd::vmax(qv * simd::load_n<kPartial>(mx + i, c, 0.0f),
+                                                                 qv * simd::load_n<kPartial>(mn + i, c, 0.0f));
+                                             });
+  return simd::hsum(acc);
+}
+
+// Where the bound ranking reads its boxes: block kb at bmax/bmin + kb *
+// bstride, group g at gmax/gmin + g * gstride.
+struct RankBoxes {
+  const float *bmax = nullptr, *bmin = nullptr, *gmax = nullptr, *gmin = nullptr;
+  int64_t bstride = 0, gstride = 0;
+};
+
 // Block and group summaries of one (b, h): mean keys and values, (nkb, D)
-// and (ng, D). `k`, `v` point at token 0 of the head's slice.
+// and (ng, D). `k`, `v` point at token 0 of the head's slice. With
+// s.bound, also the per-dimension max and min of the keys of every block
+// and group (same shapes).
 struct HeadSummaries {
   std::vector<float> Kb, Vb, Kg, Vg;
+  std::vector<float> Kbmax, Kbmin, Kgmax, Kgmin;
   void compute(const DsaShape& s, const float* k, const float* v, int64_t ld, int64_t D) {
     means(Kb, Kg, s, k, ld, D);
     if (v) means(Vb, Vg, s, v, ld, D);
+    if (!s.bound) return;
+    Kbmax.resize(static_cast<size_t>(s.nkb * D));
+    Kbmin.resize(Kbmax.size());
+    for (int64_t kb = 0; kb < s.nkb; ++kb)
+      minmax_rows(Kbmax.data() + kb * D, Kbmin.data() + kb * D, k, kb * s.block, kb * s.block + s.block_len(kb),
+                  ld, D);
+    Kgmax.resize(static_cast<size_t>(s.ng * D));
+    Kgmin.resize(Kgmax.size());
+    for (int64_t g = 0; g < s.ng; ++g)
+      group_minmax(Kgmax.data() + g * D, Kgmin.data() + g * D, Kbmax.data(), Kbmin.data(), D, s, g, D);
+  }
+  // The boxes for RowPlan::plan; null pointers (mean ranking) without s.bound.
+  RankBoxes boxes(const DsaShape& s, int64_t D) const {
+    if (!s.bound) return {};
+    return {Kbmax.data(), Kbmin.data(), Kgmax.data(), Kgmin.data(), D, D};
   }
 
  private:
@@ -249,7 +318,7 @@ struct RowPlan {
   float L = -std::numeric_limits<float>::infinity();  // summary logit (-inf: no summary)
   // scratch
   std::vector<int32_t> fine, kept;
-  std::vector<float> fine_c;
+  std::vector<float> fine_c, fine_r;
   std::vector<char> chosen;
   TopN top;
 
@@ -257,9 +326,12 @@ struct RowPlan {
   // groups only), block mean keys at Kb + kb * kb_stride. With summary, pg
   // (ng floats, may be null when ng = 0) receives the summary's softmax
   // weight of every group (0 unless dropped by the coarse step): callers
-  // apply the group part as one matrix product over many rows.
+  // apply the group part as one matrix product over many rows. With
+  // s.bound, blocks and groups are ranked by the bound over `boxes` instead
+  // of by c and cg.
   void plan(const DsaShape& s, int64_t t, const float* qt, const float* cg, const float* Kb, int64_t kb_stride,
-            int64_t D, bool summary, float* pg, const Exploration& ex = {}, int64_t row_id = 0) {
+            int64_t D, bool summary, float* pg, const RankBoxes& boxes, const Exploration& ex = {},
+            int64_t row_id = 0) {
     constexpr float kNegInf = -std::numeric_limits<float>::infinity();
     const float scale = 1.0f / std::sqrt(static_cast<float>(D));
     int64_t w0, w1, gl, gr;
@@ -272,7 +344,9 @@ struct RowPlan {
     if (coarse) {
       top.reset(s.m);
       const auto offer_group = [&](int64_t g) {
-        top.offer(ex.seed ? cg[g] + ex.noise(row_id, s.nkb + g) : cg[g], static_cast<int32_t>(g));
+        const float r = s.bound ? scale * bound_row(qt, boxes.gmax + g * boxes.gstride, boxes.gmin + g * boxes.gstride, D)
+                                : cg[g];
+        top.offer(ex.seed ? r + ex.noise(row_id, s.nkb + g) : r, static_cast<int32_t>(g));
       };
       for (int64_t g = 0; g < gl; ++g) offer_group(g);
       for (int64_t g = gr; g < s.ng; ++g) offer_group(g);
@@ -282,10 +356,14 @@ struct RowPlan {
     // Fine candidates: every candidate block outside an unkept group.
     fine.clear();
     fine_c.clear();
+    fine_r.clear();
     const auto visit = [&](int64_t kb0, int64_t kb1) {  // blocks [kb0, kb1), ascending
       for (int64_t kb = kb0; kb < kb1; ++kb) {
         fine.push_back(static_cast<int32_t>(kb));
         fine_c.push_back(scale * dot_row(qt, Kb + kb * kb_stride, D) + s.log_len(kb));
+        if (s.bound)
+          fine_r.push_back(scale *
+                           bound_row(qt, boxes.bmax + kb * boxes.bstride, boxes.bmin + kb * boxes.bstride, D));
       }
     };
     const auto visit_groups = [&](int64_t g0, int64_t g1) {  // the kept ones among groups [g0, g1)
@@ -310,8 +388,9 @@ struct RowPlan {
       std::fill(chosen.begin(), chosen.end(), 1);
     } else if (s.top > 0) {
       top.reset(s.top);  // ids index `fine`, which ascends, so ties still go to the smaller block
+      const std::vector<float>& rank = s.bound ? fine_r : fine_c;
       for (int64_t i = 0; i < n; ++i)
-        top.offer(ex.seed ? fine_c[i] + ex.noise(row_id, fine[i]) : fine_c[i], static_cast<int32_t>(i));
+        top.offer(ex.seed ? rank[i] + ex.noise(row_id, fine[i]) : rank[i], static_cast<int32_t>(i));
       for (const Scored& x : top.best) chosen[x.id] = 1;
     }
     far.clear();
@@ -395,7 +474,7 @@ DsaPlan dsa_plan(const float* q, const float* k, const float* v, const AttnDims&
       for (int64_t i = 0; i < nr; ++i) {
         const int64_t t = r0 + i, row = bh * T + t;
         r.plan(s, t, q + base + t * d.ld, CG.data() + i * s.ng, hs.Kb.data(), D, D, summary,
-               summary ? PG.data() + i * s.ng : nullptr, ex, row);
+               summary ? PG.data() + i * s.ng : nullptr, hs.boxes(s, D), ex, row);
         keys[bh].insert(keys[bh].end(), r.far.begin(), r.far.end());
         counts[bh][t] = static_cast<int64_t>(r.far.size());
         if (!summary) continue;
@@ -550,7 +629,8 @@ void summary_backward(float* dq, float* dk, float* dv, const float* g_logit, con
         const int64_t t = r0 + i, row = bh * T + t;
         const float* qt = q + base + t * ld;
         float* dqt = dq + base + t * ld;
-        r.plan(s, t, qt, CG.data() + i * s.ng, hs.Kb.data(), D, D, true, PG.data() + i * s.ng, ex, row);
+        r.plan(s, t, qt, CG.data() + i * s.ng, hs.Kb.data(), D, D, true, PG.data() + i * s.ng, hs.boxes(s, D), ex,
+               row);
         row_grad[i] = 0.0f;
         float g_sum = 0.0f;  // scorer-loss gradient of L[t]
         if (masses) {
@@ -740,10 +820,12 @@ namespace {
 
 // Mean key and value of the complete blocks [0, blocks) of one sequence's
 // cache, (blocks, H, D) each, and of the groups made of them, (groups, H,
-// D), computed by the same mean_rows and group_mean as forward.
+// D), computed by the same mean_rows and group_mean as forward; with bound
+// ranking also the keys' per-dimension max and min (minmax_rows,
+// group_minmax).
 class DsaDecodeMemo final : public DecodeMemo {
  public:
-  explicit DsaDecodeMemo(int64_t block) : block_(block) {}
+  DsaDecodeMemo(int64_t block, bool bound) : block_(block), bound_(bound) {}
   void truncate(int64_t len) override {
     blocks_ = std::min(blocks_, len / block_);
     groups_ = 0;  // recomputed from the block means on the next extend (cheap)
@@ -755,22 +837,30 @@ class DsaDecodeMemo final : public DecodeMemo {
     const int64_t ld = H * D;
     if (need > blocks_) {
       grow(kmean_, vmean_, need * ld);
+      if (bound_) grow(kmax_, kmin_, need * ld);
       const int64_t from = blocks_;
 #pragma omp parallel for schedule(static) if ((need - from) * block_ * ld >= (int64_t{1} << 16))
       for (int64_t h = 0; h < H; ++h)
         for (int64_t kb = from; kb < need; ++kb) {
           mean_rows(kmean_.data() + (kb * H + h) * D, k_cache + h * D, kb * block_, (kb + 1) * block_, ld, D);
           mean_rows(vmean_.data() + (kb * H + h) * D, v_cache + h * D, kb * block_, (kb + 1) * block_, ld, D);
+          if (bound_)
+            minmax_rows(kmax_.data() + (kb * H + h) * D, kmin_.data() + (kb * H + h) * D, k_cache + h * D,
+                        kb * block_, (kb + 1) * block_, ld, D);
         }
       blocks_ = need;
     }
     const int64_t groups = s.ng > 0 ? std::min(s.ng, need / s.G) : 0;
     if (groups > groups_) {
       grow(kgroup_, vgroup_, groups * ld);
+      if (bound_) grow(gmax_, gmin_, groups * ld);
       for (int64_t g = groups_; g < groups; ++g)
         for (int64_t h = 0; h < H; ++h) {
           group_mean(kgroup_.data() + (g * H + h) * D, kmean_.data() + h * D, ld, s, g, D);
           group_mean(vgroup_.data() + (g * H + h) * D, vmean_.data() + h * D, ld, s, g, D);
+          if (bound_)
+            group_minmax(gmax_.data() + (g * H + h) * D, gmin_.data() + (g * H + h) * D, kmax_.data() + h * D,
+                         kmin_.data() + h * D, ld, s, g, D);
         }
       groups_ = groups;
     }
@@ -781,6 +871,12 @@ class DsaDecodeMemo final : public DecodeMemo {
   const float* vmean(int64_t h) const { return vmean_.data() + h * D_; }
   const float* kgroup(int64_t h) const { return kgroup_.data() + h * D_; }
   const float* vgroup(int64_t h) const { return vgroup_.data() + h * D_; }
+  // Head h's boxes for bound ranking (empty without it).
+  RankBoxes boxes(int64_t h) const {
+    if (!bound_) return {};
+    return {kmax_.data() + h * D_, kmin_.data() + h * D_, gmax_.data() + h * D_, gmin_.data() + h * D_,
+            H_ * D_, H_ * D_};
+  }
 
  private:
   static void grow(std::vector<float>& a, std::vector<float>& b, int64_t size) {
@@ -788,14 +884,16 @@ class DsaDecodeMemo final : public DecodeMemo {
     a.resize(std::max(static_cast<size_t>(size), 2 * a.size()));
     b.resize(a.size());
   }
-  int64_t block_, blocks_ = 0, groups_ = 0, H_ = 0, D_ = 0, G_ = 0;
-  std::vector<float> kmean_, vmean_, kgroup_, vgroup_;
+  int64_t block_;
+  bool bound_;
+  int64_t blocks_ = 0, groups_ = 0, H_ = 0, D_ = 0, G_ = 0;
+  std::vector<float> kmean_, vmean_, kgroup_, vgroup_, kmax_, kmin_, gmax_, gmin_;
 };
 
 }  // namespace
 
 std::unique_ptr<DecodeMemo> DsaAttention::make_decode_memo() const {
-  return std::make_unique<DsaDecodeMemo>(cfg_.block);
+  return std::make_unique<DsaDecodeMemo>(cfg_.block, cfg_.rank == "bound");
 }
 
 void DsaAttention::decode(float* out, const float* q_cache, const float* k_cache, const float* v_cache,
@@ -817,7 +915,7 @@ void DsaAttention::decode(float* out, const float* q_cache, const float* k_cache
   const bool scored = s.top > 0 || cfg_.summary;
   // Without a caller's memo a fresh one serves this call, so that both ways
   // run the same code on the means and give the same bits.
-  DsaDecodeMemo local(cfg_.block);
+  DsaDecodeMemo local(cfg_.block, cfg_.rank == "bound");
   if (!memo) memo = &local;
   if (scored) memo->extend(k_cache, v_cache, w0, s, H, D);  // the candidates: blocks [0, w0)
 #pragma omp parallel for schedule(static)
@@ -828,7 +926,7 @@ void DsaAttention::decode(float* out, const float* q_cache, const float* k_cache
     if (scored) {
       for (int64_t g = 0; g < gl; ++g)  // the whole groups: every one before the window
         cg[g] = scale * dot_row(qt, memo->kgroup(h) + g * ld, D) + std::log(static_cast<float>(s.group_len(g)));
-      r.plan(s, t, qt, cg.data(), memo->kmean(h), ld, D, cfg_.summary, pg.data());
+      r.plan(s, t, qt, cg.data(), memo->kmean(h), ld, D, cfg_.summary, pg.data(), memo->boxes(h));
       for (size_t e = 0; e < r.sum_id.size(); ++e)
         axpy_row(extra_value.data(), r.sum_p[e], memo->vmean(h) + r.sum_id[e] * ld, D);
       for (int64_t g = 0; g < gl && cfg_.summary; ++g)  // pg is 0 beyond the whole groups

@@ -17,6 +17,8 @@ void check_dsa_config(const DsaConfig& c) {
   SPARTA_CHECK(c.window >= 1, "[attention.dsa] window must be >= 1, got ", c.window);
   SPARTA_CHECK(c.group >= 1, "[attention.dsa] group must be >= 1, got ", c.group);
   SPARTA_CHECK(c.group_keep >= 1, "[attention.dsa] group_keep must be >= 1, got ", c.group_keep);
+  SPARTA_CHECK(c.rank == "mean" || c.rank == "bound", "[attention.dsa] rank must be \"mean\" or \"bound\", got '",
+               c.rank, "'");
   SPARTA_CHECK(c.top_k >= 0, "[attention.dsa] top_k must be >= 0, got ", c.top_k);
   SPARTA_CHECK(c.keep_long > 0.0 && c.keep_long <= c.keep_short && c.keep_short <= 1.0,
                "[attention.dsa] need 0 < keep_long <= keep_short <= 1, got keep_short=", c.keep_short,

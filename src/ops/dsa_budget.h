@@ -24,6 +24,7 @@
 // blocks, so the keys actually attended can exceed the budget by up to a
 // block.
 #include <cstdint>
+#include <string>
 
 namespace sparta {
 
@@ -58,11 +59,21 @@ struct DsaConfig {
   // scorer ranks low are still attended now and then and can prove useful.
   // The summary and the scorer loss use the scores without noise. 0 = off.
   double explore = 0.0;
+  // How candidates (blocks, and groups in the coarse step) are ranked for
+  // selection. "mean": by their score c = q·K̄/sqrt(D) + ln(len), the mean
+  // of their tokens' logits (the same number the summary uses). "bound": by
+  // an upper bound of their largest token logit, Σ_d max(q_d·Kmax_d,
+  // q_d·Kmin_d)/sqrt(D) with the per-dimension max and min of their keys
+  // (Quest's page bound) — a single token that matches the query lifts its
+  // block however many others it has, where the mean dilutes it by the
+  // block length. The summary keeps the mean scores either way.
+  std::string rank = "mean";
 };
 
 // Throws sparta::Error "[attention.dsa] ..." naming the bad field unless
 // block >= 1, window >= 1, top_k >= 0, 0 < keep_long <= keep_short <= 1,
-// 2 <= short_len < long_len, group >= 1 and group_keep >= 1.
+// 2 <= short_len < long_len, group >= 1, group_keep >= 1 and rank is
+// "mean" or "bound".
 void check_dsa_config(const DsaConfig& cfg);
 
 // Keys per query for context length T >= 0 (formula above); 0 for T = 0.

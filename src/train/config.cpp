@@ -137,6 +137,7 @@ const std::vector<Key>& keys() {
     t.push_back(make_key("model.dsa", "long_len", [](auto& c) -> auto& { return c.model.dsa.long_len; }));
     t.push_back(make_key("model.dsa", "group", [](auto& c) -> auto& { return c.model.dsa.group; }));
     t.push_back(make_key("model.dsa", "group_keep", [](auto& c) -> auto& { return c.model.dsa.group_keep; }));
+    t.push_back(make_key("model.dsa", "rank", [](auto& c) -> auto& { return c.model.dsa.rank; }));
 
     t.push_back(make_key("tokenizer", "kind", [](auto& c) -> auto& { return c.tokenizer.kind; }));
     t.push_back(make_key("tokenizer", "vocab_size", [](auto& c) -> auto& { return c.tokenizer.vocab_size; }));

@@ -196,6 +196,7 @@ std::vector<std::string> attention_overrides(const Config& c) {
           cat("model.dsa.long_len=", d.long_len),
           cat("model.dsa.group=", d.group),
           cat("model.dsa.group_keep=", d.group_keep),
+          "model.dsa.rank=" + d.rank,
           cat("model.dsa.summary=", d.summary ? "true" : "false"),
           "model.dsa.scorer_loss=" + exact(d.scorer_loss),
           "model.dsa.explore=" + exact(d.explore)};

@@ -26,12 +26,19 @@ query row t (every row selects on its own)
                    and #whole groups > m; an inactive row has no unkept group
     K̄_g, V̄_g      mean key / value over all len_g tokens of group g
     cg[t][g]       q_t·K̄_g/sqrt(D) + ln(len_g)
-    kept           the m best whole groups by cg (ties: smaller id, NaN last);
+    kept           the m best whole groups by rg (ties: smaller id, NaN last);
                    the other whole groups are unkept; a hard choice, no gradient
     fine           the candidates outside the unkept groups (all candidates
                    when the row is inactive)
-    selected       window ∪ the top best fine candidates by c (ties: smaller
+    selected       window ∪ the top best fine candidates by r (ties: smaller
                    id, NaN last); a hard choice, no gradient
+  ranking (DsaConfig::rank), what kept and selected order by:
+    "mean"         r = c, rg = cg
+    "bound"        r[t][kb] = Σ_d max(q_td·max_j k_jd, q_td·min_j k_jd)/sqrt(D),
+                   max / min per dimension over the tokens j of block kb (an
+                   upper bound of the block's largest token logit); rg the same
+                   over the tokens of group g. Only the ranking changes: the
+                   summary below still uses c and cg
     summary        S = unselected fine candidates (score c, value V̄) ∪ unkept
                    groups (score cg, value V̄_g), NaN scores left out: one extra
                    key per row with logit L = logsumexp_S score and value
@@ -40,7 +47,7 @@ query row t (every row selects on its own)
                    causality when causal) plus the summary key
 Gradients (autograd) flow through the selected tokens and through the summary
 (L and its value -> c, cg -> q_t, K̄, K̄_g (evenly to the keys of the block /
-group); V̄, V̄_g), never through the top-m / top-k choices.
+group); V̄, V̄_g), never through the top-m / top-k choices (nor the bounds).
 
 Cases: B=2, H=2, D in {8, 16}, block 16 (8 for the block-constant and the
 coarse ones), causal and bidirectional, T a multiple of the block or not,
@@ -53,6 +60,12 @@ with at most one whole group the coarse step never runs (asserted). Five
 tokens), window 16, G=2 (group 12 = blocks 24, 25 with the short block) or
 G=3 (blocks 24, 25 in no group), m from group_keep or from ceil(top / G),
 causal and bidirectional, summary on and off, separate and fused layouts.
+All of these rank by "mean". Three "bound" cases rank by the bound: a causal
+coarse G=2 one with summary, a bidirectional coarse G=3 one with summary
+(fused), and a causal T=192 one without coarse step or summary (group 8);
+each selects other blocks than the same case ranked by "mean" in about half
+or more of its rows, and the coarse ones drop other groups in most coarse
+rows (asserted: at least MIN_RANK_DIFFERENCE of the rows).
 
 File contents, per case NAME (float tensors F32, masks I32):
     NAME.q, NAME.k, NAME.v, NAME.dout   (B, T, H, D)  inputs (float32 values)
@@ -67,27 +80,33 @@ File contents, per case NAME (float tensors F32, masks I32):
     NAME.scores                         (B, H, T, nkb)  c (all blocks)
     NAME.summary_logit                  (B, H, T)     -inf: nothing summarised
     NAME.summary_value                  (B, H, T, D)  (only with summary; 0 where the logit is -inf)
-__metadata__["cases"] is a JSON list of the case configurations (group and
-group_keep among them) plus what the script computed: budget, top_blocks,
-window_blocks, groups (floor(nkb / G)), kept_groups (m), coarse_rows ((b, h, t)
-rows where the coarse step ran), selection_margin (null when no fine candidate
-is left unselected), group_margin (null when no row ran the coarse step) and
-equals_dense.
+    NAME.bound                          (B, H, T, nkb)  r (only rank "bound"; all blocks)
+__metadata__["cases"] is a JSON list of the case configurations (group,
+group_keep and rank among them) plus what the script computed: budget,
+top_blocks, window_blocks, groups (floor(nkb / G)), kept_groups (m),
+coarse_rows ((b, h, t) rows where the coarse step ran), selection_margin (of
+r; null when no fine candidate is left unselected), group_margin (of rg; null
+when no row ran the coarse step), rank_differs_rows ((b, h, t) rows whose
+selection differs from that of the same case ranked by "mean"; 0 for "mean"
+cases) and equals_dense.
 
 Self-checks (assertion error, non-zero exit): the full-budget and
 block-constant cases equal an independent dense float64 attention (forward
 and gradients), and so do two unwritten group-constant configurations where
 the coarse step runs (keys and values constant inside each group); the
-gradients of three cases (one coarse) match central finite differences
-(float64; the selection and the unkept groups are verified unchanged under
-the perturbations); the scorer really receives gradient (detaching c and cg
-changes dq and dk, and in coarse cases detaching cg alone does too); the
-coarse step runs in every coarse case and in no other; with group 1 and with
-group_keep >= #groups a coarse case reproduces the coarse-free computation
-bit for bit (outputs, plan and gradients) while the real configuration
-differs from it; every case leaves score margins between selected and
-unselected fine candidates and between kept and unkept groups large enough
-that float32 cannot flip a choice; the file parses back unchanged.
+gradients of four cases (one coarse, one coarse ranked by the bound, with
+fewer probes) match central finite differences (float64; the selection and the unkept groups are
+verified unchanged under the perturbations); the scorer really receives
+gradient (detaching c and cg changes dq and dk, and in coarse cases detaching
+cg alone does too); the coarse step runs in every coarse case and in no
+other; with group 1 and with group_keep >= #groups a coarse case reproduces
+the coarse-free computation bit for bit (outputs, plan and gradients) while
+the real configuration differs from it; every case leaves ranking margins (r, rg) between selected
+and unselected fine candidates and between kept and unkept groups large
+enough that float32 cannot flip a choice; in the bound cases no token logit
+exceeds its block's / group's bound, and the selection and the unkept groups
+differ from the mean ranking's as stated above; the file parses back
+unchanged.
 """
 from __future__ import annotations
 
@@ -108,9 +127,9 @@ from gpt_reference import read_safetensors, write_safetensors  # noqa: E402
 SEED = 1234
 FILE_NAME = "dsa_ref.safetensors"
 # Smallest allowed gap between the lowest selected and the highest unselected
-# candidate score (and between the lowest kept and the highest unkept group
-# score): float32 scores are accurate to ~1e-6, so a gap above this cannot flip
-# in sparta's float32 selection.
+# candidate ranking value (and between the lowest kept and the highest unkept
+# group ranking value): float32 scores and bounds are accurate to ~1e-6, so a
+# gap above this cannot flip in sparta's float32 selection.
 MIN_MARGIN = 1e-4
 
 
@@ -135,6 +154,8 @@ class Case:
                                 # "group_constant" (self-check only): constant inside a group
     redraw: int = 0             # inputs are drawn with seed SEED + 1000 * redraw + case index; bumped
                                 # when a draw's selection or group margin was below MIN_MARGIN
+    rank: str = "mean"          # how groups and blocks are ranked for selection: "mean" (by cg, c)
+                                # or "bound" (by the box bound of their largest token logit)
     B: int = 2
     H: int = 2
 
@@ -182,8 +203,22 @@ CASES = [
     Case("bidir_T203_coarse_g3_summary", False, 203, 8, summary=True, group=3, group_keep=3,
          layout="fused", **Q),
     Case("causal_T203_coarse_g2m3_summary", True, 203, 8, summary=True, group=2, group_keep=2, **R),
+    # rank = "bound" (appended, so the cases above keep their seeds).
+    Case("causal_T203_coarse_g2_bound_summary", True, 203, 8, summary=True, group=2, group_keep=2,
+         rank="bound", **P),
+    Case("bidir_T203_coarse_g3_bound_summary", False, 203, 16, summary=True, group=3, group_keep=3,
+         rank="bound", layout="fused", **Q),
+    Case("causal_T192_bound_nosummary", True, 192, 8, summary=False, group=8, group_keep=4,
+         rank="bound", **B_),
 ]
-FD_CASES = ["causal_T203_summary", "bidir_T203_summary", "bidir_T203_coarse_g2_summary"]
+# Finite-difference cases: name -> single-entry probes per tensor (q, k, v), besides one random
+# direction through all three. The bound case gets fewer: its gradient paths are those of the
+# coarse case (the ranking is a hard choice); only what is selected differs.
+FD_CASES = {"causal_T203_summary": 6, "bidir_T203_summary": 6, "bidir_T203_coarse_g2_summary": 6,
+            "causal_T203_coarse_g2_bound_summary": 1}
+# A rank = "bound" case must select differently from the same case with rank = "mean" in at
+# least this share of its rows with unselected candidates, or it would not test the ranking.
+MIN_RANK_DIFFERENCE = 0.25
 # The coarse case whose group=1 and group_keep >= #groups variants must reproduce the
 # coarse-free computation, and the group-constant configurations (not written).
 EQUIVALENCE_CASE = "causal_T203_coarse_g2_summary"
@@ -280,6 +315,27 @@ def group_summaries(k, v, c: Case):
     return torch.stack(ks, dim=2), torch.stack(vs, dim=2), torch.tensor(lens, dtype=torch.float64)
 
 
+def box_bounds(qh, kh, spans) -> torch.Tensor:
+    """qh, kh (B, H, T, D); spans: token ranges [lo, hi). Returns (B, H, T, len(spans)): per query
+    row, Σ_d max(q_d·max_j k_jd, q_d·min_j k_jd) / sqrt(D) over the keys k_j of each span, an upper
+    bound of the span's largest token logit q·k_j/sqrt(D). No gradient (it only ranks)."""
+    qh, kh = qh.detach(), kh.detach()
+    kmax = torch.stack([kh[:, :, lo:hi].amax(dim=2) for lo, hi in spans], dim=2)      # (B, H, n, D)
+    kmin = torch.stack([kh[:, :, lo:hi].amin(dim=2) for lo, hi in spans], dim=2)
+    q = qh[:, :, :, None, :]                                                           # (B, H, T, 1, D)
+    both = torch.maximum(q * kmax[:, :, None], q * kmin[:, :, None])                   # (B, H, T, n, D)
+    return both.sum(dim=-1) / math.sqrt(qh.shape[-1])
+
+
+def block_spans(c: Case):
+    return [(kb * c.block, min((kb + 1) * c.block, c.T)) for kb in range(-(-c.T // c.block))]
+
+
+def group_spans(c: Case):
+    span = c.group * c.block
+    return [(g * span, min((g + 1) * span, c.T)) for g in range(num_groups(c))]
+
+
 def pick_top(scores: torch.Tensor, cand: torch.Tensor, n: int) -> torch.Tensor:
     """The n best of the entries where cand (broadcast to scores' shape (B, H, rows, n_ids)) is
     set, per (b, h, row): higher score first, ties -> smaller id, NaN last."""
@@ -326,6 +382,9 @@ def dsa(q, k, v, c: Case, detach_scores: bool = False, detach_group_scores: bool
     scores = qh @ kbar.transpose(-1, -2) / math.sqrt(D) + torch.log(lens)   # (B, H, T, nkb)
     if detach_scores:
         scores = scores.detach()
+    # What selection ranks the blocks by: c itself, or the box bound (the summary uses c either way).
+    assert c.rank in ("mean", "bound"), f"{c.name}: rank {c.rank!r}"
+    rank = scores.detach() if c.rank == "mean" else box_bounds(qh, kh, block_spans(c))   # (B, H, T, nkb)
     n_top = top_blocks(c, T)
 
     # Coarse step: rows that run it keep their m best whole groups; the blocks of the
@@ -338,14 +397,15 @@ def dsa(q, k, v, c: Case, detach_scores: bool = False, detach_group_scores: bool
         gscores = qh @ gkbar.transpose(-1, -2) / math.sqrt(D) + torch.log(glens)   # (B, H, T, ng)
         if detach_scores or detach_group_scores:
             gscores = gscores.detach()
+        grank = gscores.detach() if c.rank == "mean" else box_bounds(qh, kh, group_spans(c))   # (B, H, T, ng)
         contest = whole & active[:, None]                                 # (T, ng)
-        kept = pick_top(gscores, contest, kept_groups(c, T))
+        kept = pick_top(grank, contest, kept_groups(c, T))
         unkept = contest & ~kept                                          # (B, H, T, ng)
         coarse_mask[..., :ng * G] = unkept.repeat_interleave(G, dim=-1)
     else:
         active = torch.zeros(T, dtype=torch.bool)
     fine = cand & ~coarse_mask                                            # (B, H, T, nkb)
-    chosen = pick_top(scores, fine, n_top)
+    chosen = pick_top(rank, fine, n_top)
     selection = chosen | window                                           # (B, H, T, nkb)
 
     cols_kb = torch.arange(T) // c.block
@@ -354,10 +414,10 @@ def dsa(q, k, v, c: Case, detach_scores: bool = False, detach_group_scores: bool
         allowed = allowed & torch.ones(T, T, dtype=torch.bool).tril()
     logits = (qh @ kh.transpose(-1, -2) / math.sqrt(D)).masked_fill(~allowed, float("-inf"))
 
-    res = dict(selection=selection, candidate=cand.expand_as(selection), scores=scores,
+    res = dict(selection=selection, candidate=cand.expand_as(selection), scores=scores, rank=rank,
                fine=fine, coarse=coarse_mask, active=active)
     if ng > 0:
-        res.update(group_scores=gscores, kept=kept & contest, unkept=unkept)
+        res.update(group_scores=gscores, group_rank=grank, kept=kept & contest, unkept=unkept)
     if c.summary:
         # Block part (unselected fine candidates) and group part (unkept groups) are
         # reduced separately and then merged: a row without unkept groups keeps the
@@ -450,8 +510,9 @@ def coarse_rows(res: dict, c: Case) -> int:
 
 
 def selection_margin(res: dict) -> float:
-    """Smallest gap between the lowest selected and the highest unselected fine candidate score."""
-    s, fine, sel = res["scores"].detach(), res["fine"], res["selection"]
+    """Smallest gap between the lowest selected and the highest unselected fine candidate ranking
+    value (c, or the bound with rank = "bound")."""
+    s, fine, sel = res["rank"], res["fine"], res["selection"]
     picked = fine & sel
     rest = fine & ~sel
     lo = torch.where(picked, s, torch.tensor(float("inf"), dtype=torch.float64)).amin(dim=-1)
@@ -462,10 +523,10 @@ def selection_margin(res: dict) -> float:
 
 def group_margin(res: dict) -> float:
     """Smallest gap, over the rows that ran the coarse step, between the lowest kept and the
-    highest unkept whole-group score."""
-    if "group_scores" not in res or not res["active"].any():
+    highest unkept whole-group ranking value (cg, or the bound with rank = "bound")."""
+    if "group_rank" not in res or not res["active"].any():
         return math.inf
-    s, kept, unkept = res["group_scores"].detach(), res["kept"], res["unkept"]
+    s, kept, unkept = res["group_rank"], res["kept"], res["unkept"]
     lo = torch.where(kept, s, torch.tensor(float("inf"), dtype=torch.float64)).amin(dim=-1)
     hi = torch.where(unkept, s, torch.tensor(float("-inf"), dtype=torch.float64)).amax(dim=-1)
     rows = res["active"].expand_as(lo)
@@ -473,7 +534,7 @@ def group_margin(res: dict) -> float:
     return float((lo - hi)[rows].min())
 
 
-def finite_difference_check(c: Case, q, k, v, dout, g) -> None:
+def finite_difference_check(c: Case, q, k, v, dout, g, probes: int) -> None:
     base = dsa(q, k, v, c)
 
     def f(dq, dk, dv):
@@ -493,7 +554,7 @@ def finite_difference_check(c: Case, q, k, v, dout, g) -> None:
     check_close(f"{c.name}: directional derivative vs finite difference", an, fd, 1e-7, 1e-9)
     # ...and single entries of each tensor.
     for ti, name in enumerate(("q", "k", "v")):
-        for _ in range(6):
+        for _ in range(probes):
             idx = tuple(int(torch.randint(0, n, (1,), generator=gen)) for n in q.shape)
             e = [torch.zeros_like(q) for _ in range(3)]
             e[ti][idx] = h
@@ -573,6 +634,35 @@ def main() -> int:
                                      f"comparison; change the seed")
         assert g_margin > MIN_MARGIN, (f"{c.name}: group margin {g_margin:.2e} too small for a float32 "
                                        f"comparison; change the seed")
+        # A bound case must really rank differently from the mean ranking: its selection (and,
+        # where the coarse step runs, its unkept groups) differ from those of the same case
+        # with rank = "mean" in a good share of the rows where ranking leaves something out.
+        rank_rows, rank_note = 0, ""
+        if c.rank == "bound":
+            as_mean = dsa(q, k, v, replace(c, rank="mean"))
+            choosing = (cand & ~sel).any(dim=-1)                          # (B, H, T)
+            assert torch.equal(choosing, (as_mean["candidate"] & ~as_mean["selection"]).any(dim=-1)), \
+                f"{c.name}: the ranking changed which rows leave candidates out"
+            rank_rows = int((as_mean["selection"] != sel).any(dim=-1).sum())
+            share = rank_rows / int(choosing.sum())
+            assert share >= MIN_RANK_DIFFERENCE, (f"{c.name}: the bound ranking selects like the mean "
+                                                  f"ranking in all but {share:.0%} of the rows")
+            rank_note = f", selection differs from rank=mean in {share:.0%} of the rows"
+            # The bound is one: no token logit of a block (group) exceeds it.
+            qh, kh = q.permute(0, 2, 1, 3), k.permute(0, 2, 1, 3)
+            logits = qh @ kh.transpose(-1, -2) / math.sqrt(c.D)
+            for what, spans, bound in (("block", block_spans(c), res["rank"]),
+                                       ("group", group_spans(c), res.get("group_rank"))):
+                if spans:
+                    top_logit = torch.stack([logits[..., lo:hi].amax(dim=-1) for lo, hi in spans], dim=-1)
+                    assert (bound >= top_logit - 1e-12).all(), f"{c.name}: a {what} bound below a token logit"
+            if n_coarse > 0:
+                g_rows = int((as_mean["coarse"] != res["coarse"]).any(dim=-1).sum())
+                g_share = g_rows / n_coarse
+                assert g_share >= MIN_RANK_DIFFERENCE, (f"{c.name}: the bound ranking drops the same groups "
+                                                        f"as the mean ranking in all but {g_share:.0%} of "
+                                                        f"the coarse rows")
+                rank_note += f", unkept groups in {g_share:.0%} of the coarse rows"
 
         # Dense float64 attention where DSA must reproduce it exactly.
         if "full" in c.name or c.inputs == "block_constant":
@@ -590,7 +680,7 @@ def main() -> int:
                     rel = float((a - b).norm() / a.norm())
                     assert rel > 1e-3, f"{c.name}: the group scores contribute only {rel:.1e} of {n}"
         if c.name in FD_CASES:
-            finite_difference_check(c, q, k, v, dout, [dq, dk, dv])
+            finite_difference_check(c, q, k, v, dout, [dq, dk, dv], FD_CASES[c.name])
         if c.name == EQUIVALENCE_CASE:
             equivalence_check(c, q, k, v, dout)
 
@@ -603,14 +693,18 @@ def main() -> int:
         if c.summary:
             tensors += [(p + "summary_logit", f32(res["summary_logit"])),
                         (p + "summary_value", f32(res["summary_value"]))]
+        if c.rank == "bound":
+            tensors += [(p + "bound", f32(res["rank"]))]
         meta_cases.append(dict(asdict(c), budget=key_budget(c, c.T), top_blocks=n_top,
                                window_blocks=window_blocks(c), groups=num_groups(c),
                                kept_groups=kept_groups(c, c.T), coarse_rows=n_coarse,
                                selection_margin=margin if math.isfinite(margin) else None,  # JSON has no inf
                                group_margin=g_margin if math.isfinite(g_margin) else None,
+                               rank_differs_rows=rank_rows,
                                equals_dense=("full" in c.name or c.inputs == "block_constant")))
         print(f"  {c.name}: top_blocks {n_top}, {summarised} rows with unselected candidates, "
-              f"{n_coarse} coarse rows, selection margin {margin:.3g}, group margin {g_margin:.3g}")
+              f"{n_coarse} coarse rows, selection margin {margin:.3g}, group margin {g_margin:.3g}"
+              f"{rank_note}")
 
     # Keys and values constant inside each group: whatever is kept and selected, the block
     # and group summaries then reproduce dense attention exactly.

@@ -1,12 +1,14 @@
 // Compares sparta's dynamic sparse attention (DsaAttention, float32) with a
 // PyTorch float64 implementation written independently from the documented
-// equations (tests/reference/dsa_reference.py). Per case of the reference
-// file, in this order:
+// equations (tests/reference/dsa_reference.py). Each case runs with the
+// DsaConfig of its metadata (rank "mean" or "bound" among it). Per case of
+// the reference file, in this order:
 //   budget     dsa_key_budget / dsa_window_blocks / dsa_top_blocks equal the
 //              script's values (exact integers);
 //   selection  dsa_select and dsa_plan pick exactly the reference's key
-//              blocks (a mismatch is reported with the scores involved and
-//              stops the case: everything after it would differ anyway);
+//              blocks (a mismatch is reported with the ranking values
+//              involved and stops the case: everything after it would
+//              differ anyway);
 //   summary    dsa_plan's summary logit and value (cases with summary; the
 //              value only where the logit is finite);
 //   forward    out, lse;
@@ -52,9 +54,10 @@ struct RefCase {
   DsaConfig cfg;
   bool fused = false;
   int64_t budget = 0, top_blocks = 0, window_blocks = 0;
-  double margin = 0;  // smallest score gap selected vs unselected candidate (inf: none left out)
+  double margin = 0;  // smallest ranking gap selected vs unselected candidate (inf: none left out)
   bool equals_dense = false;
   int64_t coarse_rows = 0;  // rows where the reference ran the coarse (group) step
+  int64_t rank_differs_rows = 0;  // rows whose selection differs from the same case ranked by "mean"
   int64_t nqb() const { return d.T; }  // every query row selects on its own
   int64_t nkb() const { return (d.T + cfg.block - 1) / cfg.block; }
 };
@@ -79,7 +82,9 @@ RefCase parse_case(const nlohmann::json& j) {
   c.cfg.summary = j.at("summary").get<bool>();
   c.cfg.group = j.at("group").get<int64_t>();
   c.cfg.group_keep = j.at("group_keep").get<int64_t>();
+  c.cfg.rank = j.at("rank").get<std::string>();
   c.coarse_rows = j.at("coarse_rows").get<int64_t>();
+  c.rank_differs_rows = j.at("rank_differs_rows").get<int64_t>();
   c.budget = j.at("budget").get<int64_t>();
   c.top_blocks = j.at("top_blocks").get<int64_t>();
   c.window_blocks = j.at("window_blocks").get<int64_t>();
@@ -180,14 +185,16 @@ std::string ids_str(const std::vector<int64_t>& ids) {
 
 // Compares sel with the reference 0/1 selection; on a mismatch adds one
 // failure naming each differing (b, h, query row), the two block lists, and
-// the reference scores of the disputed candidates next to the reference's
-// selection margin there, so a near-tie is recognisable. Returns true if equal.
+// the reference ranking values (c, or the bound with rank "bound") of the
+// candidates next to the reference's selection margin, so a near-tie is
+// recognisable. Returns true if equal.
 bool expect_same_selection(const RefCase& c, const ops::BlockSelection& sel, const char* source) {
   const int64_t B = c.d.B, H = c.d.H, nqb = c.nqb(), nkb = c.nkb();
   const Shape s4{B, H, nqb, nkb};
   const int32_t* ref_sel = g_ref->get(c.name + ".selection", s4, DType::I32).data<int32_t>();
   const int32_t* cand = g_ref->get(c.name + ".candidate", s4, DType::I32).data<int32_t>();
-  const float* scores = g_ref->get(c.name + ".scores", s4).data<float>();
+  const bool bound = c.cfg.rank == "bound";
+  const float* rank = g_ref->get(c.name + (bound ? ".bound" : ".scores"), s4).data<float>();
   EXPECT_EQ(sel.block, c.cfg.block) << source;
   EXPECT_EQ(ops::query_block(sel), 1) << source;
   if (sel.nqb != nqb || sel.offsets.size() != static_cast<size_t>(B * H * nqb + 1)) {
@@ -206,9 +213,9 @@ bool expect_same_selection(const RefCase& c, const ops::BlockSelection& sel, con
     if (++differing > 5) continue;
     const int64_t b = i / (H * nqb), h = (i / nqb) % H, j = i % nqb;
     msg << "\n  (b=" << b << ", h=" << h << ", row " << j << "): sparta " << ids_str(got) << ", torch "
-        << ids_str(want) << "; torch candidate scores:";
+        << ids_str(want) << "; torch candidate " << (bound ? "bounds" : "scores") << ":";
     for (int64_t kb = 0; kb < nkb; ++kb)
-      if (cand[i * nkb + kb]) msg << " " << kb << ":" << scores[i * nkb + kb];
+      if (cand[i * nkb + kb]) msg << " " << kb << ":" << rank[i * nkb + kb];
   }
   if (differing > 0)
     ADD_FAILURE() << c.name << ": " << source << " selects other key blocks than the reference in " << differing
@@ -307,10 +314,17 @@ class DsaReferenceCase : public ::testing::Test {
 TEST(DsaTorchReference, FileCoversTheIntendedCases) {
   int causal = 0, bidir = 0, summary = 0, no_summary = 0, dense = 0, sparse_summary = 0, ragged = 0, fused = 0;
   int coarse_causal = 0, coarse_bidir = 0, coarse_summary = 0;
+  int bound = 0, bound_coarse_causal = 0, bound_coarse_bidir = 0, bound_summary = 0;
   for (const RefCase& c : ref_cases()) {
     if (c.coarse_rows > 0) {
       (c.d.causal ? coarse_causal : coarse_bidir)++;
       coarse_summary += c.cfg.summary;
+    }
+    // A bound case counts only if its ranking changed the selection somewhere.
+    if (c.cfg.rank == "bound" && c.rank_differs_rows > 0) {
+      ++bound;
+      if (c.coarse_rows > 0) (c.d.causal ? bound_coarse_causal : bound_coarse_bidir)++;
+      bound_summary += c.cfg.summary;
     }
     (c.d.causal ? causal : bidir)++;
     (c.cfg.summary ? summary : no_summary)++;
@@ -330,6 +344,10 @@ TEST(DsaTorchReference, FileCoversTheIntendedCases) {
   EXPECT_GE(coarse_causal, 2);
   EXPECT_GE(coarse_bidir, 2);
   EXPECT_GE(coarse_summary, 3);
+  EXPECT_GE(bound, 3);
+  EXPECT_GE(bound_coarse_causal, 1);
+  EXPECT_GE(bound_coarse_bidir, 1);
+  EXPECT_GE(bound_summary, 2);
 }
 
 int main(int argc, char** argv) {

@@ -65,8 +65,8 @@ set_tests_properties(torch_reference_compare PROPERTIES
 # ---------------------------------------------------------------------------
 # Dynamic sparse attention: tests/reference/dsa_reference.py computes
 # DsaAttention's selection, summary, out, lse and gradients in float64 from the
-# equations in src/ops/attention_dsa.h (17 cases: causal/bidirectional, ragged
-# T, summary on/off, full budget = dense, the coarse group step active) and writes
+# equations in src/ops/attention_dsa.h (20 cases: causal/bidirectional, ragged
+# T, summary on/off, full budget = dense, the coarse group step active, rank = "bound") and writes
 # ${SPARTA_REFERENCE_DIR}/dsa_ref.safetensors; sparta_dsa_reference_tests
 # (tests/reference/test_dsa_reference.cpp) compares sparta against it.
 # ---------------------------------------------------------------------------

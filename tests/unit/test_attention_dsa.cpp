@@ -211,6 +211,8 @@ TEST(DsaBudget, RejectsBadConfigs) {
   expect_msg(c, "[attention.dsa] group must be >= 1, got 0");
   c = {}, c.group_keep = -2;
   expect_msg(c, "[attention.dsa] group_keep must be >= 1, got -2");
+  c = {}, c.rank = "max";
+  expect_msg(c, "[attention.dsa] rank must be \"mean\" or \"bound\", got 'max'");
   EXPECT_THROW(dsa_key_budget(DsaConfig{}, -1), Error);
   c = {}, c.block = 0;
   EXPECT_THROW(DsaAttention{c}, Error);
@@ -361,13 +363,17 @@ TEST(AttentionDsa, PlanFollowsTheScoringAndSummaryRules) {
   // best-scoring whole groups stay candidates; exactly min(top, candidates
   // left) are selected and each scores at least as high as every unselected
   // one; the summary is the log-sum-exp and softmax-weighted mean value over
-  // the unselected blocks and the dropped groups.
+  // the unselected blocks and the dropped groups. rank = "bound" ranks
+  // blocks and groups by Σ_d max(q_d·max k_d, q_d·min k_d)/sqrt(D) over
+  // their keys instead; the summary keeps the mean scores.
+  for (const char* rank : {"mean", "bound"})
   for (int64_t group : {1, 2, 3})
     for (bool causal : {true, false})
       for (int64_t T : {200, 203}) {
         const Problem p(1, T, 2, 8, causal, false, 500 + causal + T + 10 * group);
         DsaConfig c = small_budget();
-        c.group = group, c.group_keep = 2;
+        c.group = group, c.group_keep = 2, c.rank = rank;
+        const bool bound = c.rank == "bound";
         const DsaPlan plan = dsa_plan(p.q(), p.k(), p.v(), p.d, c);
         const BlockSelection sel = dsa_select(p.q(), p.k(), p.d, c);
         const int64_t D = p.d.D, HD = p.d.H * D, W = dsa_window_blocks(c), top = dsa_top_blocks(c, T);
@@ -379,7 +385,8 @@ TEST(AttentionDsa, PlanFollowsTheScoringAndSummaryRules) {
         int64_t summaries = 0, coarse_rows = 0, close_calls = 0;
         for (int64_t h = 0; h < p.d.H; ++h)
           for (int64_t j = 0; j < T; ++j) {  // every query row
-            const std::string where = cat("group=", G, " causal=", causal, " T=", T, " h=", h, " row=", j);
+            const std::string where =
+                cat("rank=", rank, " group=", G, " causal=", causal, " T=", T, " h=", h, " row=", j);
             const std::vector<int32_t> got = list_of(sel, h * T + j);
             const std::set<int32_t> chosen(got.begin(), got.end());
             const auto qt = row_query(p.q() + h * D, j, HD, D);
@@ -393,15 +400,29 @@ TEST(AttentionDsa, PlanFollowsTheScoringAndSummaryRules) {
             // Coarse step, in double.
             int64_t ncand = 0;
             for (int64_t kb = 0; kb < nkb; ++kb) ncand += is_candidate(kb);
-            std::vector<std::pair<double, int64_t>> whole;  // (score, group)
+            // Ranking by bound: the largest q·k over the box of keys [t0, t1).
+            const auto box_bound = [&](int64_t t0, int64_t t1) {
+              double b = 0.0;
+              for (int64_t e = 0; e < D; ++e) {
+                double mx = -1e300, mn = 1e300;
+                for (int64_t t = t0; t < t1; ++t) {
+                  mx = std::max<double>(mx, p.k()[t * HD + h * D + e]);
+                  mn = std::min<double>(mn, p.k()[t * HD + h * D + e]);
+                }
+                b += std::max(qt[e] * mx, qt[e] * mn);
+              }
+              return b / std::sqrt(double(D));
+            };
+            std::vector<std::pair<double, int64_t>> whole;  // (ranking score, group)
+            std::vector<double> group_score(static_cast<size_t>(ng));  // the summary's (mean) score
             for (int64_t g = 0; g < ng; ++g) {
               bool all = true;
               for (int64_t kb = g * G; kb < (g + 1) * G; ++kb) all = all && is_candidate(kb);
               if (!all) continue;
               const int64_t t0 = g * G * c.block, t1 = std::min(T, (g + 1) * G * c.block);
-              whole.push_back({dotd(qt, mean_rows(p.k() + h * D, t0, t1, HD, D)) / std::sqrt(double(D)) +
-                                   std::log(static_cast<double>(t1 - t0)),
-                               g});
+              group_score[g] = dotd(qt, mean_rows(p.k() + h * D, t0, t1, HD, D)) / std::sqrt(double(D)) +
+                               std::log(static_cast<double>(t1 - t0));
+              whole.push_back({bound ? box_bound(t0, t1) : group_score[g], g});
             }
             std::vector<char> dropped(static_cast<size_t>(ng), 0);
             std::vector<std::pair<double, int64_t>> unselected;  // summary entries: (score, block or nkb + group)
@@ -414,7 +435,7 @@ TEST(AttentionDsa, PlanFollowsTheScoringAndSummaryRules) {
               }
               for (size_t i = m; i < whole.size(); ++i) {
                 dropped[whole[i].second] = 1;
-                unselected.push_back({whole[i].first, nkb + whole[i].second});
+                unselected.push_back({group_score[whole[i].second], nkb + whole[i].second});
               }
             }
             std::vector<double> picked, rejected;
@@ -435,10 +456,11 @@ TEST(AttentionDsa, PlanFollowsTheScoringAndSummaryRules) {
               const int64_t len = std::min(T, (kb + 1) * c.block) - kb * c.block;
               const double s = dotd(qt, mean_of_block(p.k() + h * D, T, HD, D, c.block, kb)) / std::sqrt(double(D)) +
                                std::log(static_cast<double>(len));
+              const double r = bound ? box_bound(kb * c.block, kb * c.block + len) : s;
               if (chosen.count(static_cast<int32_t>(kb))) {
-                picked.push_back(s);
+                picked.push_back(r);
               } else {
-                rejected.push_back(s);
+                rejected.push_back(r);
                 unselected.push_back({s, kb});
               }
             }
@@ -526,6 +548,39 @@ TEST(AttentionDsa, CoarseStepKeepsTheGroupOfAPlantedKeyBlock) {
   }
 }
 
+TEST(AttentionDsa, BoundRankingFindsASingleMatchingTokenThatTheMeanDilutes) {
+  // Passkey-like: one token of key block 5 (group 0) matches the queries of
+  // the last key block strongly (+8 along e_0 against +3), every other
+  // number is N(0, 1) noise. The block mean carries 1/64 of the match, so mean
+  // ranking rarely picks block 5 (nor its group, 1/512 of it); the bound
+  // over the block's keys is at least the matching token's own logit, so
+  // bound ranking keeps group 0 and picks block 5 on every row — through
+  // the coarse step at T = 4096 (default config otherwise), in forward and
+  // in decode.
+  const int64_t T = 4096, H = 2, D = 16;
+  Problem p(1, T, H, D, true, false, 1190, 1.0);  // (T, H, D) rows, as a KV cache holds them
+  const int64_t hd = H * D, needle = 5 * 64 + 37;
+  for (int64_t t = 63 * 64; t < T; ++t) p.q()[t * p.d.ld + hd - D] += 3.0f;
+  p.k()[needle * p.d.ld + hd - D] += 8.0f;
+  DsaConfig mean_cfg, bound_cfg;
+  bound_cfg.rank = "bound";
+  const DsaPlan by_mean = dsa_plan(p.q(), p.k(), p.v(), p.d, mean_cfg);
+  const DsaPlan by_bound = dsa_plan(p.q(), p.k(), p.v(), p.d, bound_cfg);
+  int64_t mean_hits = 0;
+  for (int64_t j = 63 * 64; j < T; ++j) {
+    const std::vector<int32_t> b = list_of(by_bound.far, 1 * T + j), m = list_of(by_mean.far, 1 * T + j);
+    EXPECT_NE(std::find(b.begin(), b.end(), 5), b.end()) << "bound, row " << j;
+    EXPECT_EQ(b.size(), 2u);
+    mean_hits += std::find(m.begin(), m.end(), 5) != m.end();
+  }
+  EXPECT_LT(mean_hits, 32) << "the mean should dilute a single token";
+  DsaAttention att(bound_cfg);
+  std::vector<float> out(p.out_size()), lse(p.lse_size()), dec(hd);
+  att.forward(out.data(), lse.data(), p.q(), p.k(), p.v(), p.d);
+  att.decode(dec.data(), p.q(), p.k(), p.v(), T, H, D);
+  expect_rel_close(dec, std::vector<float>(out.end() - hd, out.end()), 1e-5, "bound decode vs forward");
+}
+
 TEST(AttentionDsa, TiesPickSmallerBlockIds) {
   // All-zero queries and keys: every score ties, so the top blocks are the
   // earliest candidates (3 top blocks, 2 window blocks of 16).
@@ -559,6 +614,9 @@ TEST(AttentionDsa, GradientsMatchFiniteDifferences) {
   // is checked along with the selected tokens'.
   // group = 2: the coarse step acts on the later rows (up to 3 whole groups
   // of 2 blocks, 1 kept), so gradients also flow through group summaries.
+  // rank = "bound" changes only which blocks are chosen (backward must
+  // re-derive the same choice for the summary's gradient).
+  for (const char* rank : {"mean", "bound"})
   for (int64_t group : {1, 2})
   for (bool causal : {true, false})
     for (bool summary : {true, false})
@@ -567,9 +625,9 @@ TEST(AttentionDsa, GradientsMatchFiniteDifferences) {
         DsaConfig c;
         c.block = 2, c.window = 2, c.top_k = 1, c.keep_short = 0.2, c.keep_long = 0.1,
         c.short_len = 2, c.long_len = 4, c.summary = summary;  // budget at T = 13: window + top_k = 3
-        c.group = group, c.group_keep = 1;
+        c.group = group, c.group_keep = 1, c.rank = rank;
         ASSERT_EQ(dsa_top_blocks(c, 13), 1);
-        const std::string what = cat("group=", group, " causal=", causal, " summary=", summary, " seed=", seed);
+        const std::string what = cat("rank=", rank, " group=", group, " causal=", causal, " summary=", summary, " seed=", seed);
         const BlockSelection sel = dsa_select(p.q(), p.k(), p.d, c);
         DsaAttention att(c);
         Rng rng(81);
@@ -808,9 +866,13 @@ TEST(AttentionDsa, DecodeEqualsLastRowOfForwardOnEveryPrefix) {
   // its last row, with a real budget and the summary (and without).
   const int64_t H = 2, D = 8, T = 200, HD = H * D;
   const Problem p(1, T, H, D, true, false, 1101);
+  for (const char* rank : {"mean", "bound"})
   for (bool coarse : {false, true})
   for (bool summary : {true, false}) {
-    DsaAttention att(coarse ? coarse_budget(summary) : small_budget(summary));
+    if (rank == std::string("bound") && !coarse) continue;  // the coarse config exercises both ranking steps
+    DsaConfig c = coarse ? coarse_budget(summary) : small_budget(summary);
+    c.rank = rank;
+    DsaAttention att(c);
     std::vector<float> out(p.out_size()), lse(p.lse_size()), dec(HD);
     for (int64_t len = 1; len <= T; len += (len < 40 || coarse ? 1 : 7)) {
       AttnDims prefix = p.d;
@@ -818,15 +880,19 @@ TEST(AttentionDsa, DecodeEqualsLastRowOfForwardOnEveryPrefix) {
       att.forward(out.data(), lse.data(), p.q(), p.k(), p.v(), prefix);
       att.decode(dec.data(), p.q(), p.k(), p.v(), len, H, D);
       const std::vector<float> want(out.begin() + (len - 1) * HD, out.begin() + len * HD);
-      expect_rel_close(dec, want, 1e-5, cat("coarse=", coarse, " summary=", summary, " len=", len));
+      expect_rel_close(dec, want, 1e-5, cat("rank=", rank, " coarse=", coarse, " summary=", summary, " len=", len));
     }
   }
 }
 
 TEST(AttentionDsa, DecodeMemoGivesTheSameBitsAndFollowsTruncation) {
+  for (const char* rank : {"mean", "bound"}) {
+  SCOPED_TRACE(rank);
   const int64_t H = 2, D = 8, T = 200, HD = H * D;
   Problem p(1, T, H, D, true, false, 1150);
-  DsaAttention att(coarse_budget());  // block and group means both come from the memo
+  DsaConfig c = coarse_budget();
+  c.rank = rank;
+  DsaAttention att(c);  // block and group means (and boxes) all come from the memo
   std::unique_ptr<DecodeMemo> memo = att.make_decode_memo();
   ASSERT_NE(memo, nullptr);
   std::vector<float> with(HD), without(HD);
@@ -850,6 +916,7 @@ TEST(AttentionDsa, DecodeMemoGivesTheSameBitsAndFollowsTruncation) {
     void truncate(int64_t) override {}
   } foreign;
   EXPECT_THROW(att.decode(with.data(), p.q(), p.k(), p.v(), T, H, D, &foreign), Error);
+  }
 }
 
 TEST(AttentionDsa, ResultsIndependentOfThreadCount) {

@@ -110,6 +110,9 @@ TEST(Config, RejectsBadValues) {
     EXPECT_NE(error_of(kGood, {bad}).find("model.rope_dims must be 0 (whole head) or even in [2, head dimension"),
               std::string::npos) << bad;
   EXPECT_EQ(error_of(kGood, {"model.rope_dims=2"}), "");
+  EXPECT_NE(error_of(kGood, {"model.dsa.rank=max"}).find("rank must be \"mean\" or \"bound\", got 'max'"),
+            std::string::npos);
+  EXPECT_EQ(error_of(kGood, {"model.dsa.rank=bound"}), "");
   EXPECT_NE(error_of(kGood, {"model.dsa.topk=3"}).find("unknown key 'model.dsa.topk'"), std::string::npos);
   EXPECT_NE(error_of("[model]\nn_layer = \"four\"\n").find("model.n_layer must be an integer"), std::string::npos);
   EXPECT_NE(error_of("[model]\nn_layer = 1.5\n").find("model.n_layer must be an integer"), std::string::npos);
