@@ -197,19 +197,23 @@ SPARTA_KERNEL_CLONES float bound_row(const float* q, const float* mx, const floa
 }
 
 // Where the bound ranking reads its boxes: block kb at bmax/bmin + kb *
-// bstride, group g at gmax/gmin + g * gstride.
+// bstride, group g at gmax/gmin + g * gstride. grank: the row's group
+// bounds already scaled by 1/sqrt(D) (from rank_groups_by_bound), or null
+// to compute them from the group boxes.
 struct RankBoxes {
   const float *bmax = nullptr, *bmin = nullptr, *gmax = nullptr, *gmin = nullptr;
   int64_t bstride = 0, gstride = 0;
+  const float* grank = nullptr;
 };
 
 // Block and group summaries of one (b, h): mean keys and values, (nkb, D)
 // and (ng, D). `k`, `v` point at token 0 of the head's slice. With
 // s.bound, also the per-dimension max and min of the keys of every block
-// and group (same shapes).
+// and group (same shapes), and each group's box as centre and radius,
+// KgCR = [(max + min)/2 | (max - min)/2], (ng, 2D).
 struct HeadSummaries {
   std::vector<float> Kb, Vb, Kg, Vg;
-  std::vector<float> Kbmax, Kbmin, Kgmax, Kgmin;
+  std::vector<float> Kbmax, Kbmin, Kgmax, Kgmin, KgCR;
   void compute(const DsaShape& s, const float* k, const float* v, int64_t ld, int64_t D) {
     means(Kb, Kg, s, k, ld, D);
     if (v) means(Vb, Vg, s, v, ld, D);
@@ -223,6 +227,13 @@ struct HeadSummaries {
     Kgmin.resize(Kgmax.size());
     for (int64_t g = 0; g < s.ng; ++g)
       group_minmax(Kgmax.data() + g * D, Kgmin.data() + g * D, Kbmax.data(), Kbmin.data(), D, s, g, D);
+    KgCR.resize(static_cast<size_t>(s.ng * 2 * D));
+    for (int64_t g = 0; g < s.ng; ++g)
+      for (int64_t e = 0; e < D; ++e) {
+        const float mx = Kgmax[g * D + e], mn = Kgmin[g * D + e];
+        KgCR[g * 2 * D + e] = 0.5f * (mx + mn);
+        KgCR[g * 2 * D + D + e] = 0.5f * (mx - mn);
+      }
   }
   // The boxes for RowPlan::plan; null pointers (mean ranking) without s.bound.
   RankBoxes boxes(const DsaShape& s, int64_t D) const {
@@ -255,6 +266,24 @@ void score_groups(float* CG, const float* q, int64_t ld, const HeadSummaries& hs
     const float lg = std::log(static_cast<float>(s.group_len(g)));
     for (int64_t i = 0; i < nr; ++i) CG[i * s.ng + g] += lg;
   }
+}
+
+// Group bounds of query rows [r0, r0 + nr) with s.bound, (nr, ng), scaled by
+// 1/sqrt(D): max(a·x, a·y) = a·(x + y)/2 + |a|·(x - y)/2 for x >= y, so the
+// bound is [q | |q|] · KgCR and one sgemm per chunk serves every row, like
+// the mean group scores. Qa: scratch of nr × 2D.
+void rank_groups_by_bound(float* RG, std::vector<float>& Qa, const float* q, int64_t ld, const HeadSummaries& hs,
+                          const DsaShape& s, int64_t r0, int64_t nr, int64_t D) {
+  if (s.ng == 0) return;
+  Qa.resize(static_cast<size_t>(nr * 2 * D));
+  for (int64_t i = 0; i < nr; ++i)
+    for (int64_t e = 0; e < D; ++e) {
+      const float x = q[(r0 + i) * ld + e];
+      Qa[i * 2 * D + e] = x;
+      Qa[i * 2 * D + D + e] = std::fabs(x);
+    }
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  sgemm(false, true, nr, s.ng, 2 * D, scale, Qa.data(), 2 * D, hs.KgCR.data(), 2 * D, 0.0f, RG, s.ng);
 }
 
 // splitmix64: a well-mixed 64-bit hash, for noise that depends only on
@@ -344,8 +373,10 @@ struct RowPlan {
     if (coarse) {
       top.reset(s.m);
       const auto offer_group = [&](int64_t g) {
-        const float r = s.bound ? scale * bound_row(qt, boxes.gmax + g * boxes.gstride, boxes.gmin + g * boxes.gstride, D)
-                                : cg[g];
+        const float r = !s.bound      ? cg[g]
+                        : boxes.grank ? boxes.grank[g]
+                                      : scale * bound_row(qt, boxes.gmax + g * boxes.gstride,
+                                                          boxes.gmin + g * boxes.gstride, D);
         top.offer(ex.seed ? r + ex.noise(row_id, s.nkb + g) : r, static_cast<int32_t>(g));
       };
       for (int64_t g = 0; g < gl; ++g) offer_group(g);
@@ -466,15 +497,18 @@ DsaPlan dsa_plan(const float* q, const float* k, const float* v, const AttnDims&
     HeadSummaries hs;
     hs.compute(s, k + base, summary ? v + base : nullptr, d.ld, D);
     const size_t tile = static_cast<size_t>(kScoreRows * s.ng);
-    std::vector<float> CG(tile), PG(summary ? tile : 0);
+    std::vector<float> CG(tile), PG(summary ? tile : 0), RG(s.bound ? tile : 0), Qa;
+    RankBoxes boxes = hs.boxes(s, D);
     RowPlan r;
     for (int64_t r0 = 0; r0 < T; r0 += kScoreRows) {
       const int64_t nr = std::min(kScoreRows, T - r0);
       score_groups(CG.data(), q + base, d.ld, hs, s, r0, nr, D);
+      if (s.bound) rank_groups_by_bound(RG.data(), Qa, q + base, d.ld, hs, s, r0, nr, D);
       for (int64_t i = 0; i < nr; ++i) {
         const int64_t t = r0 + i, row = bh * T + t;
+        if (s.bound) boxes.grank = RG.data() + i * s.ng;
         r.plan(s, t, q + base + t * d.ld, CG.data() + i * s.ng, hs.Kb.data(), D, D, summary,
-               summary ? PG.data() + i * s.ng : nullptr, hs.boxes(s, D), ex, row);
+               summary ? PG.data() + i * s.ng : nullptr, boxes, ex, row);
         keys[bh].insert(keys[bh].end(), r.far.begin(), r.far.end());
         counts[bh][t] = static_cast<int64_t>(r.far.size());
         if (!summary) continue;
@@ -612,6 +646,8 @@ void summary_backward(float* dq, float* dk, float* dv, const float* g_logit, con
     hs.compute(s, k + base, v + base, ld, D);
     const size_t tile = static_cast<size_t>(kScoreRows * s.ng);
     std::vector<float> CG(tile), PG(tile), dCG(tile), row_grad(static_cast<size_t>(kScoreRows));
+    std::vector<float> RG(s.bound ? tile : 0), Qa;  // group bounds, as in dsa_plan
+    RankBoxes boxes = hs.boxes(s, D);
     // Gradients of the block means (rows 0..nkb-1) and group means (after).
     std::vector<float> dK(static_cast<size_t>((s.nkb + s.ng) * D), 0.0f), dV(dK.size(), 0.0f);
     float* dKg = dK.data() + s.nkb * D;
@@ -625,12 +661,13 @@ void summary_backward(float* dq, float* dk, float* dv, const float* g_logit, con
     for (int64_t r0 = 0; r0 < T; r0 += kScoreRows) {
       const int64_t nr = std::min(kScoreRows, T - r0);
       score_groups(CG.data(), q + base, ld, hs, s, r0, nr, D);
+      if (s.bound) rank_groups_by_bound(RG.data(), Qa, q + base, ld, hs, s, r0, nr, D);
       for (int64_t i = 0; i < nr; ++i) {
         const int64_t t = r0 + i, row = bh * T + t;
         const float* qt = q + base + t * ld;
         float* dqt = dq + base + t * ld;
-        r.plan(s, t, qt, CG.data() + i * s.ng, hs.Kb.data(), D, D, true, PG.data() + i * s.ng, hs.boxes(s, D), ex,
-               row);
+        if (s.bound) boxes.grank = RG.data() + i * s.ng;
+        r.plan(s, t, qt, CG.data() + i * s.ng, hs.Kb.data(), D, D, true, PG.data() + i * s.ng, boxes, ex, row);
         row_grad[i] = 0.0f;
         float g_sum = 0.0f;  // scorer-loss gradient of L[t]
         if (masses) {
