@@ -33,6 +33,10 @@
 //          query: c[t][kb] = q_t·K̄[kb]/sqrt(D) + ln(len of kb); the top best
 //          of them (ties: smaller id; NaN ranks last) plus its window are
 //          attended exactly;
+//          with cfg.rank == "bound", steps 3 and 4 keep and pick by the
+//          bound Σ_d max(q_t,d·Kmax_d, q_t,d·Kmin_d)/sqrt(D) over the
+//          group's or block's keys (per-dimension max and min) instead of
+//          by cg and c; everything else, the summary included, is unchanged;
 //       5. summary (cfg.summary): the scored blocks NOT selected and the
 //          dropped groups (NaN scores left out) enter t's softmax as one
 //          extra key with logit L[t] = logsumexp of their scores and value
