@@ -220,7 +220,7 @@ def print_report(records: list[dict], rat: list[dict], skipped: list[dict]) -> N
           f"{'sel %':>7} {'peak MB':>9}")
     for r in records:
         sel = r.get("selection_ms")
-        share = f"{200 * sel / (r['fwd_ms'] + r['bwd_ms']):.1f}%" if sel is not None else "-"
+        share = f"{100 * sel / (r['fwd_ms'] + r['bwd_ms']):.1f}%" if sel is not None else "-"
         name = "torch" if r["impl"] == "torch" else "sparta " + r["impl"]
         print(f"{name:<13} {r['seq']:>7} "
               f"{fmt_ms(r['fwd_ms']):>9} {fmt_ms(r['bwd_ms']):>9} {fmt_ms(r['fwd_ms'] + r['bwd_ms']):>9} "

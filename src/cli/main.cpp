@@ -4,8 +4,10 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/memory.h"
 
 int main(int argc, char** argv) {
+  sparta::retain_freed_memory();  // a refusal only costs speed
   CLI::App app{"sparta: a C++ engine that trains and serves transformer models on the CPU", "sparta"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "sparta 0.1.0");

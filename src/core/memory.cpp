@@ -1,6 +1,9 @@
 #include "core/memory.h"
 
+#include <malloc.h>
+
 #include <atomic>
+#include <climits>
 #include <cstdlib>
 #include <new>
 
@@ -29,6 +32,13 @@ void tracked_free(void* p, size_t bytes) {
   if (!p) return;
   g_current.fetch_sub(round_up(bytes == 0 ? kAlign : bytes));
   std::free(p);
+}
+
+bool retain_freed_memory() {
+  // M_MMAP_MAX = 0: no allocation is served by mmap (whose chunks go back to
+  // the kernel on free); M_TRIM_THRESHOLD: free() gives the heap's top back
+  // only beyond 2 GiB of free memory there.
+  return mallopt(M_MMAP_MAX, 0) == 1 && mallopt(M_TRIM_THRESHOLD, INT_MAX) == 1;
 }
 
 MemoryStats memory_stats() { return {g_current.load(), g_peak.load()}; }

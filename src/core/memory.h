@@ -17,6 +17,16 @@ void tracked_free(void* p, size_t bytes);     // bytes as given to tracked_alloc
 MemoryStats memory_stats();
 void reset_memory_peak();                     // peak := current
 
+// Allocator policy for the long-running commands (main() sets it): buffers
+// of every size come from the heap, and freed memory stays with the process
+// for the next step. glibc's default maps every buffer over 32 MB with mmap
+// and unmaps it on free, so each training step or benchmark run would fault
+// in and zero its large buffers afresh (measured: 15-25% of a DSA
+// forward+backward at 16K tokens). The cost is that RSS stays at its
+// high-water mark, as with the caching allocators of GPU frameworks.
+// Returns false if glibc refused a setting (the default policy then stays).
+bool retain_freed_memory();
+
 // Bump allocator: carve scratch without malloc in the hot loop. reset()
 // makes all space reusable; high_water() is the most ever carved at once.
 class Arena {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <vector>
 
@@ -31,6 +32,41 @@ namespace simd = ops::simd;
 
 SPARTA_KERNEL_CLONES void axpy_row(float* y, float a, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+// y (D floats) = y0 + Σ_e a · w[e] · X[ids[e] * ldx .. + D), summed in the
+// order e = 0, 1, ..., where y0 is y (accumulate) or 0. Per element the same
+// arithmetic as a series of axpy_row calls, but the running sum stays in
+// registers: one pass over y instead of one per entry (a row's summary has
+// dozens of entries).
+SPARTA_KERNEL_CLONES void weighted_rows_sum(float* y, bool accumulate, float a, const float* w, const int32_t* ids,
+                                            int64_t n, const float* X, int64_t ldx, int64_t D) {
+  constexpr int64_t kW = 4 * simd::kLanes;  // four vectors of running sums
+  int64_t c0 = 0;
+  for (; c0 + kW <= D; c0 += kW) {
+    simd::f32v s0 = simd::splat(0.0f), s1 = s0, s2 = s0, s3 = s0;
+    if (accumulate) {
+      s0 = simd::load(y + c0);
+      s1 = simd::load(y + c0 + simd::kLanes);
+      s2 = simd::load(y + c0 + 2 * simd::kLanes);
+      s3 = simd::load(y + c0 + 3 * simd::kLanes);
+    }
+    for (int64_t e = 0; e < n; ++e) {
+      const float* x = X + ids[e] * ldx + c0;
+      const simd::f32v we = simd::splat(a * w[e]);
+      s0 += we * simd::load(x);
+      s1 += we * simd::load(x + simd::kLanes);
+      s2 += we * simd::load(x + 2 * simd::kLanes);
+      s3 += we * simd::load(x + 3 * simd::kLanes);
+    }
+    simd::store(y + c0, s0);
+    simd::store(y + c0 + simd::kLanes, s1);
+    simd::store(y + c0 + 2 * simd::kLanes, s2);
+    simd::store(y + c0 + 3 * simd::kLanes, s3);
+  }
+  if (c0 == D) return;
+  if (!accumulate) std::fill(y + c0, y + D, 0.0f);
+  for (int64_t e = 0; e < n; ++e) axpy_row(y + c0, a * w[e], X + ids[e] * ldx + c0, D - c0);
 }
 
 // Exact softmax attention of one query head against the keys in `ranges`
@@ -214,10 +250,12 @@ struct RankBoxes {
 struct HeadSummaries {
   std::vector<float> Kb, Vb, Kg, Vg;
   std::vector<float> Kbmax, Kbmin, Kgmax, Kgmin, KgCR;
-  void compute(const DsaShape& s, const float* k, const float* v, int64_t ld, int64_t D) {
+  // boxes: also the boxes (only with s.bound; ranking needs them, replaying
+  // a saved choice does not).
+  void compute(const DsaShape& s, const float* k, const float* v, int64_t ld, int64_t D, bool boxes = true) {
     means(Kb, Kg, s, k, ld, D);
     if (v) means(Vb, Vg, s, v, ld, D);
-    if (!s.bound) return;
+    if (!s.bound || !boxes) return;
     Kbmax.resize(static_cast<size_t>(s.nkb * D));
     Kbmin.resize(Kbmax.size());
     for (int64_t kb = 0; kb < s.nkb; ++kb)
@@ -336,17 +374,43 @@ struct TopN {
   }
 };
 
+// Offers values[i] with id i for i in [i0, i1), ascending, to `top`, with
+// the same result as offering them one by one, but cheaper for long ranges
+// (a row offers all its groups, 128 at 64K tokens, and keeps 4): with τ the
+// n-th largest of the range's per-vector maxima, at least n values are >= τ,
+// so any value below τ is beaten by n others and is never kept — only values
+// >= τ are offered. When τ is -inf (NaN counts as -inf, as in offer) every
+// value is offered.
+SPARTA_KERNEL_CLONES void offer_range(TopN& top, const float* values, int64_t i0, int64_t i1) {
+  constexpr int64_t kMaxVectors = 64;
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const int64_t nv = (i1 - i0) / simd::kLanes;
+  float tau = kNegInf;
+  if (top.n >= 1 && nv > top.n && nv <= kMaxVectors) {
+    float vmax[kMaxVectors];
+    for (int64_t v = 0; v < nv; ++v) {
+      const simd::f32v x = simd::load(values + i0 + v * simd::kLanes);
+      vmax[v] = simd::hmax(x == x ? x : simd::splat(kNegInf));
+    }
+    std::nth_element(vmax, vmax + top.n - 1, vmax + nv, std::greater<float>());
+    tau = vmax[top.n - 1];
+  }
+  for (int64_t i = i0; i < i1; ++i)
+    if (tau == kNegInf || values[i] >= tau) top.offer(values[i], static_cast<int32_t>(i));
+}
+
 // The plan of one query row (attention_dsa.h): the far blocks it attends
 // exactly and the entries of its summary key. Also holds the row's scratch,
 // so one instance serves many rows without allocating.
 struct RowPlan {
   std::vector<int32_t> far;     // selected far blocks, ascending
   std::vector<float> far_c;     // their scores c
+  std::vector<int32_t> kept;    // groups kept by the coarse step, ascending (empty when it did not run)
   std::vector<int32_t> sum_id;  // the summary's block entries, ascending
   std::vector<float> sum_p;     // their softmax weights (the groups' are in plan's pg)
   float L = -std::numeric_limits<float>::infinity();  // summary logit (-inf: no summary)
   // scratch
-  std::vector<int32_t> fine, kept;
+  std::vector<int32_t> fine;
   std::vector<float> fine_c, fine_r;
   std::vector<char> chosen;
   TopN top;
@@ -361,16 +425,10 @@ struct RowPlan {
   void plan(const DsaShape& s, int64_t t, const float* qt, const float* cg, const float* Kb, int64_t kb_stride,
             int64_t D, bool summary, float* pg, const RankBoxes& boxes, const Exploration& ex = {},
             int64_t row_id = 0) {
-    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
     const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-    int64_t w0, w1, gl, gr;
-    s.window(t, w0, w1);
-    s.whole_groups(w0, w1, gl, gr);
-    const int64_t ncand = w0 + (s.causal ? 0 : s.nkb - 1 - w1);
-    // Coarse step: keep the m best whole groups, summarise the others.
-    const bool coarse = s.top < ncand && gl + (s.ng - gr) > s.m;
+    const Where w(s, t);
     kept.clear();
-    if (coarse) {
+    if (w.coarse) {  // keep the m best whole groups, summarise the others
       top.reset(s.m);
       const auto offer_group = [&](int64_t g) {
         const float r = !s.bound      ? cg[g]
@@ -379,40 +437,18 @@ struct RowPlan {
                                                           boxes.gmin + g * boxes.gstride, D);
         top.offer(ex.seed ? r + ex.noise(row_id, s.nkb + g) : r, static_cast<int32_t>(g));
       };
-      for (int64_t g = 0; g < gl; ++g) offer_group(g);
-      for (int64_t g = gr; g < s.ng; ++g) offer_group(g);
+      const float* ready = !s.bound ? cg : boxes.grank;  // every group's ranking value, if computed
+      if (ready && !ex.seed) {
+        offer_range(top, ready, 0, w.gl);
+        offer_range(top, ready, w.gr, s.ng);
+      } else {
+        for (int64_t g = 0; g < w.gl; ++g) offer_group(g);
+        for (int64_t g = w.gr; g < s.ng; ++g) offer_group(g);
+      }
       for (const Scored& x : top.best) kept.push_back(x.id);
       std::sort(kept.begin(), kept.end());
     }
-    // Fine candidates: every candidate block outside an unkept group.
-    fine.clear();
-    fine_c.clear();
-    fine_r.clear();
-    const auto visit = [&](int64_t kb0, int64_t kb1) {  // blocks [kb0, kb1), ascending
-      for (int64_t kb = kb0; kb < kb1; ++kb) {
-        fine.push_back(static_cast<int32_t>(kb));
-        fine_c.push_back(scale * dot_row(qt, Kb + kb * kb_stride, D) + s.log_len(kb));
-        if (s.bound)
-          fine_r.push_back(scale *
-                           bound_row(qt, boxes.bmax + kb * boxes.bstride, boxes.bmin + kb * boxes.bstride, D));
-      }
-    };
-    const auto visit_groups = [&](int64_t g0, int64_t g1) {  // the kept ones among groups [g0, g1)
-      for (int32_t g : kept)
-        if (g >= g0 && g < g1) visit(g * s.G, (g + 1) * s.G);
-    };
-    if (!coarse) {
-      visit(0, w0);
-      if (!s.causal) visit(w1 + 1, s.nkb);
-    } else {
-      visit_groups(0, gl);
-      visit(gl * s.G, w0);
-      if (!s.causal) {
-        visit(w1 + 1, std::max(w1 + 1, gr * s.G));
-        visit_groups(gr, s.ng);
-        visit(std::max(w1 + 1, s.ng * s.G), s.nkb);
-      }
-    }
+    gather(s, w, qt, Kb, kb_stride, D, s.bound ? &boxes : nullptr);
     const int64_t n = static_cast<int64_t>(fine.size());
     chosen.assign(static_cast<size_t>(n), 0);
     if (s.top >= n) {
@@ -424,6 +460,87 @@ struct RowPlan {
         top.offer(ex.seed ? rank[i] + ex.noise(row_id, fine[i]) : rank[i], static_cast<int32_t>(i));
       for (const Scored& x : top.best) chosen[x.id] = 1;
     }
+    finish(s, w, cg, summary, pg);
+  }
+
+  // The same row again with the choices a plan() call made — its kept
+  // groups (m of them, read only when the coarse step runs for this row) and
+  // its far blocks [far0, far1) — without ranking anything: backward needs
+  // the scores and the summary, not the ranking (which, with bound or
+  // exploration, costs as much again). Same far, far_c, sum_id, sum_p, L and
+  // pg as that call, bit for bit.
+  // Returns false (and leaves the row unusable) when [far0, far1) are not
+  // among the row's candidates, i.e. the plan was made for other inputs.
+  bool replay(const DsaShape& s, int64_t t, const float* qt, const float* cg, const float* Kb, int64_t kb_stride,
+              int64_t D, float* pg, const int32_t* kept_groups, const int32_t* far0, const int32_t* far1) {
+    const Where w(s, t);
+    kept.clear();
+    if (w.coarse) kept.assign(kept_groups, kept_groups + s.m);
+    gather(s, w, qt, Kb, kb_stride, D, nullptr);
+    const int64_t n = static_cast<int64_t>(fine.size());
+    chosen.assign(static_cast<size_t>(n), 0);
+    for (int64_t i = 0; i < n && far0 != far1; ++i)  // both ascend
+      if (fine[i] == *far0) chosen[i] = 1, ++far0;
+    if (far0 != far1) return false;
+    finish(s, w, cg, true, pg);
+    return true;
+  }
+
+ private:
+  // Row t's window [w0, w1], whole groups [0, gl) and [gr, ng), and whether
+  // the coarse step runs for it.
+  struct Where {
+    int64_t w0, w1, gl, gr;
+    bool coarse;
+    Where(const DsaShape& s, int64_t t) {
+      s.window(t, w0, w1);
+      s.whole_groups(w0, w1, gl, gr);
+      const int64_t ncand = w0 + (s.causal ? 0 : s.nkb - 1 - w1);
+      coarse = s.top < ncand && gl + (s.ng - gr) > s.m;
+    }
+  };
+
+  // Fine candidates: every candidate block outside an unkept group, with its
+  // score c (fine_c) and, given boxes, its bound (fine_r).
+  void gather(const DsaShape& s, const Where& w, const float* qt, const float* Kb, int64_t kb_stride, int64_t D,
+              const RankBoxes* boxes) {
+    const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+    fine.clear();
+    fine_c.clear();
+    fine_r.clear();
+    const auto visit = [&](int64_t kb0, int64_t kb1) {  // blocks [kb0, kb1), ascending
+      for (int64_t kb = kb0; kb < kb1; ++kb) {
+        fine.push_back(static_cast<int32_t>(kb));
+        fine_c.push_back(scale * dot_row(qt, Kb + kb * kb_stride, D) + s.log_len(kb));
+        if (boxes)
+          fine_r.push_back(scale *
+                           bound_row(qt, boxes->bmax + kb * boxes->bstride, boxes->bmin + kb * boxes->bstride, D));
+      }
+    };
+    const auto visit_groups = [&](int64_t g0, int64_t g1) {  // the kept ones among groups [g0, g1)
+      for (int32_t g : kept)
+        if (g >= g0 && g < g1) visit(g * s.G, (g + 1) * s.G);
+    };
+    if (!w.coarse) {
+      visit(0, w.w0);
+      if (!s.causal) visit(w.w1 + 1, s.nkb);
+    } else {
+      visit_groups(0, w.gl);
+      visit(w.gl * s.G, w.w0);
+      if (!s.causal) {
+        visit(w.w1 + 1, std::max(w.w1 + 1, w.gr * s.G));
+        visit_groups(w.gr, s.ng);
+        visit(std::max(w.w1 + 1, s.ng * s.G), s.nkb);
+      }
+    }
+  }
+
+  // far and the summary from `chosen`: one softmax over the unselected fine
+  // blocks and the dropped groups, computed per part and joined by their
+  // maxima and sums.
+  void finish(const DsaShape& s, const Where& w, const float* cg, bool summary, float* pg) {
+    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+    const int64_t n = static_cast<int64_t>(fine.size());
     far.clear();
     far_c.clear();
     sum_id.clear();
@@ -438,16 +555,14 @@ struct RowPlan {
         sum_p.push_back(fine_c[i]);
       }
     if (!summary) return;
-    // One softmax over both parts, computed per part and joined by their
-    // maxima and sums.
     const int64_t nf = static_cast<int64_t>(sum_p.size());
     float lf = 0.0f, lg = 0.0f, mg = kNegInf;
     const float mf = ops::softmax_exp_row(sum_p.data(), nf, nf, &lf);
     if (pg && s.ng > 0) {
-      if (coarse) {  // the whole groups not kept, NaN scores left out
-        std::copy(cg, cg + gl, pg);
-        std::fill(pg + gl, pg + gr, kNegInf);
-        std::copy(cg + gr, cg + s.ng, pg + gr);
+      if (w.coarse) {  // the whole groups not kept, NaN scores left out
+        std::copy(cg, cg + w.gl, pg);
+        std::fill(pg + w.gl, pg + w.gr, kNegInf);
+        std::copy(cg + w.gr, cg + s.ng, pg + w.gr);
         for (int32_t g : kept) pg[g] = kNegInf;
         for (int64_t g = 0; g < s.ng; ++g) pg[g] = pg[g] == pg[g] ? pg[g] : kNegInf;
         mg = ops::softmax_exp_row(pg, s.ng, s.ng, &lg);
@@ -484,6 +599,10 @@ DsaPlan dsa_plan(const float* q, const float* k, const float* v, const AttnDims&
   }
   Exploration ex;
   if (cfg.explore > 0.0 && d.selection_seed != 0) ex = {d.selection_seed, static_cast<float>(cfg.explore)};
+  if (s.ng > s.m) {  // the coarse step can run for some rows
+    plan.groups_kept = s.m;
+    plan.kept_groups.assign(static_cast<size_t>(BH * T * s.m), -1);
+  }
   std::vector<std::vector<int32_t>> keys(static_cast<size_t>(BH));
   std::vector<std::vector<int64_t>> counts(static_cast<size_t>(BH));
   const bool scored = s.top > 0 || summary;
@@ -511,10 +630,11 @@ DsaPlan dsa_plan(const float* q, const float* k, const float* v, const AttnDims&
                summary ? PG.data() + i * s.ng : nullptr, boxes, ex, row);
         keys[bh].insert(keys[bh].end(), r.far.begin(), r.far.end());
         counts[bh][t] = static_cast<int64_t>(r.far.size());
+        if (!r.kept.empty()) std::copy(r.kept.begin(), r.kept.end(), plan.kept_groups.begin() + row * s.m);
         if (!summary) continue;
         plan.summary_logit[row] = r.L;
-        float* u = plan.summary_value.data() + row * D;
-        for (size_t e = 0; e < r.sum_id.size(); ++e) axpy_row(u, r.sum_p[e], hs.Vb.data() + r.sum_id[e] * D, D);
+        weighted_rows_sum(plan.summary_value.data() + row * D, false, 1.0f, r.sum_p.data(), r.sum_id.data(),
+                          static_cast<int64_t>(r.sum_id.size()), hs.Vb.data(), D, D);
       }
       // The dropped groups' part of the chunk's summary values: PG · V̄g.
       if (summary && s.ng > 0)
@@ -637,22 +757,22 @@ void summary_backward(float* dq, float* dk, float* dv, const float* g_logit, con
   const DsaShape s(cfg, d.T, d.causal);
   const int64_t BH = d.B * d.H, D = d.D, ld = d.ld, T = d.T;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  Exploration ex;  // the same selection as the plan's
-  if (cfg.explore > 0.0 && d.selection_seed != 0) ex = {d.selection_seed, static_cast<float>(cfg.explore)};
-#pragma omp parallel for schedule(dynamic, 1)
+  SPARTA_CHECK(plan.kept_groups.size() == static_cast<size_t>(s.ng > s.m ? BH * T * s.m : 0) &&
+                   plan.groups_kept == (s.ng > s.m ? s.m : 0),
+               "[attention.dsa] saved plan was made with other coarse-step settings than this backward call");
+  bool replayed = true;  // false once a row's saved choice does not fit it
+#pragma omp parallel for schedule(dynamic, 1) reduction(&& : replayed)
   for (int64_t bh = 0; bh < BH; ++bh) {
     const int64_t base = (bh / d.H) * T * ld + (bh % d.H) * D;
     HeadSummaries hs;
-    hs.compute(s, k + base, v + base, ld, D);
+    hs.compute(s, k + base, v + base, ld, D, /*boxes=*/false);  // the plan's choice is replayed, not ranked again
     const size_t tile = static_cast<size_t>(kScoreRows * s.ng);
     std::vector<float> CG(tile), PG(tile), dCG(tile), row_grad(static_cast<size_t>(kScoreRows));
-    std::vector<float> RG(s.bound ? tile : 0), Qa;  // group bounds, as in dsa_plan
-    RankBoxes boxes = hs.boxes(s, D);
     // Gradients of the block means (rows 0..nkb-1) and group means (after).
     std::vector<float> dK(static_cast<size_t>((s.nkb + s.ng) * D), 0.0f), dV(dK.size(), 0.0f);
     float* dKg = dK.data() + s.nkb * D;
     float* dVg = dV.data() + s.nkb * D;
-    std::vector<float> g_sel;
+    std::vector<float> g_sel, dc;  // dc: d loss / d c of the row's summary entries
     RowPlan r;
     const float* L = plan.summary_logit.data() + bh * T;
     const float* U = plan.summary_value.data() + bh * T * D;
@@ -661,13 +781,18 @@ void summary_backward(float* dq, float* dk, float* dv, const float* g_logit, con
     for (int64_t r0 = 0; r0 < T; r0 += kScoreRows) {
       const int64_t nr = std::min(kScoreRows, T - r0);
       score_groups(CG.data(), q + base, ld, hs, s, r0, nr, D);
-      if (s.bound) rank_groups_by_bound(RG.data(), Qa, q + base, ld, hs, s, r0, nr, D);
       for (int64_t i = 0; i < nr; ++i) {
         const int64_t t = r0 + i, row = bh * T + t;
         const float* qt = q + base + t * ld;
         float* dqt = dq + base + t * ld;
-        if (s.bound) boxes.grank = RG.data() + i * s.ng;
-        r.plan(s, t, qt, CG.data() + i * s.ng, hs.Kb.data(), D, D, true, PG.data() + i * s.ng, boxes, ex, row);
+        const int32_t* kept = plan.kept_groups.empty() ? nullptr : plan.kept_groups.data() + row * s.m;
+        if (!r.replay(s, t, qt, CG.data() + i * s.ng, hs.Kb.data(), D, D, PG.data() + i * s.ng, kept,
+                      plan.far.keys.data() + plan.far.offsets[row], plan.far.keys.data() + plan.far.offsets[row + 1])) {
+          replayed = false;
+          std::fill(PG.begin() + i * s.ng, PG.begin() + (i + 1) * s.ng, 0.0f);
+          row_grad[i] = 0.0f;
+          continue;
+        }
         row_grad[i] = 0.0f;
         float g_sum = 0.0f;  // scorer-loss gradient of L[t]
         if (masses) {
@@ -682,15 +807,17 @@ void summary_backward(float* dq, float* dk, float* dv, const float* g_logit, con
         const float* gu = gU + t * D;
         const float base_grad = gL[t] + g_sum - dot_row(gu, U + t * D, D);
         row_grad[i] = base_grad;
+        dc.resize(r.sum_id.size());
         for (size_t e = 0; e < r.sum_id.size(); ++e) {
           const float p = r.sum_p[e];
-          if (p == 0.0f) continue;
           const int32_t kb = r.sum_id[e];
-          const float dc = p * (base_grad + dot_row(gu, hs.Vb.data() + kb * D, D));
-          axpy_row(dqt, scale * dc, hs.Kb.data() + kb * D, D);
-          axpy_row(dK.data() + kb * D, scale * dc, qt, D);
+          dc[e] = p == 0.0f ? 0.0f : p * (base_grad + dot_row(gu, hs.Vb.data() + kb * D, D));
+          if (p == 0.0f) continue;
+          axpy_row(dK.data() + kb * D, scale * dc[e], qt, D);
           axpy_row(dV.data() + kb * D, p, gu, D);
         }
+        weighted_rows_sum(dqt, true, scale, dc.data(), r.sum_id.data(), static_cast<int64_t>(dc.size()),
+                          hs.Kb.data(), D, D);
       }
       if (s.ng == 0) continue;
       // The dropped groups' entries of the whole chunk as matrix products:
@@ -716,6 +843,8 @@ void summary_backward(float* dq, float* dk, float* dv, const float* g_logit, con
     for (int64_t kb = 0; kb < s.nkb; ++kb) spread(kb, kb * s.block, s.block_len(kb));
     for (int64_t g = 0; g < s.ng; ++g) spread(s.nkb + g, g * s.G * s.block, s.group_len(g));
   }
+  SPARTA_CHECK(replayed, "[attention.dsa] saved plan does not match these inputs (a row's far blocks are not among "
+                         "its candidates)");
 }
 
 }  // namespace
@@ -964,8 +1093,8 @@ void DsaAttention::decode(float* out, const float* q_cache, const float* k_cache
       for (int64_t g = 0; g < gl; ++g)  // the whole groups: every one before the window
         cg[g] = scale * dot_row(qt, memo->kgroup(h) + g * ld, D) + std::log(static_cast<float>(s.group_len(g)));
       r.plan(s, t, qt, cg.data(), memo->kmean(h), ld, D, cfg_.summary, pg.data(), memo->boxes(h));
-      for (size_t e = 0; e < r.sum_id.size(); ++e)
-        axpy_row(extra_value.data(), r.sum_p[e], memo->vmean(h) + r.sum_id[e] * ld, D);
+      weighted_rows_sum(extra_value.data(), false, 1.0f, r.sum_p.data(), r.sum_id.data(),
+                        static_cast<int64_t>(r.sum_id.size()), memo->vmean(h), ld, D);
       for (int64_t g = 0; g < gl && cfg_.summary; ++g)  // pg is 0 beyond the whole groups
         if (pg[g] != 0.0f) axpy_row(extra_value.data(), pg[g], memo->vgroup(h) + g * ld, D);
     }

@@ -33,10 +33,11 @@
 //          query: c[t][kb] = q_t·K̄[kb]/sqrt(D) + ln(len of kb); the top best
 //          of them (ties: smaller id; NaN ranks last) plus its window are
 //          attended exactly;
-//          with cfg.rank == "bound", steps 3 and 4 keep and pick by the
-//          bound Σ_d max(q_t,d·Kmax_d, q_t,d·Kmin_d)/sqrt(D) over the
-//          group's or block's keys (per-dimension max and min) instead of
-//          by cg and c; everything else, the summary included, is unchanged;
+//          as written, steps 3 and 4 rank by cg and c (cfg.rank ==
+//          "mean"); with cfg.rank == "bound" (the default) they keep and
+//          pick by the bound Σ_d max(q_t,d·Kmax_d, q_t,d·Kmin_d)/sqrt(D)
+//          over the group's or block's keys (per-dimension max and min)
+//          instead; everything else, the summary included, is unchanged;
 //       5. summary (cfg.summary): the scored blocks NOT selected and the
 //          dropped groups (NaN scores left out) enter t's softmax as one
 //          extra key with logit L[t] = logsumexp of their scores and value
@@ -138,6 +139,12 @@ ops::BlockSelection local_window_selection(const AttnDims& d, int64_t block, int
 struct DsaPlan {
   ops::BlockSelection far;
   std::vector<float> summary_logit, summary_value;  // empty without cfg.summary
+  // The groups the coarse step kept for each row, (B, H, T, groups_kept),
+  // ascending (-1 on rows it did not run for); empty when it cannot run at
+  // this length. Backward replays the choice from far and these instead of
+  // ranking again.
+  std::vector<int32_t> kept_groups;
+  int64_t groups_kept = 0;
   ops::ExtraKeys extra() const {
     if (summary_logit.empty()) return {};
     return {summary_logit.data(), summary_value.data()};

@@ -263,8 +263,7 @@ void block_sparse_attention_backward(float* dq, float* dk, float* dv, const floa
   // The selection inverted: for each (b, h, key block) the query blocks that
   // chose it, ascending. dK/dV of a key block then has a single owner (no
   // races, no atomics) and sums its query blocks in a fixed order, so the
-  // result does not depend on the thread count. The price is computing S and
-  // dP twice (once per pass below), 7 sgemm per tile pair instead of 5.
+  // result does not depend on the thread count.
   std::vector<int64_t> inv_off(static_cast<size_t>(BH * nkb + 1), 0);
   for (int64_t bh = 0; bh < BH; ++bh)
     for (int64_t j = sel.offsets[bh * nqb]; j < sel.offsets[(bh + 1) * nqb]; ++j)
@@ -280,7 +279,6 @@ void block_sparse_attention_backward(float* dq, float* dk, float* dv, const floa
 
   const std::vector<float> Di = softmax_backward_di(dout, out, d);
   const std::vector<float> Kt = transposed_heads(k, d), Vt = transposed_heads(v, d);
-  const int64_t qtiles = (qblock + kQ - 1) / kQ;
   const int64_t ktiles = (block + kK - 1) / kK;
 #pragma omp parallel
   {
@@ -311,57 +309,42 @@ void block_sparse_attention_backward(float* dq, float* dk, float* dv, const floa
     }
 
     std::vector<float> S(static_cast<size_t>(kQ * kK), 0.0f), dP(static_cast<size_t>(kQ * kK), 0.0f);
-    std::vector<Piece> pieces;
 
-    // Pass 1, dQ: each (b, h, kQ-row query tile) owns its rows of dQ.
+    // One pass per (b, h): its key tiles in ascending order, each against
+    // the query tiles of the blocks that selected it. dQ, dK and dV of the
+    // head all belong to this pass, so S and dP are computed once per tile
+    // pair for all three (5 products; owners split by query and by key would
+    // need them twice, 7), and each dQ row sums its key tiles in ascending
+    // order on one thread: results do not depend on the thread count.
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t it = 0; it < BH * nqb * qtiles; ++it) {
-      const int64_t list = it / qtiles, qb = list % nqb, bh = list / nqb, b = bh / H, h = bh % H;
-      const int64_t q0 = qb * qblock + it % qtiles * kQ;
-      const int64_t qe = std::min(qb * qblock + qblock, T);
-      if (q0 >= qe) continue;
-      const int64_t nq = std::min(kQ, qe - q0);
-      const int64_t head = b * T * ld + h * D;
-      float* dQ = dq + head + q0 * ld;
-      const int64_t a = sel.offsets[list];
-      key_pieces(pieces, sel.keys.data() + a, sel.offsets[list + 1] - a, block, T, d.causal ? q0 + nq : T);
-      if (pieces.empty())
-        for (int64_t i = 0; i < nq; ++i) std::memset(dQ + i * ld, 0, row_bytes);
-      bool first = true;
-      for (const Piece& pc : pieces) {
-        grad_scores(S.data(), dP.data(), dout, lse, Di.data(), q, Kt.data(), Vt.data(), d, b, h, q0, nq, pc.k0, pc.n);
-        tile_gemm_nn(nq, D, pc.n, scale, dP.data(), kK, k + head + pc.k0 * ld, ld, first ? 0.0f : 1.0f, dQ, ld);
-        first = false;
+    for (int64_t bh = 0; bh < BH; ++bh) {
+      const int64_t b = bh / H, h = bh % H, head = b * T * ld + h * D;
+      for (int64_t t = 0; t < T; ++t) {
+        std::memset(dq + head + t * ld, 0, row_bytes);
+        std::memset(dk + head + t * ld, 0, row_bytes);
+        std::memset(dv + head + t * ld, 0, row_bytes);
       }
-    }
-
-    // Pass 2, dK and dV: each (b, h, kK-key tile of a key block) owns its
-    // rows and visits the query blocks that selected the block.
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t it = 0; it < BH * nkb * ktiles; ++it) {
-      const int64_t list = it / ktiles, kb = list % nkb, bh = list / nkb, b = bh / H, h = bh % H;
-      const int64_t k0 = kb * block + it % ktiles * kK;
-      const int64_t ke = std::min(kb * block + block, T);
-      if (k0 >= ke) continue;
-      const int64_t nk = std::min(kK, ke - k0);
-      const int64_t head = b * T * ld + h * D;
-      float* dK = dk + head + k0 * ld;
-      float* dV = dv + head + k0 * ld;
-      for (int64_t j = 0; j < nk; ++j) {
-        std::memset(dK + j * ld, 0, row_bytes);
-        std::memset(dV + j * ld, 0, row_bytes);
-      }
-      for (int64_t x = inv_off[list]; x < inv_off[list + 1]; ++x) {
-        const int64_t qb = inv[static_cast<size_t>(x)];
-        const int64_t qe = std::min(qb * qblock + qblock, T);
-        for (int64_t q0 = qb * qblock; q0 < qe; q0 += kQ) {
-          const int64_t nq = std::min(kQ, qe - q0);
-          // Causal: keys past the tile's last query are masked for every row.
-          const int64_t nke = d.causal ? std::min(nk, q0 + nq - k0) : nk;
-          if (nke <= 0) continue;
-          grad_scores(S.data(), dP.data(), dout, lse, Di.data(), q, Kt.data(), Vt.data(), d, b, h, q0, nq, k0, nke);
-          tile_gemm_tn(nke, D, nq, 1.0f, S.data(), kK, dout + ((b * T + q0) * H + h) * D, H * D, 1.0f, dV, ld);
-          tile_gemm_tn(nke, D, nq, scale, dP.data(), kK, q + head + q0 * ld, ld, 1.0f, dK, ld);
+      for (int64_t kt = 0; kt < nkb * ktiles; ++kt) {
+        const int64_t kb = kt / ktiles, list = bh * nkb + kb;
+        const int64_t k0 = kb * block + kt % ktiles * kK;
+        const int64_t ke = std::min(kb * block + block, T);
+        if (k0 >= ke) continue;
+        const int64_t nk = std::min(kK, ke - k0);
+        float* dK = dk + head + k0 * ld;
+        float* dV = dv + head + k0 * ld;
+        for (int64_t x = inv_off[list]; x < inv_off[list + 1]; ++x) {
+          const int64_t qb = inv[static_cast<size_t>(x)];
+          const int64_t qe = std::min(qb * qblock + qblock, T);
+          for (int64_t q0 = qb * qblock; q0 < qe; q0 += kQ) {
+            const int64_t nq = std::min(kQ, qe - q0);
+            // Causal: keys past the tile's last query are masked for every row.
+            const int64_t nke = d.causal ? std::min(nk, q0 + nq - k0) : nk;
+            if (nke <= 0) continue;
+            grad_scores(S.data(), dP.data(), dout, lse, Di.data(), q, Kt.data(), Vt.data(), d, b, h, q0, nq, k0, nke);
+            tile_gemm_tn(nke, D, nq, 1.0f, S.data(), kK, dout + ((b * T + q0) * H + h) * D, H * D, 1.0f, dV, ld);
+            tile_gemm_tn(nke, D, nq, scale, dP.data(), kK, q + head + q0 * ld, ld, 1.0f, dK, ld);
+            tile_gemm_nn(nq, D, nke, scale, dP.data(), kK, k + head + k0 * ld, ld, 1.0f, dq + head + q0 * ld, ld);
+          }
         }
       }
     }

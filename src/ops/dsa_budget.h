@@ -67,7 +67,7 @@ struct DsaConfig {
   // (Quest's page bound) — a single token that matches the query lifts its
   // block however many others it has, where the mean dilutes it by the
   // block length. The summary keeps the mean scores either way.
-  std::string rank = "mean";
+  std::string rank = "bound";
 };
 
 // Throws sparta::Error "[attention.dsa] ..." naming the bad field unless

@@ -169,7 +169,7 @@ void row_sparse_attention_backward(float* dq, float* dk, float* dv, const float*
                "] backward with extra keys needs buffers for their gradients");
   if (d.B == 0 || d.T == 0) return;
   const int64_t B = d.B, T = d.T, H = d.H, D = d.D, ld = d.ld, BH = B * H, block = sel.block;
-  const int64_t nkb = (T + block - 1) / block, chunks = (T + kChunk - 1) / kChunk;
+  const int64_t nkb = (T + block - 1) / block;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const size_t row_bytes = sizeof(float) * static_cast<size_t>(D);
 
@@ -215,7 +215,6 @@ void row_sparse_attention_backward(float* dq, float* dk, float* dv, const float*
     }
 
     Scratch sc(block, D);
-    std::vector<Pair> pairs;
     // Recomputes P (into sc.S) and dS (into sc.dP) of the gathered rows
     // pr[0..n) against the keys [k0, k0 + nk); gathers their queries into
     // sc.Q and output gradients into sc.G.
@@ -234,52 +233,38 @@ void row_sparse_attention_backward(float* dq, float* dk, float* dv, const float*
       }
     };
 
-    // Pass 1, dQ: each (b, h, chunk of rows) owns its rows of dQ.
+    // One pass per (b, h): its key blocks in ascending order, each against
+    // the rows that chose it, 64 at a time. The block's dK and dV and the
+    // rows' dQ all belong to this (b, h), so S and dP are computed once per
+    // tile (5 products; splitting dQ and dK/dV over threads would need them
+    // twice) and every dQ row sums its blocks in ascending order on one
+    // thread: results do not depend on the thread count.
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t it = 0; it < BH * chunks; ++it) {
-      const int64_t bh = it / chunks, b = bh / H, h = bh % H;
-      const int64_t r0 = it % chunks * kChunk, r1 = std::min(T, r0 + kChunk);
-      const int64_t head = b * T * ld + h * D;
+    for (int64_t bh = 0; bh < BH; ++bh) {
+      const int64_t b = bh / H, h = bh % H, head = b * T * ld + h * D;
       if (!accumulate)
-        for (int64_t t = r0; t < r1; ++t) std::memset(dq + head + t * ld, 0, row_bytes);
-      chunk_pairs(pairs, sel, bh * T, r0, r1);
-      for (size_t g0 = 0; g0 < pairs.size();) {
-        const int32_t kb = pairs[g0].kb;
-        const size_t g1 = group_end(pairs, g0);
-        const int64_t k0 = kb * block, nk = std::min(block, T - k0);
-        for (size_t s0 = g0; s0 < g1; s0 += kSub) {
-          const int64_t n = std::min<int64_t>(kSub, static_cast<int64_t>(g1 - s0));
-          grad_tile(&pairs[s0], n, bh, k0, nk);
+        for (int64_t t = 0; t < T; ++t) {
+          std::memset(dq + head + t * ld, 0, row_bytes);
+          std::memset(dk + head + t * ld, 0, row_bytes);
+          std::memset(dv + head + t * ld, 0, row_bytes);
+        }
+      for (int64_t kb = 0; kb < nkb; ++kb) {
+        const int64_t list = bh * nkb + kb, k0 = kb * block, nk = std::min(block, T - k0);
+        float* dK = dk + head + k0 * ld;
+        float* dV = dv + head + k0 * ld;
+        const int64_t x0 = inv_off[list], x1 = inv_off[list + 1];
+        for (int64_t s0 = x0; s0 < x1; s0 += kSub) {
+          const int64_t n = std::min(kSub, x1 - s0);
+          const Pair* pr = &inv[static_cast<size_t>(s0)];
+          grad_tile(pr, n, bh, k0, nk);
+          tile_gemm_tn(nk, D, n, 1.0f, sc.S.data(), block, sc.G.data(), D, 1.0f, dV, ld);
+          tile_gemm_tn(nk, D, n, scale, sc.dP.data(), block, sc.Q.data(), D, 1.0f, dK, ld);
           tile_gemm_nn(n, D, nk, scale, sc.dP.data(), block, k + head + k0 * ld, ld, 0.0f, sc.O2.data(), D);
           for (int64_t i = 0; i < n; ++i) {
-            float* g = dq + head + pairs[s0 + i].row * ld;
+            float* g = dq + head + pr[i].row * ld;
             for (int64_t e = 0; e < D; ++e) g[e] += sc.O2[i * D + e];
           }
         }
-        g0 = g1;
-      }
-    }
-
-    // Pass 2, dK and dV: each (b, h, key block) owns its rows and visits the
-    // rows that chose it. Blocks nobody chose keep (or get) zero.
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t list = 0; list < BH * nkb; ++list) {
-      const int64_t bh = list / nkb, kb = list % nkb, b = bh / H, h = bh % H;
-      const int64_t head = b * T * ld + h * D, k0 = kb * block, nk = std::min(block, T - k0);
-      float* dK = dk + head + k0 * ld;
-      float* dV = dv + head + k0 * ld;
-      if (!accumulate)
-        for (int64_t j = 0; j < nk; ++j) {
-          std::memset(dK + j * ld, 0, row_bytes);
-          std::memset(dV + j * ld, 0, row_bytes);
-        }
-      const int64_t x0 = inv_off[list], x1 = inv_off[list + 1];
-      if (x0 == x1) continue;
-      for (int64_t s0 = x0; s0 < x1; s0 += kSub) {
-        const int64_t n = std::min(kSub, x1 - s0);
-        grad_tile(&inv[static_cast<size_t>(s0)], n, bh, k0, nk);
-        tile_gemm_tn(nk, D, n, 1.0f, sc.S.data(), block, sc.G.data(), D, 1.0f, dV, ld);
-        tile_gemm_tn(nk, D, n, scale, sc.dP.data(), block, sc.Q.data(), D, 1.0f, dK, ld);
       }
     }
   }

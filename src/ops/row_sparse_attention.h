@@ -10,9 +10,10 @@
 // row. Instead, a chunk of rows is regrouped by key block: the rows that
 // chose block kb are gathered into one tile and multiplied against kb once
 // (one read of the block per chunk instead of per row), and each row's
-// online softmax merges its blocks as they come. Backward regroups the same
-// way: dQ per chunk of rows, dK/dV per key block over the rows that chose it
-// (one owner per output row: no races, no atomics, thread-count independent).
+// online softmax merges its blocks as they come. Backward walks each (b, h)
+// by key block over the rows that chose it: one thread owns the head's dQ,
+// dK and dV (no races, no atomics, thread-count independent) and computes
+// each tile's scores once for all three.
 #include <cstdint>
 
 #include "ops/attention.h"

@@ -85,7 +85,7 @@ std::string fmt(const char* f, double v) {
 
 std::optional<double> AttentionBenchRecord::selection_share() const {
   if (!selection_ms) return std::nullopt;
-  return *selection_ms * 2.0 / fwd_bwd_ms();
+  return *selection_ms / fwd_bwd_ms();
 }
 
 nlohmann::json attention_record_json(const AttentionBenchRecord& r) {

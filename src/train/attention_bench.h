@@ -39,8 +39,10 @@ struct AttentionBenchRecord {
   int threads = 0;
 
   double fwd_bwd_ms() const { return fwd_ms + bwd_ms; }
-  // selection_ms * 2 / (fwd_ms + bwd_ms): forward and backward each run the
-  // selection once. None without selection_ms.
+  // selection_ms / (fwd_ms + bwd_ms): forward runs the selection once;
+  // backward replays forward's choice without ranking (the block scores it
+  // recomputes for the summary's gradient count as backward). None without
+  // selection_ms.
   std::optional<double> selection_share() const;
 };
 

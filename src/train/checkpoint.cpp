@@ -1,6 +1,7 @@
 #include "train/checkpoint.h"
 
 #include <cstring>
+#include <toml++/toml.h>
 
 #include "core/error.h"
 #include "io/atomic_file.h"
@@ -61,10 +62,32 @@ fs::path save_checkpoint(const fs::path& out_dir, const Config& cfg, GPT& model,
       static_cast<int>(cfg.train.keep_checkpoints));
 }
 
+namespace {
+
+// Settings whose default changed after checkpoints without them were
+// written: such a checkpoint gets the value it was trained with, before the
+// caller's overrides. model.dsa.rank defaulted to "mean" until 2026-11-29.
+std::vector<std::string> with_legacy_defaults(const fs::path& config_file, const std::vector<std::string>& overrides) {
+  std::vector<std::string> all;
+  if (fs::is_regular_file(config_file)) {
+    toml::table root;
+    try {
+      root = toml::parse_file(config_file.string());
+    } catch (const toml::parse_error&) {
+      return overrides;  // load_config reports the error with its position
+    }
+    if (!root["model"]["dsa"]["rank"]) all.push_back("model.dsa.rank=mean");
+  }
+  all.insert(all.end(), overrides.begin(), overrides.end());
+  return all;
+}
+
+}  // namespace
+
 LoadedCheckpoint load_checkpoint(const fs::path& path, const std::vector<std::string>& overrides) {
   LoadedCheckpoint out;
   out.dir = resolve_checkpoint(path);
-  out.config = load_config(out.dir / "config.toml", overrides);
+  out.config = load_config(out.dir / "config.toml", with_legacy_defaults(out.dir / "config.toml", overrides));
   out.tokenizer = load_tokenizer(out.dir);
   out.model = std::make_unique<GPT>(gpt_config_from(out.config, out.tokenizer->vocab_size()));
   SafetensorsFile f = SafetensorsFile::read(out.dir / "model.safetensors");

@@ -159,6 +159,26 @@ class InitFromTest(CliCase):
         self.assertEqual(got["scorer"][0], got["plain"][0])      # the scorer loss changes gradients only
         self.assertNotEqual(got["scorer"][1], got["plain"][1])
 
+    def test_a_checkpoint_without_the_rank_key_keeps_mean_ranking(self):
+        # model.dsa.rank defaulted to "mean" before checkpoints recorded it;
+        # such a checkpoint must load with the ranking it was trained with,
+        # while new runs get the current default ("bound") and --set still
+        # applies on top.
+        cfg, out = self.config("legacy", steps=1, eval_every=100, ckpt_every=1)
+        run(["train", cfg, "--quiet"])
+        info = json.loads(run(["info", "--checkpoint", out, "--json"]).stdout)
+        self.assertIn("rank = 'bound'", info["config"])
+        path = os.path.join(info["checkpoint"], "config.toml")
+        with open(path) as f:
+            lines = [l for l in f if not l.strip().startswith("rank ")]
+        with open(path, "w") as f:
+            f.writelines(lines)
+        info = json.loads(run(["info", "--checkpoint", out, "--json"]).stdout)
+        self.assertIn("rank = 'mean'", info["config"])
+        ev = json.loads(run(["eval", "--checkpoint", out, "--data", self.corpus, "--json",
+                             "--set", "model.attention=dsa", "--set", "model.dsa.rank=bound"]).stdout)
+        self.assertTrue(0 < ev["loss"] < 10)
+
 
 class CrashTest(CliCase):
     def test_sigkill_during_checkpoint_writes(self):

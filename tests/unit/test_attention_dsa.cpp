@@ -563,6 +563,7 @@ TEST(AttentionDsa, BoundRankingFindsASingleMatchingTokenThatTheMeanDilutes) {
   for (int64_t t = 63 * 64; t < T; ++t) p.q()[t * p.d.ld + hd - D] += 3.0f;
   p.k()[needle * p.d.ld + hd - D] += 8.0f;
   DsaConfig mean_cfg, bound_cfg;
+  mean_cfg.rank = "mean";
   bound_cfg.rank = "bound";
   const DsaPlan by_mean = dsa_plan(p.q(), p.k(), p.v(), p.d, mean_cfg);
   const DsaPlan by_bound = dsa_plan(p.q(), p.k(), p.v(), p.d, bound_cfg);
@@ -944,13 +945,19 @@ TEST(AttentionDsa, ResultsIndependentOfThreadCount) {
 TEST(AttentionDsa, BackwardWithForwardsSavedPlanGivesTheSameBits) {
   // Training passes forward's plan to backward instead of recomputing it;
   // both ways must agree exactly (the plan is a deterministic function of
-  // q, k, v), and a foreign or mismatched saved state is refused.
+  // q, k, v), and a foreign or mismatched saved state is refused. Backward
+  // replays the saved choice (far blocks and kept groups) without ranking;
+  // without a saved plan it ranks again — same bits for either ranking.
   const int64_t H = 2, D = 8;
+  for (const char* rank : {"mean", "bound"})
   for (bool causal : {true, false}) {
     const Problem p(2, 200, H, D, causal, true, 1170 + causal);
     Rng rng(1171);
     const std::vector<float> dout = test::random_normal(p.out_size(), rng);
-    DsaAttention att(coarse_budget());
+    DsaConfig c = coarse_budget();
+    c.rank = rank;
+    ASSERT_FALSE(dsa_plan(p.q(), p.k(), p.v(), p.d, c).kept_groups.empty()) << "the coarse step must run";
+    DsaAttention att(c);
     const AttnResult plain = run(att, p, dout);
     std::unique_ptr<AttnSaved> saved;
     std::vector<float> out(p.out_size()), lse(p.lse_size()), dqkv(p.qkv.size(), 777.0f);
