@@ -26,6 +26,7 @@ struct BenchAttentionArgs {
   int threads = 0;
   double min_time = 1.0;
   int decode_steps = 16;
+  int rounds = 1;
   std::vector<std::string> sets;
   std::string out;
   std::string plot_from;
@@ -107,6 +108,7 @@ void run(const BenchAttentionArgs& a) {
   SPARTA_CHECK(a.min_time >= 0 && a.min_time <= 3600, "[bench] --min-time must be in [0, 3600] seconds, got ",
                a.min_time);
   SPARTA_CHECK(a.decode_steps >= 1, "[bench] --decode-steps must be >= 1, got ", a.decode_steps);
+  SPARTA_CHECK(a.rounds >= 1 && a.rounds <= 100, "[bench] --rounds must be in [1, 100], got ", a.rounds);
   const DsaConfig dsa = dsa_config_from_overrides(a.sets);
 
   AttentionBenchSpec spec;
@@ -130,8 +132,8 @@ void run(const BenchAttentionArgs& a) {
     for (const std::string& impl : impls) (void)measure_attention(impl, std::min<int64_t>(seqs.front(), 256), warm, dsa);
   }
 
-  std::vector<AttentionBenchRecord> recs;
-  bool warned_reset = false;
+  // Which sequence lengths fit in memory, decided once for every round.
+  std::vector<int64_t> fitting;
   for (int64_t seq : seqs) {
     // Skip sizes that cannot fit instead of being killed by the OOM killer
     // halfway through a long run.
@@ -142,27 +144,43 @@ void run(const BenchAttentionArgs& a) {
                    static_cast<long long>(seq), need / (1 << 20), static_cast<double>(avail) / (1 << 20));
       continue;
     }
-    for (const std::string& impl : impls) {
-      const AttentionBenchRecord r = measure_attention(impl, seq, spec, dsa);
-      std::string line = cat(impl, " seq=", seq, ": fwd ", g4(r.fwd_ms), " ms, bwd ", g4(r.bwd_ms), " ms");
-      if (r.decode_ms) line += cat(", decode ", g4(*r.decode_ms), " ms/token");
-      if (r.selection_ms)
-        line += cat(", selection ", g4(*r.selection_ms), " ms (", g4(100 * *r.selection_share()), "% of fwd+bwd)");
-      line += cat(", peak ", g4(r.peak_mb), " MB");
-      std::fprintf(stderr, "%s\n", line.c_str());
-      if (!r.peak_reset && !warned_reset) {
-        std::fprintf(stderr, "warning: /proc/self/clear_refs is not writable: peak_mb is the process-lifetime "
-                             "VmHWM minus the RSS before each problem (an upper bound)\n");
-        warned_reset = true;
-      }
-      recs.push_back(r);
-      if (a.json) {
-        std::printf("%s\n", attention_record_json(r).dump().c_str());
-        std::fflush(stdout);
-      }
-      if (!a.out.empty()) write_outputs(out_dir, recs);
-    }
+    fitting.push_back(seq);
   }
+  // rounds[i]: every round's record of problem i (seq-major, impls in order).
+  std::vector<std::vector<AttentionBenchRecord>> rounds(fitting.size() * impls.size());
+  std::vector<AttentionBenchRecord> recs;
+  bool warned_reset = false;
+  for (int round = 1; round <= a.rounds; ++round) {
+    if (a.rounds > 1) std::fprintf(stderr, "round %d of %d\n", round, a.rounds);
+    for (size_t si = 0; si < fitting.size(); ++si)
+      for (size_t ii = 0; ii < impls.size(); ++ii) {
+        const std::string& impl = impls[ii];
+        const AttentionBenchRecord r = measure_attention(impl, fitting[si], spec, dsa);
+        std::string line = cat(impl, " seq=", fitting[si], ": fwd ", g4(r.fwd_ms), " ms, bwd ", g4(r.bwd_ms), " ms");
+        if (r.decode_ms) line += cat(", decode ", g4(*r.decode_ms), " ms/token");
+        if (r.selection_ms)
+          line += cat(", selection ", g4(*r.selection_ms), " ms (", g4(100 * *r.selection_share()), "% of fwd+bwd)");
+        line += cat(", peak ", g4(r.peak_mb), " MB");
+        std::fprintf(stderr, "%s\n", line.c_str());
+        if (!r.peak_reset && !warned_reset) {
+          std::fprintf(stderr, "warning: /proc/self/clear_refs is not writable: peak_mb is the process-lifetime "
+                               "VmHWM minus the RSS before each problem (an upper bound)\n");
+          warned_reset = true;
+        }
+        rounds[si * impls.size() + ii].push_back(r);
+        if (a.json && a.rounds == 1) {
+          std::printf("%s\n", attention_record_json(r).dump().c_str());
+          std::fflush(stdout);
+        }
+        // The records so far: medians over the rounds each problem has had.
+        recs.clear();
+        for (const auto& x : rounds)
+          if (!x.empty()) recs.push_back(median_record(x));
+        if (!a.out.empty()) write_outputs(out_dir, recs);
+      }
+  }
+  if (a.json && a.rounds > 1)
+    for (const auto& r : recs) std::printf("%s\n", attention_record_json(r).dump().c_str());
   SPARTA_CHECK(!recs.empty(), "[bench] nothing was measured: every sequence length was skipped");
   emit(recs, a.json);
   if (!a.out.empty())
@@ -185,6 +203,10 @@ void add_bench_attention_command(CLI::App& bench) {
   c->add_option("--min-time", a->min_time, "Seconds to keep repeating each timing (median reported; 1..20 runs)")
       ->capture_default_str();
   c->add_option("--decode-steps", a->decode_steps, "Decode calls averaged per decode sample")->capture_default_str();
+  c->add_option("--rounds", a->rounds,
+                "Measure every (length, impl) this many times, in turn, and report the medians (steadier ratios "
+                "on a noisy machine)")
+      ->capture_default_str();
   c->add_option("--set", a->sets, "DSA setting model.dsa.KEY=VALUE (repeatable)");
   c->add_option("--out", a->out, "Folder for attention.jsonl and attention.svg");
   c->add_option("--plot-from", a->plot_from,

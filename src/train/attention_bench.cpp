@@ -163,6 +163,29 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+AttentionBenchRecord median_record(const std::vector<AttentionBenchRecord>& rounds) {
+  SPARTA_CHECK(!rounds.empty(), "[bench] median_record needs at least one round");
+  AttentionBenchRecord r = rounds.front();
+  std::vector<double> fwd, bwd, dec, sel;
+  for (const AttentionBenchRecord& x : rounds) {
+    SPARTA_CHECK(x.impl == r.impl && x.seq == r.seq && x.batch == r.batch && x.heads == r.heads &&
+                     x.head_dim == r.head_dim && x.causal == r.causal,
+                 "[bench] median_record: rounds of different problems (", r.impl, " seq ", r.seq, " vs ", x.impl,
+                 " seq ", x.seq, ")");
+    fwd.push_back(x.fwd_ms);
+    bwd.push_back(x.bwd_ms);
+    if (x.decode_ms) dec.push_back(*x.decode_ms);
+    if (x.selection_ms) sel.push_back(*x.selection_ms);
+    r.peak_mb = std::max(r.peak_mb, x.peak_mb);
+    r.peak_reset = r.peak_reset && x.peak_reset;
+  }
+  r.fwd_ms = median(fwd);
+  r.bwd_ms = median(bwd);
+  if (!dec.empty()) r.decode_ms = median(dec);
+  if (!sel.empty()) r.selection_ms = median(sel);
+  return r;
+}
+
 double proc_status_mib(const std::string& field) {
   std::ifstream f("/proc/self/status");
   std::string line;

@@ -107,6 +107,14 @@ class PeakMemoryMeter {
 AttentionBenchRecord measure_attention(const std::string& impl, int64_t seq, const AttentionBenchSpec& spec,
                                        const DsaConfig& dsa);
 
+// One record from the same problem measured in several rounds (same impl,
+// seq and shape; throws sparta::Error otherwise or when empty): fwd_ms,
+// bwd_ms, decode_ms and selection_ms are the medians over the rounds, peak_mb
+// the largest, peak_reset true only if every round's was. On a noisy machine
+// rounds spread over the whole run (`bench attention --rounds`) make ratios
+// between implementations and lengths steadier than one longer timing.
+AttentionBenchRecord median_record(const std::vector<AttentionBenchRecord>& rounds);
+
 // "1024,4096" -> {1024, 4096}: sorted ascending, duplicates removed.
 // sparta::Error "[bench] --seqs ..." on an empty list, a non-integer or a value < 1.
 std::vector<int64_t> parse_seq_list(const std::string& text);

@@ -83,6 +83,23 @@ class BenchAttentionTest(unittest.TestCase):
         self.assertTrue(lines[2].startswith("window") and lines[2].rstrip().endswith("x"), lines[2])
         self.assertTrue(lines[3].startswith("dsa") and "%" in lines[3], lines[3])
 
+    def test_rounds_report_one_median_record_per_problem(self):
+        out = os.path.join(self.tmp, "rounds")
+        p = run(["bench", "attention", "--seqs", "64,128", "--impls", "dense,dsa", "--rounds", "3", "--json",
+                 "--out", out] + TINY)
+        recs = [json.loads(l) for l in p.stdout.splitlines()]
+        self.assertEqual([(r["impl"], r["seq"]) for r in recs],
+                         [("dense", 64), ("dsa", 64), ("dense", 128), ("dsa", 128)])
+        for r in recs:
+            self.check_record(r, r["impl"], r["seq"])
+        self.assertEqual(p.stderr.count("dsa seq=128: fwd "), 3)  # every round measured every problem
+        self.assertIn("round 3 of 3", p.stderr)
+        with open(os.path.join(out, "attention.jsonl")) as f:
+            self.assertEqual([json.loads(l) for l in f], recs)
+        p = run(["bench", "attention", "--rounds", "0"] + TINY, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertEqual(p.stderr.strip().splitlines()[-1], "sparta: error: [bench] --rounds must be in [1, 100], got 0")
+
     def test_bidirectional_has_no_decode(self):
         p = run(["bench", "attention", "--seqs", "64", "--impls", "dense", "--json", "--bidirectional"] + TINY)
         r = json.loads(p.stdout)

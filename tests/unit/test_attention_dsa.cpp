@@ -366,10 +366,14 @@ TEST(AttentionDsa, PlanFollowsTheScoringAndSummaryRules) {
   // the unselected blocks and the dropped groups. rank = "bound" ranks
   // blocks and groups by Σ_d max(q_d·max k_d, q_d·min k_d)/sqrt(D) over
   // their keys instead; the summary keeps the mean scores.
+  // T = 4000 (groups of 2 only) gives rows more than 16·(m + 1) whole
+  // groups, where the coarse step skips whole vectors of group values that
+  // cannot enter the top m.
   for (const char* rank : {"mean", "bound"})
   for (int64_t group : {1, 2, 3})
     for (bool causal : {true, false})
-      for (int64_t T : {200, 203}) {
+      for (int64_t T : {200, 203, 4000}) {
+        if (T == 4000 && group != 2) continue;
         const Problem p(1, T, 2, 8, causal, false, 500 + causal + T + 10 * group);
         DsaConfig c = small_budget();
         c.group = group, c.group_keep = 2, c.rank = rank;
@@ -379,6 +383,9 @@ TEST(AttentionDsa, PlanFollowsTheScoringAndSummaryRules) {
         const int64_t D = p.d.D, HD = p.d.H * D, W = dsa_window_blocks(c), top = dsa_top_blocks(c, T);
         const int64_t nkb = (T + c.block - 1) / c.block, G = group, ng = G >= 2 ? nkb / G : 0;
         const int64_t m = std::max<int64_t>(c.group_keep, (top + G - 1) / G);
+        if (T == 4000) {
+          ASSERT_GT((ng - W) / 16, m) << "the long case must reach the vector skip of the group ranking";
+        }
         ASSERT_EQ(sel.nqb, T);
         ASSERT_EQ(plan.far.nqb, T);
         ASSERT_EQ(plan.summary_logit.size(), static_cast<size_t>(p.d.H * T));

@@ -173,6 +173,29 @@ TEST(BenchAttention, SeqLabels) {
   EXPECT_EQ(seq_label(3 << 20), "3M");
 }
 
+TEST(BenchAttention, MedianRecordOverRounds) {
+  const auto rec = [](double f, double b, double dec, double sel, double peak, bool reset) {
+    AttentionBenchRecord r;
+    r.impl = "dsa", r.seq = 4096, r.batch = 1, r.heads = 8, r.head_dim = 64;
+    r.fwd_ms = f, r.bwd_ms = b, r.decode_ms = dec, r.selection_ms = sel, r.peak_mb = peak, r.peak_reset = reset;
+    return r;
+  };
+  const AttentionBenchRecord m =
+      median_record({rec(3, 10, 0.5, 1, 40, true), rec(1, 30, 0.1, 3, 60, false), rec(2, 20, 0.3, 2, 50, true)});
+  EXPECT_EQ(m.fwd_ms, 2);  // each field's median, not one round's record
+  EXPECT_EQ(m.bwd_ms, 20);
+  EXPECT_EQ(*m.decode_ms, 0.3);
+  EXPECT_EQ(*m.selection_ms, 2);
+  EXPECT_EQ(m.peak_mb, 60);  // the largest
+  EXPECT_FALSE(m.peak_reset);
+  EXPECT_EQ(median_record({rec(1, 2, 0.5, 1, 4, true), rec(3, 4, 0.5, 1, 4, true)}).fwd_ms, 2);  // even: mean of two
+  AttentionBenchRecord other = rec(1, 2, 0.5, 1, 4, true);
+  other.seq = 1024;
+  EXPECT_EQ(error_of([&] { median_record({rec(1, 2, 0.5, 1, 4, true), other}); }),
+            "[bench] median_record: rounds of different problems (dsa seq 4096 vs dsa seq 1024)");
+  EXPECT_EQ(error_of([] { median_record({}); }), "[bench] median_record needs at least one round");
+}
+
 TEST(BenchAttention, RecordJsonRoundTripAndErrors) {
   AttentionBenchRecord r;
   r.impl = "dsa";
