@@ -172,6 +172,17 @@ struct DsaShape {
     gl = ng > 0 ? std::min(ng, w0 / G) : 0;
     gr = causal || ng == 0 ? ng : std::min(ng, (w1 + G) / G);
   }
+  // Groups [0, n) hold every whole group of rows [r0, r0 + nr): causal rows
+  // read only groups before their window (gl grows with t), so the group
+  // products of a chunk of rows skip the columns none of them reads (half of
+  // them on average). Bidirectional: all ng.
+  int64_t groups_read(int64_t r0, int64_t nr) const {
+    if (!causal || ng == 0) return ng;
+    int64_t w0, w1, gl, gr;
+    window(r0 + nr - 1, w0, w1);
+    whole_groups(w0, w1, gl, gr);
+    return gl;
+  }
 };
 
 SPARTA_KERNEL_CLONES void mean_rows(float* out, const float* x, int64_t t0, int64_t t1, int64_t ld, int64_t D) {
@@ -297,10 +308,11 @@ constexpr int64_t kScoreRows = 64;
 // ld): CG[i][g] = q·K̄g/sqrt(D) + ln(len(g)), (nr, ng).
 void score_groups(float* CG, const float* q, int64_t ld, const HeadSummaries& hs, const DsaShape& s, int64_t r0,
                   int64_t nr, int64_t D) {
-  if (s.ng == 0) return;
+  const int64_t n = s.groups_read(r0, nr);  // columns [n, ng) are left unset
+  if (n == 0) return;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  sgemm(false, true, nr, s.ng, D, scale, q + r0 * ld, ld, hs.Kg.data(), D, 0.0f, CG, s.ng);
-  for (int64_t g = 0; g < s.ng; ++g) {
+  sgemm(false, true, nr, n, D, scale, q + r0 * ld, ld, hs.Kg.data(), D, 0.0f, CG, s.ng);
+  for (int64_t g = 0; g < n; ++g) {
     const float lg = std::log(static_cast<float>(s.group_len(g)));
     for (int64_t i = 0; i < nr; ++i) CG[i * s.ng + g] += lg;
   }
@@ -312,7 +324,8 @@ void score_groups(float* CG, const float* q, int64_t ld, const HeadSummaries& hs
 // the mean group scores. Qa: scratch of nr × 2D.
 void rank_groups_by_bound(float* RG, std::vector<float>& Qa, const float* q, int64_t ld, const HeadSummaries& hs,
                           const DsaShape& s, int64_t r0, int64_t nr, int64_t D) {
-  if (s.ng == 0) return;
+  const int64_t n = s.groups_read(r0, nr);  // as score_groups
+  if (n == 0) return;
   Qa.resize(static_cast<size_t>(nr * 2 * D));
   for (int64_t i = 0; i < nr; ++i)
     for (int64_t e = 0; e < D; ++e) {
@@ -321,7 +334,7 @@ void rank_groups_by_bound(float* RG, std::vector<float>& Qa, const float* q, int
       Qa[i * 2 * D + D + e] = std::fabs(x);
     }
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  sgemm(false, true, nr, s.ng, 2 * D, scale, Qa.data(), 2 * D, hs.KgCR.data(), 2 * D, 0.0f, RG, s.ng);
+  sgemm(false, true, nr, n, 2 * D, scale, Qa.data(), 2 * D, hs.KgCR.data(), 2 * D, 0.0f, RG, s.ng);
 }
 
 // splitmix64: a well-mixed 64-bit hash, for noise that depends only on
@@ -558,14 +571,18 @@ struct RowPlan {
     const int64_t nf = static_cast<int64_t>(sum_p.size());
     float lf = 0.0f, lg = 0.0f, mg = kNegInf;
     const float mf = ops::softmax_exp_row(sum_p.data(), nf, nf, &lf);
+    // Groups a causal row does not read (from gl on) get weight 0 without
+    // entering the softmax: half of them on average.
+    const int64_t ng_read = s.causal ? w.gl : s.ng;
     if (pg && s.ng > 0) {
       if (w.coarse) {  // the whole groups not kept, NaN scores left out
         std::copy(cg, cg + w.gl, pg);
         std::fill(pg + w.gl, pg + w.gr, kNegInf);
         std::copy(cg + w.gr, cg + s.ng, pg + w.gr);
         for (int32_t g : kept) pg[g] = kNegInf;
-        for (int64_t g = 0; g < s.ng; ++g) pg[g] = pg[g] == pg[g] ? pg[g] : kNegInf;
-        mg = ops::softmax_exp_row(pg, s.ng, s.ng, &lg);
+        for (int64_t g = 0; g < ng_read; ++g) pg[g] = pg[g] == pg[g] ? pg[g] : kNegInf;
+        mg = ops::softmax_exp_row(pg, ng_read, ng_read, &lg);
+        std::fill(pg + ng_read, pg + s.ng, 0.0f);
       } else {
         std::fill(pg, pg + s.ng, 0.0f);
       }
@@ -576,7 +593,7 @@ struct RowPlan {
     const float l = lf * af + lg * ag;
     for (float& p : sum_p) p *= af / l;
     if (mg != kNegInf)
-      for (int64_t g = 0; g < s.ng; ++g) pg[g] *= ag / l;
+      for (int64_t g = 0; g < ng_read; ++g) pg[g] *= ag / l;
     L = mx + std::log(l);
   }
 };
@@ -637,8 +654,9 @@ DsaPlan dsa_plan(const float* q, const float* k, const float* v, const AttnDims&
                           static_cast<int64_t>(r.sum_id.size()), hs.Vb.data(), D, D);
       }
       // The dropped groups' part of the chunk's summary values: PG · V̄g.
-      if (summary && s.ng > 0)
-        sgemm(false, false, nr, D, s.ng, 1.0f, PG.data(), s.ng, hs.Vg.data(), D, 1.0f,
+      // (PG is 0 beyond the groups the rows read.)
+      if (const int64_t n = s.groups_read(r0, nr); summary && n > 0)
+        sgemm(false, false, nr, D, n, 1.0f, PG.data(), s.ng, hs.Vg.data(), D, 1.0f,
               plan.summary_value.data() + (bh * T + r0) * D, D);
     }
   }
@@ -819,18 +837,19 @@ void summary_backward(float* dq, float* dk, float* dv, const float* g_logit, con
         weighted_rows_sum(dqt, true, scale, dc.data(), r.sum_id.data(), static_cast<int64_t>(dc.size()),
                           hs.Kb.data(), D, D);
       }
-      if (s.ng == 0) continue;
+      const int64_t n = s.groups_read(r0, nr);  // PG is 0 beyond
+      if (n == 0) continue;
       // The dropped groups' entries of the whole chunk as matrix products:
       // dCG = PG ⊙ (row_grad + dU·V̄gᵀ), then dq, dK̄g and dV̄g.
-      sgemm(false, true, nr, s.ng, D, 1.0f, gU + r0 * D, D, hs.Vg.data(), D, 0.0f, dCG.data(), s.ng);
+      sgemm(false, true, nr, n, D, 1.0f, gU + r0 * D, D, hs.Vg.data(), D, 0.0f, dCG.data(), s.ng);
       for (int64_t i = 0; i < nr; ++i)
-        for (int64_t g = 0; g < s.ng; ++g) {
+        for (int64_t g = 0; g < n; ++g) {
           float& x = dCG[i * s.ng + g];
           x = PG[i * s.ng + g] * (row_grad[i] + x);
         }
-      sgemm(false, false, nr, D, s.ng, scale, dCG.data(), s.ng, hs.Kg.data(), D, 1.0f, dq + base + r0 * ld, ld);
-      sgemm(true, false, s.ng, D, nr, scale, dCG.data(), s.ng, q + base + r0 * ld, ld, 1.0f, dKg, D);
-      sgemm(true, false, s.ng, D, nr, 1.0f, PG.data(), s.ng, gU + r0 * D, D, 1.0f, dVg, D);
+      sgemm(false, false, nr, D, n, scale, dCG.data(), s.ng, hs.Kg.data(), D, 1.0f, dq + base + r0 * ld, ld);
+      sgemm(true, false, n, D, nr, scale, dCG.data(), s.ng, q + base + r0 * ld, ld, 1.0f, dKg, D);
+      sgemm(true, false, n, D, nr, 1.0f, PG.data(), s.ng, gU + r0 * D, D, 1.0f, dVg, D);
     }
     // Each mean spreads its gradient evenly over its tokens.
     const auto spread = [&](int64_t row, int64_t t0, int64_t n) {

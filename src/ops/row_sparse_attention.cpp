@@ -22,8 +22,11 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 // Query rows per work item: their (row, block) pairs are regrouped by block.
 // Large, so that a block is shared by many rows of a chunk even when rows
 // choose independently (4096 rows × 3 blocks over 256 candidates at 16K
-// tokens: ~48 rows per block); the per-row state is kChunk·D floats.
-constexpr int64_t kChunk = 4096;
+// tokens: ~48 rows per block), and growing with T, as the candidates do
+// (T/4 rows: 16384 rows × 4 blocks over 1024 candidates at 64K); the
+// per-row state is chunk·D floats per thread. A function of T only, so
+// results do not depend on the thread count.
+int64_t chunk_rows(int64_t T) { return std::clamp<int64_t>(T / 4, 4096, 16384); }
 // Rows gathered per product.
 constexpr int64_t kSub = 64;
 
@@ -84,19 +87,19 @@ void row_sparse_attention_forward(float* out, float* lse, const float* q, const 
   check_args(d, sel, extra, kOp);
   if (d.B == 0 || d.T == 0) return;
   const int64_t T = d.T, H = d.H, D = d.D, ld = d.ld, block = sel.block;
-  const int64_t chunks = (T + kChunk - 1) / kChunk, items = d.B * H * chunks;
+  const int64_t chunk = chunk_rows(T), chunks = (T + chunk - 1) / chunk, items = d.B * H * chunks;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const std::vector<float> Kt = transposed_heads(k, d);  // (B, H, D, T)
 #pragma omp parallel
   {
     Scratch sc(block, D);
     std::vector<Pair> pairs;
-    const int64_t rows = std::min(kChunk, T);
+    const int64_t rows = std::min(chunk, T);
     std::vector<float> m(rows), l(rows), O(rows * D);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < items; ++it) {
       const int64_t bh = it / chunks, b = bh / H, h = bh % H;
-      const int64_t r0 = it % chunks * kChunk, r1 = std::min(T, r0 + kChunk);
+      const int64_t r0 = it % chunks * chunk, r1 = std::min(T, r0 + chunk);
       const int64_t head = b * T * ld + h * D, list0 = bh * T;
       // Each row starts with its extra key, if any: weight exp(0) at max = logit.
       for (int64_t t = r0; t < r1; ++t) {
