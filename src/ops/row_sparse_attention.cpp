@@ -42,13 +42,18 @@ inline int64_t visible(bool causal, int64_t t, int64_t k0, int64_t n) {
 }
 
 // The (row, block) pairs of rows [r0, r1) of list base `list0` (= bh*T),
-// grouped by block, rows ascending inside a group.
-void chunk_pairs(std::vector<Pair>& pairs, const BlockSelection& sel, int64_t list0, int64_t r0, int64_t r1) {
-  pairs.clear();
+// grouped by block (nkb blocks), rows ascending inside a group: a counting
+// sort, linear in the pairs (`count` is scratch of nkb + 1).
+void chunk_pairs(std::vector<Pair>& pairs, std::vector<int64_t>& count, const BlockSelection& sel, int64_t list0,
+                 int64_t r0, int64_t r1, int64_t nkb) {
+  count.assign(static_cast<size_t>(nkb + 1), 0);
+  const int64_t x0 = sel.offsets[list0 + r0], x1 = sel.offsets[list0 + r1];
+  for (int64_t x = x0; x < x1; ++x) ++count[static_cast<size_t>(sel.keys[x] + 1)];
+  for (int64_t kb = 0; kb < nkb; ++kb) count[kb + 1] += count[kb];
+  pairs.resize(static_cast<size_t>(x1 - x0));
   for (int64_t t = r0; t < r1; ++t)
     for (int64_t x = sel.offsets[list0 + t]; x < sel.offsets[list0 + t + 1]; ++x)
-      pairs.push_back({sel.keys[x], static_cast<int32_t>(t)});
-  std::stable_sort(pairs.begin(), pairs.end(), [](const Pair& a, const Pair& b) { return a.kb < b.kb; });
+      pairs[static_cast<size_t>(count[sel.keys[x]]++)] = {sel.keys[x], static_cast<int32_t>(t)};
 }
 
 // End of the group of pairs starting at g0 (same key block).
@@ -94,6 +99,7 @@ void row_sparse_attention_forward(float* out, float* lse, const float* q, const 
   {
     Scratch sc(block, D);
     std::vector<Pair> pairs;
+    std::vector<int64_t> count;
     const int64_t rows = std::min(chunk, T);
     std::vector<float> m(rows), l(rows), O(rows * D);
 #pragma omp for schedule(dynamic, 1)
@@ -112,7 +118,7 @@ void row_sparse_attention_forward(float* out, float* lse, const float* q, const 
         else
           std::fill(&O[i * D], &O[i * D] + D, 0.0f);
       }
-      chunk_pairs(pairs, sel, list0, r0, r1);
+      chunk_pairs(pairs, count, sel, list0, r0, r1, (T + block - 1) / block);
       for (size_t g0 = 0; g0 < pairs.size();) {
         const int32_t kb = pairs[g0].kb;
         const size_t g1 = group_end(pairs, g0);
