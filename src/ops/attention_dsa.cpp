@@ -482,13 +482,18 @@ struct RowPlan {
   // the scores and the summary, not the ranking (which, with bound or
   // exploration, costs as much again). Same far, far_c, sum_id, sum_p, L and
   // pg as that call, bit for bit.
-  // Returns false (and leaves the row unusable) when [far0, far1) are not
-  // among the row's candidates, i.e. the plan was made for other inputs.
+  // Returns false (and leaves the row unusable) when the kept groups are not
+  // whole groups of the row or [far0, far1) are not among its candidates,
+  // i.e. the plan was made for other inputs.
   bool replay(const DsaShape& s, int64_t t, const float* qt, const float* cg, const float* Kb, int64_t kb_stride,
               int64_t D, float* pg, const int32_t* kept_groups, const int32_t* far0, const int32_t* far1) {
     const Where w(s, t);
     kept.clear();
-    if (w.coarse) kept.assign(kept_groups, kept_groups + s.m);
+    if (w.coarse) {
+      kept.assign(kept_groups, kept_groups + s.m);
+      for (int32_t g : kept)  // the plan's groups must be this row's whole groups
+        if (g < 0 || g >= s.ng || (g >= w.gl && g < w.gr)) return false;
+    }
     gather(s, w, qt, Kb, kb_stride, D, nullptr);
     const int64_t n = static_cast<int64_t>(fine.size());
     chosen.assign(static_cast<size_t>(n), 0);

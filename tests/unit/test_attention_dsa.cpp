@@ -978,6 +978,14 @@ TEST(AttentionDsa, BackwardWithForwardsSavedPlanGivesTheSameBits) {
     EXPECT_THROW(att.backward(dqkv.data() + p.qo, dqkv.data() + p.ko, dqkv.data() + p.vo, dout.data(), out.data(),
                               lse.data(), p.q(), p.k(), p.v(), p.d, &foreign),
                  Error);
+    // A plan made under other coarse-step settings (here more kept groups
+    // per row) cannot be replayed.
+    DsaConfig more_kept = c;
+    more_kept.group_keep = 5;
+    EXPECT_THROW(DsaAttention(more_kept).backward(dqkv.data() + p.qo, dqkv.data() + p.ko, dqkv.data() + p.vo,
+                                                  dout.data(), out.data(), lse.data(), p.q(), p.k(), p.v(), p.d,
+                                                  saved.get()),
+                 Error);
     AttnDims shorter = p.d;
     shorter.T = 100;
     EXPECT_THROW(att.backward(dqkv.data() + p.qo, dqkv.data() + p.ko, dqkv.data() + p.vo, dout.data(), out.data(),
