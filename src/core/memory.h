@@ -21,7 +21,7 @@ void reset_memory_peak();                     // peak := current
 // of every size come from the heap, and freed memory stays with the process
 // for the next step. glibc's default maps every buffer over 32 MB with mmap
 // and unmaps it on free, so each training step or benchmark run would fault
-// in and zero its large buffers afresh (measured: 15-25% of a DSA
+// in and zero its large buffers afresh (a large share of a DSA
 // forward+backward at 16K tokens). The cost is that RSS stays at its
 // high-water mark, as with the caching allocators of GPU frameworks.
 // Returns false if glibc refused a setting (the default policy then stays).
