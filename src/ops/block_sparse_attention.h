@@ -63,7 +63,9 @@ void block_sparse_attention_forward(float* out, float* lse, const float* q, cons
 // nothing (no NaN). With extra keys, d_extra_logit (B, H, nqb) and
 // d_extra_value (B, H, nqb, D) receive their gradients (OVERWRITTEN; zero
 // where the logit is -inf); they may only be null when extra is empty.
-// Deterministic: bit-identical results for any OpenMP thread count.
+// Deterministic: bit-identical results for any OpenMP thread count. One
+// thread owns a whole (b, h) (its dQ, dK and dV, each tile's scores computed
+// once), so the parallelism is B·H.
 void block_sparse_attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
                                      const float* lse, const float* q, const float* k, const float* v,
                                      const AttnDims& d, const BlockSelection& sel, const ExtraKeys& extra = {},
