@@ -1,7 +1,74 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, and runs every test (unit, PyTorch
-# reference, CLI end-to-end). This is what CI runs (.ci/run).
-set -euo pipefail
+# Installs what is missing, builds, and runs every test. This is what CI runs
+# (.ci/run). Stages, each in its own build folder:
+#   build/           every test: unit, PyTorch reference, CLI end-to-end
+#   build-asan/      the unit tests under AddressSanitizer + UBSan
+#   build-portable/  the unit tests with baseline x86-64 kernels (no AVX2 /
+#                    AVX-512 clones), the path a CPU without them takes
+#   build-fuzz/      every libFuzzer harness for a fixed time (clang)
+# A failing stage does not stop the later ones; the exit status is non-zero
+# if any failed, and the last line sums the tests of all stages.
+#
+# Usage: scripts/test.sh [--quick]   (--quick: the first stage only)
+set -uo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-ctest --test-dir build --output-on-failure -j"$(nproc)"
+
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+jobs=$(nproc)
+passed=0
+failed=0
+failed_stages=()
+
+# ctest's closing line: "100% tests passed, 0 tests failed out of 245"
+count_ctest() {  # log stage
+  local line p f
+  line=$(grep -E '[0-9]+ tests failed out of [0-9]+' "$1" | tail -n 1)
+  if [ -z "$line" ]; then
+    failed=$((failed + 1)); failed_stages+=("$2"); return
+  fi
+  f=$(sed -E 's/.* ([0-9]+) tests failed out of ([0-9]+).*/\1/' <<<"$line")
+  p=$(( $(sed -E 's/.* tests failed out of ([0-9]+).*/\1/' <<<"$line") - f ))
+  passed=$((passed + p)); failed=$((failed + f))
+  [ "$f" -eq 0 ] || failed_stages+=("$2")
+}
+
+stage() { echo; echo "==== test.sh: $* ===="; }
+
+stage "install, build, every test (build/)"
+scripts/setup.sh --tests || { echo "test.sh: error: set-up failed" >&2; exit 1; }
+ctest --test-dir build --output-on-failure -j"$jobs" 2>&1 | tee build/ctest.log
+count_ctest build/ctest.log "build"
+
+unit_stage() {  # folder description cmake-flags...
+  local dir=$1 what=$2; shift 2
+  stage "$what ($dir/)"
+  mkdir -p "$dir"
+  if cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release "$@" >"$dir/setup-cmake.log" 2>&1 &&
+     cmake --build "$dir" -j"$jobs" --target sparta_tests >"$dir/build.log" 2>&1; then
+    # the discovered unit tests and unit_onednn_avx2; no CLI or PyTorch tests
+    ctest --test-dir "$dir" --output-on-failure -j"$jobs" -E '^(cli_|torch_)' 2>&1 | tee "$dir/ctest.log"
+    count_ctest "$dir/ctest.log" "$dir"
+  else
+    tail -n 30 "$dir/setup-cmake.log" "$dir/build.log" 2>/dev/null
+    failed=$((failed + 1)); failed_stages+=("$dir (build)")
+  fi
+}
+
+if [ $quick -eq 0 ]; then
+  unit_stage build-asan "unit tests under ASan + UBSan" -DSPARTA_SANITIZE=ON
+  unit_stage build-portable "unit tests with portable kernels" -DSPARTA_PORTABLE_KERNELS=ON
+
+  stage "fuzz harnesses, 30 s each (build-fuzz/)"
+  if scripts/fuzz.sh --seconds 30 2>&1 | tee build/fuzz.log; then
+    n=$(grep -c '^fuzz: .* ok' build/fuzz.log || true)
+    passed=$((passed + n))
+  else
+    failed=$((failed + 1)); failed_stages+=("fuzz")
+  fi
+fi
+
+echo
+[ ${#failed_stages[@]} -eq 0 ] || echo "test.sh: failed stages: ${failed_stages[*]}"
+echo "tests: $passed passed, $failed failed"
+[ ${#failed_stages[@]} -eq 0 ]
