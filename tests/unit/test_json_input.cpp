@@ -35,7 +35,6 @@ class JsonInputFiles : public test_util::ScratchTest {
     write(dir_ / "t.safetensors", len + header + data);
     return dir_ / "t.safetensors";
   }
-  fs::path dir_;
 };
 
 }  // namespace
