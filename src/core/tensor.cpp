@@ -1,5 +1,6 @@
 #include "core/tensor.h"
 
+#include <cstdint>
 #include <cstring>
 #include <sstream>
 
@@ -9,8 +10,12 @@
 namespace sparta {
 
 int64_t shape_numel(const Shape& s) {
+  for (int64_t d : s)
+    if (d == 0) return 0;  // empty whatever the other dimensions are (which may be huge)
   int64_t n = 1;
-  for (int64_t d : s) n *= d;
+  for (int64_t d : s)
+    SPARTA_CHECK(!__builtin_mul_overflow(n, d, &n), "[tensor] shape ", shape_str(s),
+                 " has more elements than int64 can count");
   return n;
 }
 
@@ -26,7 +31,10 @@ std::string shape_str(const Shape& s) {
 Tensor Tensor::empty(const Shape& shape, DType dtype) {
   for (int64_t d : shape) SPARTA_CHECK(d >= 0, "[tensor] negative dimension in shape ", shape_str(shape));
   Tensor t;
-  size_t bytes = storage_bytes(dtype, shape_numel(shape));
+  const int64_t n = shape_numel(shape);
+  SPARTA_CHECK(dtype == DType::Q4 || static_cast<uint64_t>(n) <= SIZE_MAX / dtype_size(dtype), "[tensor] shape ",
+               shape_str(shape), " ", dtype_name(dtype), " needs more bytes than size_t can count");
+  size_t bytes = storage_bytes(dtype, n);
   void* p = tracked_alloc(bytes);
   t.owner_ = std::shared_ptr<void>(p, [bytes](void* q) { tracked_free(q, bytes); });
   t.data_ = p;

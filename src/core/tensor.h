@@ -13,6 +13,8 @@ namespace sparta {
 
 using Shape = std::vector<int64_t>;
 
+// Elements in a tensor of shape `s`: 0 if any dimension is 0, else the
+// product; sparta::Error if the product overflows int64.
 int64_t shape_numel(const Shape& s);
 std::string shape_str(const Shape& s);  // "(2, 3, 4)"
 

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/json_input.h"
 
 namespace sparta {
 
@@ -29,32 +30,30 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& dir) {
   SPARTA_CHECK(in, "[tokenizer] cannot open '", json_path.string(), "'");
   std::ostringstream text;
   text << in.rdbuf();
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text.str());
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(cat("[tokenizer] '", json_path.string(), "' is not valid JSON: ", e.what()));
-  }
+  const nlohmann::json j = parse_json_input(text.str(), cat("[tokenizer] '", json_path.string(), "'"));
   const char* expected =
       R"(expected {"kind": "byte"} or {"kind": "wordpiece", "lowercase": true, "vocab_file": "vocab.txt"})";
   SPARTA_CHECK(j.is_object() && j.contains("kind") && j["kind"].is_string(), "[tokenizer] '",
                json_path.string(), "' has no string \"kind\"; ", expected);
   const std::string kind = j["kind"].get<std::string>();
   if (kind == "byte") return make_byte_tokenizer();
-  SPARTA_CHECK(kind == "wordpiece", "[tokenizer] '", json_path.string(), "': unknown kind '", kind,
-               "'; ", expected);
+  SPARTA_CHECK(kind == "wordpiece", "[tokenizer] '", json_path.string(), "': unknown kind '", kind.substr(0, 40),
+               kind.size() > 40 ? "...'; " : "'; ", expected);
   bool lowercase = true;
   if (j.contains("lowercase")) {
     SPARTA_CHECK(j["lowercase"].is_boolean(), "[tokenizer] '", json_path.string(),
-                 "': \"lowercase\" must be true or false, got ", j["lowercase"].dump());
+                 "': \"lowercase\" must be true or false, got ", describe_json(j["lowercase"]));
     lowercase = j["lowercase"].get<bool>();
   }
   std::string vocab_file = "vocab.txt";
   if (j.contains("vocab_file")) {
     SPARTA_CHECK(j["vocab_file"].is_string() && !j["vocab_file"].get<std::string>().empty(),
                  "[tokenizer] '", json_path.string(),
-                 "': \"vocab_file\" must be a non-empty string, got ", j["vocab_file"].dump());
+                 "': \"vocab_file\" must be a non-empty string, got ", describe_json(j["vocab_file"]));
     vocab_file = j["vocab_file"].get<std::string>();
+    // Longer than any path the system accepts; also keeps later messages that quote it short.
+    SPARTA_CHECK(vocab_file.size() <= 4096, "[tokenizer] '", json_path.string(), "': \"vocab_file\" is ",
+                 vocab_file.size(), " bytes long, not a file name");
   }
   return load_wordpiece_vocab(dir / vocab_file, lowercase);
 }

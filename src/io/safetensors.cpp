@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "io/json_input.h"
 
 namespace sparta {
 
@@ -26,6 +27,9 @@ namespace {
 
 constexpr uint64_t kMaxHeaderBytes = 100ull * 1000 * 1000;
 constexpr const char* kMetadataKey = "__metadata__";
+// More dimensions than any real tensor has; keeps shapes (and the messages
+// that print them) small whatever the header declares.
+constexpr size_t kMaxRank = 32;
 constexpr DType kAllDTypes[] = {DType::F32, DType::BF16, DType::F16, DType::I32,
                                 DType::I64, DType::U8,   DType::Q4};
 
@@ -46,6 +50,13 @@ std::string dtype_list() {
   std::string s;
   for (DType t : kAllDTypes) s += cat(s.empty() ? "" : ", ", dtype_name(t));
   return s;
+}
+
+// `name` quoted for a message: names come from the file and may be megabytes long.
+std::string quoted_name(const std::string& name) {
+  constexpr size_t kMax = 120;
+  if (name.size() <= kMax) return cat("'", name, "'");
+  return cat("'", name.substr(0, kMax), "...' (", name.size(), " bytes)");
 }
 
 // One validated header entry.
@@ -110,33 +121,7 @@ class Reader {
     std::string text(header_len, '\0');
     pread_exact(text.data(), header_len, 8);
 
-    // nlohmann keeps the last of duplicate keys silently; the format forbids
-    // duplicates (two tensors with one name), so track keys per open object.
-    std::vector<std::set<std::string>> open_objects;
-    std::string duplicate;
-    auto on_event = [&](int, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
-      using E = nlohmann::json::parse_event_t;
-      if (ev == E::object_start) {
-        open_objects.emplace_back();
-      } else if (ev == E::object_end) {
-        if (!open_objects.empty()) open_objects.pop_back();
-      } else if (ev == E::key && !open_objects.empty() && parsed.is_string()) {
-        const auto& k = parsed.get_ref<const std::string&>();
-        if (!open_objects.back().insert(k).second && duplicate.empty()) duplicate = k;
-      }
-      return true;
-    };
-    nlohmann::json header;
-    try {
-      header = nlohmann::json::parse(text.begin(), text.end(), on_event);
-    } catch (const nlohmann::json::exception& e) {
-      std::string msg = e.what();
-      // Drop nlohmann's "[json.exception.parse_error.101] " prefix.
-      if (auto p = msg.find("] "); p != std::string::npos && msg.rfind("[json.exception", 0) == 0)
-        msg = msg.substr(p + 2);
-      fail(cat("header is not valid JSON: ", msg));
-    }
-    if (!duplicate.empty()) fail(cat("header has duplicate key '", duplicate, "'"));
+    nlohmann::json header = parse_json_input(text, cat("[safetensors] ", where_, ": header"));
     if (!header.is_object()) fail(cat("header is a JSON ", header.type_name(), ", expected an object"));
     return header;
   }
@@ -144,12 +129,12 @@ class Reader {
   EntryInfo parse_entry(const std::string& name, const nlohmann::json& j) const {
     EntryInfo e;
     e.name = name;
-    const std::string t = cat("tensor '", name, "'");
+    const std::string t = cat("tensor ", quoted_name(name));
     if (name.empty()) fail("tensor with an empty name");
     if (!j.is_object())
       fail(cat(t, " is a JSON ", j.type_name(), ", expected an object with dtype, shape, data_offsets"));
     for (const auto& [k, v] : j.items())
-      if (k != "dtype" && k != "shape" && k != "data_offsets") fail(cat(t, " has unknown field '", k, "'"));
+      if (k != "dtype" && k != "shape" && k != "data_offsets") fail(cat(t, " has unknown field ", quoted_name(k)));
     for (const char* k : {"dtype", "shape", "data_offsets"})
       if (!j.contains(k)) fail(cat(t, " is missing '", k, "'"));
 
@@ -159,10 +144,12 @@ class Reader {
     bool known = false;
     for (DType d : kAllDTypes)
       if (dtype_name(d) == dname) e.dtype = d, known = true;
-    if (!known) fail(cat(t, " has unknown dtype '", dname, "' (expected one of ", dtype_list(), ")"));
+    if (!known)
+      fail(cat(t, " has unknown dtype ", quoted_name(dname), " (expected one of ", dtype_list(), ")"));
 
     const auto& js = j["shape"];
     if (!js.is_array()) fail(cat(t, " shape is a JSON ", js.type_name(), ", expected an array of integers"));
+    if (js.size() > kMaxRank) fail(cat(t, " shape has ", js.size(), " dimensions, more than the ", kMaxRank, " supported"));
     for (const auto& d : js) {
       if (d.is_number_unsigned()) {
         uint64_t u = d.get<uint64_t>();
@@ -171,18 +158,18 @@ class Reader {
         e.shape.push_back(static_cast<int64_t>(u));
       } else if (d.is_number_integer()) {
         int64_t v = d.get<int64_t>();
-        if (v < 0) fail(cat(t, " has negative dimension ", v, " in shape ", js.dump()));
+        if (v < 0) fail(cat(t, " has negative dimension ", v, " in shape ", describe_json(js)));
         e.shape.push_back(v);
       } else {
-        fail(cat(t, " shape ", js.dump(), " holds a ", d.type_name(), ", expected integers"));
+        fail(cat(t, " shape ", describe_json(js), " holds a ", d.type_name(), ", expected integers"));
       }
     }
     const int64_t need = checked_nbytes(e.shape, e.dtype);
-    if (need < 0) fail(cat(t, " shape ", js.dump(), " has an element count that overflows int64"));
+    if (need < 0) fail(cat(t, " shape ", describe_json(js), " has an element count that overflows int64"));
 
     const auto& jo = j["data_offsets"];
     if (!jo.is_array() || jo.size() != 2 || !jo[0].is_number_integer() || !jo[1].is_number_integer())
-      fail(cat(t, " data_offsets ", jo.dump(), " is not an array of two integers"));
+      fail(cat(t, " data_offsets ", describe_json(jo), " is not an array of two integers"));
     for (const auto& o : jo)
       if (!o.is_number_unsigned()) fail(cat(t, " has negative data_offsets ", jo.dump()));
     e.begin = jo[0].get<uint64_t>();
@@ -197,8 +184,8 @@ class Reader {
     return e;
   }
 
-  void load(std::map<std::string, Tensor>& tensors, std::vector<std::string>& order,
-            std::map<std::string, std::string>& metadata) {
+  // The validated header entries, sorted by data offset; reads no tensor bytes.
+  std::vector<EntryInfo> read_header(std::map<std::string, std::string>& metadata) {
     open();
     uint64_t header_len = 0;
     nlohmann::json header = parse_header(header_len);
@@ -212,7 +199,7 @@ class Reader {
           fail(cat("__metadata__ is a JSON ", value.type_name(), ", expected an object of strings"));
         for (const auto& [mk, mv] : value.items()) {
           if (!mv.is_string())
-            fail(cat("__metadata__ key '", mk, "' is a JSON ", mv.type_name(), ", expected a string"));
+            fail(cat("__metadata__ key ", quoted_name(mk), " is a JSON ", mv.type_name(), ", expected a string"));
           metadata[mk] = mv.get<std::string>();
         }
         continue;
@@ -229,18 +216,22 @@ class Reader {
     const EntryInfo* prev = nullptr;
     for (const auto& e : entries) {
       if (e.begin < cursor)
-        fail(cat("tensor '", e.name, "' data_offsets [", e.begin, ", ", e.end, ") overlaps tensor '",
-                 prev->name, "' [", prev->begin, ", ", prev->end, ")"));
+        fail(cat("tensor ", quoted_name(e.name), " data_offsets [", e.begin, ", ", e.end, ") overlaps tensor ",
+                 quoted_name(prev->name), " [", prev->begin, ", ", prev->end, ")"));
       if (e.begin > cursor)
-        fail(cat("bytes [", cursor, ", ", e.begin, ") of the data region belong to no tensor (hole before '",
-                 e.name, "')"));
+        fail(cat("bytes [", cursor, ", ", e.begin, ") of the data region belong to no tensor (hole before ",
+                 quoted_name(e.name), ")"));
       cursor = e.end;
       prev = &e;
     }
     if (cursor != data_size_)
       fail(cat("bytes [", cursor, ", ", data_size_, ") at the end of the data region belong to no tensor"));
+    return entries;
+  }
 
-    for (const auto& e : entries) {
+  void load(std::map<std::string, Tensor>& tensors, std::vector<std::string>& order,
+            std::map<std::string, std::string>& metadata) {
+    for (const auto& e : read_header(metadata)) {
       Tensor t = Tensor::empty(e.shape, e.dtype);
       if (e.end > e.begin) pread_exact(t.raw(), e.end - e.begin, data_start_ + e.begin);
       tensors.emplace(e.name, std::move(t));
@@ -313,6 +304,14 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<Safe
   for (const auto& e : entries)
     if (e.tensor.nbytes() > 0) w.write(e.tensor.raw(), e.tensor.nbytes());
   w.commit();
+}
+
+std::vector<SafetensorsTensorInfo> SafetensorsFile::read_header(const std::filesystem::path& path) {
+  std::map<std::string, std::string> metadata;
+  std::vector<SafetensorsTensorInfo> infos;
+  for (auto& e : Reader(path).read_header(metadata))
+    infos.push_back({std::move(e.name), e.dtype, std::move(e.shape)});
+  return infos;
 }
 
 SafetensorsFile SafetensorsFile::read(const std::filesystem::path& path) {

@@ -38,6 +38,13 @@ struct SafetensorsEntry {
 void write_safetensors(const std::filesystem::path& path, const std::vector<SafetensorsEntry>& entries,
                        const std::map<std::string, std::string>& metadata = {});
 
+// What a safetensors header declares about one tensor.
+struct SafetensorsTensorInfo {
+  std::string name;
+  DType dtype = DType::F32;
+  Shape shape;
+};
+
 // A whole safetensors file loaded into memory; each tensor owns its bytes
 // (64-byte aligned), so the object can outlive the file.
 class SafetensorsFile {
@@ -45,14 +52,22 @@ class SafetensorsFile {
   // Reads and validates `path`. Rejected, each with its own message: missing
   // or unreadable file; file shorter than 8 bytes; header length larger than
   // the file or than 100 MB; header that is not a JSON object (or has
-  // duplicate keys); an entry that is not an object with exactly dtype
-  // (string), shape (array of integers) and data_offsets (two integers);
-  // unknown dtype; negative dimension; element or byte count overflowing
-  // int64; begin > end; end past the data region; end - begin different from
-  // the bytes the shape and dtype need; byte ranges that overlap or leave
+  // duplicate keys, or nests deeper than kMaxJsonDepth); an entry that is
+  // not an object with exactly dtype (string), shape (array of integers) and
+  // data_offsets (two integers); unknown dtype; more than 32 dimensions;
+  // negative dimension; element or byte count overflowing int64; begin >
+  // end; end past the data region; end - begin different from the bytes the
+  // shape and dtype need; byte ranges that overlap or leave
   // holes (they must tile the data region exactly, no trailing bytes); an
   // empty tensor name; __metadata__ that is not a string -> string object.
+  // Error messages are one line of bounded length whatever the file holds.
   static SafetensorsFile read(const std::filesystem::path& path);
+  // Validates the header exactly as read() does (so a file it accepts, read()
+  // accepts unless it changes in between) but reads no tensor bytes: the
+  // tensors in file order. Memory stays within a few times the header size
+  // (at most 100 MB) whatever shapes it declares, so callers can check shapes
+  // before allocating anything for them.
+  static std::vector<SafetensorsTensorInfo> read_header(const std::filesystem::path& path);
 
   bool has(const std::string& name) const;
   // The tensor `name`, checked against what the caller's model expects:

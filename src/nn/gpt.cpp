@@ -49,7 +49,8 @@ struct GPT::Acts {
         *dfc = nullptr;
 };
 
-GPT::GPT(const GPTConfig& cfg) : cfg_(cfg) {
+void GPT::for_each_parameter(const GPTConfig& cfg,
+                             const std::function<void(const std::string&, const Shape&, bool)>& fn) {
   SPARTA_CHECK(cfg.vocab_size >= 2, "[gpt] vocab_size must be >= 2, got ", cfg.vocab_size);
   SPARTA_CHECK(cfg.n_layer >= 1 && cfg.n_head >= 1 && cfg.d_model >= 1 && cfg.context >= 1,
                "[gpt] n_layer, n_head, d_model and context must be positive");
@@ -58,23 +59,29 @@ GPT::GPT(const GPTConfig& cfg) : cfg_(cfg) {
   SPARTA_CHECK((cfg.d_model / cfg.n_head) % 2 == 0, "[gpt] head dimension ", cfg.d_model / cfg.n_head,
                " must be even for RoPE");
   const int64_t V = cfg.vocab_size, d = cfg.d_model;
-  params_.declare("wte", {V, d}, true);
+  fn("wte", {V, d}, true);
   for (int64_t i = 0; i < cfg.n_layer; ++i) {
-    params_.declare(L(i, "ln1.weight"), {d}, false);
-    params_.declare(L(i, "ln1.bias"), {d}, false);
-    params_.declare(L(i, "attn.qkv.weight"), {3 * d, d}, true);
-    params_.declare(L(i, "attn.qkv.bias"), {3 * d}, false);
-    params_.declare(L(i, "attn.proj.weight"), {d, d}, true);
-    params_.declare(L(i, "attn.proj.bias"), {d}, false);
-    params_.declare(L(i, "ln2.weight"), {d}, false);
-    params_.declare(L(i, "ln2.bias"), {d}, false);
-    params_.declare(L(i, "mlp.fc.weight"), {4 * d, d}, true);
-    params_.declare(L(i, "mlp.fc.bias"), {4 * d}, false);
-    params_.declare(L(i, "mlp.proj.weight"), {d, 4 * d}, true);
-    params_.declare(L(i, "mlp.proj.bias"), {d}, false);
+    fn(L(i, "ln1.weight"), {d}, false);
+    fn(L(i, "ln1.bias"), {d}, false);
+    fn(L(i, "attn.qkv.weight"), {3 * d, d}, true);
+    fn(L(i, "attn.qkv.bias"), {3 * d}, false);
+    fn(L(i, "attn.proj.weight"), {d, d}, true);
+    fn(L(i, "attn.proj.bias"), {d}, false);
+    fn(L(i, "ln2.weight"), {d}, false);
+    fn(L(i, "ln2.bias"), {d}, false);
+    fn(L(i, "mlp.fc.weight"), {4 * d, d}, true);
+    fn(L(i, "mlp.fc.bias"), {4 * d}, false);
+    fn(L(i, "mlp.proj.weight"), {d, 4 * d}, true);
+    fn(L(i, "mlp.proj.bias"), {d}, false);
   }
-  params_.declare("ln_f.weight", {d}, false);
-  params_.declare("ln_f.bias", {d}, false);
+  fn("ln_f.weight", {d}, false);
+  fn("ln_f.bias", {d}, false);
+}
+
+GPT::GPT(const GPTConfig& cfg) : cfg_(cfg) {
+  for_each_parameter(cfg, [&](const std::string& name, const Shape& shape, bool decay) {
+    params_.declare(name, shape, decay);
+  });
   params_.finalize();
   attn_ = make_attention(cfg.attention, cfg.dsa);
 }

@@ -3,6 +3,7 @@
 // per-module forward/backward passes over flat buffers (llm.c style).
 // docs/checkpoint-format.md states the exact equations.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,6 +32,12 @@ struct GPTConfig {
 class GPT {
  public:
   explicit GPT(const GPTConfig& cfg);
+  // Calls fn(name, shape, decay) for every parameter of a model with `cfg`,
+  // in declaration order, without allocating anything: what a checkpoint's
+  // weights must match, checked before the model's memory is allocated.
+  // sparta::Error if cfg is invalid (as the constructor).
+  static void for_each_parameter(const GPTConfig& cfg,
+                                 const std::function<void(const std::string& name, const Shape& shape, bool decay)>& fn);
   const GPTConfig& config() const { return cfg_; }
   ParamStore& params() { return params_; }
   const ParamStore& params() const { return params_; }

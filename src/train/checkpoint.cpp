@@ -1,7 +1,11 @@
 #include "train/checkpoint.h"
 
+#include <charconv>
+#include <optional>
 #include <cstring>
 #include <toml++/toml.h>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "core/error.h"
 #include "io/atomic_file.h"
@@ -82,6 +86,48 @@ std::vector<std::string> with_legacy_defaults(const fs::path& config_file, const
   return all;
 }
 
+// The weights file must hold exactly the parameters of a model with `g`, each
+// F32 with the model's shape. Checked from the header alone, before the model
+// is allocated, so a config that does not fit the weights (or a header that
+// declares huge tensors) fails at once instead of after allocating gigabytes.
+void check_weights_header(const fs::path& file, const GPTConfig& g) {
+  const std::vector<SafetensorsTensorInfo> header = SafetensorsFile::read_header(file);
+  std::unordered_map<std::string, const SafetensorsTensorInfo*> by_name;
+  for (const auto& t : header) by_name.emplace(t.name, &t);
+  std::unordered_set<std::string> expected;
+  GPT::for_each_parameter(g, [&](const std::string& name, const Shape& shape, bool) {
+    auto it = by_name.find(name);
+    SPARTA_CHECK(it != by_name.end(), "[checkpoint] ", file.string(), ": tensor '", name,
+                 "' is missing (the file has ", header.size(), " tensors; the config describes a different model?)");
+    const SafetensorsTensorInfo& t = *it->second;
+    SPARTA_CHECK(t.shape == shape && t.dtype == DType::F32, "[checkpoint] ", file.string(), ": tensor '", name,
+                 "' has shape ", shape_str(t.shape), " ", dtype_name(t.dtype), " but the model expects ",
+                 shape_str(shape), " F32");
+    expected.insert(name);
+  });
+  for (const auto& t : header)
+    SPARTA_CHECK(expected.count(t.name), "[checkpoint] ", file.string(), ": unexpected tensor '",
+                 t.name.substr(0, 120), "' (the config describes a different model)");
+}
+
+// Integer metadata `key` of `f` (a checkpoint file), or `fallback` when
+// absent; a value that is not a whole decimal int64 is an error naming the
+// file and the field.
+int64_t metadata_int(const SafetensorsFile& f, const std::string& key, std::optional<int64_t> fallback) {
+  auto it = f.metadata().find(key);
+  if (it == f.metadata().end()) {
+    SPARTA_CHECK(fallback.has_value(), "[checkpoint] ", f.path().string(), ": metadata has no '", key, "'");
+    return *fallback;
+  }
+  const std::string& text = it->second;
+  int64_t v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  SPARTA_CHECK(ec == std::errc() && end == text.data() + text.size() && !text.empty(), "[checkpoint] ",
+               f.path().string(), ": metadata '", key, "' is '", text.substr(0, 40), text.size() > 40 ? "...'" : "'",
+               ", not an integer", ec == std::errc::result_out_of_range ? " that fits in int64" : "");
+  return v;
+}
+
 }  // namespace
 
 LoadedCheckpoint load_checkpoint(const fs::path& path, const std::vector<std::string>& overrides) {
@@ -89,19 +135,19 @@ LoadedCheckpoint load_checkpoint(const fs::path& path, const std::vector<std::st
   out.dir = resolve_checkpoint(path);
   out.config = load_config(out.dir / "config.toml", with_legacy_defaults(out.dir / "config.toml", overrides));
   out.tokenizer = load_tokenizer(out.dir);
-  out.model = std::make_unique<GPT>(gpt_config_from(out.config, out.tokenizer->vocab_size()));
-  SafetensorsFile f = SafetensorsFile::read(out.dir / "model.safetensors");
+  const GPTConfig model_config = gpt_config_from(out.config, out.tokenizer->vocab_size());
+  const fs::path weights = out.dir / "model.safetensors";
+  check_weights_header(weights, model_config);
+  out.model = std::make_unique<GPT>(model_config);
+  SafetensorsFile f = SafetensorsFile::read(weights);
   ParamStore& P = out.model->params();
   for (const ParamInfo& p : P.params()) {
     const Tensor& t = f.get(p.name, p.shape, DType::F32);
     std::memcpy(P.data() + p.offset, t.raw(), t.nbytes());
   }
-  for (const std::string& name : f.names()) {
-    bool known = false;
-    for (const ParamInfo& p : P.params()) known = known || p.name == name;
-    SPARTA_CHECK(known, "[checkpoint] ", (out.dir / "model.safetensors").string(), ": unexpected tensor '", name,
-                 "' (the config describes a different model)");
-  }
+  // get() above re-checks each shape; the file may have changed since the header check.
+  SPARTA_CHECK(f.size() == P.params().size(), "[checkpoint] ", weights.string(), ": holds ", f.size(),
+               " tensors, the model ", P.params().size(), " (file changed while loading?)");
   fs::path state_file = out.dir / "train_state.safetensors";
   if (fs::exists(state_file)) {
     SafetensorsFile s = SafetensorsFile::read(state_file);
@@ -109,10 +155,11 @@ LoadedCheckpoint load_checkpoint(const fs::path& path, const std::vector<std::st
     std::memcpy(out.state.rng.data(), s.get("rng", {4}, DType::I64).raw(), sizeof(uint64_t) * 4);
     const int64_t* cur = s.get("data_cursor", {2}, DType::I64).data<int64_t>();
     out.state.cursor = {cur[0], cur[1]};
-    auto it = s.metadata().find("tokens_seen");
-    if (it != s.metadata().end()) out.state.tokens_seen = std::stoll(it->second);
+    out.state.tokens_seen = metadata_int(s, "tokens_seen", 0);
     SPARTA_CHECK(out.state.step >= 0 && out.state.cursor.epoch >= 0 && out.state.cursor.index >= 0,
                  "[checkpoint] ", state_file.string(), ": negative step or data position");
+    SPARTA_CHECK(out.state.tokens_seen >= 0, "[checkpoint] ", state_file.string(), ": metadata 'tokens_seen' is ",
+                 out.state.tokens_seen, ", negative");
   }
   return out;
 }
@@ -127,15 +174,7 @@ void load_optimizer_state(const fs::path& ckpt_dir, AdamW& opt, GPT& model) {
     std::memcpy(opt.m() + p.offset, m.raw(), m.nbytes());
     std::memcpy(opt.v() + p.offset, v.raw(), v.nbytes());
   }
-  auto it = f.metadata().find("step");
-  SPARTA_CHECK(it != f.metadata().end(), "[checkpoint] ", file.string(), ": metadata has no 'step'");
-  int64_t t = 0;
-  try {
-    t = std::stoll(it->second);
-  } catch (...) {
-    throw Error(cat("[checkpoint] ", file.string(), ": metadata step '", it->second, "' is not an integer"));
-  }
-  opt.set_steps_done(t);
+  opt.set_steps_done(metadata_int(f, "step", std::nullopt));
 }
 
 }  // namespace sparta

@@ -55,7 +55,10 @@ std::unique_ptr<Tokenizer> build_tokenizer(const Config& cfg, const TextCorpus& 
 }
 
 EvalResult evaluate_tokens(GPT& model, const std::vector<int32_t>& tokens, int64_t batch, int64_t max_batches) {
-  const int64_t T = model.config().context;
+  // Windows are no longer than the data: padding a short stream to the full
+  // context would cost a whole-context forward pass for a handful of targets.
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  const int64_t T = std::clamp<int64_t>(n - 1, 1, model.config().context);
   const int64_t windows = eval_windows(static_cast<int64_t>(tokens.size()), T);
   int64_t batches = (windows + batch - 1) / batch;
   if (max_batches > 0) batches = std::min(batches, max_batches);

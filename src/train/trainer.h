@@ -39,7 +39,9 @@ struct EvalResult {
   int64_t tokens = 0;  // target tokens counted
 };
 // Mean next-token loss over non-overlapping context windows of `tokens`,
-// `batch` windows per forward pass; max_batches 0 = all.
+// `batch` windows per forward pass; max_batches 0 = all. Windows are
+// min(context, tokens.size() - 1) long: a stream shorter than the context is
+// one window of its own length, never padded to the context.
 EvalResult evaluate_tokens(GPT& model, const std::vector<int32_t>& tokens, int64_t batch, int64_t max_batches = 0);
 
 // The synthetic task a config describes (data.task set), examples of

@@ -12,3 +12,8 @@ set_tests_properties(cli_SweepTest PROPERTIES TIMEOUT 600)
 add_test(NAME cli_BenchAttentionTest
          COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/test_bench_cli.py $<TARGET_FILE:sparta> -v BenchAttentionTest)
 set_tests_properties(cli_BenchAttentionTest PROPERTIES TIMEOUT 600)
+# Hostile checkpoint folders: nested JSON, huge headers, mismatched config, bad state numbers, short eval files.
+add_test(NAME cli_HostileCheckpointTest
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/test_checkpoint_input_cli.py $<TARGET_FILE:sparta> -v
+                 HostileCheckpointTest)
+set_tests_properties(cli_HostileCheckpointTest PROPERTIES TIMEOUT 600)

@@ -38,6 +38,19 @@ TEST(Core, TensorTracksMemoryAndReshapes) {
   EXPECT_EQ(memory_stats().current_bytes, before);
 }
 
+TEST(Core, ShapeNumelNeverOverflows) {
+  const int64_t big = int64_t{1} << 40;
+  // A zero dimension empties the tensor whatever the others are: a
+  // safetensors file may declare (2^40, 2^40, 0) with no bytes.
+  EXPECT_EQ(shape_numel({big, big, 0}), 0);
+  EXPECT_EQ(Tensor::empty({big, big, 0}).numel(), 0);
+  EXPECT_EQ(shape_numel({}), 1);
+  EXPECT_EQ(shape_numel({big, 1 << 22}), int64_t{1} << 62);
+  EXPECT_THROW(shape_numel({big, big}), Error);  // 2^80 wraps to 0 without the check
+  EXPECT_THROW(shape_numel({3, big, 1 << 22}), Error);
+  EXPECT_THROW(Tensor::empty({int64_t{1} << 62}, DType::F32), Error);  // 2^64 bytes
+}
+
 TEST(Core, ArenaRefusesOverflow) {
   Arena a(256);
   a.alloc(100);
