@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <sstream>
 #include <system_error>
@@ -28,10 +29,31 @@ struct Key {
   std::function<std::string(const Config&)> print;
 };
 
+// A TOML basic string. Not toml++'s formatter: 3.3.0 writes a string
+// holding a newline, quotes and ''' as a multi-line literal string that
+// ends early, so config.toml would not parse back.
 std::string quote(const std::string& s) {
-  std::ostringstream os;
-  os << toml::value<std::string>(s);
-  return os.str();
+  std::string out = "\"";
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      case '\r': out += "\\r"; break;
+      default:
+        if (c < 0x20 || c == 0x7F) {  // other control characters: TOML wants them escaped
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04X", static_cast<unsigned>(c));
+          out += buf;
+        } else {
+          out += ch;  // UTF-8 passes through: strings are checked to be UTF-8
+        }
+    }
+  }
+  out += '"';
+  return out;
 }
 
 std::string fmt_double(double v) {
