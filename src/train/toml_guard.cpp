@@ -32,14 +32,37 @@ class Guard {
       } else if (c == '\'') {
         copy(1);
         literal("'");
+      } else if (c == ' ' || c == '\t' || c == '\r') {
+        copy(1);
+      } else if (c == '\n') {
+        if (brackets_.empty()) in_value_ = false;  // the next line starts with a key
+        copy(1);
+      } else if (c == '=') {
+        in_value_ = true;
+        copy(1);
+      } else if (c == '[' || c == '{') {
+        // '[' in a value opens an array of values, elsewhere a table
+        // header of keys; '{' an inline table of key = value pairs.
+        brackets_.push_back(c == '{' ? 'T' : in_value_ ? 'A' : 'H');
+        in_value_ = c == '[' && in_value_;
+        copy(1);
+      } else if (c == ']' || c == '}') {
+        if (!brackets_.empty()) brackets_.pop_back();
+        copy(1);
+      } else if (c == ',') {
+        in_value_ = brackets_.empty() || brackets_.back() != 'T';
+        copy(1);
+      } else if (in_value_) {
+        bare_value();
       } else if (static_cast<unsigned char>(c) >= 0x80) {
-        fail(cat("character ", code_point_name(), " is only allowed inside a string or a comment"));
+        outside_string();
       } else {
         copy(1);
       }
     }
     return out_;
   }
+
 
  private:
   bool starts(std::string_view s) const { return text_.substr(pos_, s.size()) == s; }
@@ -79,6 +102,22 @@ class Guard {
 
   [[noreturn]] void fail(const std::string& what) const {
     throw Error(cat("[config] ", source_, ":", line_, ":", column_, ": ", what));
+  }
+
+  [[noreturn]] void outside_string() const {
+    fail(cat("character ", code_point_name(), " is only allowed inside a string or a comment"));
+  }
+
+  // A value that is not a string, array or inline table (number, boolean,
+  // date): toml++ reads it up to a value terminator, testing every
+  // character on the way, quotes included; so a quote here opens no string.
+  void bare_value() {
+    while (pos_ < text_.size()) {
+      const char c = text_[pos_];
+      if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == ']' || c == '}' || c == ',' || c == '#') return;
+      if (static_cast<unsigned char>(c) >= 0x80) outside_string();
+      copy(1);
+    }
   }
 
   void comment() {
@@ -170,6 +209,11 @@ class Guard {
 
   std::string_view text_;
   const std::string& source_;
+  // Where the scan is outside strings: in a value (after '=', in an array)
+  // or among keys; and the open brackets: 'A' array, 'T' inline table,
+  // 'H' table header.
+  bool in_value_ = false;
+  std::string brackets_;
   size_t pos_ = 0;
   int64_t line_ = 1, column_ = 1;
   std::string out_;

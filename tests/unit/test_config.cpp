@@ -261,3 +261,18 @@ TEST(TrainMemory, TooLargeForTheMachineNamesTheKeys) {
   }
   check_train_memory(big, -1);  // unknown: no check
 }
+
+// Found by fuzz_config: toml++ reads a number, boolean or date up to a
+// value terminator, testing every character, quotes included.
+TEST(ConfigTomlGuard, QuotesInsideABareValueOpenNoString) {
+  std::string e = error_of("[data]\nval_fraction = 5ee'''e\xCF\x9A-320'''\n");
+  EXPECT_NE(e.find("test.toml:2:23: character U+03DA is only allowed inside a string"), std::string::npos) << e;
+  EXPECT_NE(error_of("[train]\nlr = 1.'\xD1\xA3'\n").find("U+0463"), std::string::npos);
+  EXPECT_NE(error_of("[train]\nlr = [1, -\"\xD1\xA3\"]\n").find("U+0463"), std::string::npos);
+  // Quoted keys and strings in arrays and inline tables are strings: valid
+  // TOML that reaches the config checks.
+  e = error_of("[train]\n'\xD1\xA3'.x = 1\n");
+  EXPECT_NE(e.find("unknown key 'train.\xD1\xA3'"), std::string::npos) << e;
+  e = error_of("[train]\nx = [ '\xD1\xA3', { a.'\xD1\xA3' = \"\xD1\xA3\" },\n  \"\xD1\xA3\" ]\n");
+  EXPECT_NE(e.find("unknown key 'train.x'"), std::string::npos) << e;
+}
