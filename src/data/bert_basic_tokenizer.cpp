@@ -88,6 +88,7 @@ bool is_case_ignorable(int32_t cp) {
 // accent stripping removes again).
 void lower_word(const std::vector<int32_t>& in, std::vector<int32_t>& out) {
   out.clear();
+  out.reserve(in.size());
   const size_t n = in.size();
   for (size_t i = 0; i < n; ++i) {
     const int32_t cp = in[i];
@@ -118,6 +119,7 @@ void lower_word(const std::vector<int32_t>& in, std::vector<int32_t>& out) {
 // NFD (canonical decomposition + canonical ordering), then drops category Mn.
 void strip_accents(const std::vector<int32_t>& in, std::vector<int32_t>& out) {
   out.clear();
+  out.reserve(in.size());
   utf8proc_int32_t buf[32];
   for (const int32_t cp : in) {
     if (cp < 0x80) {
@@ -162,62 +164,118 @@ void emit(const int32_t* cps, size_t n, std::vector<std::string>& words) {
   words.push_back(std::move(w));
 }
 
-}  // namespace
+// Steps 4-5 for one whitespace-delimited run of cleaned characters, held
+// as UTF-8. An ASCII run (the common case, and the one a huge blob of
+// base64 or minified code is) is lower-cased and split in place; others go
+// through code points. The run is never copied more than that, so memory
+// stays a small multiple of the longest run.
+class RunSplitter {
+ public:
+  RunSplitter(bool lowercase, std::vector<std::string>& words) : lowercase_(lowercase), words_(words) {}
 
-std::vector<std::string> bert_basic_tokenize(std::string_view text, bool lowercase) {
-  std::vector<int32_t> cps;
-  cps.reserve(text.size());
-  utf8_decode(text, cps);
-
-  // Steps 1-2 in place: cleaning only removes or replaces characters, and
-  // each CJK character is marked by a space on either side.
-  std::vector<int32_t> clean;
-  clean.reserve(cps.size() + 16);
-  for (const int32_t cp : cps) {
-    if (cp < 0x80 && cp > 0x20 && cp != 0x7F) {  // printable ASCII fast path
-      clean.push_back(cp);
-    } else if (cp == 0 || cp == kReplacementChar || bert_is_control(cp)) {
-      continue;
-    } else if (bert_is_whitespace(cp)) {
-      clean.push_back(' ');
-    } else if (bert_is_cjk(cp)) {
-      clean.push_back(' ');
-      clean.push_back(cp);
-      clean.push_back(' ');
-    } else {
-      clean.push_back(cp);
-    }
+  void add(int32_t cp) {
+    ascii_ = ascii_ && cp < 0x80;
+    utf8_append(run_, cp);
   }
 
-  std::vector<std::string> words;
-  std::vector<int32_t> word, lowered, stripped;
-  const size_t n = clean.size();
-  for (size_t i = 0; i < n;) {
-    if (splits_words(clean[i])) {
-      ++i;
-      continue;
-    }
-    size_t j = i;
-    while (j < n && !splits_words(clean[j])) ++j;
-    word.assign(clean.begin() + i, clean.begin() + j);
-    i = j;
-    const std::vector<int32_t>* w = &word;
-    if (lowercase) {
-      lower_word(word, lowered);
-      strip_accents(lowered, stripped);
-      w = &stripped;
-    }
-    // Step 5: punctuation characters become words of their own.
+  void flush() {
+    if (run_.empty()) return;
+    if (ascii_)
+      split_ascii();
+    else
+      split_unicode();
+    // Keep the buffers' memory only while it is small.
+    if (run_.capacity() > kKeepBytes) std::string().swap(run_);
+    run_.clear();
+    ascii_ = true;
+  }
+
+ private:
+  static constexpr size_t kKeepBytes = size_t{1} << 16;
+
+  void split_ascii() {
+    if (lowercase_)
+      for (char& c : run_)
+        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
     size_t start = 0;
-    for (size_t k = 0; k < w->size(); ++k) {
-      if (bert_is_punctuation((*w)[k])) {
-        emit(w->data() + start, k - start, words);
-        emit(w->data() + k, 1, words);
+    for (size_t k = 0; k < run_.size(); ++k) {
+      if (bert_is_punctuation(static_cast<unsigned char>(run_[k]))) {
+        if (k > start) words_.emplace_back(run_, start, k - start);
+        words_.emplace_back(1, run_[k]);
         start = k + 1;
       }
     }
-    emit(w->data() + start, w->size() - start, words);
+    if (start == 0)
+      words_.push_back(std::move(run_));
+    else if (start < run_.size())
+      words_.emplace_back(run_, start, run_.size() - start);
   }
+
+  void split_unicode() {
+    size_t chars = 0;
+    for (const unsigned char c : run_) chars += (c & 0xC0) != 0x80;
+    word_.clear();
+    word_.reserve(chars);
+    utf8_decode(run_, word_);
+    if (run_.capacity() > kKeepBytes) std::string().swap(run_);  // the code points hold it now
+    std::vector<int32_t>* w = &word_;
+    if (lowercase_) {
+      lower_word(word_, lowered_);
+      strip_accents(lowered_, word_);  // word_ is free again: reuse it
+    }
+    size_t start = 0;
+    for (size_t k = 0; k < w->size(); ++k) {
+      if (bert_is_punctuation((*w)[k])) {
+        emit(w->data() + start, k - start, words_);
+        emit(w->data() + k, 1, words_);
+        start = k + 1;
+      }
+    }
+    emit(w->data() + start, w->size() - start, words_);
+    if (word_.capacity() * sizeof(int32_t) > kKeepBytes) std::vector<int32_t>().swap(word_);
+    if (lowered_.capacity() * sizeof(int32_t) > kKeepBytes) std::vector<int32_t>().swap(lowered_);
+  }
+
+  bool lowercase_;
+  std::vector<std::string>& words_;
+  std::string run_;
+  bool ascii_ = true;
+  std::vector<int32_t> word_, lowered_;
+};
+
+}  // namespace
+
+std::vector<std::string> bert_basic_tokenize(std::string_view text, bool lowercase) {
+  std::vector<std::string> words;
+  RunSplitter runs(lowercase, words);
+  // Steps 1-3 while decoding: cleaning removes or replaces characters,
+  // whitespace ends a run, and each CJK character is a run of its own.
+  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
+  const size_t n = text.size();
+  for (size_t i = 0; i < n;) {
+    int32_t cp;
+    if (s[i] < 0x80) {
+      cp = s[i++];
+    } else {
+      const Utf8Step st = utf8_step(s + i, n - i);
+      cp = st.cp < 0 ? kReplacementChar : st.cp;
+      i += st.len;
+    }
+    if (cp < 0x80 && cp > 0x20 && cp != 0x7F) {  // printable ASCII fast path
+      runs.add(cp);
+    } else if (cp == 0 || cp == kReplacementChar || bert_is_control(cp)) {
+      continue;
+    } else if (bert_is_whitespace(cp) || splits_words(cp)) {
+      runs.flush();
+    } else if (bert_is_cjk(cp)) {
+      runs.flush();
+      runs.add(cp);
+      runs.flush();
+    } else {
+      runs.add(cp);
+    }
+  }
+  runs.flush();
   return words;
 }
 

@@ -60,7 +60,11 @@ std::unique_ptr<Tokenizer> make_byte_tokenizer();
 // Reads dir/tokenizer.json (+ the vocab file it names). Error if a file is
 // missing or garbled.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& dir);
-// A BERT vocab.txt used unchanged (including [unused0] etc.).
+// A BERT vocab.txt used unchanged (including [unused0] etc.): one token
+// per line, LF or CRLF, the last line with or without a newline. Error
+// naming the file and line for an empty line or a line that is not valid
+// UTF-8, and for a file over kMaxVocabTokens lines or kMaxVocabFileBytes
+// bytes (wordpiece.h), checked before it is read.
 std::unique_ptr<Tokenizer> load_wordpiece_vocab(const std::filesystem::path& vocab_txt,
                                                  bool lowercase = true);
 // Learns a WordPiece vocab of at most vocab_size tokens (5 specials

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "data/bert_basic_tokenizer.h"
+#include "data/utf8.h"
 
 namespace sparta {
 
@@ -13,6 +14,10 @@ WordPieceTokenizer::WordPieceTokenizer(std::vector<std::string> vocab, bool lowe
     : vocab_(std::move(vocab)), lowercase_(lowercase) {
   SPARTA_CHECK(vocab_.size() <= static_cast<size_t>(std::numeric_limits<int32_t>::max()),
                "[wordpiece] ", source, " has ", vocab_.size(), " tokens, more than int32 ids allow");
+  // decode() promises valid UTF-8, and it returns tokens verbatim.
+  for (size_t i = 0; i < vocab_.size(); ++i)
+    SPARTA_CHECK(utf8_first_invalid(vocab_[i]) == vocab_[i].size(), "[wordpiece] ", source, ": token ", i,
+                 " is not valid UTF-8");
   index_.reserve(vocab_.size());
   for (size_t i = 0; i < vocab_.size(); ++i) index_[vocab_[i]] = static_cast<int32_t>(i);
   auto special = [&](const char* name) {
@@ -137,22 +142,41 @@ void WordPieceTokenizer::save(const std::filesystem::path& dir) const {
 
 std::unique_ptr<Tokenizer> load_wordpiece_vocab(const std::filesystem::path& vocab_txt,
                                                 bool lowercase) {
+  const std::string name = vocab_txt.string();
   std::error_code ec;
-  SPARTA_CHECK(std::filesystem::is_regular_file(vocab_txt, ec), "[wordpiece] vocab file '",
-               vocab_txt.string(), "' does not exist");
+  SPARTA_CHECK(std::filesystem::is_regular_file(vocab_txt, ec), "[wordpiece] vocab file '", name,
+               "' does not exist");
+  // Bounded before reading: a wrong file (a corpus, a binary) must not be
+  // read whole into memory.
+  const auto bytes = std::filesystem::file_size(vocab_txt, ec);
+  SPARTA_CHECK(!ec, "[wordpiece] cannot read the size of vocab file '", name, "': ", ec.message());
+  SPARTA_CHECK(bytes <= kMaxVocabFileBytes, "[wordpiece] vocab file '", name, "' is ", bytes,
+               " bytes, more than a vocab file may have (", kMaxVocabFileBytes, ")");
   std::ifstream in(vocab_txt, std::ios::binary);
-  SPARTA_CHECK(in, "[wordpiece] cannot open vocab file '", vocab_txt.string(), "'");
+  SPARTA_CHECK(in, "[wordpiece] cannot open vocab file '", name, "'");
+  std::string text(bytes, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(bytes));
+  SPARTA_CHECK(static_cast<size_t>(in.gcount()) == bytes, "[wordpiece] error reading vocab file '", name, "'");
+
   std::vector<std::string> vocab;
-  std::string line;
-  while (std::getline(in, line)) {
+  size_t pos = 0;
+  for (int64_t line = 1; pos < text.size(); ++line) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();  // a last line without '\n'
+    std::string_view token(text.data() + pos, end - pos);
+    pos = end + 1;
     // Tolerate CRLF files; a token never ends in '\r'.
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    vocab.push_back(std::move(line));
-    line.clear();
+    if (!token.empty() && token.back() == '\r') token.remove_suffix(1);
+    SPARTA_CHECK(!token.empty(), "[wordpiece] vocab file '", name, "' line ", line,
+                 " is empty (one token per line, ids are line numbers; only the last line may end with a newline)");
+    const size_t bad = utf8_first_invalid(token);
+    SPARTA_CHECK(bad == token.size(), "[wordpiece] vocab file '", name, "' line ", line,
+                 " is not valid UTF-8 (byte ", bad + 1, " of the token)");
+    SPARTA_CHECK(line <= kMaxVocabTokens, "[wordpiece] vocab file '", name, "' has more than ", kMaxVocabTokens,
+                 " tokens, the most a vocab may have");
+    vocab.emplace_back(token);
   }
-  SPARTA_CHECK(!in.bad(), "[wordpiece] error reading vocab file '", vocab_txt.string(), "'");
-  return std::make_unique<WordPieceTokenizer>(std::move(vocab), lowercase,
-                                              "vocab file '" + vocab_txt.string() + "'");
+  return std::make_unique<WordPieceTokenizer>(std::move(vocab), lowercase, "vocab file '" + name + "'");
 }
 
 }  // namespace sparta

@@ -10,6 +10,7 @@
 // hello , world ! and decodes to "hello , world !" (lower-cased, accents
 // stripped, spaces around punctuation). Special tokens decode to their
 // spelling ("[SEP]").
+#include <cstdint>
 #include <string>
 #include <unordered_map>
 
@@ -17,12 +18,19 @@
 
 namespace sparta {
 
+// Limits of load_wordpiece_vocab (tokenizer.h): the token count matches
+// the largest tokenizer.vocab_size a config may ask for; the file size
+// allows that many tokens of 64 bytes on average (BERT's are under 10).
+inline constexpr int64_t kMaxVocabTokens = 1'000'000;
+inline constexpr uintmax_t kMaxVocabFileBytes = uintmax_t{64} << 20;
+
 class WordPieceTokenizer final : public Tokenizer {
  public:
   static constexpr int kMaxWordChars = 100;
 
   // vocab[id] is the token with that id. Throws Error naming the first of
-  // [PAD] [UNK] [CLS] [SEP] [MASK] that is missing; `source` names the vocab
+  // [PAD] [UNK] [CLS] [SEP] [MASK] that is missing, or a token that is not
+  // valid UTF-8; `source` names the vocab
   // in messages. A token listed twice maps to its last id (as in BERT's
   // load_vocab); both ids still decode.
   WordPieceTokenizer(std::vector<std::string> vocab, bool lowercase,

@@ -3,7 +3,8 @@
 // Algorithm (the WordPiece recipe from the Hugging Face NLP course):
 //   - words = bert_basic_tokenize(corpus) with their counts; words longer
 //     than WordPieceTokenizer::kMaxWordChars are left out (they encode to
-//     [UNK] anyway);
+//     [UNK] anyway) before they are counted, so memory stays proportional
+//     to the text;
 //   - every word starts as its characters, the first as-is and the others
 //     with a "##" prefix; these symbols are the initial alphabet;
 //   - repeatedly merge the adjacent pair (a, b) with the highest score
@@ -68,9 +69,24 @@ class Trainer {
 
  private:
   void count_words(std::string_view corpus, bool lowercase) {
+    // Over-long words are dropped before anything is kept of them, so a
+    // corpus that is one huge word costs no more than its text.
     std::unordered_map<std::string, int64_t> counts;
-    for (std::string& w : bert_basic_tokenize(corpus, lowercase)) ++counts[std::move(w)];
-    std::vector<std::pair<std::string, int64_t>> words(counts.begin(), counts.end());
+    {
+      std::vector<std::string> all = bert_basic_tokenize(corpus, lowercase);
+      for (std::string& w : all) {
+        size_t chars = 0;
+        for (const unsigned char c : w) chars += (c & 0xC0) != 0x80;
+        if (chars <= static_cast<size_t>(WordPieceTokenizer::kMaxWordChars)) ++counts[std::move(w)];
+        std::string().swap(w);
+      }
+    }
+    std::vector<std::pair<std::string, int64_t>> words;
+    words.reserve(counts.size());
+    while (!counts.empty()) {
+      auto node = counts.extract(counts.begin());
+      words.emplace_back(std::move(node.key()), node.mapped());
+    }
     std::sort(words.begin(), words.end());  // fixes every later order
 
     // Split into characters; collect the alphabet.
@@ -80,7 +96,6 @@ class Trainer {
     for (size_t w = 0; w < words.size(); ++w) {
       cps.clear();
       utf8_decode(words[w].first, cps);
-      if (cps.size() > static_cast<size_t>(WordPieceTokenizer::kMaxWordChars)) continue;
       for (size_t i = 0; i < cps.size(); ++i) {
         std::string s = i == 0 ? "" : "##";
         utf8_append(s, cps[i]);

@@ -1,12 +1,17 @@
 #include "train/config.h"
 
+#include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <sstream>
+#include <system_error>
 #include <toml++/toml.h>
 
 #include "core/error.h"
+#include "data/utf8.h"
 #include "io/atomic_file.h"
+#include "train/toml_guard.h"
 
 namespace sparta {
 namespace {
@@ -24,10 +29,31 @@ struct Key {
   std::function<std::string(const Config&)> print;
 };
 
+// A TOML basic string. Not toml++'s formatter: 3.3.0 writes a string
+// holding a newline, quotes and ''' as a multi-line literal string that
+// ends early, so config.toml would not parse back.
 std::string quote(const std::string& s) {
-  std::ostringstream os;
-  os << toml::value<std::string>(s);
-  return os.str();
+  std::string out = "\"";
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      case '\r': out += "\\r"; break;
+      default:
+        if (c < 0x20 || c == 0x7F) {  // other control characters: TOML wants them escaped
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04X", static_cast<unsigned>(c));
+          out += buf;
+        } else {
+          out += ch;  // UTF-8 passes through: strings are checked to be UTF-8
+        }
+    }
+  }
+  out += '"';
+  return out;
 }
 
 std::string fmt_double(double v) {
@@ -37,6 +63,24 @@ std::string fmt_double(double v) {
   std::string s = os.str();
   if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
   return s;
+}
+
+// A --set number: decimal or scientific notation, "inf"/"nan", an optional
+// sign. Subnormals such as 1e-320 are numbers like any other (std::stod
+// would throw for them); a value beyond the double range is an error of its
+// own, not "not a number".
+double parse_number(const std::string& s, const std::string& where) {
+  const char* first = s.data();
+  const char* last = s.data() + s.size();
+  if (first != last && *first == '+' && last - first > 1 && first[1] != '-' && first[1] != '+') ++first;
+  double v = 0;
+  const auto [end, ec] = std::from_chars(first, last, v);
+  SPARTA_CHECK(ec != std::errc::invalid_argument && end == last && !s.empty(), "[config] ", where,
+               " must be a number, got '", s, "'");
+  SPARTA_CHECK(ec != std::errc::result_out_of_range, "[config] ", where,
+               " is out of range: a number must be 0 or between about 4.9e-324 and 1.8e308 in magnitude, got '", s,
+               "'");
+  return v;
 }
 
 // `field` is a generic lambda returning a reference to the value inside a
@@ -74,17 +118,7 @@ Key make_key(std::string section, std::string name, Field field) {
       SPARTA_CHECK(v.has_value(), "[config] ", where, " must be a number");
       field(c) = *v;
     };
-    k.set_text = [=](Config& c, const std::string& s) {
-      size_t pos = 0;
-      double v = 0;
-      try {
-        v = std::stod(s, &pos);
-      } catch (...) {
-        pos = 0;
-      }
-      SPARTA_CHECK(pos == s.size() && !s.empty(), "[config] ", where, " must be a number, got '", s, "'");
-      field(c) = v;
-    };
+    k.set_text = [=](Config& c, const std::string& s) { field(c) = parse_number(s, where); };
     k.print = [=](const Config& c) { return fmt_double(field(c)); };
   } else if constexpr (std::is_same_v<V, bool>) {
     k.kind = Kind::Bool;
@@ -108,6 +142,12 @@ Key make_key(std::string section, std::string name, Field field) {
     k.set_text = [=](Config& c, const std::string& s) {
       std::string v = s;
       if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+      // config.toml saves the value as a TOML string, which can only hold
+      // UTF-8: anything else would come back as different text.
+      const size_t bad = utf8_first_invalid(v);
+      SPARTA_CHECK(bad == v.size(), "[config] ", where, " must be UTF-8 text, got an invalid byte 0x", std::hex,
+                   static_cast<unsigned>(static_cast<unsigned char>(v[bad < v.size() ? bad : 0])), " at offset ",
+                   std::dec, bad);
       field(c) = v;
     };
     k.print = [=](const Config& c) { return quote(field(c)); };
@@ -238,7 +278,7 @@ Config parse_config(std::string_view toml_text, const std::string& source,
                     const std::vector<std::string>& overrides) {
   toml::table root;
   try {
-    root = toml::parse(toml_text, source);
+    root = toml::parse(guard_toml_text(toml_text, source), source);
   } catch (const toml::parse_error& e) {
     const auto& b = e.source().begin;
     throw Error(cat("[config] ", source, ":", b.line, ":", b.column, ": ", e.description()));
@@ -261,6 +301,12 @@ Config load_config(const std::filesystem::path& file, const std::vector<std::str
                "' does not exist");
   return parse_config(read_file(file), file.string(), overrides);
 }
+
+// Upper limits of keys that size allocations or loops, so a typo cannot ask
+// for unbounded memory (see also train_memory.h) or a run that never ends.
+constexpr int64_t kMaxTokensPerStep = (int64_t{1} << 31) - 1;
+constexpr int64_t kMaxSteps = 1'000'000'000;
+constexpr int64_t kMaxTaskEvalExamples = 1 << 20;
 
 void validate_config(const Config& c) {
   const ModelConfig& m = c.model;
@@ -295,11 +341,18 @@ void validate_config(const Config& c) {
                "[config] data.val_fraction must be in [0, 0.5], got ", c.data.val_fraction);
   SPARTA_CHECK(c.data.task.empty() || c.data.task == "passkey" || c.data.task == "mqar",
                "[config] data.task must be \"\" (text), \"passkey\" or \"mqar\", got '", c.data.task, "'");
-  SPARTA_CHECK(c.data.task_eval_examples >= 1, "[config] data.task_eval_examples must be >= 1, got ",
+  SPARTA_CHECK(c.data.task_eval_examples >= 1 && c.data.task_eval_examples <= kMaxTaskEvalExamples,
+               "[config] data.task_eval_examples must be >= 1 and at most ", kMaxTaskEvalExamples, ", got ",
                c.data.task_eval_examples);
   const TrainConfig& t = c.train;
-  SPARTA_CHECK(t.batch_size >= 1, "[config] train.batch_size must be >= 1, got ", t.batch_size);
-  SPARTA_CHECK(t.steps >= 1, "[config] train.steps must be >= 1, got ", t.steps);
+  // Token buffers are indexed with 32-bit ints; far below this the memory
+  // check (train_memory.h) stops a run anyway.
+  SPARTA_CHECK(t.batch_size >= 1 && t.batch_size <= kMaxTokensPerStep / m.context,
+               "[config] train.batch_size must be >= 1 and at most ", kMaxTokensPerStep / m.context,
+               " (train.batch_size * model.context at most ", kMaxTokensPerStep, " tokens per step), got ",
+               t.batch_size);
+  SPARTA_CHECK(t.steps >= 1 && t.steps <= kMaxSteps, "[config] train.steps must be >= 1 and at most ", kMaxSteps,
+               ", got ", t.steps);
   SPARTA_CHECK(t.lr > 0.0 && std::isfinite(t.lr), "[config] train.lr must be > 0, got ", t.lr);
   SPARTA_CHECK(t.warmup >= 0, "[config] train.warmup must be >= 0, got ", t.warmup);
   SPARTA_CHECK(t.weight_decay >= 0.0 && std::isfinite(t.weight_decay), "[config] train.weight_decay must be >= 0, got ",

@@ -22,11 +22,13 @@
 #include "ops/attention_dsa.h"
 #include "ops/grad_clip.h"
 #include "ops/softmax_xent.h"
+#include "train/attention_bench.h"
 #include "train/checkpoint.h"
 #include "train/loss_plot.h"
 #include "train/lr_schedule.h"
 #include "train/optimizer.h"
 #include "train/progress_bar.h"
+#include "train/train_memory.h"
 
 namespace sparta {
 
@@ -262,6 +264,8 @@ TrainResult run_training(const Config& cfg, const TrainOptions& opt) {
     throw Error(cat("[train] '", out.string(), "' already holds a run (", latest->filename().string(),
                     "); pass --resume to continue it, --force to start over, or set train.out"));
   if (!opt.resume) latest.reset();
+  // Before reading the corpus or allocating anything.
+  check_train_memory(cfg, mem_available_bytes());
 
   const bool is_task = !cfg.data.task.empty();
   // A synthetic task needs text only to train a WordPiece vocabulary.

@@ -244,6 +244,35 @@ class BadInputTest(CliCase):
             f.write("hi\n")
         self.assert_clean_error(["train", cfg, "--set", f"data.train={tiny}"], "context")
 
+    def test_text_input_errors(self):
+        cfg, out = self.config("text")
+        # A model far too large for the machine: named before anything is allocated.
+        self.assert_clean_error(["train", cfg, "--set", "model.n_layer=1024", "--set", "model.d_model=65536"],
+                                "model.n_layer = 1024, model.d_model = 65536")
+        self.assert_clean_error(["train", cfg, "--set", "model.n_layer=1000000"], "model.n_layer must be in")
+        # toml++ 3.3.0 has undefined behaviour on these bytes; they are refused first.
+        bare = os.path.join(self.tmp, "bare.toml")
+        with open(bare, "wb") as f:
+            f.write("\u0463".encode())
+        self.assert_clean_error(["train", bare], "bare.toml:1:1: character U+0463")
+        self.assert_clean_error(["train", cfg, "--set", "train.eps=1e999"], "train.eps is out of range")
+        # Invalid UTF-8 in a --set string (a surrogate escape is the raw byte 0xFF).
+        self.assert_clean_error(["train", cfg, "--set", "train.out=runs\udcff"], "train.out must be UTF-8 text")
+        vocab = os.path.join(self.tmp, "vocab.txt")
+        with open(vocab, "w") as f:
+            f.write("[PAD]\n[UNK]\n[CLS]\n\n[SEP]\n[MASK]\n")
+        wp = ["--set", "tokenizer.kind=wordpiece", "--set", f"tokenizer.vocab_file={vocab}",
+              "--set", "tokenizer.vocab_size=16"]
+        self.assert_clean_error(["train", cfg] + wp, "vocab.txt' line 4 is empty")
+        with open(vocab, "wb") as f:
+            f.write(b"[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nab\xff\n")
+        self.assert_clean_error(["train", cfg] + wp, "vocab.txt' line 6 is not valid UTF-8")
+        # A subnormal epsilon is a number: trains, and config.toml keeps it.
+        run(["train", cfg, "--quiet", "--set", "train.steps=2", "--set", "train.eps=1e-320"])
+        info = json.loads(run(["info", "--checkpoint", out, "--json"]).stdout)
+        eps = [line.split("=")[1] for line in info["config"].splitlines() if line.startswith("eps =")]
+        self.assertEqual([float(v) for v in eps], [1e-320])
+
     def test_checkpoint_errors(self):
         cfg, out = self.config("ck", steps=2)
         run(["train", cfg, "--quiet"])

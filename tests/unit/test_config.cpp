@@ -3,7 +3,10 @@
 #include <string>
 
 #include "core/error.h"
+#include "nn/gpt.h"
+#include "train/checkpoint.h"
 #include "train/config.h"
+#include "train/train_memory.h"
 
 using namespace sparta;
 
@@ -131,4 +134,145 @@ TEST(Config, MissingFileIsAClearError) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("does not exist"), std::string::npos);
   }
+}
+
+// toml++ 3.3.0 reaches TOML_UNREACHABLE when it tests some non-ASCII
+// characters for whitespace; the guard in front of it (train/toml_guard.h)
+// must stop every such character before toml++ sees it.
+TEST(ConfigTomlGuard, NonAsciiOutsideStringsIsAClearError) {
+  std::string e = error_of("\xD1\xA3");  // U+0463, the 2-byte input that hit the bug
+  EXPECT_NE(e.find("test.toml:1:1: character U+0463 is only allowed inside a string or a comment"),
+            std::string::npos)
+      << e;
+  e = error_of("[model]\nn_layer\xD1\xA3 = 3\n");
+  EXPECT_NE(e.find("test.toml:2:8: character U+0463"), std::string::npos) << e;
+  EXPECT_NE(error_of("[model]\nn_layer = 3\xE3\x80\x81\n").find("U+3001"), std::string::npos);
+  EXPECT_NE(error_of("[model\xEF\xB9\x90]\n").find("U+FE50"), std::string::npos);
+  // A backslash before a non-ASCII character is no escape, in either kind of basic string.
+  EXPECT_NE(error_of("[train]\nout = \"\"\"\\\xD1\xA3\"\"\"\n").find("invalid escape"), std::string::npos);
+  EXPECT_NE(error_of("[train]\nout = \"a\\\xD1\xA3\"\n").find("invalid escape"), std::string::npos);
+}
+
+TEST(ConfigTomlGuard, NonAsciiInStringsAndCommentsStillParses) {
+  const Config c = parse_config(
+      "\xEF\xBB\xBF# \xD1\xA3 comment \xE3\x80\x80\n"
+      "[train]\n"
+      "out = \"runs/\xD1\xA3\"  # \xD1\xA3\n"
+      "init_from = 'c:\\\xD1\xA3'\n"
+      "[data]\n"
+      "train = '''\n\xD1\xA3'''\n"
+      "task = \"\"\"\"\xD1\xA3\"\"\"\"\n",
+      "test.toml", {"data.task="});
+  EXPECT_EQ(c.train.out, "runs/\xD1\xA3");
+  EXPECT_EQ(c.train.init_from, "c:\\\xD1\xA3");
+  EXPECT_EQ(c.data.train, "\xD1\xA3");
+  // A line-ending backslash trims the whitespace after it; the character
+  // that follows is kept (toml++ would test it for being whitespace).
+  for (const char* cp : {"\xD1\xA3", "\xE3\x80\x80", "\xF0\x9F\x98\x80"}) {
+    const Config m = parse_config(cat("[train]\nout = \"\"\"a\\\n   \n  ", cp, "b\"\"\"\n"), "test.toml");
+    EXPECT_EQ(m.train.out, cat("a", cp, "b"));
+  }
+  const Config q = parse_config("[train]\nout = \"\"\"x\"\"\"\"\n", "test.toml");
+  EXPECT_EQ(q.train.out, "x\"");
+}
+
+TEST(ConfigTomlGuard, InvalidUtf8InTheFileIsNamedWithItsPosition) {
+  const std::string e = error_of("[train]\nout = \"ab\xFF\"\n");
+  EXPECT_NE(e.find("test.toml:2:10: invalid UTF-8 (byte 0xFF)"), std::string::npos) << e;
+  EXPECT_NE(error_of("# \xC3\n").find("test.toml:1:3: invalid UTF-8"), std::string::npos);
+}
+
+TEST(ConfigOverrides, NumbersIncludeSubnormalsAndOutOfRangeIsNamed) {
+  Config c = parse_config(kGood, "test.toml", {"train.eps=1e-320"});
+  EXPECT_EQ(c.train.eps, 1e-320);
+  c = parse_config(kGood, "test.toml", {"train.eps=4.9e-324", "train.lr=+2.5e-3"});
+  EXPECT_EQ(c.train.eps, 4.9e-324);
+  EXPECT_EQ(c.train.lr, 2.5e-3);
+  // Saved and read back unchanged.
+  c = parse_config(config_to_toml(parse_config(kGood, "test.toml", {"train.eps=1e-320"})), "saved.toml");
+  EXPECT_EQ(c.train.eps, 1e-320);
+  for (const char* bad : {"train.eps=1e999", "train.eps=-1e999", "train.eps=1e-400"})
+    EXPECT_NE(error_of(kGood, {bad}).find("train.eps is out of range"), std::string::npos) << bad;
+  for (const char* bad : {"train.eps=abc", "train.eps=", "train.eps=1e-3x", "train.eps=++1", "train.eps=0x10",
+                          "train.eps= 1"})
+    EXPECT_NE(error_of(kGood, {bad}).find("train.eps must be a number"), std::string::npos) << bad;
+  // Sign and zero are validation's business.
+  EXPECT_NE(error_of(kGood, {"train.eps=0"}).find("train.eps must be > 0"), std::string::npos);
+  EXPECT_NE(error_of(kGood, {"train.eps=-1e-320"}).find("train.eps must be > 0"), std::string::npos);
+}
+
+TEST(ConfigOverrides, StringsMustBeUtf8AndRoundTrip) {
+  const std::string e = error_of(kGood, {"train.out=runs/\xC3("});
+  EXPECT_NE(e.find("train.out must be UTF-8 text"), std::string::npos) << e;
+  EXPECT_NE(error_of(kGood, {"data.train=\xFF"}).find("data.train must be UTF-8"), std::string::npos);
+  // Newlines, quotes and ''' too: toml++'s own formatter wrote such a string
+  // as a multi-line literal string that ended early.
+  const std::string odd = "runs/\xD1\xA3 \"q\" \\ \t\x01#\n'''x'''\x7F\r\"\"\"";
+  const Config c = parse_config(kGood, "test.toml", {"train.out=" + odd});
+  EXPECT_EQ(c.train.out, odd);
+  EXPECT_EQ(parse_config(config_to_toml(c), "saved.toml").train.out, odd);
+}
+
+TEST(ConfigLimits, HugeSizesAreNamedErrors) {
+  EXPECT_NE(error_of(kGood, {"model.n_layer=1000000"}).find("model.n_layer must be in [1, 1024]"),
+            std::string::npos);
+  EXPECT_NE(error_of(kGood, {"model.d_model=1000000"}).find("model.d_model"), std::string::npos);
+  EXPECT_NE(error_of(kGood, {"model.context=100000000"}).find("model.context"), std::string::npos);
+  EXPECT_NE(error_of(kGood, {"train.batch_size=100000000000"}).find("train.batch_size must be >= 1 and at most"),
+            std::string::npos);
+  // The bound is on tokens per step: context 32 allows 2^31 / 32 sequences.
+  EXPECT_EQ(error_of(kGood, {"train.batch_size=67108863"}), "");
+  EXPECT_NE(error_of(kGood, {"train.batch_size=67108864"}).find("train.batch_size"), std::string::npos);
+  EXPECT_NE(error_of(kGood, {"train.steps=1000000000000"}).find("train.steps must be >= 1 and at most"),
+            std::string::npos);
+  EXPECT_NE(error_of(kGood, {"data.task_eval_examples=100000000"}).find("data.task_eval_examples"),
+            std::string::npos);
+  EXPECT_NE(error_of(kGood, {"train.steps=99999999999999999999"}).find("train.steps must be an integer"),
+            std::string::npos);
+}
+
+TEST(TrainMemory, EstimateMatchesTheModel) {
+  const Config c = parse_config(kGood, "test.toml");
+  GPT model(gpt_config_from(c, c.tokenizer.vocab_size));
+  model.init_weights(1);
+  const TrainMemoryEstimate e = estimate_train_memory(c);
+  EXPECT_EQ(e.param_bytes, 16.0 * static_cast<double>(model.params().count()));
+  const int64_t B = c.train.batch_size, T = c.model.context;
+  std::vector<int32_t> tokens(B * T, 1), targets(B * T, 2);
+  model.forward_backward(tokens.data(), targets.data(), B, T);
+  // A lower bound, and a close one (buffers are padded to 64 bytes).
+  EXPECT_LE(e.activation_bytes, static_cast<double>(model.activation_bytes()));
+  EXPECT_GE(e.activation_bytes, 0.95 * static_cast<double>(model.activation_bytes()));
+}
+
+TEST(TrainMemory, TooLargeForTheMachineNamesTheKeys) {
+  const Config small = parse_config(kGood, "test.toml");
+  check_train_memory(small, int64_t{1} << 30);
+  const Config big = parse_config(kGood, "test.toml", {"model.n_layer=1024", "model.d_model=65536"});
+  EXPECT_GT(estimate_train_memory(big).param_bytes, 8e14);  // 1024 * 12 * 65536^2 * 16 bytes
+  try {
+    check_train_memory(big, int64_t{64} << 30);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("64.0 GiB of memory is available"), std::string::npos) << m;
+    EXPECT_NE(m.find("model.n_layer = 1024, model.d_model = 65536"), std::string::npos) << m;
+    EXPECT_NE(m.find("train.batch_size = 4, model.context = 32"), std::string::npos) << m;
+  }
+  check_train_memory(big, -1);  // unknown: no check
+}
+
+// Found by fuzz_config: toml++ reads a number, boolean or date up to a
+// value terminator, testing every character, quotes included.
+TEST(ConfigTomlGuard, QuotesInsideABareValueOpenNoString) {
+  std::string e = error_of("[data]\nval_fraction = 5ee'''e\xCF\x9A-320'''\n");
+  EXPECT_NE(e.find("test.toml:2:23: character U+03DA is only allowed inside a string"), std::string::npos) << e;
+  EXPECT_NE(error_of("[train]\nlr = 1.'\xD1\xA3'\n").find("U+0463"), std::string::npos);
+  EXPECT_NE(error_of("[train]\nlr = [1, -\"\xD1\xA3\"]\n").find("U+0463"), std::string::npos);
+  // Quoted keys and strings in arrays and inline tables are strings: valid
+  // TOML that reaches the config checks.
+  e = error_of("[train]\n'\xD1\xA3'.x = 1\n");
+  EXPECT_NE(e.find("unknown key 'train.\xD1\xA3'"), std::string::npos) << e;
+  e = error_of("[train]\nx = [ '\xD1\xA3', { a.'\xD1\xA3' = \"\xD1\xA3\" },\n  \"\xD1\xA3\" ]\n");
+  EXPECT_NE(e.find("unknown key 'train.x'"), std::string::npos) << e;
 }

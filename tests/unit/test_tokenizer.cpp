@@ -24,6 +24,7 @@
 #include "data/tokenizer.h"
 #include "data/utf8.h"
 #include "data/wordpiece.h"
+#include "train/attention_bench.h"
 
 using namespace sparta;
 namespace fs = std::filesystem;
@@ -403,6 +404,90 @@ TEST(WordPiece, VocabFileLoadsUnchanged) {
   EXPECT_EQ(wp.token_to_id("the"), 8);  // the last of duplicates wins, as in BERT
   EXPECT_EQ(tok->encode("The thes"), (std::vector<int32_t>{8, 8, 7}));
   EXPECT_EQ(tok->decode({6, 7}), "thes");
+}
+
+const char* const kSpecialLines = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n";
+
+TEST(WordPieceVocabFile, EmptyLineIsAnErrorWithItsLineNumber) {
+  TempDir dir("wpempty");
+  const fs::path p = dir.path / "vocab.txt";
+  write_file(p, std::string(kSpecialLines) + "the\n\nend\n");
+  std::string msg = error_of([&] { load_wordpiece_vocab(p); });
+  EXPECT_NE(msg.find("vocab.txt' line 7 is empty"), std::string::npos) << msg;
+  write_file(p, std::string(kSpecialLines) + "the\r\n\r\n");  // CRLF: the same
+  msg = error_of([&] { load_wordpiece_vocab(p); });
+  EXPECT_NE(msg.find("line 7 is empty"), std::string::npos) << msg;
+  write_file(p, std::string(kSpecialLines) + "the\n\n");  // a blank last line is a line
+  EXPECT_NE(error_of([&] { load_wordpiece_vocab(p); }).find("line 7 is empty"), std::string::npos);
+  // One newline at the end, or none, is fine.
+  write_file(p, std::string(kSpecialLines) + "the\n");
+  EXPECT_EQ(load_wordpiece_vocab(p)->vocab_size(), 6);
+  write_file(p, std::string(kSpecialLines) + "the");
+  EXPECT_EQ(load_wordpiece_vocab(p)->vocab_size(), 6);
+}
+
+TEST(WordPieceVocabFile, InvalidUtf8IsAnErrorSoDecodeStaysValid) {
+  TempDir dir("wputf8");
+  const fs::path p = dir.path / "vocab.txt";
+  write_file(p, std::string(kSpecialLines) + "caf\xC3\xA9\n##\xA9\n");
+  const std::string msg = error_of([&] { load_wordpiece_vocab(p); });
+  EXPECT_NE(msg.find("vocab.txt' line 7 is not valid UTF-8 (byte 3 of the token)"), std::string::npos) << msg;
+  // Built in memory: the same promise.
+  EXPECT_NE(error_of([] { WordPieceTokenizer(Words{"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "\xE2\x82"}, true); })
+                .find("token 5 is not valid UTF-8"),
+            std::string::npos);
+  write_file(p, std::string(kSpecialLines) + "caf\xC3\xA9\n");
+  auto tok = load_wordpiece_vocab(p);
+  EXPECT_EQ(tok->decode({5}), "caf\xC3\xA9");
+}
+
+TEST(WordPieceVocabFile, SizeLimitsAreCheckedWithBoundedMemory) {
+  TempDir dir("wpbig");
+  const fs::path p = dir.path / "vocab.txt";
+  // Ten million lines (20 MB): rejected at the first token past the limit.
+  {
+    std::string text(kSpecialLines);
+    text.reserve(20'000'010);
+    while (text.size() < 20'000'000) text += "a\n";
+    write_file(p, text);
+  }
+  std::string msg = error_of([&] { load_wordpiece_vocab(p); });
+  EXPECT_NE(msg.find(cat("has more than ", kMaxVocabTokens, " tokens")), std::string::npos) << msg;
+  // Exactly the limit loads.
+  {
+    std::string text(kSpecialLines);
+    for (int64_t i = 5; i < kMaxVocabTokens; ++i) text += "b\n";
+    write_file(p, text);
+  }
+  EXPECT_EQ(load_wordpiece_vocab(p)->vocab_size(), kMaxVocabTokens);
+  // Too big a file is refused from its size, before anything is read.
+  write_file(p, kSpecialLines);
+  fs::resize_file(p, kMaxVocabFileBytes + 1);
+  msg = error_of([&] { load_wordpiece_vocab(p); });
+  EXPECT_NE(msg.find("more than a vocab file may have"), std::string::npos) << msg;
+}
+
+// A corpus that is one huge word used to cost 25 times its size (a copy per
+// processing step, 4 bytes per character); now a small multiple.
+TEST(WordPieceMemory, OneHugeWordCostsAFewTimesItsSize) {
+  const size_t n = size_t{16} << 20;
+  for (const std::string unit : {"a", "\xC3\xA9"}) {
+    std::string corpus;
+    corpus.reserve(n + 64);
+    while (corpus.size() < n) corpus += unit;
+    corpus += " short words here";
+    PeakMemoryMeter meter;
+    meter.begin();
+    const auto trained = train_wordpiece(corpus, 64);
+    const std::vector<int32_t> ids = trained->encode(corpus);
+    meter.end();
+    if (!meter.reset_ok()) GTEST_SKIP() << "cannot reset the peak RSS counter here";
+    const auto& wp = dynamic_cast<const WordPieceTokenizer&>(*trained);
+    EXPECT_EQ(ids.front(), wp.unk_id());  // over 100 characters: [UNK], as in BERT
+    EXPECT_EQ(ids.size(), 4u);
+    const double input_mib = static_cast<double>(corpus.size()) / (1 << 20);
+    EXPECT_LT(meter.peak_mib(), (unit == "a" ? 3.0 : 8.0) * input_mib) << "unit '" << unit << "'";
+  }
 }
 
 // ------------------------------------------------------- WordPiece training

@@ -1,0 +1,50 @@
+#include "train/train_memory.h"
+
+#include <cstdio>
+
+#include "core/error.h"
+
+namespace sparta {
+
+TrainMemoryEstimate estimate_train_memory(const Config& cfg) {
+  // Doubles: with the per-key limits the products overflow int64.
+  const double L = static_cast<double>(cfg.model.n_layer);
+  const double d = static_cast<double>(cfg.model.d_model);
+  const double H = static_cast<double>(cfg.model.n_head);
+  const double V = static_cast<double>(cfg.tokenizer.vocab_size);
+  const double rows = static_cast<double>(cfg.train.batch_size) * static_cast<double>(cfg.model.context);
+  TrainMemoryEstimate e;
+  // Tied embedding; per layer qkv, proj, fc, fc-proj weights (12 d^2) plus
+  // biases and LayerNorms (13 d); the final LayerNorm.
+  const double params = V * d + L * (12.0 * d * d + 13.0 * d) + 2.0 * d;
+  e.param_bytes = 16.0 * params;
+  // Per layer: res, res_mid, ln1, qkv (3d), att, ln2, fc (4d) = 12 d, plus
+  // lse (H) and 4 LayerNorm statistics; once: the last residual, final
+  // LayerNorm, scratch and gradient buffers (17 d) and logits (V).
+  const double per_row = L * (12.0 * d + H + 4.0) + 17.0 * d + V + 2.0;
+  e.activation_bytes = 4.0 * rows * per_row;
+  return e;
+}
+
+namespace {
+
+std::string gib(double bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f GiB", bytes / (1024.0 * 1024.0 * 1024.0));
+  return buf;
+}
+
+}  // namespace
+
+void check_train_memory(const Config& cfg, int64_t available_bytes) {
+  if (available_bytes < 0) return;
+  const TrainMemoryEstimate e = estimate_train_memory(cfg);
+  SPARTA_CHECK(e.total() <= static_cast<double>(available_bytes), "[config] training needs at least ",
+               gib(e.total()), " but only ", gib(static_cast<double>(available_bytes)),
+               " of memory is available: parameters with gradients and AdamW state ", gib(e.param_bytes),
+               " (model.n_layer = ", cfg.model.n_layer, ", model.d_model = ", cfg.model.d_model,
+               ", tokenizer.vocab_size = ", cfg.tokenizer.vocab_size, "), activations ", gib(e.activation_bytes),
+               " (train.batch_size = ", cfg.train.batch_size, ", model.context = ", cfg.model.context, ")");
+}
+
+}  // namespace sparta
