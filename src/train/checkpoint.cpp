@@ -1,5 +1,6 @@
 #include "train/checkpoint.h"
 
+#include <cmath>
 #include <cstring>
 #include <toml++/toml.h>
 
@@ -11,6 +12,20 @@
 namespace sparta {
 
 namespace fs = std::filesystem;
+
+namespace {
+
+// Name of the first parameter holding a NaN or an infinity; "" if none.
+std::string first_non_finite(const float* base, const ParamStore& P) {
+  for (const ParamInfo& p : P.params()) {
+    const float* w = base + p.offset;
+    for (int64_t i = 0; i < p.numel; ++i)
+      if (!std::isfinite(w[i])) return p.name;
+  }
+  return "";
+}
+
+}  // namespace
 
 GPTConfig gpt_config_from(const Config& cfg, int64_t vocab_size) {
   GPTConfig g;
@@ -29,6 +44,11 @@ GPTConfig gpt_config_from(const Config& cfg, int64_t vocab_size) {
 fs::path save_checkpoint(const fs::path& out_dir, const Config& cfg, GPT& model, AdamW& opt,
                          const TrainState& st, const Tokenizer& tok) {
   ParamStore& P = model.params();
+  // A checkpoint is what --resume, eval and init_from trust: never one that
+  // cannot be used.
+  const std::string bad = first_non_finite(P.data(), P);
+  SPARTA_CHECK(bad.empty(), "[checkpoint] not saving step ", st.step, " into '", out_dir.string(), "': weight '", bad,
+               "' is not finite (NaN or infinity)");
   return commit_checkpoint(
       out_dir, st.step,
       [&](const fs::path& dir) {
@@ -102,6 +122,9 @@ LoadedCheckpoint load_checkpoint(const fs::path& path, const std::vector<std::st
     SPARTA_CHECK(known, "[checkpoint] ", (out.dir / "model.safetensors").string(), ": unexpected tensor '", name,
                  "' (the config describes a different model)");
   }
+  const std::string bad = first_non_finite(P.data(), P);
+  SPARTA_CHECK(bad.empty(), "[checkpoint] ", (out.dir / "model.safetensors").string(), ": tensor '", bad,
+               "' holds a NaN or an infinity; this checkpoint cannot be used");
   fs::path state_file = out.dir / "train_state.safetensors";
   if (fs::exists(state_file)) {
     SafetensorsFile s = SafetensorsFile::read(state_file);

@@ -61,6 +61,9 @@ struct TrainConfig {
   double min_lr_ratio = 0.1;
   int64_t keep_checkpoints = 3;
   int64_t eval_batches = 0;    // 0 = the whole validation split
+  // Steps with a non-finite loss or gradient norm are skipped (no update);
+  // this many in a row stop the run with an error.
+  int64_t max_bad_steps = 3;
   // Start from the weights of this checkpoint (a run folder: its newest
   // complete checkpoint; or one checkpoint folder) instead of a random
   // init; "" = none. Its model shape and tokenizer must match; model.context
@@ -88,5 +91,14 @@ void validate_config(const Config& cfg);
 std::string config_to_toml(const Config& cfg);
 // Every "section.key" the parser knows, for help text.
 std::vector<std::string> config_keys();
+// The value of one "section.key" as config_to_toml prints it (strings
+// quoted); sparta::Error for an unknown key.
+std::string config_value(const Config& cfg, const std::string& key);
+
+// The keys `train --resume` may change with --set: they carry no weights,
+// leave the data stream and optimizer state as they are, and only decide
+// how long, how often and where the run goes on (plus the DSA key budget).
+// Every other key comes from the checkpoint's config. docs/config.md lists them.
+const std::vector<std::string>& resume_safe_keys();
 
 }  // namespace sparta

@@ -12,3 +12,9 @@ set_tests_properties(cli_SweepTest PROPERTIES TIMEOUT 600)
 add_test(NAME cli_BenchAttentionTest
          COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/test_bench_cli.py $<TARGET_FILE:sparta> -v BenchAttentionTest)
 set_tests_properties(cli_BenchAttentionTest PROPERTIES TIMEOUT 600)
+# Never lose or mix a run: Ctrl-C/SIGTERM, run-folder lock, resume rules, --force, non-finite numbers.
+foreach(case InterruptTest LockTest ResumeRulesTest StartOverTest NonFiniteTest)
+  add_test(NAME cli_${case}
+           COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/test_run_safety.py $<TARGET_FILE:sparta> -v ${case})
+  set_tests_properties(cli_${case} PROPERTIES TIMEOUT 600)
+endforeach()

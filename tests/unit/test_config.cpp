@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "train/config.h"
@@ -131,4 +133,26 @@ TEST(Config, MissingFileIsAClearError) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("does not exist"), std::string::npos);
   }
+}
+
+TEST(Config, ValueOfAKeyAsText) {
+  Config c = parse_config(kGood, "good.toml");
+  EXPECT_EQ(config_value(c, "train.lr"), "0.001");  // shortest round trip, not 0.0010000000000000000
+  EXPECT_EQ(config_value(c, "model.n_layer"), "3");
+  EXPECT_EQ(config_value(c, "model.attention"), "'dense'");
+  EXPECT_THROW(config_value(c, "train.nope"), Error);
+}
+
+TEST(Config, ResumeSafeKeysAreConfigKeysAndLeaveTheModelAlone) {
+  const std::vector<std::string> all = config_keys();
+  for (const std::string& k : resume_safe_keys()) {
+    EXPECT_NE(std::find(all.begin(), all.end(), k), all.end()) << k;
+    EXPECT_NE(k, "model.attention");
+    EXPECT_NE(k.rfind("tokenizer.", 0), 0u) << k;
+  }
+}
+
+TEST(Config, MaxBadStepsMustBePositive) {
+  EXPECT_EQ(parse_config(kGood, "good.toml").train.max_bad_steps, 3);
+  EXPECT_THROW(parse_config(kGood, "good.toml", {"train.max_bad_steps=0"}), Error);
 }
