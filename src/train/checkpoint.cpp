@@ -107,7 +107,13 @@ std::vector<std::string> with_legacy_defaults(const fs::path& config_file, const
 LoadedCheckpoint load_checkpoint(const fs::path& path, const std::vector<std::string>& overrides) {
   LoadedCheckpoint out;
   out.dir = resolve_checkpoint(path);
-  out.config = load_config(out.dir / "config.toml", with_legacy_defaults(out.dir / "config.toml", overrides));
+  const fs::path config_file = out.dir / "config.toml";
+  out.config = load_config(config_file, with_legacy_defaults(config_file, overrides));
+  // Overrides that reshape the model cannot apply to these weights: say which.
+  const std::string differs = config_difference(load_config(config_file, with_legacy_defaults(config_file, {})),
+                                                out.config, weight_shape_keys(), "the checkpoint", "the overrides");
+  SPARTA_CHECK(differs.empty(), "[checkpoint] ", out.dir.string(), ": ", differs,
+               " (the weights have the checkpoint's shape)");
   out.tokenizer = load_tokenizer(out.dir);
   out.model = std::make_unique<GPT>(gpt_config_from(out.config, out.tokenizer->vocab_size()));
   SafetensorsFile f = SafetensorsFile::read(out.dir / "model.safetensors");

@@ -352,6 +352,21 @@ std::string config_value(const Config& cfg, const std::string& key) {
   return std::string(buf, r.ptr);
 }
 
+std::string config_difference(const Config& a, const Config& b, const std::vector<std::string>& keys,
+                              const std::string& a_name, const std::string& b_name) {
+  for (const std::string& key : keys) {
+    const std::string va = config_value(a, key), vb = config_value(b, key);
+    if (va != vb) return cat(key, " is ", va, " in ", a_name, " but ", vb, " in ", b_name);
+  }
+  return "";
+}
+
+const std::vector<std::string>& weight_shape_keys() {
+  static const std::vector<std::string> keys = {"model.n_layer", "model.n_head", "model.d_model", "tokenizer.kind",
+                                                "tokenizer.vocab_size"};
+  return keys;
+}
+
 const std::vector<std::string>& resume_safe_keys() {
   static const std::vector<std::string> safe = {
       "train.steps",          "train.eval_every",        "train.ckpt_every",     "train.threads",

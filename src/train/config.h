@@ -95,6 +95,15 @@ std::vector<std::string> config_keys();
 // quoted); sparta::Error for an unknown key.
 std::string config_value(const Config& cfg, const std::string& key);
 
+// The first of `keys` whose value differs between two configs, as
+// "model.d_model is 32 in <a_name> but 64 in <b_name>"; "" when all agree.
+std::string config_difference(const Config& a, const Config& b, const std::vector<std::string>& keys,
+                              const std::string& a_name, const std::string& b_name);
+
+// The settings a checkpoint's weights are laid out for: n_layer, n_head,
+// d_model and the tokenizer's kind and vocab_size.
+const std::vector<std::string>& weight_shape_keys();
+
 // The keys `train --resume` may change with --set: they carry no weights,
 // leave the data stream and optimizer state as they are, and only decide
 // how long, how often and where the run goes on (plus the DSA key budget).

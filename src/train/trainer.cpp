@@ -170,21 +170,6 @@ TaskEvalResult evaluate_task(GPT& model, const TaskConfig& task, const Tokenizer
 
 namespace {
 
-// The settings a checkpoint's weights depend on. train.init_from must match
-// all of them (after its context / RoPE / attention overrides).
-const char* const kShapeKeys[] = {"model.n_layer",   "model.n_head",      "model.d_model",
-                                  "model.context",   "model.rope_base",   "model.rope_dims",
-                                  "tokenizer.kind",  "tokenizer.vocab_size"};
-
-// "" when the shapes agree, else "model.d_model is 32 in the checkpoint but 64 in this run".
-std::string shape_difference(const Config& saved, const Config& wanted) {
-  for (const char* key : kShapeKeys) {
-    const std::string a = config_value(saved, key), b = config_value(wanted, key);
-    if (a != b) return cat(key, " is ", a, " in the checkpoint but ", b, " in this run");
-  }
-  return "";
-}
-
 // Attention settings may change between runs of one checkpoint (e.g. dense
 // pre-training, then DSA): they carry no weights of their own.
 std::string exact(double v) {
@@ -386,7 +371,7 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
     overrides.push_back("model.rope_base=" + exact(cfg.model.rope_base));
     overrides.push_back(cat("model.rope_dims=", cfg.model.rope_dims));
     LoadedCheckpoint ck = load_checkpoint(cfg.train.init_from, overrides);
-    const std::string differs = shape_difference(ck.config, cfg);
+    const std::string differs = config_difference(ck.config, cfg, weight_shape_keys(), "the checkpoint", "this run");
     SPARTA_CHECK(differs.empty(), "[train] train.init_from: ", ck.dir.string(), ": ", differs,
                  " (only model.context, RoPE and the attention settings may differ)");
     tok = std::move(ck.tokenizer);

@@ -309,7 +309,7 @@ class ResumeRulesTest(Case):
         p = run(["train", cfg, "--quiet", "--resume", "--force"], check=False)
         self.assert_one_line_error(p, "--resume", "--force")
 
-    def test_init_from_names_the_key_that_differs(self):
+    def test_shape_errors_name_the_key_that_differs(self):
         cfg_a, out_a = self.config("shape_a", steps=2)
         run(["train", cfg_a, "--quiet"])
         cfg_b, out_b = self.config("shape_b", steps=2)
@@ -317,6 +317,8 @@ class ResumeRulesTest(Case):
                 check=False)
         self.assert_one_line_error(p, "train.init_from", "model.n_head is 2 in the checkpoint but 4 in this run")
         self.assertFalse(os.path.exists(out_b))
+        p = run(["eval", "--checkpoint", out_a, "--data", self.corpus, "--set", "model.d_model=64"], check=False)
+        self.assert_one_line_error(p, "model.d_model is 32 in the checkpoint but 64 in the overrides")
 
 
 class StartOverTest(Case):
