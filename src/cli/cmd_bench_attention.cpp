@@ -11,6 +11,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/interrupt.h"
 #include "core/parallel.h"
 #include "io/atomic_file.h"
 #include "train/attention_bench.h"
@@ -119,6 +120,7 @@ void run(const BenchAttentionArgs& a) {
   spec.min_time_s = a.min_time;
   spec.decode_steps = a.decode_steps;
   init_compute_threads(a.threads);
+  install_interrupt_handlers();
   std::fprintf(stderr, "bench attention: B=%lld H=%lld D=%lld %s, %d threads, min-time %g s per timing\n",
                static_cast<long long>(a.batch), static_cast<long long>(a.heads), static_cast<long long>(a.head_dim),
                spec.causal ? "causal" : "bidirectional", compute_threads(), a.min_time);
@@ -150,12 +152,13 @@ void run(const BenchAttentionArgs& a) {
   std::vector<std::vector<AttentionBenchRecord>> rounds(fitting.size() * impls.size());
   std::vector<AttentionBenchRecord> recs;
   bool warned_reset = false;
-  for (int round = 1; round <= a.rounds; ++round) {
+  for (int round = 1; round <= a.rounds && !interrupt_requested(); ++round) {
     if (a.rounds > 1) std::fprintf(stderr, "round %d of %d\n", round, a.rounds);
-    for (size_t si = 0; si < fitting.size(); ++si)
-      for (size_t ii = 0; ii < impls.size(); ++ii) {
+    for (size_t si = 0; si < fitting.size() && !interrupt_requested(); ++si)
+      for (size_t ii = 0; ii < impls.size() && !interrupt_requested(); ++ii) {
         const std::string& impl = impls[ii];
         const AttentionBenchRecord r = measure_attention(impl, fitting[si], spec, dsa);
+        if (interrupt_requested()) break;  // cut short by Ctrl-C: fewer runs than asked, not recorded
         std::string line = cat(impl, " seq=", fitting[si], ": fwd ", g4(r.fwd_ms), " ms, bwd ", g4(r.bwd_ms), " ms");
         if (r.decode_ms) line += cat(", decode ", g4(*r.decode_ms), " ms/token");
         if (r.selection_ms)
@@ -181,6 +184,14 @@ void run(const BenchAttentionArgs& a) {
   }
   if (a.json && a.rounds > 1)
     for (const auto& r : recs) std::printf("%s\n", attention_record_json(r).dump().c_str());
+  if (interrupt_requested()) {
+    // Keep what was measured: the table (or JSON records) and the --out files.
+    if (!recs.empty()) emit(recs, a.json);
+    std::fflush(stdout);
+    throw Interrupted(interrupt_signal(),
+                      cat("[bench] ", interrupt_signal_name(), ": stopped after ", recs.size(), " measurements",
+                          a.out.empty() ? "" : cat(" (kept in ", (out_dir / "attention.jsonl").string(), ")")));
+  }
   SPARTA_CHECK(!recs.empty(), "[bench] nothing was measured: every sequence length was skipped");
   emit(recs, a.json);
   if (!a.out.empty())
@@ -213,7 +224,14 @@ void add_bench_attention_command(CLI::App& bench) {
                 "Read records from this JSONL file instead of measuring (table, --json, --out)");
   c->add_flag("--json", a->json, "One JSON record per line instead of the table");
   c->add_flag("--bidirectional", a->bidirectional, "Non-causal attention (no decode timing)");
-  c->callback([a] { run(*a); });
+  c->callback([a] {
+    try {
+      run(*a);
+    } catch (const Interrupted& e) {
+      std::fprintf(stderr, "%s\n", e.what());
+      throw;
+    }
+  });
 }
 
 }  // namespace sparta::cli

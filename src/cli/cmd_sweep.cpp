@@ -5,6 +5,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/interrupt.h"
 #include "train/sweep.h"
 
 namespace sparta::cli {
@@ -47,7 +48,18 @@ void add_sweep_command(CLI::App& app) {
     opt.force = a->force;
     opt.log = a->quiet ? nullptr : stderr;
     opt.train_progress = a->verbose;
-    SweepResult r = run_sweep(plan, opt);
+    install_interrupt_handlers();
+    SweepResult r;
+    try {
+      r = run_sweep(plan, opt);
+    } catch (const Interrupted& e) {
+      std::vector<std::string> resume = {"sweep", a->config};
+      for (const std::string& g : a->grid) resume.insert(resume.end(), {"--grid", g});
+      for (const std::string& s : a->sets) resume.insert(resume.end(), {"--set", s});
+      resume.insert(resume.end(), {"--out", plan.out.string(), "--resume"});
+      std::fprintf(stderr, "%s\ncontinue with: %s\n", e.what(), resume_command(resume).c_str());
+      throw;
+    }
     std::printf("%s", r.table.c_str());
     const int64_t best = best_record(r.records, r.metric);
     if (best >= 0) {

@@ -1,8 +1,10 @@
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "cli/commands.h"
+#include "core/interrupt.h"
 #include "train/config.h"
 #include "train/trainer.h"
 
@@ -31,7 +33,18 @@ void add_train_command(CLI::App& app) {
     opt.force = args->force;
     opt.progress = !args->quiet;
     opt.until = args->until;
-    TrainResult r = run_training(cfg, opt);
+    opt.sets = args->sets;
+    install_interrupt_handlers();
+    TrainResult r;
+    try {
+      r = run_training(cfg, opt);
+    } catch (const Interrupted& e) {
+      std::vector<std::string> resume = {"train", args->config};
+      for (const std::string& s : args->sets) resume.insert(resume.end(), {"--set", s});
+      resume.push_back("--resume");
+      std::fprintf(stderr, "%s\nresume with: %s\n", e.what(), resume_command(resume).c_str());
+      throw;
+    }
     std::printf("trained %lld steps: loss %.4f", static_cast<long long>(r.steps), r.final_loss);
     if (r.final_val_loss >= 0) std::printf(", val_loss %.4f", r.final_val_loss);
     std::printf(", %.0f tokens/s (median); output in %s\n", r.median_tokens_per_s, cfg.train.out.c_str());

@@ -4,6 +4,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/interrupt.h"
 #include "core/memory.h"
 
 int main(int argc, char** argv) {
@@ -22,6 +23,8 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const sparta::Interrupted& e) {
+    return e.exit_status();  // stopped cleanly on SIGINT/SIGTERM; the command said where
   } catch (const sparta::Error& e) {
     std::fprintf(stderr, "sparta: error: %s\n", e.what());
     return 1;

@@ -155,6 +155,25 @@ fs::path commit_checkpoint(const fs::path& out_dir, int64_t step,
   throw_fs_error(e);
 }
 
+void remove_all_checkpoints(const fs::path& out_dir) try {
+  if (!fs::is_directory(out_dir)) return;
+  for (const char* marker : {kLatest, "LATEST.tmp"}) {
+    std::error_code ec;
+    fs::remove(out_dir / marker, ec);
+    if (ec) throw Error(cat("[checkpoint] cannot remove '", (out_dir / marker).string(), "': ", ec.message()));
+  }
+  fsync_path(out_dir);
+  std::vector<fs::path> doomed;
+  for (const auto& e : fs::directory_iterator(out_dir)) {
+    const std::string n = e.path().filename().string();
+    if (n.rfind(kScratchPrefix, 0) == 0 || (parse_checkpoint_step(n) >= 0 && e.is_directory()))
+      doomed.push_back(e.path());
+  }
+  for (const auto& p : doomed) remove_tree(p);
+} catch (const fs::filesystem_error& e) {
+  throw_fs_error(e);
+}
+
 std::optional<fs::path> latest_checkpoint(const fs::path& out_dir) try {
   const fs::path marker = out_dir / kLatest;
   if (!fs::exists(marker)) return std::nullopt;

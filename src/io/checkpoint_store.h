@@ -44,6 +44,11 @@ std::filesystem::path commit_checkpoint(const std::filesystem::path& out_dir, in
                                         const std::function<void(const std::filesystem::path&)>& fill,
                                         int keep = 3);
 
+// Removes every checkpoint from OUT (LATEST first, so it never names a
+// missing folder; then ckpt-* folders and .ckpt-* scratch) and nothing else.
+// For starting a run over (`train --force`).
+void remove_all_checkpoints(const std::filesystem::path& out_dir);
+
 // OUT/<name in LATEST>; nullopt if OUT has no LATEST. sparta::Error if LATEST
 // is malformed or names a folder that does not exist.
 std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::path& out_dir);

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/interrupt.h"
 #include "core/parallel.h"
 #include "core/rng.h"
 #include "core/tensor.h"
@@ -152,7 +153,7 @@ std::vector<double> time_runs(const std::function<void()>& fn, double min_time_s
     fn();
     runs.push_back(std::chrono::duration<double>(clock::now() - t0).count());
     total += runs.back();
-  } while (total < min_time_s && static_cast<int>(runs.size()) < max_runs);
+  } while (total < min_time_s && static_cast<int>(runs.size()) < max_runs && !interrupt_requested());
   return runs;
 }
 

@@ -57,8 +57,9 @@ nlohmann::json attention_record_json(const AttentionBenchRecord& r);
 AttentionBenchRecord attention_record_from_json(const nlohmann::json& j, const std::string& where);
 
 // Runs fn once untimed (warm-up), then timed until the timed runs add up to
-// at least min_time_s, at least once and at most max_runs times; returns each
-// timed run's seconds.
+// at least min_time_s, at least once and at most max_runs times (fewer once
+// interrupt_requested(): Ctrl-C stops a long benchmark quickly); returns
+// each timed run's seconds.
 std::vector<double> time_runs(const std::function<void()>& fn, double min_time_s, int max_runs);
 // Median (mean of the middle two for an even count); NaN for no values.
 double median(std::vector<double> v);

@@ -1,6 +1,7 @@
 #include "train/checkpoint.h"
 
 #include <charconv>
+#include <cmath>
 #include <optional>
 #include <cstring>
 #include <toml++/toml.h>
@@ -15,6 +16,20 @@
 namespace sparta {
 
 namespace fs = std::filesystem;
+
+namespace {
+
+// Name of the first parameter holding a NaN or an infinity; "" if none.
+std::string first_non_finite(const float* base, const ParamStore& P) {
+  for (const ParamInfo& p : P.params()) {
+    const float* w = base + p.offset;
+    for (int64_t i = 0; i < p.numel; ++i)
+      if (!std::isfinite(w[i])) return p.name;
+  }
+  return "";
+}
+
+}  // namespace
 
 GPTConfig gpt_config_from(const Config& cfg, int64_t vocab_size) {
   GPTConfig g;
@@ -33,6 +48,11 @@ GPTConfig gpt_config_from(const Config& cfg, int64_t vocab_size) {
 fs::path save_checkpoint(const fs::path& out_dir, const Config& cfg, GPT& model, AdamW& opt,
                          const TrainState& st, const Tokenizer& tok) {
   ParamStore& P = model.params();
+  // A checkpoint is what --resume, eval and init_from trust: never one that
+  // cannot be used.
+  const std::string bad = first_non_finite(P.data(), P);
+  SPARTA_CHECK(bad.empty(), "[checkpoint] not saving step ", st.step, " into '", out_dir.string(), "': weight '", bad,
+               "' is not finite (NaN or infinity)");
   return commit_checkpoint(
       out_dir, st.step,
       [&](const fs::path& dir) {
@@ -133,7 +153,13 @@ int64_t metadata_int(const SafetensorsFile& f, const std::string& key, std::opti
 LoadedCheckpoint load_checkpoint(const fs::path& path, const std::vector<std::string>& overrides) {
   LoadedCheckpoint out;
   out.dir = resolve_checkpoint(path);
-  out.config = load_config(out.dir / "config.toml", with_legacy_defaults(out.dir / "config.toml", overrides));
+  const fs::path config_file = out.dir / "config.toml";
+  out.config = load_config(config_file, with_legacy_defaults(config_file, overrides));
+  // Overrides that reshape the model cannot apply to these weights: say which.
+  const std::string differs = config_difference(load_config(config_file, with_legacy_defaults(config_file, {})),
+                                                out.config, weight_shape_keys(), "the checkpoint", "the overrides");
+  SPARTA_CHECK(differs.empty(), "[checkpoint] ", out.dir.string(), ": ", differs,
+               " (the weights have the checkpoint's shape)");
   out.tokenizer = load_tokenizer(out.dir);
   const GPTConfig model_config = gpt_config_from(out.config, out.tokenizer->vocab_size());
   const fs::path weights = out.dir / "model.safetensors";
@@ -148,6 +174,9 @@ LoadedCheckpoint load_checkpoint(const fs::path& path, const std::vector<std::st
   // get() above re-checks each shape; the file may have changed since the header check.
   SPARTA_CHECK(f.size() == P.params().size(), "[checkpoint] ", weights.string(), ": holds ", f.size(),
                " tensors, the model ", P.params().size(), " (file changed while loading?)");
+  const std::string bad = first_non_finite(P.data(), P);
+  SPARTA_CHECK(bad.empty(), "[checkpoint] ", weights.string(), ": tensor '", bad,
+               "' holds a NaN or an infinity; this checkpoint cannot be used");
   fs::path state_file = out.dir / "train_state.safetensors";
   if (fs::exists(state_file)) {
     SafetensorsFile s = SafetensorsFile::read(state_file);

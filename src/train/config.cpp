@@ -208,6 +208,7 @@ const std::vector<Key>& keys() {
     t.push_back(make_key("train", "keep_checkpoints", [](auto& c) -> auto& { return c.train.keep_checkpoints; }));
     t.push_back(make_key("train", "eval_batches", [](auto& c) -> auto& { return c.train.eval_batches; }));
     t.push_back(make_key("train", "init_from", [](auto& c) -> auto& { return c.train.init_from; }));
+    t.push_back(make_key("train", "max_bad_steps", [](auto& c) -> auto& { return c.train.max_bad_steps; }));
     return t;
   }();
   return table;
@@ -370,6 +371,7 @@ void validate_config(const Config& c) {
                t.min_lr_ratio);
   SPARTA_CHECK(t.keep_checkpoints >= 1, "[config] train.keep_checkpoints must be >= 1, got ", t.keep_checkpoints);
   SPARTA_CHECK(t.eval_batches >= 0, "[config] train.eval_batches must be >= 0, got ", t.eval_batches);
+  SPARTA_CHECK(t.max_bad_steps >= 1, "[config] train.max_bad_steps must be >= 1, got ", t.max_bad_steps);
 }
 
 std::string config_to_toml(const Config& cfg) {
@@ -389,6 +391,41 @@ std::vector<std::string> config_keys() {
   std::vector<std::string> out;
   for (const Key& k : keys()) out.push_back(k.section + "." + k.name);
   return out;
+}
+
+std::string config_value(const Config& cfg, const std::string& key) {
+  const size_t dot = key.rfind('.');
+  SPARTA_CHECK(dot != std::string::npos && dot > 0, "[config] '", key, "' is not a section.key name");
+  const Key& k = require_key(key.substr(0, dot), key.substr(dot + 1));
+  if (k.kind != Kind::Float) return k.print(cfg);
+  // Shortest text that reads back as the same double: 0.003, not 0.0030000000000000001.
+  char buf[64];
+  const auto r = std::to_chars(buf, buf + sizeof buf, std::stod(k.print(cfg)));
+  return std::string(buf, r.ptr);
+}
+
+std::string config_difference(const Config& a, const Config& b, const std::vector<std::string>& keys,
+                              const std::string& a_name, const std::string& b_name) {
+  for (const std::string& key : keys) {
+    const std::string va = config_value(a, key), vb = config_value(b, key);
+    if (va != vb) return cat(key, " is ", va, " in ", a_name, " but ", vb, " in ", b_name);
+  }
+  return "";
+}
+
+const std::vector<std::string>& weight_shape_keys() {
+  static const std::vector<std::string> keys = {"model.n_layer", "model.n_head", "model.d_model", "tokenizer.kind",
+                                                "tokenizer.vocab_size"};
+  return keys;
+}
+
+const std::vector<std::string>& resume_safe_keys() {
+  static const std::vector<std::string> safe = {
+      "train.steps",          "train.eval_every",        "train.ckpt_every",     "train.threads",
+      "train.eval_batches",   "train.keep_checkpoints",  "train.max_bad_steps",  "train.out",
+      "data.task_eval_examples", "model.dsa.window",     "model.dsa.top_k",      "model.dsa.keep_short",
+      "model.dsa.keep_long",  "model.dsa.short_len",     "model.dsa.long_len",   "model.dsa.group_keep"};
+  return safe;
 }
 
 }  // namespace sparta

@@ -61,6 +61,9 @@ struct TrainConfig {
   double min_lr_ratio = 0.1;
   int64_t keep_checkpoints = 3;
   int64_t eval_batches = 0;    // 0 = the whole validation split
+  // Steps with a non-finite loss or gradient norm are skipped (no update);
+  // this many in a row stop the run with an error.
+  int64_t max_bad_steps = 3;
   // Start from the weights of this checkpoint (a run folder: its newest
   // complete checkpoint; or one checkpoint folder) instead of a random
   // init; "" = none. Its model shape and tokenizer must match; model.context
@@ -88,5 +91,23 @@ void validate_config(const Config& cfg);
 std::string config_to_toml(const Config& cfg);
 // Every "section.key" the parser knows, for help text.
 std::vector<std::string> config_keys();
+// The value of one "section.key" as config_to_toml prints it (strings
+// quoted); sparta::Error for an unknown key.
+std::string config_value(const Config& cfg, const std::string& key);
+
+// The first of `keys` whose value differs between two configs, as
+// "model.d_model is 32 in <a_name> but 64 in <b_name>"; "" when all agree.
+std::string config_difference(const Config& a, const Config& b, const std::vector<std::string>& keys,
+                              const std::string& a_name, const std::string& b_name);
+
+// The settings a checkpoint's weights are laid out for: n_layer, n_head,
+// d_model and the tokenizer's kind and vocab_size.
+const std::vector<std::string>& weight_shape_keys();
+
+// The keys `train --resume` may change with --set: they carry no weights,
+// leave the data stream and optimizer state as they are, and only decide
+// how long, how often and where the run goes on (plus the DSA key budget).
+// Every other key comes from the checkpoint's config. docs/config.md lists them.
+const std::vector<std::string>& resume_safe_keys();
 
 }  // namespace sparta

@@ -11,8 +11,10 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/interrupt.h"
 #include "core/memory.h"
 #include "io/atomic_file.h"
+#include "io/run_lock.h"
 #include "train/progress_bar.h"
 #include "train/trainer.h"
 
@@ -339,6 +341,10 @@ SweepResult run_sweep(const SweepPlan& plan, const SweepOptions& opt) {
   const fs::path out = plan.out;
   const fs::path manifest_file = out / "sweep.json", jsonl_file = out / "sweep.jsonl";
   const ojson manifest = manifest_json(plan);
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  SPARTA_CHECK(!ec, "[sweep] cannot create output folder '", out.string(), "': ", ec.message());
+  const RunLock lock(out, "sweep", "wait for it or use another --out");
   const bool has_results = fs::exists(manifest_file) || fs::exists(jsonl_file);
 
   // Everything that can refuse the sweep is decided before the first run.
@@ -396,9 +402,6 @@ SweepResult run_sweep(const SweepPlan& plan, const SweepOptions& opt) {
     for (const SweepRun& r : plan.runs) remove_tree(out / r.folder);
     for (const char* f : {"sweep.json", "sweep.jsonl", "sweep.md", "sweep.svg"}) remove_tree(out / f);
   }
-  std::error_code ec;
-  fs::create_directories(out, ec);
-  SPARTA_CHECK(!ec, "[sweep] cannot create output folder '", out.string(), "': ", ec.message());
   write_file_atomic(manifest_file, manifest.dump(2) + "\n");
 
   // A run counts as finished when its record says so and its summary exists.
@@ -428,6 +431,11 @@ SweepResult run_sweep(const SweepPlan& plan, const SweepOptions& opt) {
     const fs::path dir = out / run.folder;
     const std::string prefix = cat("[", run.index, "/", n, "] ", sweep_label(run.settings));
 
+    // Ctrl-C between runs: every finished run is already in sweep.jsonl.
+    if (interrupt_requested())
+      throw Interrupted(interrupt_signal(), cat("[sweep] ", interrupt_signal_name(), ": stopped before run ", run.index,
+                                                "/", n, "; ", result.trained + result.skipped,
+                                                " finished runs are kept in ", out.string()));
     if (finished[i]) {
       result.records.push_back(*finished[i]);
       ++result.skipped;
@@ -462,6 +470,13 @@ SweepResult run_sweep(const SweepPlan& plan, const SweepOptions& opt) {
       rec.tokens_per_s = tr.median_tokens_per_s;
       rec.peak_tracked_bytes = static_cast<int64_t>(tr.peak_tracked_bytes);
       if (!rec.task.empty()) rec.val_accuracy = final_val_accuracy(dir / "metrics.jsonl");
+    } catch (const Interrupted&) {
+      // The run in progress is dropped (a --resume redoes it from scratch);
+      // the finished ones are in sweep.jsonl already.
+      if (opt.log) std::fprintf(opt.log, "%s interrupted\n", verbose ? prefix.c_str() : "");
+      throw Interrupted(interrupt_signal(), cat("[sweep] ", interrupt_signal_name(), ": stopped during run ",
+                                                run.index, "/", n, "; ", result.trained + result.skipped,
+                                                " finished runs are kept in ", out.string()));
     } catch (const Error& e) {
       rec.ok = false;
       rec.error = e.what();

@@ -13,12 +13,14 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/interrupt.h"
 #include "core/memory.h"
 #include "core/parallel.h"
 #include "core/rng.h"
 #include "data/token_dataset.h"
 #include "io/atomic_file.h"
 #include "io/checkpoint_store.h"
+#include "io/run_lock.h"
 #include "ops/attention_dsa.h"
 #include "ops/grad_clip.h"
 #include "ops/softmax_xent.h"
@@ -67,7 +69,7 @@ EvalResult evaluate_tokens(GPT& model, const std::vector<int32_t>& tokens, int64
   std::vector<int32_t> in(batch * T), tg(batch * T);
   double sum = 0.0;
   int64_t count = 0;
-  for (int64_t b = 0; b < batches; ++b) {
+  for (int64_t b = 0; b < batches && !interrupt_requested(); ++b) {  // Ctrl-C: partial result
     int64_t rows = std::min(batch, windows - b * batch);
     for (int64_t r = 0; r < rows; ++r) eval_window(tokens, T, b * batch + r, in.data() + r * T, tg.data() + r * T);
     int64_t c = 0;
@@ -145,7 +147,7 @@ TaskEvalResult evaluate_task(GPT& model, const TaskConfig& task, const Tokenizer
   int64_t correct = 0;
   const bool sparse = model.config().attention != "dense";
   std::vector<int64_t> hits(static_cast<size_t>(model.config().n_layer)), any(hits.size());
-  for (int64_t first = 0; first < n; first += batch) {
+  for (int64_t first = 0; first < n && !interrupt_requested(); first += batch) {  // Ctrl-C: partial result
     const int64_t rows = std::min(batch, n - first);
     for (int64_t i = 0; i < rows; ++i) {
       ex[i] = make_task_example(task, tok, seed, first + i);
@@ -173,13 +175,6 @@ TaskEvalResult evaluate_task(GPT& model, const TaskConfig& task, const Tokenizer
 
 namespace {
 
-bool same_model(const Config& a, const Config& b) {
-  return a.model.n_layer == b.model.n_layer && a.model.n_head == b.model.n_head && a.model.d_model == b.model.d_model &&
-         a.model.context == b.model.context && a.model.rope_base == b.model.rope_base &&
-         a.model.rope_dims == b.model.rope_dims && a.tokenizer.kind == b.tokenizer.kind &&
-         a.tokenizer.vocab_size == b.tokenizer.vocab_size;
-}
-
 // Attention settings may change between runs of one checkpoint (e.g. dense
 // pre-training, then DSA): they carry no weights of their own.
 std::string exact(double v) {
@@ -206,6 +201,69 @@ std::vector<std::string> attention_overrides(const Config& c) {
           "model.dsa.scorer_loss=" + exact(d.scorer_loss),
           "model.dsa.explore=" + exact(d.explore)};
 }
+
+std::string override_key(const std::string& kv) { return kv.substr(0, kv.find('=')); }
+
+bool resume_may_change(const std::string& key) {
+  const auto& safe = resume_safe_keys();
+  return std::find(safe.begin(), safe.end(), key) != safe.end();
+}
+
+// The --set overrides a resumed run applies to the checkpoint's config.
+std::vector<std::string> resume_overrides(const std::vector<std::string>& sets) {
+  std::vector<std::string> out;
+  for (const std::string& kv : sets)
+    if (resume_may_change(override_key(kv))) out.push_back(kv);
+  return out;
+}
+
+// Every other --set must repeat the checkpoint's value: a resumed run is
+// the run that was interrupted, not a new one with the old weights.
+void check_resume_sets(const Config& saved, const std::vector<std::string>& sets) {
+  for (const std::string& kv : sets) {
+    const std::string key = override_key(kv);
+    if (resume_may_change(key)) continue;
+    Config probe = saved;
+    apply_overrides(probe, {kv});
+    const std::string was = config_value(saved, key), wants = config_value(probe, key);
+    if (was == wants) continue;
+    std::string safe;
+    for (const std::string& k : resume_safe_keys()) safe += (safe.empty() ? "" : ", ") + k;
+    throw Error(cat("[train] --resume: ", key, " is ", was, " in the checkpoint but --set gives ", wants, "; only ",
+                    safe, " may change on resume (use train.init_from to start a new run from these weights)"));
+  }
+}
+
+// What sparta writes into a run folder besides checkpoints (and the
+// atomic-write scratch of each). Starting over removes exactly these.
+const char* const kRunFiles[] = {"metrics.jsonl", "loss.svg", "summary.json"};
+
+void remove_run_outputs(const fs::path& out) {
+  remove_all_checkpoints(out);
+  for (const char* name : kRunFiles)
+    for (const fs::path& p : {out / name, out / (std::string(name) + ".tmp")}) {
+      std::error_code ec;
+      fs::remove(p, ec);
+      SPARTA_CHECK(!ec, "[train] cannot remove '", p.string(), "': ", ec.message());
+    }
+}
+
+// A run that fails before its first step must not leave an empty run folder
+// behind: the folder is removed unless keep() was called (only if this
+// process created it).
+class NewFolderGuard {
+ public:
+  NewFolderGuard(fs::path dir, bool created) : dir_(std::move(dir)), armed_(created) {}
+  ~NewFolderGuard() {
+    std::error_code ec;
+    if (armed_) fs::remove_all(dir_, ec);
+  }
+  void keep() { armed_ = false; }
+
+ private:
+  fs::path dir_;
+  bool armed_;
+};
 
 // On resume, metrics written after the checkpoint by the interrupted run are
 // dropped so the file reads as one uninterrupted run.
@@ -251,21 +309,46 @@ std::string fmt(double v, int prec) {
 
 }  // namespace
 
-TrainResult run_training(const Config& cfg, const TrainOptions& opt) {
+TrainResult run_training(const Config& requested, const TrainOptions& opt) {
   using clock = std::chrono::steady_clock;
-  init_compute_threads(static_cast<int>(cfg.train.threads));
-  const fs::path out = cfg.train.out;
+  const fs::path out = requested.train.out;
+  SPARTA_CHECK(!(opt.resume && opt.force), "[train] --resume continues the run in '", out.string(),
+               "' and --force deletes it; pass one of them");
+  SPARTA_CHECK(!opt.resume || fs::is_directory(out), "[train] --resume: run folder '", out.string(),
+               "' (train.out) does not exist; start without --resume");
   std::error_code ec;
+  const bool created = !fs::exists(out);
   fs::create_directories(out, ec);
   SPARTA_CHECK(!ec, "[train] cannot create output folder '", out.string(), "': ", ec.message());
+  const RunLock lock(out, "train", "wait for it or use another train.out");
+  NewFolderGuard new_folder(out, created);
 
   std::optional<fs::path> latest = latest_checkpoint(out);
+  SPARTA_CHECK(latest || !opt.resume, "[train] --resume: '", out.string(),
+               "' holds no checkpoint to resume (no LATEST); start without --resume");
   if (latest && !opt.resume && !opt.force)
     throw Error(cat("[train] '", out.string(), "' already holds a run (", latest->filename().string(),
                     "); pass --resume to continue it, --force to start over, or set train.out"));
   if (!opt.resume) latest.reset();
   // Before reading the corpus or allocating anything.
   check_train_memory(cfg, mem_available_bytes());
+
+  // A resumed run is the interrupted run: its config comes from the
+  // checkpoint; --set may only change what resume_safe_keys() lists.
+  Config cfg = requested;
+  std::optional<LoadedCheckpoint> resumed;
+  if (latest) {
+    resumed = load_checkpoint(*latest, resume_overrides(opt.sets));
+    check_resume_sets(resumed->config, opt.sets);
+    cfg = resumed->config;
+    cfg.train.out = requested.train.out;
+    const int64_t at = resumed->state.step;
+    SPARTA_CHECK(cfg.train.steps != at, "[train] --resume: the run in '", out.string(), "' is finished (step ", at,
+                 " of train.steps = ", at, "); to train further pass --set train.steps=N with N > ", at);
+    SPARTA_CHECK(cfg.train.steps > at, "[train] --resume: train.steps = ", cfg.train.steps,
+                 " is below the checkpoint's step ", at, " (", latest->string(), ")");
+  }
+  init_compute_threads(static_cast<int>(cfg.train.threads));
 
   const bool is_task = !cfg.data.task.empty();
   // A synthetic task needs text only to train a WordPiece vocabulary.
@@ -280,13 +363,10 @@ TrainResult run_training(const Config& cfg, const TrainOptions& opt) {
   std::unique_ptr<Tokenizer> tok;
   std::unique_ptr<GPT> model;
   TrainState state;
-  if (latest) {
-    LoadedCheckpoint ck = load_checkpoint(*latest, attention_overrides(cfg));
-    SPARTA_CHECK(same_model(ck.config, cfg), "[train] cannot resume: ", latest->string(),
-                 " was trained with a different [model]/[tokenizer] configuration");
-    tok = std::move(ck.tokenizer);
-    model = std::move(ck.model);
-    state = ck.state;
+  if (resumed) {
+    tok = std::move(resumed->tokenizer);
+    model = std::move(resumed->model);
+    state = resumed->state;
   } else if (!cfg.train.init_from.empty()) {
     // Weights only (e.g. a model trained on short sequences, continued on
     // long ones): the checkpoint is rebuilt with this run's context and
@@ -298,9 +378,9 @@ TrainResult run_training(const Config& cfg, const TrainOptions& opt) {
     overrides.push_back("model.rope_base=" + exact(cfg.model.rope_base));
     overrides.push_back(cat("model.rope_dims=", cfg.model.rope_dims));
     LoadedCheckpoint ck = load_checkpoint(cfg.train.init_from, overrides);
-    SPARTA_CHECK(same_model(ck.config, cfg), "[train] train.init_from: ", ck.dir.string(),
-                 " has another model shape or tokenizer than this run (only model.context and the attention "
-                 "settings may differ)");
+    const std::string differs = config_difference(ck.config, cfg, weight_shape_keys(), "the checkpoint", "this run");
+    SPARTA_CHECK(differs.empty(), "[train] train.init_from: ", ck.dir.string(), ": ", differs,
+                 " (only model.context, RoPE and the attention settings may differ)");
     tok = std::move(ck.tokenizer);
     model = std::move(ck.model);
     Rng init_rng(static_cast<uint64_t>(cfg.train.seed));
@@ -335,10 +415,14 @@ TrainResult run_training(const Config& cfg, const TrainOptions& opt) {
   if (latest) load_optimizer_state(*latest, adamw, *model);
 
   const fs::path metrics_file = out / "metrics.jsonl";
-  if (latest)
+  if (latest) {
     truncate_metrics(metrics_file, state.step);
-  else
+  } else {
+    // Starting over (--force, or leftovers of a run killed before its first
+    // checkpoint): nothing of an earlier run may remain beside the new one.
+    remove_run_outputs(out);
     write_file_atomic(metrics_file, "");
+  }
   std::ofstream metrics(metrics_file, std::ios::app);
   SPARTA_CHECK(metrics.good(), "[train] cannot write ", metrics_file.string());
 
@@ -367,6 +451,9 @@ TrainResult run_training(const Config& cfg, const TrainOptions& opt) {
     write_loss_plot_svg(out / "loss.svg", tr, va, "sparta: " + out.filename().string());
   };
   const int64_t stop = opt.until > 0 ? std::min(opt.until, total) : total;
+  const bool tty = isatty(fileno(stderr));
+  int64_t saved_step = latest ? state.step : -1;
+  int64_t bad_in_row = 0;
   for (int64_t step = state.step; step < stop; ++step) {
     auto t0 = clock::now();
     if (is_task)
@@ -379,37 +466,66 @@ TrainResult run_training(const Config& cfg, const TrainOptions& opt) {
     // so a resumed run draws exactly what the uninterrupted one did.
     model->set_selection_seed((static_cast<uint64_t>(seed) * 0xd1342543de82ef95ULL + static_cast<uint64_t>(step)) | 1);
     float loss = model->forward_backward(inputs.data(), targets.data(), B, T);
-    SPARTA_CHECK(std::isfinite(loss), "[train] loss is ", loss, " at step ", step + 1,
-                 "; training diverged (try a lower train.lr or a grad_clip)");
-    double norm = ops::clip_grad_norm(model->params().grad(), model->params().size(), cfg.train.grad_clip);
-    adamw.step(lr);
+    const double norm = std::isfinite(loss)
+                            ? ops::clip_grad_norm(model->params().grad(), model->params().size(), cfg.train.grad_clip)
+                            : std::nan("");
+    // A non-finite loss or gradient would poison the weights and the AdamW
+    // moments for good: skip the update; several in a row mean divergence.
+    const bool skipped = !std::isfinite(loss) || !std::isfinite(norm);
+    std::string skip_reason;
+    if (skipped) {
+      const auto text = [](double v) { return std::isnan(v) ? "NaN" : v > 0 ? "+inf" : "-inf"; };
+      skip_reason = !std::isfinite(loss) ? cat("loss is ", text(loss)) : cat("gradient norm is ", text(norm));
+      ++bad_in_row;
+      std::fprintf(stderr, "%swarning: step %lld skipped: %s (no update)\n", tty ? "\r\033[K" : "",
+                   static_cast<long long>(step + 1), skip_reason.c_str());
+    } else {
+      bad_in_row = 0;
+      adamw.step(lr);
+      last_loss = loss;
+    }
     double secs = std::chrono::duration<double>(clock::now() - t0).count();
     state.step = step + 1;
     state.tokens_seen += B * T;
     double tps = static_cast<double>(B * T) / secs;
     rates.push_back(tps);
-    last_loss = loss;
 
-    json rec = {{"step", state.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
-                {"tokens_per_s", tps}, {"step_ms", secs * 1e3}};
+    json rec = skipped ? json{{"step", state.step}, {"skipped", true}, {"reason", skip_reason}, {"lr", lr},
+                              {"tokens_per_s", tps}, {"step_ms", secs * 1e3}}
+                       : json{{"step", state.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
+                              {"tokens_per_s", tps}, {"step_ms", secs * 1e3}};
+    if (skipped && bad_in_row >= cfg.train.max_bad_steps) {
+      metrics << rec.dump() << "\n";
+      metrics.flush();
+      throw Error(cat("[train] ", bad_in_row, " steps in a row had a non-finite loss or gradient norm (steps ",
+                      state.step - bad_in_row + 1, "-", state.step, "): training diverged; lower train.lr, set "
+                      "train.grad_clip, or resume from the last checkpoint with a higher train.max_bad_steps"));
+    }
     bool last = state.step == total;
     bool do_eval = (is_task || !split.val.empty()) &&
                    ((cfg.train.eval_every > 0 && state.step % cfg.train.eval_every == 0) || last);
     if (do_eval) {
+      // An evaluation cut short by Ctrl-C is partial: it is not recorded.
       if (is_task) {
         TaskEvalResult ev =
             evaluate_task(*model, task, *tok, task_validation_seed(seed), cfg.data.task_eval_examples, B);
-        rec["val_loss"] = ev.loss;
-        rec["val_accuracy"] = ev.accuracy;
-        result.final_val_loss = ev.loss;
+        if (!interrupt_requested()) {
+          rec["val_loss"] = ev.loss;
+          rec["val_accuracy"] = ev.accuracy;
+          result.final_val_loss = ev.loss;
+        }
       } else {
         EvalResult ev = evaluate_tokens(*model, split.val, B, cfg.train.eval_batches);
-        rec["val_loss"] = ev.loss;
-        result.final_val_loss = ev.loss;
+        if (!interrupt_requested()) {
+          rec["val_loss"] = ev.loss;
+          result.final_val_loss = ev.loss;
+        }
       }
+      do_eval = rec.contains("val_loss");
     }
     metrics << rec.dump() << "\n";
     metrics.flush();
+    new_folder.keep();
     if (do_eval) {
       plot();
       if (opt.progress) {
@@ -417,13 +533,25 @@ TrainResult run_training(const Config& cfg, const TrainOptions& opt) {
         std::string line = cat("step ", state.step, "/", total, " | loss ", fmt(loss, 4), " | val_loss ",
                                fmt(rec["val_loss"].get<double>(), 4));
         if (rec.contains("val_accuracy")) line += " | val_accuracy " + fmt(rec["val_accuracy"].get<double>(), 3);
-        std::fprintf(stderr, "%s%s\n", isatty(fileno(stderr)) ? "\r\033[K" : "", line.c_str());
+        std::fprintf(stderr, "%s%s\n", tty ? "\r\033[K" : "", line.c_str());
       }
     }
     bool do_ckpt = (cfg.train.ckpt_every > 0 && state.step % cfg.train.ckpt_every == 0) || last || state.step == stop;
-    if (do_ckpt) save_checkpoint(out, cfg, *model, adamw, state, *tok);
+    // Interrupted on the last step, the run simply completes.
+    const bool interrupted = interrupt_requested() && state.step < stop;
+    if (do_ckpt || interrupted) {
+      fs::path ckpt = out / checkpoint_folder_name(state.step);
+      if (saved_step != state.step) ckpt = save_checkpoint(out, cfg, *model, adamw, state, *tok);
+      saved_step = state.step;
+      if (interrupted) {
+        plot();
+        throw Interrupted(interrupt_signal(),
+                          cat("[train] ", interrupt_signal_name(), ": stopped after step ", state.step, " of ", total,
+                              "; checkpoint ", ckpt.string(), " written"));
+      }
+    }
     if (opt.progress)
-      bar.update(state.step, cat("loss ", fmt(loss, 4), " | ", fmt(tps / 1000.0, 1), "k tok/s"));
+      bar.update(state.step, cat("loss ", fmt(last_loss, 4), " | ", fmt(tps / 1000.0, 1), "k tok/s"));
   }
   if (opt.progress) bar.finish();
   plot();

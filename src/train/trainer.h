@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "data/synthetic_tasks.h"
@@ -15,10 +16,13 @@
 namespace sparta {
 
 struct TrainOptions {
-  bool resume = false;   // continue from OUT's newest complete checkpoint (fresh start if there is none)
-  bool force = false;    // allow starting over in an OUT that already holds a run
+  // Continue from OUT's newest complete checkpoint with the checkpoint's
+  // config; `sets` may only change resume_safe_keys() (config.h).
+  bool resume = false;
+  bool force = false;    // start over in an OUT that already holds a run (its checkpoints and outputs are deleted)
   bool progress = true;  // progress bar + eval lines on stderr
   int64_t until = 0;     // > 0: stop (with a checkpoint) once this many steps are done
+  std::vector<std::string> sets;  // the --set overrides as given (checked against the checkpoint on resume)
 };
 
 struct TrainResult {
@@ -29,6 +33,16 @@ struct TrainResult {
   size_t peak_tracked_bytes = 0;
 };
 
+// Trains into cfg.train.out, holding its RunLock (io/run_lock.h) throughout.
+// Errors (sparta::Error) before anything is trained: --resume and --force
+// together; --resume with no checkpoint, on a finished run or with a --set
+// that changes an unsafe key; a run folder that holds a run and neither
+// flag. A folder this call created is removed again if the run fails before
+// its first step. Steps with a non-finite loss or gradient norm are skipped
+// (no update; "skipped" in metrics.jsonl); train.max_bad_steps of them in a
+// row end the run with an error. After install_interrupt_handlers(), a
+// SIGINT/SIGTERM ends the current step (abandoning an evaluation), writes a
+// checkpoint and throws Interrupted.
 TrainResult run_training(const Config& cfg, const TrainOptions& opt);
 
 // Byte tokenizer, a WordPiece vocab file, or a WordPiece vocabulary trained on the corpus.

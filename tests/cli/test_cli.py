@@ -190,7 +190,9 @@ class CrashTest(CliCase):
         kills = 0
         step = 0
         for attempt in range(200):
-            p = subprocess.Popen([SPARTA, "train", cfg, "--quiet", "--resume"], stdout=subprocess.DEVNULL,
+            # --resume needs a checkpoint; before the first one the run starts afresh.
+            resume = ["--resume"] if os.path.exists(os.path.join(out, "LATEST")) else []
+            p = subprocess.Popen([SPARTA, "train", cfg, "--quiet"] + resume, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
             time.sleep(rng.uniform(0.02, 0.15))
             if p.poll() is None:
@@ -206,7 +208,8 @@ class CrashTest(CliCase):
                 break
         print(f"crash test: {kills} SIGKILLs, newest checkpoint at step {step} after the last one", file=sys.stderr)
         self.assertGreaterEqual(kills, 5, "the run finished before it could be killed often enough")
-        run(["train", cfg, "--quiet", "--resume"])  # finish
+        if step < steps:  # finish
+            run(["train", cfg, "--quiet"] + (["--resume"] if os.path.exists(os.path.join(out, "LATEST")) else []))
         info = json.loads(run(["info", "--checkpoint", out, "--json"]).stdout)
         self.assertEqual(info["step"], steps)
         # Killed and resumed many times, the losses still equal an uninterrupted run.

@@ -17,3 +17,9 @@ add_test(NAME cli_HostileCheckpointTest
          COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/test_checkpoint_input_cli.py $<TARGET_FILE:sparta> -v
                  HostileCheckpointTest)
 set_tests_properties(cli_HostileCheckpointTest PROPERTIES TIMEOUT 600)
+# Never lose or mix a run: Ctrl-C/SIGTERM, run-folder lock, resume rules, --force, non-finite numbers.
+foreach(case InterruptTest LockTest ResumeRulesTest StartOverTest NonFiniteTest)
+  add_test(NAME cli_${case}
+           COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/test_run_safety.py $<TARGET_FILE:sparta> -v ${case})
+  set_tests_properties(cli_${case} PROPERTIES TIMEOUT 600)
+endforeach()

@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "nn/gpt.h"
@@ -275,4 +277,25 @@ TEST(ConfigTomlGuard, QuotesInsideABareValueOpenNoString) {
   EXPECT_NE(e.find("unknown key 'train.\xD1\xA3'"), std::string::npos) << e;
   e = error_of("[train]\nx = [ '\xD1\xA3', { a.'\xD1\xA3' = \"\xD1\xA3\" },\n  \"\xD1\xA3\" ]\n");
   EXPECT_NE(e.find("unknown key 'train.x'"), std::string::npos) << e;
+
+TEST(Config, ValueOfAKeyAsText) {
+  Config c = parse_config(kGood, "good.toml");
+  EXPECT_EQ(config_value(c, "train.lr"), "0.001");  // shortest round trip, not 0.0010000000000000000
+  EXPECT_EQ(config_value(c, "model.n_layer"), "3");
+  EXPECT_EQ(config_value(c, "model.attention"), "'dense'");
+  EXPECT_THROW(config_value(c, "train.nope"), Error);
+}
+
+TEST(Config, ResumeSafeKeysAreConfigKeysAndLeaveTheModelAlone) {
+  const std::vector<std::string> all = config_keys();
+  for (const std::string& k : resume_safe_keys()) {
+    EXPECT_NE(std::find(all.begin(), all.end(), k), all.end()) << k;
+    EXPECT_NE(k, "model.attention");
+    EXPECT_NE(k.rfind("tokenizer.", 0), 0u) << k;
+  }
+}
+
+TEST(Config, MaxBadStepsMustBePositive) {
+  EXPECT_EQ(parse_config(kGood, "good.toml").train.max_bad_steps, 3);
+  EXPECT_THROW(parse_config(kGood, "good.toml", {"train.max_bad_steps=0"}), Error);
 }
