@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/memory.h"
 #include "core/parallel.h"
+#include "core/plural.h"
 #include "core/rng.h"
 #include "data/token_dataset.h"
 #include "io/atomic_file.h"
@@ -267,7 +268,7 @@ TrainResult run_training(const Config& cfg, const TrainOptions& opt) {
   if (needs_text) {
     SPARTA_CHECK(!cfg.data.train.empty(), "[train] data.train is not set (a UTF-8 text file or folder)",
                  is_task ? " — the task needs it to train the WordPiece vocabulary" : "");
-    corpus = read_text_corpus(cfg.data.train);
+    corpus = read_text_corpus(cfg.data.train, "data.train", opt.notices);
   }
 
   std::unique_ptr<Tokenizer> tok;
@@ -336,21 +337,24 @@ TrainResult run_training(const Config& cfg, const TrainOptions& opt) {
   SPARTA_CHECK(metrics.good(), "[train] cannot write ", metrics_file.string());
 
   if (opt.progress && is_task) {
-    std::fprintf(stderr, "sparta train: %lld parameters, %s tokenizer (vocab %lld), task %s (%lld tokens/example), %d threads%s\n",
+    std::fprintf(stderr, "sparta train: %lld parameters, %s tokenizer (vocab %lld), task %s (%lld tokens/example), %s%s\n",
                  static_cast<long long>(model->params().count()), tok->kind().c_str(),
                  static_cast<long long>(tok->vocab_size()), task.kind.c_str(), static_cast<long long>(T),
-                 compute_threads(), latest ? cat(", resuming from step ", state.step).c_str() : "");
+                 count_noun(compute_threads(), "thread").c_str(), latest ? cat(", resuming from step ", state.step).c_str() : "");
   } else if (opt.progress) {
-    std::fprintf(stderr, "sparta train: %lld parameters, %s tokenizer (vocab %lld), %lld train / %lld val tokens, %d threads%s\n",
+    std::fprintf(stderr, "sparta train: %lld parameters, %s tokenizer (vocab %lld), %lld train / %lld val tokens, %s%s\n",
                  static_cast<long long>(model->params().count()), tok->kind().c_str(),
                  static_cast<long long>(tok->vocab_size()), static_cast<long long>(split.train.size()),
-                 static_cast<long long>(split.val.size()), compute_threads(),
+                 static_cast<long long>(split.val.size()), count_noun(compute_threads(), "thread").c_str(),
                  latest ? cat(", resuming from step ", state.step).c_str() : "");
   }
+
+  warn_if_machine_loaded(opt.notices);
 
   std::vector<int32_t> inputs(B * T), targets(B * T);
   const int64_t total = cfg.train.steps;
   ProgressBar bar(total, "train", stderr);
+  SmoothedRate shown_rate;  // the bar's tokens/s: a single step's rate jumps around
   std::vector<double> rates;
   TrainResult result;
   double last_loss = 0.0;
@@ -381,6 +385,7 @@ TrainResult run_training(const Config& cfg, const TrainOptions& opt) {
     state.tokens_seen += B * T;
     double tps = static_cast<double>(B * T) / secs;
     rates.push_back(tps);
+    shown_rate.add(static_cast<double>(B * T), secs);
     last_loss = loss;
 
     json rec = {{"step", state.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
@@ -389,6 +394,7 @@ TrainResult run_training(const Config& cfg, const TrainOptions& opt) {
     bool do_eval = (is_task || !split.val.empty()) &&
                    ((cfg.train.eval_every > 0 && state.step % cfg.train.eval_every == 0) || last);
     if (do_eval) {
+      if (opt.progress) bar.set_status(cat("loss ", fmt(loss, 4), " | validating…"));
       if (is_task) {
         TaskEvalResult ev =
             evaluate_task(*model, task, *tok, task_validation_seed(seed), cfg.data.task_eval_examples, B);
@@ -416,7 +422,7 @@ TrainResult run_training(const Config& cfg, const TrainOptions& opt) {
     bool do_ckpt = (cfg.train.ckpt_every > 0 && state.step % cfg.train.ckpt_every == 0) || last || state.step == stop;
     if (do_ckpt) save_checkpoint(out, cfg, *model, adamw, state, *tok);
     if (opt.progress)
-      bar.update(state.step, cat("loss ", fmt(loss, 4), " | ", fmt(tps / 1000.0, 1), "k tok/s"));
+      bar.update(state.step, cat("loss ", fmt(loss, 4), " | ", fmt(shown_rate.rate() / 1000.0, 1), "k tok/s"));
   }
   if (opt.progress) bar.finish();
   plot();

@@ -2,6 +2,7 @@
 // The training loop behind `sparta train`: data, tokenizer, model, AdamW,
 // LR schedule, evaluation, metrics.jsonl, loss plot and atomic checkpoints.
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <vector>
@@ -19,6 +20,7 @@ struct TrainOptions {
   bool force = false;    // allow starting over in an OUT that already holds a run
   bool progress = true;  // progress bar + eval lines on stderr
   int64_t until = 0;     // > 0: stop (with a checkpoint) once this many steps are done
+  std::FILE* notices = stderr;  // warnings about the data and the machine (skipped files, load); nullptr = none
 };
 
 struct TrainResult {
