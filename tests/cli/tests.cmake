@@ -12,3 +12,9 @@ set_tests_properties(cli_SweepTest PROPERTIES TIMEOUT 600)
 add_test(NAME cli_BenchAttentionTest
          COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/test_bench_cli.py $<TARGET_FILE:sparta> -v BenchAttentionTest)
 set_tests_properties(cli_BenchAttentionTest PROPERTIES TIMEOUT 600)
+# What sparta tells its user: flag checks, warnings, notes, counts, config output, sweep equivalence.
+foreach(case FlagValuesTest GenerateTest DataMessagesTest ConfigOutputTest SweepMessagesTest)
+  add_test(NAME cli_${case}
+           COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/test_messages_cli.py $<TARGET_FILE:sparta> -v ${case})
+  set_tests_properties(cli_${case} PROPERTIES TIMEOUT 600)
+endforeach()
