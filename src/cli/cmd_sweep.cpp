@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -44,8 +45,8 @@ void add_sweep_command(CLI::App& app) {
     opt.force = a->force;
     opt.log = a->quiet ? nullptr : stderr;
     opt.train_progress = a->verbose;
+    check_sweep_out(plan, opt);  // a refusal is the only line, before any note; --dry-run refuses the same
     if (a->dry_run) {
-      check_sweep_out(plan, opt);  // refuses exactly where the real run would
       std::printf("%s into %s:\n", count_noun(static_cast<int64_t>(plan.runs.size()), "run").c_str(),
                   plan.out.string().c_str());
       for (size_t i = 0; i < plan.runs.size(); ++i) {
@@ -58,8 +59,16 @@ void add_sweep_command(CLI::App& app) {
       return;
     }
     // Said before hours of training, so an uninformative grid can be fixed now.
-    if (opt.log)
+    if (opt.log) {
       for (const std::string& note : plan.equivalence.notes) std::fprintf(opt.log, "note: %s\n", note.c_str());
+      std::vector<std::string> warned;  // each warning once, not once per run
+      for (const Config& c : plan.configs)
+        for (const std::string& w : config_warnings(c))
+          if (std::find(warned.begin(), warned.end(), w) == warned.end()) {
+            std::fprintf(opt.log, "warning: %s\n", w.c_str());
+            warned.push_back(w);
+          }
+    }
     SweepResult r = run_sweep(plan, opt);
     std::printf("%s", r.table.c_str());
     const int64_t best = best_record(r.records, r.metric);

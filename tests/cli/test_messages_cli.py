@@ -71,6 +71,10 @@ class FlagValuesTest(MessagesCase):
         self.assertTrue(os.path.exists(os.path.join(out, "summary.json")))
         p = run(["train", cfg, "--quiet", "--force"])
         self.assertNotIn("train.warmup", p.stderr)
+        # A sweep says it once, not once per run.
+        p = run(["sweep", cfg, "--set", "train.warmup=50", "--grid", "train.lr=0.001,0.002",
+                 "--out", os.path.join(self.tmp, "warm-sweep")])
+        self.assertEqual(p.stderr.count("train.warmup (50) is longer than train.steps (2)"), 1, p.stderr)
 
 
 class GenerateTest(MessagesCase):
