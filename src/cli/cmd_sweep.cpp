@@ -61,9 +61,9 @@ void add_sweep_command(CLI::App& app) {
     // Said before hours of training, so an uninformative grid can be fixed now.
     if (opt.log) {
       for (const std::string& note : plan.equivalence.notes) std::fprintf(opt.log, "note: %s\n", note.c_str());
-      std::vector<std::string> warned;  // each warning once, not once per run
+      std::vector<std::string> warned;  // each warning once, not once per run; --verbose runs print their own
       for (const Config& c : plan.configs)
-        for (const std::string& w : config_warnings(c))
+        for (const std::string& w : opt.train_progress ? std::vector<std::string>{} : config_warnings(c))
           if (std::find(warned.begin(), warned.end(), w) == warned.end()) {
             std::fprintf(opt.log, "warning: %s\n", w.c_str());
             warned.push_back(w);

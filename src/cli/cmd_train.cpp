@@ -31,7 +31,6 @@ void add_train_command(CLI::App& app) {
     SPARTA_CHECK(until->count() == 0 || args->until >= 1, "[train] --until must be >= 1, got ",
                  args->until);
     Config cfg = load_config(args->config, args->sets);
-    for (const std::string& w : config_warnings(cfg)) std::fprintf(stderr, "warning: %s\n", w.c_str());
     TrainOptions opt;
     opt.resume = args->resume;
     opt.force = args->force;

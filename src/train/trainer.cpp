@@ -349,6 +349,9 @@ TrainResult run_training(const Config& cfg, const TrainOptions& opt) {
                  latest ? cat(", resuming from step ", state.step).c_str() : "");
   }
 
+  // After every check that can refuse the run, so an error stays one line.
+  if (opt.notices)
+    for (const std::string& w : config_warnings(cfg)) std::fprintf(opt.notices, "warning: %s\n", w.c_str());
   warn_if_machine_loaded(opt.notices);
 
   std::vector<int32_t> inputs(B * T), targets(B * T);

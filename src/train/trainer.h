@@ -20,7 +20,9 @@ struct TrainOptions {
   bool force = false;    // allow starting over in an OUT that already holds a run
   bool progress = true;  // progress bar + eval lines on stderr
   int64_t until = 0;     // > 0: stop (with a checkpoint) once this many steps are done
-  std::FILE* notices = stderr;  // warnings about the data and the machine (skipped files, load); nullptr = none
+  // Warnings about the config, the data and the machine (config_warnings,
+  // skipped files, load), printed once setup has passed; nullptr = none.
+  std::FILE* notices = stderr;
 };
 
 struct TrainResult {
