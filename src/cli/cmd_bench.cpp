@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/parallel.h"
+#include "core/plural.h"
 #include "core/tensor.h"
 #include "core/rng.h"
 
@@ -56,8 +57,8 @@ void add_bench_command(CLI::App& app) {
       nlohmann::json j = {{"gflops", g}, {"m", a->size}, {"n", a->size}, {"k", a->size}, {"threads", compute_threads()}};
       std::printf("%s\n", j.dump().c_str());
     } else {
-      std::printf("oneDNN sgemm %lld^3: %.1f GFLOP/s on %d threads\n", static_cast<long long>(a->size), g,
-                  compute_threads());
+      std::printf("oneDNN sgemm %lld^3: %.1f GFLOP/s on %s\n", static_cast<long long>(a->size), g,
+                  count_noun(compute_threads(), "thread").c_str());
     }
   });
   add_bench_attention_command(*bench);

@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/interrupt.h"
 #include "core/parallel.h"
+#include "core/plural.h"
 #include "io/atomic_file.h"
 #include "train/attention_bench.h"
 
@@ -67,7 +68,7 @@ std::string chart_title(const std::vector<AttentionBenchRecord>& recs) {
   const AttentionBenchRecord& r = recs.front();
   if (r.heads <= 0) return "attention forward + backward";
   return cat("attention forward + backward (B=", r.batch, ", H=", r.heads, ", D=", r.head_dim,
-             r.causal ? ", causal" : ", bidirectional", ", ", r.threads, " threads)");
+             r.causal ? ", causal" : ", bidirectional", ", ", count_noun(r.threads, "thread"), ")");
 }
 
 // Rewritten after every measurement, so an interrupted long run keeps what
@@ -121,9 +122,9 @@ void run(const BenchAttentionArgs& a) {
   spec.decode_steps = a.decode_steps;
   init_compute_threads(a.threads);
   install_interrupt_handlers();
-  std::fprintf(stderr, "bench attention: B=%lld H=%lld D=%lld %s, %d threads, min-time %g s per timing\n",
+  std::fprintf(stderr, "bench attention: B=%lld H=%lld D=%lld %s, %s, min-time %g s per timing\n",
                static_cast<long long>(a.batch), static_cast<long long>(a.heads), static_cast<long long>(a.head_dim),
-               spec.causal ? "causal" : "bidirectional", compute_threads(), a.min_time);
+               spec.causal ? "causal" : "bidirectional", count_noun(compute_threads(), "thread").c_str(), a.min_time);
 
   // One untimed pass of every implementation on a small problem, so one-time
   // costs (starting the thread pool, oneDNN's kernel generation) land in no

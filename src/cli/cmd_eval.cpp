@@ -33,15 +33,20 @@ void add_eval_command(CLI::App& app) {
                                                  "task sizes from data.passkey_digits / data.mqar_* , overridable with --set)");
   data->excludes(task);
   task->excludes(data);
-  cmd->add_option("--examples", a->examples, "Task examples to score; 0 = data.task_eval_examples");
+  auto* examples = cmd->add_option("--examples", a->examples, "Task examples to score (>= 1); default: data.task_eval_examples");
   cmd->add_option("--seed", a->seed, "Task example stream; default: the validation stream of the training seed");
   cmd->add_flag("--json", a->json, "Print {\"loss\": ..., \"tokens\": ..., \"perplexity\": ...}");
   cmd->add_option("--batch-size", a->batch, "Windows per forward pass; 0 = train.batch_size");
   cmd->add_option("--threads", a->threads, "Threads; 0 = all cores")->capture_default_str();
   cmd->add_option("--set", a->sets, "Override a saved config key");
-  cmd->callback([a] {
-    init_compute_threads(a->threads);
+  cmd->callback([a, examples] {
     SPARTA_CHECK(!a->data.empty() || !a->task.empty(), "[eval] give --data FILE_OR_FOLDER or --task passkey|mqar");
+    SPARTA_CHECK(examples->count() == 0 || a->examples >= 1, "[eval] --examples must be >= 1, got ", a->examples);
+    SPARTA_CHECK(examples->count() == 0 || !a->task.empty(), "[eval] --examples counts --task examples; give --task "
+                 "passkey|mqar (a --data file is scored whole)");
+    SPARTA_CHECK(a->batch >= 0, "[eval] --batch-size must be >= 1 (0 = train.batch_size), got ", a->batch);
+    SPARTA_CHECK(a->threads >= 0, "[eval] --threads must be >= 0 (0 = all usable cores), got ", a->threads);
+    init_compute_threads(a->threads);
     std::vector<std::string> sets = a->sets;
     if (!a->task.empty()) sets.push_back("data.task=" + a->task);
     LoadedCheckpoint ck = load_checkpoint(a->checkpoint, sets);
@@ -50,7 +55,7 @@ void add_eval_command(CLI::App& app) {
       TaskConfig task = task_config_from(ck.config);
       uint64_t seed = a->seed >= 0 ? static_cast<uint64_t>(a->seed)
                                    : task_validation_seed(static_cast<uint64_t>(ck.config.train.seed));
-      int64_t n = a->examples > 0 ? a->examples : ck.config.data.task_eval_examples;
+      int64_t n = examples->count() > 0 ? a->examples : ck.config.data.task_eval_examples;
       TaskEvalResult r = evaluate_task(*ck.model, task, *ck.tokenizer, seed, n, batch);
       if (a->json) {
         nlohmann::json j = {{"task", task.kind},     {"accuracy", r.accuracy}, {"examples", r.examples},
@@ -71,7 +76,7 @@ void add_eval_command(CLI::App& app) {
       }
       return;
     }
-    TextCorpus corpus = read_text_corpus(a->data);
+    TextCorpus corpus = read_text_corpus(a->data, "--data");
     TokenSplit all = tokenize_and_split(corpus, *ck.tokenizer, 0.0);
     EvalResult r = evaluate_tokens(*ck.model, all.train, batch);
     if (a->json) {

@@ -21,13 +21,13 @@ void add_info_command(CLI::App& app) {
     LoadedCheckpoint ck = load_checkpoint(a->checkpoint);
     long long params = static_cast<long long>(ck.model->params().count());
     if (a->json) {
-      nlohmann::json j = {{"checkpoint", ck.dir.string()},
-                          {"step", ck.state.step},
-                          {"parameters", params},
-                          {"tokens_seen", ck.state.tokens_seen},
-                          {"tokenizer", ck.tokenizer->kind()},
-                          {"vocab_size", ck.tokenizer->vocab_size()},
-                          {"config", config_to_toml(ck.config)}};
+      nlohmann::ordered_json j = {{"checkpoint", ck.dir.string()},
+                                  {"step", ck.state.step},
+                                  {"parameters", params},
+                                  {"tokens_seen", ck.state.tokens_seen},
+                                  {"tokenizer", ck.tokenizer->kind()},
+                                  {"vocab_size", ck.tokenizer->vocab_size()},
+                                  {"config", config_to_json(ck.config)}};
       std::printf("%s\n", j.dump(2).c_str());
       return;
     }

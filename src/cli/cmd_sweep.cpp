@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -6,6 +7,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/interrupt.h"
+#include "core/plural.h"
 #include "train/sweep.h"
 
 namespace sparta::cli {
@@ -34,21 +36,41 @@ void add_sweep_command(CLI::App& app) {
   cmd->add_flag("--force", a->force, "Delete the sweep results already in OUT (and their run folders), start over");
   auto* quiet = cmd->add_flag("--quiet", a->quiet, "No progress lines on stderr");
   cmd->add_flag("--verbose", a->verbose, "Also show each run's training progress bar and evaluations")->excludes(quiet);
-  cmd->add_flag("--dry-run", a->dry_run, "Validate and list the runs without training");
+  cmd->add_flag("--dry-run", a->dry_run,
+                "Validate everything the sweep would (grid, every run's config, the --out folder with "
+                "--resume / --force) and list the runs without training");
   cmd->callback([a] {
     SweepPlan plan = plan_sweep(a->config, a->grid, a->sets, a->out);
-    if (a->dry_run) {
-      std::printf("%zu runs into %s:\n", plan.runs.size(), plan.out.string().c_str());
-      for (const SweepRun& r : plan.runs)
-        std::printf("  %s  %s\n", r.folder.c_str(), sweep_label(r.settings).c_str());
-      return;
-    }
     SweepOptions opt;
     opt.resume = a->resume;
     opt.force = a->force;
     opt.log = a->quiet ? nullptr : stderr;
     opt.train_progress = a->verbose;
     install_interrupt_handlers();
+    check_sweep_out(plan, opt);  // a refusal is the only line, before any note; --dry-run refuses the same
+    if (a->dry_run) {
+      std::printf("%s into %s:\n", count_noun(static_cast<int64_t>(plan.runs.size()), "run").c_str(),
+                  plan.out.string().c_str());
+      for (size_t i = 0; i < plan.runs.size(); ++i) {
+        const SweepRun& r = plan.runs[i];
+        const int64_t same = plan.equivalence.same_as[i];
+        std::printf("  %s  %s%s\n", r.folder.c_str(), sweep_label(r.settings).c_str(),
+                    same > 0 ? cat("  (= #", same, ")").c_str() : "");
+      }
+      for (const std::string& note : plan.equivalence.notes) std::printf("note: %s\n", note.c_str());
+      return;
+    }
+    // Said before hours of training, so an uninformative grid can be fixed now.
+    if (opt.log) {
+      for (const std::string& note : plan.equivalence.notes) std::fprintf(opt.log, "note: %s\n", note.c_str());
+      std::vector<std::string> warned;  // each warning once, not once per run; --verbose runs print their own
+      for (const Config& c : plan.configs)
+        for (const std::string& w : opt.train_progress ? std::vector<std::string>{} : config_warnings(c))
+          if (std::find(warned.begin(), warned.end(), w) == warned.end()) {
+            std::fprintf(opt.log, "warning: %s\n", w.c_str());
+            warned.push_back(w);
+          }
+    }
     SweepResult r;
     try {
       r = run_sweep(plan, opt);
@@ -69,7 +91,8 @@ void add_sweep_command(CLI::App& app) {
     }
     std::printf("results: %s (sweep.jsonl, sweep.svg beside it)\n", (plan.out / "sweep.md").string().c_str());
     std::fflush(stdout);
-    SPARTA_CHECK(r.failed == 0, "[sweep] ", r.failed, " of ", r.records.size(), " runs failed (see ",
+    SPARTA_CHECK(r.failed == 0, "[sweep] ", r.failed, " of ", count_noun(static_cast<int64_t>(r.records.size()), "run"),
+                 " failed (see ",
                  (plan.out / "sweep.md").string(), "; --resume retries them)");
   });
 }

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "core/error.h"
 #include "core/interrupt.h"
 #include "train/config.h"
 #include "train/trainer.h"
@@ -24,9 +25,12 @@ void add_train_command(CLI::App& app) {
   cmd->add_flag("--resume", args->resume, "Continue from the newest complete checkpoint in train.out");
   cmd->add_flag("--force", args->force, "Start over even if train.out already holds a run");
   cmd->add_flag("--quiet", args->quiet, "No progress bar");
-  cmd->add_option("--until", args->until,
-                  "Stop after this many steps (with a checkpoint); the LR schedule still spans train.steps");
-  cmd->callback([args] {
+  auto* until = cmd->add_option("--until", args->until,
+                                "Stop after this many steps (>= 1, with a checkpoint); the LR schedule still spans "
+                                "train.steps");
+  cmd->callback([args, until] {
+    SPARTA_CHECK(until->count() == 0 || args->until >= 1, "[train] --until must be >= 1, got ",
+                 args->until);
     Config cfg = load_config(args->config, args->sets);
     TrainOptions opt;
     opt.resume = args->resume;

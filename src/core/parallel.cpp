@@ -1,7 +1,14 @@
 #include "core/parallel.h"
 
 #include <omp.h>
+#include <sched.h>
 #include <xmmintrin.h>
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "core/error.h"
+#include "core/plural.h"
 
 namespace sparta {
 namespace {
@@ -11,13 +18,46 @@ void set_ftz_daz() {
 }
 }  // namespace
 
+int usable_cores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0) {
+    const int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+  return std::max(1, omp_get_num_procs());
+}
+
 void init_compute_threads(int n) {
-  if (n > 0) omp_set_num_threads(n);
+  if (n > 0)
+    omp_set_num_threads(n);
+  else if (!std::getenv("OMP_NUM_THREADS"))
+    omp_set_num_threads(usable_cores());
   set_ftz_daz();
 #pragma omp parallel
   { set_ftz_daz(); }
 }
 
 int compute_threads() { return omp_get_max_threads(); }
+
+std::string machine_load_warning(double load1, int cores, int threads) {
+  if (threads <= 1 || load1 < 0 || load1 <= cores) return {};
+  char load[32];
+  std::snprintf(load, sizeof load, "%.2f", load1);
+  return cat("the machine is busy (1-minute load average ", load, " on ", count_noun(cores, "usable core"),
+             "): training with ", count_noun(threads, "thread"),
+             " will be slower than usual, since threads wait for each other; consider fewer threads, e.g. "
+             "--set train.threads=", std::max(1, threads / 2));
+}
+
+void warn_if_machine_loaded(std::FILE* out) {
+  static bool warned = false;
+  if (warned || !out) return;
+  warned = true;
+  double load[1];
+  if (getloadavg(load, 1) != 1) return;
+  const std::string w = machine_load_warning(load[0], usable_cores(), compute_threads());
+  if (!w.empty()) std::fprintf(out, "warning: %s\n", w.c_str());
+}
 
 }  // namespace sparta

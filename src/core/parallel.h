@@ -2,11 +2,31 @@
 // CPU threading: OpenMP's persistent pool (oneDNN shares it). Compute
 // threads run with flush-to-zero / denormals-are-zero, because denormal
 // floats are ~100x slower on x86 and carry no useful signal in training.
+#include <cstdio>
+#include <string>
+
 namespace sparta {
 
-// Sets the OpenMP thread count (n <= 0: keep the default) and enables
-// FTZ/DAZ on every pool thread and the caller.
+// Sets the OpenMP thread count and enables FTZ/DAZ on every pool thread and
+// the caller. n <= 0 means "all usable cores": usable_cores(), unless the
+// OMP_NUM_THREADS environment variable chooses.
 void init_compute_threads(int n);
 int compute_threads();
+
+// The CPUs this process may run on (sched_getaffinity: `taskset -c 0` gives
+// 1), not the machine's count; at least 1.
+int usable_cores();
+
+// The warning for training with `threads` threads while the 1-minute load
+// average is `load1` on `cores` usable cores, or "" when there is none to
+// give: the machine is loaded when load1 exceeds cores, and then threads
+// contend for the cores (on a shared 2-core machine two threads ran 2-3x
+// slower than one); the message suggests train.threads = threads / 2. No warning for one
+// thread (nothing fewer to suggest) or an unknown load (negative).
+std::string machine_load_warning(double load1, int cores, int threads);
+
+// Prints machine_load_warning for the current load and compute_threads() to
+// `out` ("warning: ..."), at most once per process.
+void warn_if_machine_loaded(std::FILE* out);
 
 }  // namespace sparta

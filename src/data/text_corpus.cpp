@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "core/plural.h"
 #include "data/utf8.h"
 
 namespace sparta {
@@ -44,17 +45,28 @@ bool has_content(const std::string& text) {
 
 }  // namespace
 
-TextCorpus read_text_corpus(const fs::path& file_or_dir) {
+std::string skipped_files_notice(const TextCorpus& corpus, const fs::path& dir, size_t max_listed) {
+  if (corpus.skipped.empty()) return {};
+  std::string s = cat("warning: skipped ", count_noun(static_cast<int64_t>(corpus.skipped.size()),
+                                                      "binary or non-UTF-8 file"),
+                      " in '", dir.string(), "': ");
+  for (size_t i = 0; i < corpus.skipped.size() && i < max_listed; ++i)
+    s += cat(i ? ", " : "", corpus.skipped[i].lexically_relative(dir).string());
+  if (corpus.skipped.size() > max_listed) s += cat(" and ", corpus.skipped.size() - max_listed, " more");
+  return s;
+}
+
+TextCorpus read_text_corpus(const fs::path& file_or_dir, const std::string& source, std::FILE* notices) {
   std::error_code ec;
   const fs::file_status st = fs::status(file_or_dir, ec);
-  SPARTA_CHECK(fs::exists(st), "[data] train file '", file_or_dir.string(), "' does not exist");
+  SPARTA_CHECK(fs::exists(st), "[data] ", source, " '", file_or_dir.string(), "' does not exist");
   TextCorpus corpus;
   if (!fs::is_directory(st)) {
-    SPARTA_CHECK(fs::is_regular_file(st), "[data] train file '", file_or_dir.string(),
+    SPARTA_CHECK(fs::is_regular_file(st), "[data] ", source, " '", file_or_dir.string(),
                  "' is neither a regular file nor a folder");
     std::string text = read_file(file_or_dir);
     const std::string problem = text_problem(text);
-    SPARTA_CHECK(problem.empty(), "[data] train file '", file_or_dir.string(), "' ", problem,
+    SPARTA_CHECK(problem.empty(), "[data] ", source, " '", file_or_dir.string(), "' ", problem,
                  " (expected UTF-8 text)");
     corpus.bytes = static_cast<int64_t>(text.size());
     corpus.documents.push_back(std::move(text));
@@ -75,6 +87,7 @@ TextCorpus read_text_corpus(const fs::path& file_or_dir) {
       std::string text = read_file(p);
       if (!text_problem(text).empty()) {
         ++corpus.skipped_files;
+        corpus.skipped.push_back(p);
         continue;
       }
       corpus.bytes += static_cast<int64_t>(text.size());
@@ -85,8 +98,13 @@ TextCorpus read_text_corpus(const fs::path& file_or_dir) {
   const bool empty = std::none_of(corpus.documents.begin(), corpus.documents.end(), has_content);
   SPARTA_CHECK(!empty, "[data] corpus '", file_or_dir.string(), "' is empty",
                corpus.skipped_files > 0
-                   ? cat(" (", corpus.skipped_files, " binary or non-UTF-8 files skipped)")
+                   ? cat(" (", count_noun(corpus.skipped_files, "binary or non-UTF-8 file"), " skipped)")
                    : std::string());
+  // Only for a usable corpus: an empty one is one error line, not two.
+  if (notices && !corpus.skipped.empty()) {
+    std::fprintf(notices, "%s\n", skipped_files_notice(corpus, file_or_dir).c_str());
+    std::fflush(notices);
+  }
   return corpus;
 }
 

@@ -7,6 +7,29 @@
 
 namespace sparta {
 
+void check_sample_options(const SampleOptions& o) {
+  SPARTA_CHECK(o.max_tokens >= 0, "[generate] --max-tokens must be >= 0, got ", o.max_tokens);
+  SPARTA_CHECK(o.temperature >= 0.0f && std::isfinite(o.temperature),
+               "[generate] --temperature must be a finite number >= 0 (0 = greedy), got ", o.temperature);
+  SPARTA_CHECK(o.top_k >= 0, "[generate] --top-k must be >= 0 (0 = all tokens), got ", o.top_k);
+  SPARTA_CHECK(o.top_p > 0.0f && o.top_p <= 1.0f, "[generate] --top-p must be in (0, 1], got ", o.top_p);
+}
+
+std::vector<std::string> context_notices(int64_t prompt_tokens, int64_t max_tokens, int64_t context) {
+  std::vector<std::string> notes;
+  if (prompt_tokens > context)
+    notes.push_back(cat("the prompt is ", prompt_tokens, " tokens long (with the end-of-text token in front), "
+                        "longer than the model's context of ", context, ": only its last ", context,
+                        " tokens are used"));
+  const int64_t used = std::min(prompt_tokens, context);
+  // The window slides when a token is generated with the context already full.
+  if (max_tokens > 0 && used + max_tokens - 1 > context)
+    notes.push_back(cat("the prompt plus --max-tokens ", max_tokens, " run past the model's context of ", context,
+                        " tokens: from there on each new token sees only the newest ", context / 2, " to ", context,
+                        " tokens (a sliding window)"));
+  return notes;
+}
+
 int32_t sample_token(const float* logits, int64_t V, const SampleOptions& o, Rng& rng,
                      std::vector<std::pair<float, int32_t>>& scratch) {
   if (o.temperature <= 0.0f) return static_cast<int32_t>(std::max_element(logits, logits + V) - logits);
@@ -45,11 +68,7 @@ int32_t sample_token(const float* logits, int64_t V, const SampleOptions& o, Rng
 
 std::vector<int32_t> generate(GPT& model, const Tokenizer& tok, const std::vector<int32_t>& prompt,
                               const SampleOptions& o, const std::function<void(const std::string&)>& on_text) {
-  SPARTA_CHECK(o.max_tokens >= 0, "[generate] max_tokens must be >= 0, got ", o.max_tokens);
-  SPARTA_CHECK(o.temperature >= 0.0f && std::isfinite(o.temperature), "[generate] temperature must be >= 0, got ",
-               o.temperature);
-  SPARTA_CHECK(o.top_k >= 0, "[generate] top_k must be >= 0, got ", o.top_k);
-  SPARTA_CHECK(o.top_p > 0.0f && o.top_p <= 1.0f, "[generate] top_p must be in (0, 1], got ", o.top_p);
+  check_sample_options(o);
   const int64_t C = model.config().context, V = model.config().vocab_size;
   for (int32_t id : prompt)
     SPARTA_CHECK(id >= 0 && id < V, "[generate] prompt token ", id, " outside the vocabulary (", V, ")");

@@ -29,6 +29,13 @@ std::string first_non_finite(const float* base, const ParamStore& P) {
   return "";
 }
 
+// The shortest text that reads back as the same float: eps 1e-8 is "1e-08",
+// not std::to_string's "0.000000".
+std::string float_text(float v) {
+  char buf[32];
+  return std::string(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
+}
+
 }  // namespace
 
 GPTConfig gpt_config_from(const Config& cfg, int64_t vocab_size) {
@@ -67,9 +74,9 @@ fs::path save_checkpoint(const fs::path& out_dir, const Config& cfg, GPT& model,
         const AdamWHyper& h = opt.hyper();
         write_safetensors(dir / "optimizer.safetensors", moments,
                           {{"step", std::to_string(opt.steps_done())},
-                           {"beta1", std::to_string(h.beta1)},
-                           {"beta2", std::to_string(h.beta2)},
-                           {"eps", std::to_string(h.eps)}});
+                           {"beta1", float_text(h.beta1)},
+                           {"beta2", float_text(h.beta2)},
+                           {"eps", float_text(h.eps)}});
         Tensor t_step = Tensor::empty({1}, DType::I64);
         t_step.data<int64_t>()[0] = st.step;
         Tensor t_rng = Tensor::empty({4}, DType::I64);

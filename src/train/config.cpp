@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <system_error>
 #include <toml++/toml.h>
@@ -27,6 +28,7 @@ struct Key {
   std::function<void(Config&, const toml::node&)> set_node;
   std::function<void(Config&, const std::string&)> set_text;
   std::function<std::string(const Config&)> print;
+  std::function<nlohmann::ordered_json(const Config&)> to_json;
 };
 
 // A TOML basic string. Not toml++'s formatter: 3.3.0 writes a string
@@ -56,11 +58,12 @@ std::string quote(const std::string& s) {
   return out;
 }
 
+// The shortest text that reads back as the same double (0.8, not
+// 0.80000000000000004), always a TOML float ("2.0", not "2").
 std::string fmt_double(double v) {
-  std::ostringstream os;
-  os.precision(17);
-  os << v;
-  std::string s = os.str();
+  char buf[64];
+  const auto res = std::to_chars(buf, buf + sizeof buf, v);
+  std::string s(buf, res.ptr);
   if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
   return s;
 }
@@ -111,6 +114,7 @@ Key make_key(std::string section, std::string name, Field field) {
       field(c) = v;
     };
     k.print = [=](const Config& c) { return std::to_string(field(c)); };
+    k.to_json = [=](const Config& c) { return nlohmann::ordered_json(field(c)); };
   } else if constexpr (std::is_same_v<V, double>) {
     k.kind = Kind::Float;
     k.set_node = [=](Config& c, const toml::node& n) {
@@ -120,6 +124,7 @@ Key make_key(std::string section, std::string name, Field field) {
     };
     k.set_text = [=](Config& c, const std::string& s) { field(c) = parse_number(s, where); };
     k.print = [=](const Config& c) { return fmt_double(field(c)); };
+    k.to_json = [=](const Config& c) { return nlohmann::ordered_json(field(c)); };
   } else if constexpr (std::is_same_v<V, bool>) {
     k.kind = Kind::Bool;
     k.set_node = [=](Config& c, const toml::node& n) {
@@ -132,6 +137,7 @@ Key make_key(std::string section, std::string name, Field field) {
       field(c) = (s == "true");
     };
     k.print = [=](const Config& c) { return std::string(field(c) ? "true" : "false"); };
+    k.to_json = [=](const Config& c) { return nlohmann::ordered_json(field(c)); };
   } else {
     k.kind = Kind::String;
     k.set_node = [=](Config& c, const toml::node& n) {
@@ -151,6 +157,7 @@ Key make_key(std::string section, std::string name, Field field) {
       field(c) = v;
     };
     k.print = [=](const Config& c) { return quote(field(c)); };
+    k.to_json = [=](const Config& c) { return nlohmann::ordered_json(field(c)); };
   }
   return k;
 }
@@ -297,10 +304,19 @@ Config parse_config(std::string_view toml_text, const std::string& source,
   return cfg;
 }
 
+std::string read_config_text(const std::filesystem::path& file) {
+  std::error_code ec;
+  const auto st = std::filesystem::status(file, ec);
+  SPARTA_CHECK(std::filesystem::exists(st), "[config] config file '", file.string(), "' does not exist");
+  SPARTA_CHECK(!std::filesystem::is_directory(st), "[config] '", file.string(),
+               "' is a folder, not a config file (give a .toml file, e.g. configs/tiny.toml)");
+  SPARTA_CHECK(std::filesystem::is_regular_file(st), "[config] config file '", file.string(),
+               "' is not a regular file");
+  return read_file(file);
+}
+
 Config load_config(const std::filesystem::path& file, const std::vector<std::string>& overrides) {
-  SPARTA_CHECK(std::filesystem::is_regular_file(file), "[config] config file '", file.string(),
-               "' does not exist");
-  return parse_config(read_file(file), file.string(), overrides);
+  return parse_config(read_config_text(file), file.string(), overrides);
 }
 
 // Upper limits of keys that size allocations or loops, so a typo cannot ask
@@ -374,6 +390,14 @@ void validate_config(const Config& c) {
   SPARTA_CHECK(t.max_bad_steps >= 1, "[config] train.max_bad_steps must be >= 1, got ", t.max_bad_steps);
 }
 
+std::vector<std::string> config_warnings(const Config& c) {
+  std::vector<std::string> w;
+  if (c.train.warmup > c.train.steps)
+    w.push_back(cat("train.warmup (", c.train.warmup, ") is longer than train.steps (", c.train.steps,
+                    "): the learning rate never reaches train.lr"));
+  return w;
+}
+
 std::string config_to_toml(const Config& cfg) {
   std::ostringstream os;
   std::string section;
@@ -385,6 +409,22 @@ std::string config_to_toml(const Config& cfg) {
     os << k.name << " = " << k.print(cfg) << "\n";
   }
   return os.str();
+}
+
+nlohmann::ordered_json config_to_json(const Config& cfg) {
+  nlohmann::ordered_json j = nlohmann::ordered_json::object();
+  for (const Key& k : keys()) {
+    // "model.dsa" -> j["model"]["dsa"]: the same nesting as the TOML tables.
+    nlohmann::ordered_json* section = &j;
+    for (size_t start = 0;;) {
+      const size_t dot = k.section.find('.', start);
+      section = &(*section)[k.section.substr(start, dot == std::string::npos ? std::string::npos : dot - start)];
+      if (dot == std::string::npos) break;
+      start = dot + 1;
+    }
+    (*section)[k.name] = k.to_json(cfg);
+  }
+  return j;
 }
 
 std::vector<std::string> config_keys() {

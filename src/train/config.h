@@ -5,6 +5,7 @@
 // wrong model). docs/config.md lists every key.
 #include <cstdint>
 #include <filesystem>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -83,12 +84,24 @@ struct Config {
 Config parse_config(std::string_view toml_text, const std::string& source,
                     const std::vector<std::string>& overrides = {});
 Config load_config(const std::filesystem::path& file, const std::vector<std::string>& overrides = {});
+// The text of a config file; sparta::Error "[config] config file 'x' does not
+// exist" or "... is a folder, not a config file" otherwise.
+std::string read_config_text(const std::filesystem::path& file);
 // Applies more overrides to an existing config and re-validates.
 void apply_overrides(Config& cfg, const std::vector<std::string>& overrides);
 // Throws sparta::Error naming the first bad value.
 void validate_config(const Config& cfg);
+// Settings that are valid but probably not meant, one message each (no
+// "warning:" prefix), e.g. train.warmup longer than train.steps (quick runs
+// do that on purpose, so it is not an error).
+std::vector<std::string> config_warnings(const Config& cfg);
 // The fully resolved config as TOML (round-trips through parse_config).
 std::string config_to_toml(const Config& cfg);
+// The fully resolved config as a JSON object nested like the TOML tables:
+// {"model": {"n_layer": 4, ..., "dsa": {"block": 64, ...}}, "tokenizer": {...},
+// "data": {...}, "train": {...}}; numbers are JSON numbers (floats in their
+// shortest round-trip form), booleans and strings as such.
+nlohmann::ordered_json config_to_json(const Config& cfg);
 // Every "section.key" the parser knows, for help text.
 std::vector<std::string> config_keys();
 // The value of one "section.key" as config_to_toml prints it (strings

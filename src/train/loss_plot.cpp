@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/plural.h"
 #include "io/atomic_file.h"
 
 namespace sparta {
@@ -169,17 +170,49 @@ std::string format_tick(double value, double step) {
   return out;
 }
 
-std::string loss_plot_svg(const Points& train_in, const Points& val_in, const std::string& title) {
+LossAxisRange loss_axis_range(const Points& train_in, const Points& val_in) {
   const Points train = finite_points(train_in), val = finite_points(val_in);
-  double xmin = std::numeric_limits<double>::infinity(), xmax = -xmin, ymin = xmin, ymax = -xmin;
+  LossAxisRange r;
+  if (train.empty() && val.empty()) return r;
+  double xmin = std::numeric_limits<double>::infinity(), xmax = -xmin;
+  r.lo = xmin, r.hi = -xmin;
   for (const Points* s : {&train, &val})
     for (const auto& [x, y] : *s) {
       xmin = std::min(xmin, x), xmax = std::max(xmax, x);
-      ymin = std::min(ymin, y), ymax = std::max(ymax, y);
+      r.lo = std::min(r.lo, y), r.hi = std::max(r.hi, y);
     }
+  const double later_from = xmin + 0.1 * (xmax - xmin);
+  std::vector<double> later;
+  for (const auto& [x, y] : train)
+    if (x >= later_from) later.push_back(y);
+  if (later.size() < 10) return r;
+  std::sort(later.begin(), later.end());
+  double cap = later[static_cast<size_t>(0.99 * static_cast<double>(later.size() - 1))];
+  for (const auto& [x, y] : val)
+    if (x >= later_from) cap = std::max(cap, y);
+  const double top = cap + 0.05 * (cap - r.lo);
+  if (r.hi > r.lo + 1.25 * (top - r.lo) && top > r.lo) {
+    r.hi = top;
+    r.clipped = true;
+  }
+  return r;
+}
+
+std::string loss_plot_svg(const Points& train_in, const Points& val_in, const std::string& title) {
+  const Points train = finite_points(train_in), val = finite_points(val_in);
+  double xmin = std::numeric_limits<double>::infinity(), xmax = -xmin;
+  for (const Points* s : {&train, &val})
+    for (const auto& [x, y] : *s) xmin = std::min(xmin, x), xmax = std::max(xmax, x);
   const bool empty = train.empty() && val.empty();
+  const LossAxisRange range = loss_axis_range(train, val);
   const AxisTicks xt = empty ? nice_ticks(0, 1) : nice_ticks(xmin, xmax, 8);
-  const AxisTicks yt = empty ? nice_ticks(0, 1) : nice_ticks(ymin, ymax, 6);
+  const AxisTicks yt = empty ? nice_ticks(0, 1) : nice_ticks(range.lo, range.hi, 6);
+  // Points above the axis sit on its top edge (and get a marker below).
+  auto clamp_top = [&](const Points& pts) {
+    Points out = pts;
+    for (auto& p : out) p.second = std::min(p.second, yt.hi);
+    return out;
+  };
   auto px = [&](double x) { return kLeft + (x - xt.lo) / (xt.hi - xt.lo) * kPlotW; };
   auto py = [&](double y) { return kTop + kPlotH - (y - yt.lo) / (yt.hi - yt.lo) * kPlotH; };
 
@@ -220,22 +253,47 @@ std::string loss_plot_svg(const Points& train_in, const Points& val_in, const st
     s += cat("<text x=\"", num(kLeft + kPlotW / 2), "\" y=\"", num(kTop + kPlotH / 2),
              "\" text-anchor=\"middle\" font-size=\"14\" fill=\"#888\">no data yet</text>\n");
   if (!train.empty()) {
-    const Points p = to_pixels(train, xt, yt);
+    const Points p = to_pixels(clamp_top(train), xt, yt);
     s += polyline(p, kTrainColor, 1.5);
     if (p.size() == 1)  // a single point draws no line; show it
       s += cat("<circle cx=\"", num(p[0].first), "\" cy=\"", num(p[0].second), "\" r=\"2.5\" fill=\"",
                kTrainColor, "\"/>\n");
   }
   if (!val.empty()) {
-    const Points p = to_pixels(val, xt, yt);
+    const Points p = to_pixels(clamp_top(val), xt, yt);
     s += polyline(p, kValColor, 2);
     // Markers show where evaluations happened; past a few hundred they only
-    // thicken the line.
+    // thicken the line. Clipped evaluations get the clipped marker instead.
     if (p.size() <= 300) {
       s += cat("<g fill=\"", kValColor, "\" stroke=\"#ffffff\" stroke-width=\"1\">\n");
-      for (const auto& [x, y] : p) s += cat("<circle cx=\"", num(x), "\" cy=\"", num(y), "\" r=\"3.5\"/>\n");
+      for (size_t i = 0; i < p.size(); ++i)
+        if (val[i].second <= yt.hi)
+          s += cat("<circle cx=\"", num(p[i].first), "\" cy=\"", num(p[i].second), "\" r=\"3.5\"/>\n");
       s += "</g>\n";
     }
+  }
+  if (range.clipped) {
+    // One triangle per pixel column holding clipped points, pointing up:
+    // "this goes higher than the axis".
+    int64_t clipped = 0;
+    double highest = yt.hi;
+    std::vector<long> columns;
+    for (const Points* series : {&train, &val})
+      for (const auto& [x, y] : *series)
+        if (y > yt.hi) {
+          ++clipped;
+          highest = std::max(highest, y);
+          columns.push_back(std::lround(px(x)));
+        }
+    std::sort(columns.begin(), columns.end());
+    columns.erase(std::unique(columns.begin(), columns.end()), columns.end());
+    s += "<g class=\"clipped\" fill=\"#555\">\n";
+    for (long c : columns)
+      s += cat("<polygon class=\"clipped\" points=\"", c - 3, ",", num(kTop + 6), " ", c + 3, ",", num(kTop + 6), " ",
+               c, ",", num(kTop), "\"/>\n");
+    s += cat("</g>\n<text x=\"", num(kLeft + 8), "\" y=\"", num(kTop + 20), "\" font-size=\"11\" fill=\"#555\">",
+             "\u25B2 ", count_noun(clipped, "point"), " above ", format_tick(yt.hi, yt.step),
+             " clipped (highest ", fmt("%.2f", highest), ")</text>\n");
   }
 
   // Legend in the top-right corner of the plot (loss curves fall, so this

@@ -80,6 +80,23 @@ std::string format_progress_line(const std::string& label, int64_t done, int64_t
   return s;
 }
 
+SmoothedRate::SmoothedRate(double weight) : weight_(weight) {
+  SPARTA_CHECK(weight > 0 && weight <= 1, "[progress] smoothing weight must be in (0, 1], got ", weight);
+}
+
+double SmoothedRate::add(double amount, double seconds) {
+  if (!(seconds > 0) || !std::isfinite(seconds) || !std::isfinite(amount)) return rate();
+  if (empty_) {
+    amount_ = amount, seconds_ = seconds, empty_ = false;
+  } else {
+    amount_ += weight_ * (amount - amount_);
+    seconds_ += weight_ * (seconds - seconds_);
+  }
+  return rate();
+}
+
+double SmoothedRate::rate() const { return empty_ ? 0.0 : amount_ / seconds_; }
+
 ProgressBar::ProgressBar(int64_t total, std::string label, std::FILE* out, ProgressOptions opts)
     : total_(total), label_(std::move(label)), out_(out), opts_(std::move(opts)) {
   SPARTA_CHECK(out_ != nullptr, "[progress] output stream is null");
@@ -130,6 +147,12 @@ void ProgressBar::update(int64_t done, const std::string& extra) {
     if (due) last_bucket_ = std::max(last_bucket_, bucket);
   }
   if (due) draw(false);
+}
+
+void ProgressBar::set_status(const std::string& extra) {
+  if (finished_) return;
+  extra_ = extra;
+  if (tty_) draw(false);
 }
 
 void ProgressBar::finish() {

@@ -36,6 +36,26 @@ std::string format_bar(int64_t done, int64_t total, int width);
 std::string format_progress_line(const std::string& label, int64_t done, int64_t total,
                                  const std::string& extra, const std::string& tail, int width = 30);
 
+// A throughput that does not jump with every step: exponential moving
+// averages of the work done and of the time it took, rate = work / time.
+// Averaging both (not the per-step rates) keeps one fast step from
+// outweighing a slow one. The first sample is taken as is; each later one
+// moves the averages by `weight` (0 < weight <= 1; 0.1 ~ the last 10 steps).
+class SmoothedRate {
+ public:
+  explicit SmoothedRate(double weight = 0.1);
+  // Adds one sample (e.g. tokens of a step and its seconds) and returns the
+  // new rate. Samples with seconds <= 0 or non-finite values are ignored.
+  double add(double amount, double seconds);
+  // The current rate; 0 before any sample.
+  double rate() const;
+
+ private:
+  double weight_;
+  double amount_ = 0, seconds_ = 0;
+  bool empty_ = true;
+};
+
 struct ProgressOptions {
   std::optional<bool> tty;         // default: isatty(fileno(out))
   int width = 30;                  // bar cells
@@ -56,6 +76,10 @@ class ProgressBar {
   // Records progress; draws if the rate limit allows. extra: caller's
   // status text, e.g. "loss 3.21 | 41.2k tok/s".
   void update(int64_t done, const std::string& extra = "");
+  // Replaces the status text without progress, e.g. "validating…" while a
+  // long evaluation runs, and redraws at once on a terminal (a plain log
+  // gets no extra line). The next update() sets its own text again.
+  void set_status(const std::string& extra);
   // Draws the final line ("done in ...") and ends it with '\n'. Idempotent.
   void finish();
 

@@ -13,6 +13,8 @@
 #include "core/error.h"
 #include "core/interrupt.h"
 #include "core/memory.h"
+#include "core/parallel.h"
+#include "core/plural.h"
 #include "io/atomic_file.h"
 #include "io/run_lock.h"
 #include "train/progress_bar.h"
@@ -189,8 +191,7 @@ SweepPlan plan_sweep(const fs::path& config_file, const std::vector<std::string>
       SPARTA_CHECK(a.key != key, "[sweep] ", key, " is set by both --set '", s,
                    "' and --grid (sweep it with --grid only)");
   }
-  SPARTA_CHECK(fs::is_regular_file(config_file), "[config] config file '", config_file.string(), "' does not exist");
-  const std::string text = read_file(config_file);
+  const std::string text = read_config_text(config_file);
   const Config base = parse_config(text, config_file.string(), sets);
   plan.base_config = config_to_toml(base);
   plan.runs = expand_grid(plan.axes);
@@ -226,6 +227,7 @@ SweepPlan plan_sweep(const fs::path& config_file, const std::vector<std::string>
     cfg.train.out = (plan.out / r.folder).string();
     plan.configs.push_back(std::move(cfg));
   }
+  plan.equivalence = find_equivalent_runs(plan.configs);
   return plan;
 }
 
@@ -271,8 +273,14 @@ std::string report_markdown(const SweepPlan& plan, const std::vector<SweepRecord
     }
     s += cat(i ? ";" : "", " `", plan.axes[i].key, "` = ", vals);
   }
-  s += cat(" (", plan.runs.size(), " runs, ", records.size(), " done).  \n");
+  s += cat(" (", count_noun(static_cast<int64_t>(plan.runs.size()), "run"), ", ", records.size(), " done).  \n");
   s += cat("Quality: ", metric_title(metric), ".\n\n");
+  if (!plan.equivalence.notes.empty()) {
+    // Equivalent runs differ only by rounding and timing noise; they are
+    // marked "= #N" and never picked as best.
+    for (const std::string& note : plan.equivalence.notes) s += cat("Note: ", note, ".  \n");
+    s += "\n";
+  }
   s += sweep_table_markdown(records, metric);
   const int64_t b = best_record(records, metric);
   if (b >= 0) {
@@ -333,8 +341,15 @@ bool plain_name(const std::string& n) {
 
 }  // namespace
 
-SweepResult run_sweep(const SweepPlan& plan, const SweepOptions& opt) {
-  using clock = std::chrono::steady_clock;
+namespace {
+
+// What an existing sweep folder holds, once every refusal has been checked.
+struct SweepOutState {
+  std::vector<std::string> old_folders;     // run folders of the sweep already in OUT
+  std::map<int64_t, SweepRecord> previous;  // its records (--resume only)
+};
+
+SweepOutState inspect_sweep_out(const SweepPlan& plan, const SweepOptions& opt) {
   SPARTA_CHECK(!(opt.resume && opt.force), "[sweep] --resume keeps finished runs and --force deletes them; give one");
   SPARTA_CHECK(plan.runs.size() == plan.configs.size(), "[sweep] plan has ", plan.runs.size(), " runs but ",
                plan.configs.size(), " configs");
@@ -347,7 +362,6 @@ SweepResult run_sweep(const SweepPlan& plan, const SweepOptions& opt) {
   const RunLock lock(out, "sweep", "wait for it or use another --out");
   const bool has_results = fs::exists(manifest_file) || fs::exists(jsonl_file);
 
-  // Everything that can refuse the sweep is decided before the first run.
   std::vector<std::string> old_folders;
   std::map<int64_t, SweepRecord> previous;
   if (has_results) {
@@ -396,6 +410,20 @@ SweepResult run_sweep(const SweepPlan& plan, const SweepOptions& opt) {
                  "' already exists and no sweep in '", out.string(),
                  "' made it; pass --force to replace it or choose another --out");
   }
+  return {std::move(old_folders), std::move(previous)};
+}
+
+}  // namespace
+
+void check_sweep_out(const SweepPlan& plan, const SweepOptions& opt) { (void)inspect_sweep_out(plan, opt); }
+
+SweepResult run_sweep(const SweepPlan& plan, const SweepOptions& opt) {
+  using clock = std::chrono::steady_clock;
+  // Everything that can refuse the sweep is decided before the first run.
+  auto [old_folders, previous] = inspect_sweep_out(plan, opt);
+  const fs::path out = plan.out;
+  const fs::path manifest_file = out / "sweep.json";
+  const ojson manifest = manifest_json(plan);
 
   if (opt.force) {
     for (const std::string& f : old_folders) remove_tree(out / f);
@@ -424,6 +452,10 @@ SweepResult run_sweep(const SweepPlan& plan, const SweepOptions& opt) {
     write_outputs(plan, all);
   };
   const int64_t n = static_cast<int64_t>(plan.runs.size());
+  // On its own line before the runs (each run's line is written in pieces),
+  // for the thread count the runs will use.
+  if (!plan.configs.empty()) init_compute_threads(static_cast<int>(plan.configs.front().train.threads));
+  warn_if_machine_loaded(opt.log);
   const auto sweep_t0 = clock::now();
   for (size_t i = 0; i < plan.runs.size(); ++i) {
     const SweepRun& run = plan.runs[i];
@@ -458,11 +490,13 @@ SweepResult run_sweep(const SweepPlan& plan, const SweepOptions& opt) {
     rec.folder = run.folder;
     rec.settings = run.settings;
     rec.task = cfg.data.task;
+    rec.same_as = i < plan.equivalence.same_as.size() ? plan.equivalence.same_as[i] : 0;
     reset_memory_peak();
     const auto t0 = clock::now();
     try {
       TrainOptions topt;
       topt.progress = verbose;
+      topt.notices = verbose ? opt.log : nullptr;  // quiet runs: one line each, said once above
       const TrainResult tr = run_training(cfg, topt);
       rec.steps = tr.steps;
       rec.final_loss = tr.final_loss;
@@ -504,8 +538,8 @@ SweepResult run_sweep(const SweepPlan& plan, const SweepOptions& opt) {
   result.metric = sweep_metric(result.records);
   result.table = sweep_table_markdown(result.records, result.metric);
   if (opt.log)
-    std::fprintf(opt.log, "sweep: %lld runs (%lld trained, %lld skipped, %lld failed) in %s; results in %s\n",
-                 static_cast<long long>(n), static_cast<long long>(result.trained),
+    std::fprintf(opt.log, "sweep: %s (%lld trained, %lld skipped, %lld failed) in %s; results in %s\n",
+                 count_noun(n, "run").c_str(), static_cast<long long>(result.trained),
                  static_cast<long long>(result.skipped), static_cast<long long>(result.failed),
                  format_duration(std::chrono::duration<double>(clock::now() - sweep_t0).count()).c_str(),
                  (out / "sweep.md").string().c_str());

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "train/config.h"
+#include "train/sweep_equivalence.h"
 #include "train/sweep_report.h"
 
 namespace sparta {
@@ -75,6 +76,7 @@ struct SweepPlan {
   std::string base_config;          // config_to_toml(config + sets), recorded to check --resume
   std::vector<SweepRun> runs;
   std::vector<Config> configs;      // configs[i] belongs to runs[i]; train.out = out / runs[i].folder
+  SweepEquivalence equivalence;     // find_equivalent_runs(configs): runs that train the same model
 };
 
 // Loads `config_file` with `sets`, parses and expands `grid_specs`, then
@@ -100,6 +102,13 @@ struct SweepResult {
   int64_t trained = 0, skipped = 0, failed = 0;
   std::string table;                 // sweep_table_markdown(records, metric)
 };
+
+// Everything about OUT that would make run_sweep refuse, checked without
+// writing anything (what `sweep --dry-run` uses): sparta::Error for
+// --resume with --force, results in OUT without --resume / --force, a
+// --resume of another grid or base config or without sweep.json, and a
+// non-empty run folder no sweep made unless --force.
+void check_sweep_out(const SweepPlan& plan, const SweepOptions& opt);
 
 // Runs the plan. Refuses (sparta::Error, before training) an OUT that holds
 // sweep results unless opt.resume or opt.force, a --resume whose sweep.json

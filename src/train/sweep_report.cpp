@@ -110,6 +110,7 @@ std::string sweep_record_json(const SweepRecord& r) {
   j["tokens_per_s"] = num_or_null(r.tokens_per_s);
   j["wall_s"] = num_or_null(r.wall_s);
   j["peak_tracked_bytes"] = r.peak_tracked_bytes;
+  if (r.same_as > 0) j["same_as"] = r.same_as;
   return j.dump();
 }
 
@@ -136,6 +137,7 @@ SweepRecord sweep_record_from_json(const std::string& line, const std::string& s
     r.tokens_per_s = num_from(j, "tokens_per_s");
     r.wall_s = num_from(j, "wall_s");
     if (j.contains("peak_tracked_bytes")) r.peak_tracked_bytes = j["peak_tracked_bytes"].get<int64_t>();
+    if (j.contains("same_as")) r.same_as = j["same_as"].get<int64_t>();
     return r;
   } catch (const nlohmann::json::exception& e) {
     throw Error(cat("[sweep] ", source, ": malformed record: ", e.what()));
@@ -198,7 +200,7 @@ int64_t best_record(const std::vector<SweepRecord>& records, SweepMetric metric)
   int64_t best = -1;
   for (size_t i = 0; i < records.size(); ++i) {
     const SweepRecord& r = records[i];
-    if (!r.ok || !finite(metric_value(r, metric))) continue;
+    if (!r.ok || r.same_as > 0 || !finite(metric_value(r, metric))) continue;
     if (best < 0 || better(r, records[static_cast<size_t>(best)])) best = static_cast<int64_t>(i);
   }
   return best;
@@ -206,7 +208,9 @@ int64_t best_record(const std::vector<SweepRecord>& records, SweepMetric metric)
 
 std::vector<bool> pareto_front(const std::vector<SweepRecord>& records, SweepMetric metric) {
   const bool higher = metric == SweepMetric::ValAccuracy;
-  auto usable = [&](const SweepRecord& r) { return r.ok && finite(r.tokens_per_s) && finite(metric_value(r, metric)); };
+  auto usable = [&](const SweepRecord& r) {
+    return r.ok && r.same_as == 0 && finite(r.tokens_per_s) && finite(metric_value(r, metric));
+  };
   // q: quality with "larger is better" for both metrics.
   auto q = [&](const SweepRecord& r) { return higher ? metric_value(r, metric) : -metric_value(r, metric); };
   std::vector<bool> front(records.size(), false);
@@ -261,6 +265,7 @@ std::string sweep_table_markdown(const std::vector<SweepRecord>& records, SweepM
     row.push_back(!r.ok                             ? md_escape("failed: " + r.error)
                   : static_cast<int64_t>(i) == best ? "**best**"
                   : front[i]                        ? "pareto"
+                  : r.same_as > 0                   ? cat("= #", r.same_as)
                                                     : "");
     rows.push_back(std::move(row));
   }
@@ -314,6 +319,18 @@ struct Box {
 
 }  // namespace
 
+std::pair<double, double> sweep_quality_range(double lo, double hi) {
+  if (lo > hi) std::swap(lo, hi);
+  const double pad = 0.08 * (hi - lo);
+  lo -= pad, hi += pad;
+  const double min_span = 0.02 * std::max(std::fabs(lo), std::fabs(hi));
+  if (hi - lo < min_span) {
+    const double mid = 0.5 * (lo + hi);
+    lo = mid - 0.5 * min_span, hi = mid + 0.5 * min_span;
+  }
+  return {lo, hi};
+}
+
 std::string sweep_plot_svg(const std::vector<SweepRecord>& records, SweepMetric metric, const std::string& title) {
   struct Point {
     double x, y;
@@ -349,7 +366,8 @@ std::string sweep_plot_svg(const std::vector<SweepRecord>& records, SweepMetric 
     auto [xl, xh] = padded(xmin, xmax, xmin >= 0);
     xt = nice_ticks(xl, xh, 7);
     if (metric != SweepMetric::ValAccuracy) {  // accuracy keeps the honest 0..1 axis
-      auto [yl, yh] = padded(ymin, ymax, ymin >= 0);
+      auto [yl, yh] = sweep_quality_range(ymin, ymax);
+      if (ymin >= 0 && yl < 0) yl = 0;
       yt = nice_ticks(yl, yh, 6);
     }
   }

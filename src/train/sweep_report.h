@@ -43,14 +43,17 @@ struct SweepRecord {
   double tokens_per_s = kSweepNaN;     // median training tokens/s over the run's steps
   double wall_s = kSweepNaN;           // whole run incl. data preparation, evaluation, checkpoints
   int64_t peak_tracked_bytes = 0;      // the engine's peak tracked allocation during the run
+  int64_t same_as = 0;                 // > 0: this run trains the same model as run #same_as
+                                       // (train/sweep_equivalence.h); its differences are noise
 };
 
 // One line of sweep.jsonl (no newline), keys in this order:
 //   {"index","run","settings":{key: value-as-typed, ...},"status":"ok"|"failed",
 //    ["error"], ["task"], "steps","final_loss","val_loss",["val_accuracy"],
-//    "tokens_per_s","wall_s","peak_tracked_bytes"}
-// "error" only when failed, "task" and "val_accuracy" only for task runs;
-// unknown numbers are null.
+//    "tokens_per_s","wall_s","peak_tracked_bytes",["same_as"]}
+// "error" only when failed, "task" and "val_accuracy" only for task runs,
+// "same_as" only for a run equivalent to an earlier one; unknown numbers are
+// null.
 std::string sweep_record_json(const SweepRecord& r);
 // Inverse of sweep_record_json; sparta::Error naming `source` on a malformed line.
 SweepRecord sweep_record_from_json(const std::string& line, const std::string& source);
@@ -72,21 +75,32 @@ std::string metric_text(const SweepRecord& r, SweepMetric metric);
 
 // Position in `records` of the best successful run with a finite metric:
 // lowest loss / highest accuracy; ties go to the lower validation loss, then
-// the faster run, then the earlier one. -1 when there is none.
+// the faster run, then the earlier one. Runs equivalent to an earlier one
+// (same_as > 0) are never picked: only noise would set them apart. -1 when
+// there is none.
 int64_t best_record(const std::vector<SweepRecord>& records, SweepMetric metric);
 
 // Which runs are on the quality/speed Pareto front: successful, with a
 // finite metric and speed, and no other such run at least as fast and at
 // least as good while strictly better in one of the two. These are the
-// settings worth choosing between. result[i] belongs to records[i].
+// settings worth choosing between. Runs with same_as > 0 are left out (they
+// repeat another run). result[i] belongs to records[i].
 std::vector<bool> pareto_front(const std::vector<SweepRecord>& records, SweepMetric metric);
 
 // Markdown table, one row per record in the given order, columns padded so
 // it also reads well as plain text:
 //   | # | <one column per grid key> | steps | loss | val_loss | [val_acc] | tok/s | wall | peak MiB | note |
 // `note` holds "**best**" for best_record, "pareto" for the other runs on the
-// Pareto front and "failed: <error>" for failed runs; "-" marks unknown values.
+// Pareto front, "= #N" for a run equivalent to run N and "failed: <error>"
+// for failed runs; "-" marks unknown values.
 std::string sweep_table_markdown(const std::vector<SweepRecord>& records, SweepMetric metric);
+
+// The quality axis range of sweep_plot_svg for data in [lo, hi] (before
+// round ticks): the range padded by 8% on each side, and at least 2% of the
+// largest magnitude wide (centred on the data), so differences far below
+// what a run-to-run change means (rounding noise of 1e-8) are drawn as
+// the flat line they are instead of being stretched to the full height.
+std::pair<double, double> sweep_quality_range(double lo, double hi);
 
 // Self-contained SVG scatter plot of the successful runs: x = training
 // tokens/s, y = metric_value; each point labelled with its settings

@@ -16,6 +16,7 @@
 #include "core/interrupt.h"
 #include "core/memory.h"
 #include "core/parallel.h"
+#include "core/plural.h"
 #include "core/rng.h"
 #include "data/token_dataset.h"
 #include "io/atomic_file.h"
@@ -357,7 +358,7 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
   if (needs_text) {
     SPARTA_CHECK(!cfg.data.train.empty(), "[train] data.train is not set (a UTF-8 text file or folder)",
                  is_task ? " — the task needs it to train the WordPiece vocabulary" : "");
-    corpus = read_text_corpus(cfg.data.train);
+    corpus = read_text_corpus(cfg.data.train, "data.train", opt.notices);
   }
 
   std::unique_ptr<Tokenizer> tok;
@@ -427,21 +428,27 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
   SPARTA_CHECK(metrics.good(), "[train] cannot write ", metrics_file.string());
 
   if (opt.progress && is_task) {
-    std::fprintf(stderr, "sparta train: %lld parameters, %s tokenizer (vocab %lld), task %s (%lld tokens/example), %d threads%s\n",
+    std::fprintf(stderr, "sparta train: %lld parameters, %s tokenizer (vocab %lld), task %s (%lld tokens/example), %s%s\n",
                  static_cast<long long>(model->params().count()), tok->kind().c_str(),
                  static_cast<long long>(tok->vocab_size()), task.kind.c_str(), static_cast<long long>(T),
-                 compute_threads(), latest ? cat(", resuming from step ", state.step).c_str() : "");
+                 count_noun(compute_threads(), "thread").c_str(), latest ? cat(", resuming from step ", state.step).c_str() : "");
   } else if (opt.progress) {
-    std::fprintf(stderr, "sparta train: %lld parameters, %s tokenizer (vocab %lld), %lld train / %lld val tokens, %d threads%s\n",
+    std::fprintf(stderr, "sparta train: %lld parameters, %s tokenizer (vocab %lld), %lld train / %lld val tokens, %s%s\n",
                  static_cast<long long>(model->params().count()), tok->kind().c_str(),
                  static_cast<long long>(tok->vocab_size()), static_cast<long long>(split.train.size()),
-                 static_cast<long long>(split.val.size()), compute_threads(),
+                 static_cast<long long>(split.val.size()), count_noun(compute_threads(), "thread").c_str(),
                  latest ? cat(", resuming from step ", state.step).c_str() : "");
   }
+
+  // After every check that can refuse the run, so an error stays one line.
+  if (opt.notices)
+    for (const std::string& w : config_warnings(cfg)) std::fprintf(opt.notices, "warning: %s\n", w.c_str());
+  warn_if_machine_loaded(opt.notices);
 
   std::vector<int32_t> inputs(B * T), targets(B * T);
   const int64_t total = cfg.train.steps;
   ProgressBar bar(total, "train", stderr);
+  SmoothedRate shown_rate;  // the bar's tokens/s: a single step's rate jumps around
   std::vector<double> rates;
   TrainResult result;
   double last_loss = 0.0;
@@ -489,6 +496,7 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
     state.tokens_seen += B * T;
     double tps = static_cast<double>(B * T) / secs;
     rates.push_back(tps);
+    shown_rate.add(static_cast<double>(B * T), secs);
 
     json rec = skipped ? json{{"step", state.step}, {"skipped", true}, {"reason", skip_reason}, {"lr", lr},
                               {"tokens_per_s", tps}, {"step_ms", secs * 1e3}}
@@ -506,6 +514,7 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
                    ((cfg.train.eval_every > 0 && state.step % cfg.train.eval_every == 0) || last);
     if (do_eval) {
       // An evaluation cut short by Ctrl-C is partial: it is not recorded.
+      if (opt.progress) bar.set_status(cat("loss ", fmt(loss, 4), " | validating…"));
       if (is_task) {
         TaskEvalResult ev =
             evaluate_task(*model, task, *tok, task_validation_seed(seed), cfg.data.task_eval_examples, B);
@@ -551,7 +560,7 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
       }
     }
     if (opt.progress)
-      bar.update(state.step, cat("loss ", fmt(last_loss, 4), " | ", fmt(tps / 1000.0, 1), "k tok/s"));
+      bar.update(state.step, cat("loss ", fmt(last_loss, 4), " | ", fmt(shown_rate.rate() / 1000.0, 1), "k tok/s"));
   }
   if (opt.progress) bar.finish();
   plot();

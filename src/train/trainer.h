@@ -2,6 +2,7 @@
 // The training loop behind `sparta train`: data, tokenizer, model, AdamW,
 // LR schedule, evaluation, metrics.jsonl, loss plot and atomic checkpoints.
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -23,6 +24,9 @@ struct TrainOptions {
   bool progress = true;  // progress bar + eval lines on stderr
   int64_t until = 0;     // > 0: stop (with a checkpoint) once this many steps are done
   std::vector<std::string> sets;  // the --set overrides as given (checked against the checkpoint on resume)
+  // Warnings about the config, the data and the machine (config_warnings,
+  // skipped files, load), printed once setup has passed; nullptr = none.
+  std::FILE* notices = stderr;
 };
 
 struct TrainResult {

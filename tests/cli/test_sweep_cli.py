@@ -68,7 +68,10 @@ class SweepTest(unittest.TestCase):
         self.assertEqual(len(recs), 4)
         want = [("dense", "16"), ("dense", "32"), ("dsa", "16"), ("dsa", "32")]  # last --grid fastest
         for i, (r, (attn, k)) in enumerate(zip(recs, want)):
-            self.assertEqual(list(r.keys()), RECORD_KEYS)
+            # At context 32 the DSA budget covers every key and dense ignores
+            # top_k: runs 2-4 repeat run 1 and say so.
+            self.assertEqual(list(r.keys()), RECORD_KEYS + (["same_as"] if i else []))
+            self.assertEqual(r.get("same_as"), 1 if i else None)
             self.assertEqual(r["index"], i + 1)
             self.assertEqual(r["settings"], {"model.attention": attn, "model.dsa.top_k": k})
             self.assertEqual(r["run"], f"0{i + 1}-attention-{attn}+top_k-{k}")

@@ -23,3 +23,9 @@ foreach(case InterruptTest LockTest ResumeRulesTest StartOverTest NonFiniteTest)
            COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/test_run_safety.py $<TARGET_FILE:sparta> -v ${case})
   set_tests_properties(cli_${case} PROPERTIES TIMEOUT 600)
 endforeach()
+# What sparta tells its user: flag checks, warnings, notes, counts, config output, sweep equivalence.
+foreach(case FlagValuesTest GenerateTest DataMessagesTest ConfigOutputTest SweepMessagesTest)
+  add_test(NAME cli_${case}
+           COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/test_messages_cli.py $<TARGET_FILE:sparta> -v ${case})
+  set_tests_properties(cli_${case} PROPERTIES TIMEOUT 600)
+endforeach()

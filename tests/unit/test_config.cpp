@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -298,4 +300,65 @@ TEST(Config, ResumeSafeKeysAreConfigKeysAndLeaveTheModelAlone) {
 TEST(Config, MaxBadStepsMustBePositive) {
   EXPECT_EQ(parse_config(kGood, "good.toml").train.max_bad_steps, 3);
   EXPECT_THROW(parse_config(kGood, "good.toml", {"train.max_bad_steps=0"}), Error);
+}
+
+TEST(Config, FloatsPrintAsWrittenInTomlAndJson) {
+  const Config c = parse_config(kGood, "test.toml", {"train.lr=0.003", "model.dsa.keep_short=0.8"});
+  const std::string toml = config_to_toml(c);
+  // The shortest text that reads back exactly, not 17 significant digits.
+  for (const char* line : {"\nlr = 0.003\n", "\nkeep_short = 0.8\n", "\neps = 1e-08\n", "\nweight_decay = 0.1\n",
+                           "\ngrad_clip = 1.0\n", "\nrope_base = 10000.0\n"})
+    EXPECT_NE(toml.find(line), std::string::npos) << line << " not in:\n" << toml;
+  EXPECT_EQ(toml.find("0000000"), std::string::npos) << toml;
+  const Config d = parse_config(toml, "roundtrip.toml");
+  EXPECT_EQ(d.train.lr, c.train.lr);
+  EXPECT_EQ(d.train.eps, c.train.eps);
+  EXPECT_EQ(d.model.dsa.keep_short, c.model.dsa.keep_short);
+}
+
+TEST(Config, JsonIsAnObjectNestedLikeTheTomlTables) {
+  const Config c = parse_config(kGood, "test.toml", {"model.dsa.keep_short=0.8"});
+  const nlohmann::ordered_json j = config_to_json(c);
+  ASSERT_TRUE(j.is_object());
+  std::vector<std::string> sections;
+  for (const auto& [k, v] : j.items()) sections.push_back(k);
+  EXPECT_EQ(sections, (std::vector<std::string>{"model", "tokenizer", "data", "train"}));
+  EXPECT_EQ(j["model"]["n_layer"], 3);
+  EXPECT_TRUE(j["model"]["n_layer"].is_number_integer());
+  EXPECT_EQ(j["model"]["dsa"]["rank"], "bound");
+  EXPECT_EQ(j["model"]["dsa"]["summary"], true);
+  EXPECT_EQ(j["train"]["out"], "runs/x");
+  EXPECT_EQ(j["tokenizer"]["lowercase"], true);
+  // Every key once, and numbers dump as written.
+  size_t keys = 0;
+  for (const auto& [s, sec] : j.items())
+    for (const auto& [k, v] : sec.items()) keys += v.is_object() ? v.size() : 1;
+  EXPECT_EQ(keys, config_keys().size());
+  const std::string text = j.dump();
+  EXPECT_NE(text.find("\"keep_short\":0.8,"), std::string::npos) << text;
+  EXPECT_NE(text.find("\"lr\":0.001,"), std::string::npos) << text;
+}
+
+TEST(Config, WarnsWhenWarmupIsLongerThanTheRun) {
+  EXPECT_TRUE(config_warnings(parse_config(kGood, "test.toml")).empty());
+  const auto w = config_warnings(parse_config(kGood, "test.toml", {"train.warmup=50"}));
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_EQ(w[0], "train.warmup (50) is longer than train.steps (10): the learning rate never reaches train.lr");
+}
+
+TEST(Config, AFolderGivenAsConfigFileIsNamedAFolder) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path();
+  try {
+    load_config(dir);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "[config] '" + dir.string() +
+                                         "' is a folder, not a config file (give a .toml file, e.g. configs/tiny.toml)");
+  }
+  try {
+    load_config(dir / "no-such-config.toml");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("does not exist"), std::string::npos) << e.what();
+  }
 }

@@ -1,10 +1,15 @@
 #include <gtest/gtest.h>
 
+#include <sched.h>
+
+#include <string>
 #include <vector>
 
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/memory.h"
+#include "core/parallel.h"
+#include "core/plural.h"
 #include "core/rng.h"
 #include "core/tensor.h"
 
@@ -67,4 +72,40 @@ TEST(Core, RngStateRoundTrips) {
   Rng b;
   b.set_state(a.state());
   for (int i = 0; i < 10; ++i) EXPECT_EQ(a.next_u64(), b.next_u64());
+}
+
+TEST(Core, CountNounAgreesWithTheCount) {
+  EXPECT_EQ(sparta::count_noun(1, "thread"), "1 thread");
+  EXPECT_EQ(sparta::count_noun(2, "thread"), "2 threads");
+  EXPECT_EQ(sparta::count_noun(0, "run"), "0 runs");
+  EXPECT_EQ(sparta::count_noun(1, "binary file"), "1 binary file");
+  EXPECT_EQ(sparta::count_noun(3, "box", "boxes"), "3 boxes");
+}
+
+TEST(Core, UsableCoresFollowTheAffinityMask) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  ASSERT_EQ(sched_getaffinity(0, sizeof set, &set), 0);
+  EXPECT_EQ(sparta::usable_cores(), CPU_COUNT(&set));
+  // Restricted to one CPU (like `taskset -c 0`), one core is usable.
+  int first = 0;
+  while (!CPU_ISSET(first, &set)) ++first;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(first, &one);
+  ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0);
+  const int restricted = sparta::usable_cores();
+  ASSERT_EQ(sched_setaffinity(0, sizeof set, &set), 0);
+  EXPECT_EQ(restricted, 1);
+}
+
+TEST(Core, MachineLoadWarningOnlyWhenTheCoresAreOverbooked) {
+  EXPECT_EQ(sparta::machine_load_warning(1.5, 2, 2), "");   // room left
+  EXPECT_EQ(sparta::machine_load_warning(5.0, 2, 1), "");   // one thread: nothing fewer to suggest
+  EXPECT_EQ(sparta::machine_load_warning(-1.0, 2, 2), "");  // load unknown
+  EXPECT_EQ(sparta::machine_load_warning(3.1, 2, 2),
+            "the machine is busy (1-minute load average 3.10 on 2 usable cores): training with 2 threads will be "
+            "slower than usual, since threads wait for each other; consider fewer threads, e.g. --set "
+            "train.threads=1");
+  EXPECT_NE(sparta::machine_load_warning(9.0, 1, 4).find("on 1 usable core)"), std::string::npos);
 }

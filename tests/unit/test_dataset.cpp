@@ -84,12 +84,23 @@ TEST(TextCorpus, FolderSkipsBinaryAndSymlinksInSortedOrder) {
   fs::create_symlink(d / "a.txt", d / "a.u8");
   fs::create_directory_symlink(d / "sub", d / "linked_sub");
 
-  const TextCorpus c = read_text_corpus(d);
+  std::FILE* notices = std::tmpfile();
+  ASSERT_NE(notices, nullptr);
+  const TextCorpus c = read_text_corpus(d, "data.train", notices);
   const std::vector<fs::path> files = {d / "a.txt", d / "b.txt", d / "empty.txt", d / "sub" / "c.txt"};
   EXPECT_EQ(c.files, files);
   const std::vector<std::string> docs = {"first file \xC3\xA9\n", "second file\n", "", "nested\n"};
   EXPECT_EQ(c.documents, docs);
   EXPECT_EQ(c.skipped_files, 2);
+  const std::vector<fs::path> skipped = {d / "bin.dat", d / "latin1.txt"};
+  EXPECT_EQ(c.skipped, skipped);
+  // The skipped files are reported: how many and which.
+  std::rewind(notices);
+  char buf[512] = {};
+  const size_t n = std::fread(buf, 1, sizeof buf - 1, notices);
+  std::fclose(notices);
+  EXPECT_EQ(std::string(buf, n), "warning: skipped 2 binary or non-UTF-8 files in '" + d.string() +
+                                     "': bin.dat, latin1.txt\n");
   EXPECT_EQ(c.bytes, 14 + 12 + 0 + 7);
 }
 
@@ -114,7 +125,13 @@ TEST(TextCorpus, SingleFileMustBeUtf8Text) {
 
   const fs::path missing = dir.path / "missing.txt";
   EXPECT_EQ(error_of([&] { read_text_corpus(missing); }),
-            "[data] train file '" + missing.string() + "' does not exist");
+            "[data] data.train '" + missing.string() + "' does not exist");
+  // Errors name where the path came from, e.g. eval's --data flag.
+  EXPECT_EQ(error_of([&] { read_text_corpus(missing, "--data"); }),
+            "[data] --data '" + missing.string() + "' does not exist");
+  msg = error_of([&] { read_text_corpus(dir.path / "nul.txt", "--data"); });
+  EXPECT_EQ(msg.find("train file"), std::string::npos) << msg;
+  EXPECT_EQ(msg.rfind("[data] --data '", 0), 0u) << msg;
 }
 
 TEST(TextCorpus, EmptyCorpusIsAnError) {
@@ -126,7 +143,17 @@ TEST(TextCorpus, EmptyCorpusIsAnError) {
             "[data] corpus '" + (d / "ws.txt").string() + "' is empty");
   write_file(d / "bin", std::string("\0\0", 2));
   const std::string msg = error_of([&] { read_text_corpus(d); });
-  EXPECT_NE(msg.find("is empty (1 binary or non-UTF-8 files skipped)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("is empty (1 binary or non-UTF-8 file skipped)"), std::string::npos) << msg;
+}
+
+TEST(TextCorpus, SkippedFilesNoticeListsAFewAndCountsTheRest) {
+  TextCorpus c;
+  const fs::path d = "/data";
+  EXPECT_EQ(skipped_files_notice(c, d), "");
+  for (const char* f : {"a.dat", "b.dat", "sub/c.png", "d.bin"}) c.skipped.push_back(d / f);
+  EXPECT_EQ(skipped_files_notice(c, d, 2), "warning: skipped 4 binary or non-UTF-8 files in '/data': a.dat, b.dat and 2 more");
+  c.skipped.resize(1);
+  EXPECT_EQ(skipped_files_notice(c, d), "warning: skipped 1 binary or non-UTF-8 file in '/data': a.dat");
 }
 
 TEST(TextCorpus, FortunesFolderLoads) {

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/error.h"
 #include "core/rng.h"
 #include "nn/generate.h"
 #include "nn/gpt.h"
@@ -228,4 +229,43 @@ TEST(GPT, SparseAttentionWithFullBudgetEqualsDense) {
     for (size_t i = 0; i < dense.size(); ++i)
       ASSERT_NEAR(sparse[i], dense[i], 1e-5 + 1e-4 * std::fabs(dense[i])) << impl << " index " << i;
   }
+}
+
+TEST(Generate, OptionErrorsNameTheFlags) {
+  auto error_of = [](const SampleOptions& o) {
+    try {
+      check_sample_options(o);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  SampleOptions o;
+  EXPECT_EQ(error_of(o), "");
+  o.max_tokens = -1;
+  EXPECT_EQ(error_of(o), "[generate] --max-tokens must be >= 0, got -1");
+  o = SampleOptions{};
+  o.temperature = -0.5f;
+  EXPECT_NE(error_of(o).find("--temperature"), std::string::npos);
+  o = SampleOptions{};
+  o.top_k = -2;
+  EXPECT_NE(error_of(o).find("--top-k must be >= 0"), std::string::npos);
+  o = SampleOptions{};
+  o.top_p = 1.5f;
+  EXPECT_NE(error_of(o).find("--top-p must be in (0, 1]"), std::string::npos);
+}
+
+TEST(Generate, ContextNoticesSayWhenTheWindowCutsOrSlides) {
+  EXPECT_TRUE(context_notices(10, 20, 32).empty());  // 10 + 20 - 1 = 29 tokens seen at most
+  EXPECT_TRUE(context_notices(10, 23, 32).empty());  // the last token is sampled with the context just full
+  auto n = context_notices(10, 24, 32);
+  ASSERT_EQ(n.size(), 1u);
+  EXPECT_EQ(n[0], "the prompt plus --max-tokens 24 run past the model's context of 32 tokens: from there on each "
+                  "new token sees only the newest 16 to 32 tokens (a sliding window)");
+  n = context_notices(40, 1, 32);
+  ASSERT_EQ(n.size(), 1u);
+  EXPECT_EQ(n[0], "the prompt is 40 tokens long (with the end-of-text token in front), longer than the model's "
+                  "context of 32: only its last 32 tokens are used");
+  EXPECT_EQ(context_notices(40, 5, 32).size(), 2u);
+  EXPECT_TRUE(context_notices(40, 0, 32).size() == 1u);
 }

@@ -293,8 +293,9 @@ TEST(LossPlot, DrawsBothSeriesWithAxesAndLegend) {
   EXPECT_EQ(svg.rfind("<?xml", 0), 0u);
   EXPECT_NE(svg.find("<svg xmlns=\"http://www.w3.org/2000/svg\""), std::string::npos);
   EXPECT_NE(svg.find(">gpt-tiny &lt;shakespeare&gt; &amp; co</text>"), std::string::npos);
+  // The y axis stops below the first steps' loss of 10 (loss_axis_range).
   for (const char* label : {">step</text>", ">loss</text>", ">train</text>", ">validation</text>",
-                            ">2000</text>", ">0</text>", ">10</text>"})
+                            ">2000</text>", ">0</text>", ">7</text>"})
     EXPECT_NE(svg.find(label), std::string::npos) << label;
   const auto pl = polylines(svg);
   ASSERT_EQ(pl.size(), 2u);
@@ -310,10 +311,12 @@ TEST(LossPlot, DrawsBothSeriesWithAxesAndLegend) {
   }
   EXPECT_LT(tp.front().first, tp.back().first);
   EXPECT_LT(tp.front().second, tp.back().second);
-  // Validation markers: one circle per point plus the legend's.
+  // Validation markers: one circle per point plus the legend's, except the
+  // first evaluation (10.2), which is clipped and marked as such.
   size_t circles = 0;
   for (size_t p = 0; (p = svg.find("<circle", p)) != std::string::npos; ++p) ++circles;
-  EXPECT_EQ(circles, val.size() + 1);
+  EXPECT_EQ(circles, val.size() - 1 + 1);
+  EXPECT_NE(svg.find("<polygon class=\"clipped\""), std::string::npos);
 }
 
 TEST(LossPlot, DegenerateInputsStillMakeAChart) {
@@ -367,4 +370,79 @@ TEST(LossPlot, LongRunsAreThinnedAndFileIsWrittenAtomically) {
   EXPECT_EQ(read_file(dir / "loss.svg"), loss_plot_svg({{0, 5.0}, {10, 4.0}}, {{10, 4.5}}, "run"));
   EXPECT_FALSE(fs::exists(dir / "loss.svg.tmp"));
   fs::remove_all(dir);
+}
+
+TEST(ProgressBar, SmoothedRateFollowsTheTrendNotEachStep) {
+  SmoothedRate r(0.1);
+  EXPECT_EQ(r.rate(), 0.0);
+  EXPECT_DOUBLE_EQ(r.add(1000, 1.0), 1000.0);  // the first sample as is
+  // One slow step (4x the time) moves the shown rate a little, not to 250.
+  const double after_slow = r.add(1000, 4.0);
+  EXPECT_GT(after_slow, 750.0);
+  EXPECT_LT(after_slow, 1000.0);
+  for (int i = 0; i < 200; ++i) r.add(1000, 0.5);  // a lasting change is followed
+  EXPECT_NEAR(r.rate(), 2000.0, 1.0);
+  const double before = r.rate();
+  EXPECT_EQ(r.add(1000, 0.0), before);  // unusable samples are ignored
+  EXPECT_THROW(SmoothedRate(0.0), Error);
+}
+
+TEST(ProgressBar, SetStatusRedrawsAtOnceOnATerminalOnly) {
+  double t = 0;
+  ProgressOptions o;
+  o.tty = true;
+  o.clock = [&] { return t; };
+  MemStream tty;
+  ProgressBar bar(10, "train", tty.file(), o);
+  bar.update(3, "loss 2.0000 | 1.0k tok/s");
+  t = 0.01;  // well inside the redraw limit: a status change still shows
+  bar.set_status("loss 2.0000 | validating…");
+  EXPECT_NE(tty.text().rfind("validating…"), std::string::npos) << tty.text();
+  EXPECT_NE(tty.text().find("3/10"), std::string::npos);
+  t = 5;
+  bar.update(4, "loss 1.9000 | 1.1k tok/s");  // the next update restores the usual text
+  const std::string last = tty.text().substr(tty.text().rfind('\r'));
+  EXPECT_EQ(last.find("validating"), std::string::npos) << last;
+  EXPECT_NE(last.find("1.1k tok/s"), std::string::npos) << last;
+
+  o.tty = false;
+  MemStream log;
+  ProgressBar plain(10, "train", log.file(), o);
+  plain.update(3, "x");
+  const std::string before = log.text();
+  plain.set_status("validating…");
+  EXPECT_EQ(log.text(), before);  // a log gets no extra line
+}
+
+TEST(LossPlot, AxisShowsTheLossesAfterTheFirstSteps) {
+  // A typical run: ~5.6 at the start, 2.0-2.5 after a few dozen steps.
+  std::vector<std::pair<double, double>> train, val;
+  for (int s = 1; s <= 300; ++s) train.emplace_back(s, 2.0 + 3.6 * std::exp(-s / 8.0) + 0.2 * std::sin(s));
+  for (int s = 50; s <= 300; s += 50) val.emplace_back(s, 2.3);
+  const LossAxisRange r = loss_axis_range(train, val);
+  EXPECT_TRUE(r.clipped);
+  EXPECT_NEAR(r.lo, 1.8, 0.01);
+  EXPECT_GT(r.hi, 2.3);  // every later point fits ...
+  EXPECT_LT(r.hi, 2.6);  // ... and the first steps' 5.6 does not set the scale
+  const std::string svg = loss_plot_svg(train, val, "run");
+  std::string why;
+  EXPECT_TRUE(xml_balanced(svg, &why)) << why;
+  EXPECT_EQ(svg.find(">5</text>"), std::string::npos);  // no tick up at the first loss
+  EXPECT_NE(svg.find("<polygon class=\"clipped\""), std::string::npos);
+  EXPECT_NE(svg.find("points above"), std::string::npos);
+  EXPECT_NE(svg.find("clipped (highest 5.3"), std::string::npos) << svg;
+  for (const auto& pl : polylines(svg))
+    for (const auto& p : points_of(pl)) EXPECT_GE(p.second, 44 - 1e-9);  // clipped points stay in the frame
+
+  // A curve without an early spike, and short runs, keep their whole range.
+  std::vector<std::pair<double, double>> flat;
+  for (int s = 1; s <= 300; ++s) flat.emplace_back(s, 2.5 - 0.001 * s);
+  const LossAxisRange f = loss_axis_range(flat, {});
+  EXPECT_FALSE(f.clipped);
+  EXPECT_DOUBLE_EQ(f.hi, 2.499);
+  EXPECT_FALSE(loss_axis_range({{1, 5.6}, {2, 3.0}, {3, 2.5}}, {}).clipped);
+  EXPECT_EQ(loss_plot_svg(flat, {}, "t").find("clipped"), std::string::npos);
+  const LossAxisRange none = loss_axis_range({}, {});
+  EXPECT_EQ(none.lo, 0);
+  EXPECT_EQ(none.hi, 1);
 }

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/error.h"
@@ -539,4 +540,123 @@ TEST(SweepRun, AFailedRunIsRecordedAndTheSweepGoesOn) {
   EXPECT_NE(r.table.find("failed: [data]"), std::string::npos) << r.table;
   EXPECT_EQ(best_record(r.records, r.metric), 1);
   EXPECT_EQ(read_lines(dir.path / "sw" / "sweep.jsonl").size(), 2u);
+}
+
+// ---------------------------------------------------------------- equivalent runs
+
+TEST(SweepEquivalence, ADsaBudgetCoveringTheContextIsDense) {
+  ModelConfig m;
+  m.context = 128;  // 2 key blocks of 64; the default window (128) covers both
+  m.attention = "dsa";
+  EXPECT_EQ(effective_attention(m), "dense");
+  m.attention = "window";
+  EXPECT_EQ(effective_attention(m), "dense");
+  // At 1024 tokens the budget (20%) leaves most blocks out: really sparse.
+  m.context = 1024;
+  m.attention = "dsa";
+  const std::string eff = effective_attention(m);
+  EXPECT_EQ(eff.rfind("dsa(W=2, top=2, block=64", 0), 0u) << eff;  // 205 keys: 128 window + 2 blocks
+  m.attention = "window";
+  EXPECT_EQ(effective_attention(m), "window(W=2, block=64)");
+  // Exactly at the edge: window blocks + selected blocks = all key blocks.
+  m.context = 256;
+  m.attention = "dsa";
+  m.dsa.window = 64;
+  m.dsa.top_k = 0;
+  m.dsa.keep_short = m.dsa.keep_long = 0.5;  // 128 keys: 1 window block + 1 selected of 4
+  EXPECT_NE(effective_attention(m), "dense");
+  m.dsa.keep_short = m.dsa.keep_long = 1.0;  // 256 keys: 1 + 3 = 4 blocks
+  EXPECT_EQ(effective_attention(m), "dense");
+}
+
+TEST(SweepEquivalence, PlanNamesRunsThatTrainTheSameModel) {
+  SweepDir dir("equiv");
+  const fs::path cfg = write_tiny_config(dir.path);  // context 16
+  // At context 16 every DSA setting covers the whole context, and dense
+  // ignores top_k: all four runs train the dense model of run 1.
+  SweepPlan plan = plan_sweep(cfg, {"model.attention=dense,dsa", "model.dsa.top_k=16,64"},
+                              {"model.dsa.block=8", "model.dsa.window=8"}, dir.path / "out");
+  EXPECT_EQ(plan.equivalence.same_as, (std::vector<int64_t>{0, 1, 1, 1}));
+  ASSERT_EQ(plan.equivalence.notes.size(), 1u);
+  EXPECT_EQ(plan.equivalence.notes[0],
+            "runs 2, 3 and 4 are equivalent to run 1: dense attention ignores the model.dsa settings; "
+            "the DSA budget covers the whole context of 16");
+  // Long enough that DSA selects: dense runs still repeat each other, the
+  // DSA runs differ from them and from each other.
+  plan = plan_sweep(cfg, {"model.attention=dense,dsa", "model.dsa.top_k=8,24"},
+                    {"model.dsa.block=8", "model.dsa.window=8", "model.context=64", "model.dsa.keep_short=0.25",
+                     "model.dsa.keep_long=0.2"},
+                    dir.path / "out");
+  EXPECT_EQ(plan.equivalence.same_as, (std::vector<int64_t>{0, 1, 0, 0}));
+  EXPECT_EQ(plan.equivalence.notes, (std::vector<std::string>{
+                                        "run 2 is equivalent to run 1: dense attention ignores the model.dsa settings"}));
+  // Settings that only differ below what the kernels see still collapse.
+  plan = plan_sweep(cfg, {"model.dsa.window=8,16"}, {"model.attention=window", "model.dsa.block=16", "model.context=64"},
+                    dir.path / "out");
+  EXPECT_EQ(plan.equivalence.same_as, (std::vector<int64_t>{0, 1}));
+  EXPECT_NE(plan.equivalence.notes.at(0).find("both select the same key blocks (window(W=1, block=16)"),
+            std::string::npos)
+      << plan.equivalence.notes[0];
+  plan = plan_sweep(cfg, {"train.lr=0.001,0.002"}, {}, dir.path / "out");
+  EXPECT_EQ(plan.equivalence.same_as, (std::vector<int64_t>{0, 0}));
+  EXPECT_TRUE(plan.equivalence.notes.empty());
+}
+
+TEST(SweepEquivalence, EquivalentRunsAreMarkedAndNeverBest) {
+  // Run 2 repeats run 1 and is "better" by rounding noise only.
+  std::vector<SweepRecord> recs = {make_record(1, {{"model.attention", "dense"}}, 2.5, 2.4, 1000),
+                                   make_record(2, {{"model.attention", "dsa"}}, 2.5, 2.4 - 5e-9, 1100),
+                                   make_record(3, {{"model.attention", "window"}}, 2.6, 2.5, 900)};
+  recs[1].same_as = 1;
+  EXPECT_EQ(best_record(recs, SweepMetric::ValLoss), 0);
+  EXPECT_EQ(pareto_front(recs, SweepMetric::ValLoss), (std::vector<bool>{true, false, false}));
+  const std::string table = sweep_table_markdown(recs, SweepMetric::ValLoss);
+  EXPECT_NE(table.find("| = #1"), std::string::npos) << table;
+  const std::string line = sweep_record_json(recs[1]);
+  EXPECT_NE(line.find(",\"same_as\":1}"), std::string::npos) << line;
+  EXPECT_EQ(sweep_record_from_json(line, "x").same_as, 1);
+  EXPECT_EQ(sweep_record_json(recs[0]).find("same_as"), std::string::npos);
+}
+
+TEST(SweepPlot, NegligibleQualityDifferencesAreNotStretched) {
+  // 5e-9 apart: the axis is still at least 2% of the values wide.
+  auto [lo, hi] = sweep_quality_range(2.4, 2.4 + 5e-9);
+  EXPECT_NEAR(hi - lo, 0.02 * 2.4, 1e-3);
+  EXPECT_LT(lo, 2.4);
+  EXPECT_GT(hi, 2.4 + 5e-9);
+  // Real differences keep the padded data range.
+  std::tie(lo, hi) = sweep_quality_range(2.0, 3.0);
+  EXPECT_DOUBLE_EQ(lo, 1.92);
+  EXPECT_DOUBLE_EQ(hi, 3.08);
+  // In the SVG, the two points sit on (almost) the same height.
+  std::vector<SweepRecord> recs = {make_record(1, {{"model.dsa.top_k", "16"}}, 2.5, 2.4, 1000),
+                                   make_record(2, {{"model.dsa.top_k", "64"}}, 2.5, 2.4 + 5e-9, 1100)};
+  const std::string svg = sweep_plot_svg(recs, SweepMetric::ValLoss, "t");
+  std::vector<double> cy;
+  for (size_t p = svg.find("<circle cx="); p != std::string::npos; p = svg.find("<circle cx=", p + 1)) {
+    const size_t at = svg.find("cy=\"", p) + 4;
+    cy.push_back(std::stod(svg.substr(at)));
+  }
+  ASSERT_EQ(cy.size(), 2u + 2u);  // two legend markers, then the runs
+  EXPECT_LT(std::fabs(cy[2] - cy[3]), 1.0);
+}
+
+TEST(SweepRun, CheckSweepOutRefusesWhatRunSweepWouldWithoutWriting) {
+  SweepDir dir("check");
+  const fs::path cfg = write_tiny_config(dir.path);
+  const fs::path out = dir.path / "sw";
+  SweepOptions quiet;
+  quiet.log = nullptr;
+  SweepPlan plan = plan_sweep(cfg, {"train.lr=0.001"}, {}, out);
+  check_sweep_out(plan, quiet);  // a fresh folder is fine ...
+  EXPECT_FALSE(fs::exists(out));  // ... and nothing is written
+  run_sweep(plan, quiet);
+  expect_error([&] { check_sweep_out(plan, quiet); }, {"already holds sweep results"});
+  SweepOptions resume = quiet;
+  resume.resume = true;
+  check_sweep_out(plan, resume);
+  expect_error([&] { check_sweep_out(plan_sweep(cfg, {"train.lr=0.002"}, {}, out), resume); }, {"another grid"});
+  SweepOptions both = resume;
+  both.force = true;
+  expect_error([&] { check_sweep_out(plan, both); }, {"give one"});
 }
