@@ -331,8 +331,6 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
     throw Error(cat("[train] '", out.string(), "' already holds a run (", latest->filename().string(),
                     "); pass --resume to continue it, --force to start over, or set train.out"));
   if (!opt.resume) latest.reset();
-  // Before reading the corpus or allocating anything.
-  check_train_memory(cfg, mem_available_bytes());
 
   // A resumed run is the interrupted run: its config comes from the
   // checkpoint; --set may only change what resume_safe_keys() lists.
@@ -349,6 +347,8 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
     SPARTA_CHECK(cfg.train.steps > at, "[train] --resume: train.steps = ", cfg.train.steps,
                  " is below the checkpoint's step ", at, " (", latest->string(), ")");
   }
+  // Before reading the corpus or allocating anything.
+  check_train_memory(cfg, mem_available_bytes());
   init_compute_threads(static_cast<int>(cfg.train.threads));
 
   const bool is_task = !cfg.data.task.empty();

@@ -279,6 +279,7 @@ TEST(ConfigTomlGuard, QuotesInsideABareValueOpenNoString) {
   EXPECT_NE(e.find("unknown key 'train.\xD1\xA3'"), std::string::npos) << e;
   e = error_of("[train]\nx = [ '\xD1\xA3', { a.'\xD1\xA3' = \"\xD1\xA3\" },\n  \"\xD1\xA3\" ]\n");
   EXPECT_NE(e.find("unknown key 'train.x'"), std::string::npos) << e;
+}
 
 TEST(Config, ValueOfAKeyAsText) {
   Config c = parse_config(kGood, "good.toml");
