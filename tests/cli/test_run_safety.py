@@ -133,7 +133,8 @@ class InterruptTest(Case):
         big = os.path.join(self.tmp, "big.txt")
         make_corpus(big, n_lines=20000, seed=3)
         cfg, out = self.config("evals", steps=LONG, eval_every=1, ckpt_every=0)
-        args = ["train", cfg, "--quiet", "--set", f"data.train={big}", "--set", "data.val_fraction=0.5"]
+        args = ["train", cfg, "--quiet", "--set", f"data.train={big}", "--set", "data.val_fraction=0.5",
+                "--set", "model.n_layer=2"]
         p = self.start(args)
         self.wait_for_steps(p, out, 0, timeout=300)
         t1 = time.time()
