@@ -11,8 +11,9 @@
 // names a folder whose files are complete. Folders whose name starts with
 // ".ckpt-" are scratch and are removed by the next commit.
 //
-// One writer per run folder at a time (the training process); any number of
-// readers may call latest_checkpoint / resolve_checkpoint concurrently.
+// One writer per run folder at a time (the training process, which holds the
+// folder's RunLock, io/run_lock.h); any number of readers may call
+// latest_checkpoint / resolve_checkpoint concurrently.
 #include <cstdint>
 #include <filesystem>
 #include <functional>

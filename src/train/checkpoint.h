@@ -27,7 +27,9 @@ struct TrainState {
 
 GPTConfig gpt_config_from(const Config& cfg, int64_t vocab_size);
 
-// Writes OUT/ckpt-<step>/ atomically and moves OUT/LATEST to it.
+// Writes OUT/ckpt-<step>/ atomically and moves OUT/LATEST to it. A model
+// with a NaN or infinite weight is refused (sparta::Error naming the
+// weight) and nothing is written.
 std::filesystem::path save_checkpoint(const std::filesystem::path& out_dir, const Config& cfg, GPT& model,
                                       AdamW& opt, const TrainState& state, const Tokenizer& tok);
 
@@ -41,7 +43,9 @@ struct LoadedCheckpoint {
 
 // `path` is a run folder (newest complete checkpoint is used) or one
 // checkpoint folder. Overrides ("section.key=value") are applied to the
-// saved config before the model is built.
+// saved config before the model is built. sparta::Error when an override
+// changes a weight_shape_keys() setting (naming the key and both values) or
+// a weight is NaN or infinite (naming the tensor and the file).
 LoadedCheckpoint load_checkpoint(const std::filesystem::path& path, const std::vector<std::string>& overrides = {});
 // Restores AdamW moments and step count saved beside the weights.
 void load_optimizer_state(const std::filesystem::path& ckpt_dir, AdamW& opt, GPT& model);

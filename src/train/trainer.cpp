@@ -346,6 +346,8 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
                  " of train.steps = ", at, "); to train further pass --set train.steps=N with N > ", at);
     SPARTA_CHECK(cfg.train.steps > at, "[train] --resume: train.steps = ", cfg.train.steps,
                  " is below the checkpoint's step ", at, " (", latest->string(), ")");
+    SPARTA_CHECK(opt.until == 0 || opt.until > at, "[train] --resume --until ", opt.until, ": the run in '",
+                 out.string(), "' is already at step ", at);
   }
   // Before reading the corpus or allocating anything.
   check_train_memory(cfg, mem_available_bytes());

@@ -133,7 +133,8 @@ class InterruptTest(Case):
         big = os.path.join(self.tmp, "big.txt")
         make_corpus(big, n_lines=20000, seed=3)
         cfg, out = self.config("evals", steps=LONG, eval_every=1, ckpt_every=0)
-        args = ["train", cfg, "--quiet", "--set", f"data.train={big}", "--set", "data.val_fraction=0.5"]
+        args = ["train", cfg, "--quiet", "--set", f"data.train={big}", "--set", "data.val_fraction=0.5",
+                "--set", "model.n_layer=2"]
         p = self.start(args)
         self.wait_for_steps(p, out, 0, timeout=300)
         t1 = time.time()
@@ -285,6 +286,8 @@ class ResumeRulesTest(Case):
         self.assert_one_line_error(p, "train.seed is 5 in the checkpoint")
         p = run(["train", cfg, "--quiet", "--resume", "--set", "train.steps=2"], check=False)
         self.assert_one_line_error(p, "train.steps = 2 is below the checkpoint's step 3")
+        p = run(["train", cfg, "--quiet", "--resume", "--until", "3"], check=False)
+        self.assert_one_line_error(p, "--until 3: the run in", "is already at step 3")
         self.assertEqual(checkpoint_step(out), 3)  # refusals change nothing
         # Repeating the checkpoint's value is fine; safe keys may change.
         run(["train", cfg, "--quiet", "--resume", "--set", "train.lr=0.003", "--set", "train.eval_every=1",
