@@ -44,7 +44,7 @@ void add_bench_command(CLI::App& app) {
   };
   auto a = std::make_shared<Args>();
   CLI::App* gemm = bench->add_subcommand("gemm", "oneDNN FP32 GEMM rate (GFLOP/s) on a square problem");
-  gemm->add_option("--threads", a->threads, "Threads; 0 = all cores")->capture_default_str();
+  gemm->add_option("--threads", a->threads, "Threads; 0 = all cores this process may use")->capture_default_str();
   gemm->add_option("--size", a->size, "m = n = k")->capture_default_str();
   gemm->add_option("--reps", a->reps, "Timed repetitions (best is reported)")->capture_default_str();
   gemm->add_flag("--json", a->json, "One JSON object");

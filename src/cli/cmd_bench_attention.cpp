@@ -106,7 +106,7 @@ void run(const BenchAttentionArgs& a) {
   SPARTA_CHECK(a.heads >= 1, "[bench] --heads must be >= 1, got ", a.heads);
   SPARTA_CHECK(a.head_dim >= 1, "[bench] --head-dim must be >= 1, got ", a.head_dim);
   SPARTA_CHECK(a.batch >= 1, "[bench] --batch must be >= 1, got ", a.batch);
-  SPARTA_CHECK(a.threads >= 0, "[bench] --threads must be >= 0 (0 = all cores), got ", a.threads);
+  SPARTA_CHECK(a.threads >= 0, "[bench] --threads must be >= 0 (0 = all usable cores), got ", a.threads);
   SPARTA_CHECK(a.min_time >= 0 && a.min_time <= 3600, "[bench] --min-time must be in [0, 3600] seconds, got ",
                a.min_time);
   SPARTA_CHECK(a.decode_steps >= 1, "[bench] --decode-steps must be >= 1, got ", a.decode_steps);
@@ -211,7 +211,7 @@ void add_bench_attention_command(CLI::App& bench) {
   c->add_option("--heads", a->heads, "Attention heads H")->capture_default_str();
   c->add_option("--head-dim", a->head_dim, "Head dimension D")->capture_default_str();
   c->add_option("--batch", a->batch, "Sequences per batch B (decode always uses one)")->capture_default_str();
-  c->add_option("--threads", a->threads, "Threads; 0 = all cores")->capture_default_str();
+  c->add_option("--threads", a->threads, "Threads; 0 = all cores this process may use")->capture_default_str();
   c->add_option("--min-time", a->min_time, "Seconds to keep repeating each timing (median reported; 1..20 runs)")
       ->capture_default_str();
   c->add_option("--decode-steps", a->decode_steps, "Decode calls averaged per decode sample")->capture_default_str();

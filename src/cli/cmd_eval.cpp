@@ -37,7 +37,7 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--seed", a->seed, "Task example stream; default: the validation stream of the training seed");
   cmd->add_flag("--json", a->json, "Print {\"loss\": ..., \"tokens\": ..., \"perplexity\": ...}");
   cmd->add_option("--batch-size", a->batch, "Windows per forward pass; 0 = train.batch_size");
-  cmd->add_option("--threads", a->threads, "Threads; 0 = all cores")->capture_default_str();
+  cmd->add_option("--threads", a->threads, "Threads; 0 = all cores this process may use")->capture_default_str();
   cmd->add_option("--set", a->sets, "Override a saved config key");
   cmd->callback([a, examples] {
     SPARTA_CHECK(!a->data.empty() || !a->task.empty(), "[eval] give --data FILE_OR_FOLDER or --task passkey|mqar");

@@ -31,7 +31,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--top-k", a->o.top_k, "Sample among the k most likely tokens; 0 = all")->capture_default_str();
   cmd->add_option("--top-p", a->o.top_p, "Nucleus sampling mass in (0, 1]")->capture_default_str();
   cmd->add_option("--seed", a->o.seed, "Random seed")->capture_default_str();
-  cmd->add_option("--threads", a->threads, "Threads; 0 = all cores")->capture_default_str();
+  cmd->add_option("--threads", a->threads, "Threads; 0 = all cores this process may use")->capture_default_str();
   cmd->add_option("--set", a->sets, "Override a saved config key, e.g. --set model.attention=dense");
   cmd->callback([a] {
     // Everything that can fail is checked before the first byte of output,
