@@ -54,6 +54,7 @@ void warn_if_machine_loaded(std::FILE* out) {
   static bool warned = false;
   if (warned || !out) return;
   warned = true;
+  if (const char* e = std::getenv("SPARTA_LOAD_WARNING"); e && std::string(e) == "0") return;
   double load[1];
   if (getloadavg(load, 1) != 1) return;
   const std::string w = machine_load_warning(load[0], usable_cores(), compute_threads());

@@ -26,7 +26,8 @@ int usable_cores();
 std::string machine_load_warning(double load1, int cores, int threads);
 
 // Prints machine_load_warning for the current load and compute_threads() to
-// `out` ("warning: ..."), at most once per process.
+// `out` ("warning: ..."), at most once per process; never when the
+// environment sets SPARTA_LOAD_WARNING=0 (e.g. a test suite on a busy machine).
 void warn_if_machine_loaded(std::FILE* out);
 
 }  // namespace sparta

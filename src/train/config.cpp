@@ -2,6 +2,8 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <cstdio>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -62,8 +64,16 @@ std::string quote(const std::string& s) {
 // 0.80000000000000004), always a TOML float ("2.0", not "2").
 std::string fmt_double(double v) {
   char buf[64];
-  const auto res = std::to_chars(buf, buf + sizeof buf, v);
-  std::string s(buf, res.ptr);
+  std::string s;
+  uint64_t bits = 0;
+  std::memcpy(&bits, &v, sizeof bits);
+  if ((bits & 0x7ff0000000000000ULL) == 0 && (bits & 0x000fffffffffffffULL) != 0) {
+    // A subnormal. Training threads run with denormals-are-zero (core/parallel.cpp),
+    // under which to_chars' zero test sees 0; printf works on the bits.
+    s.assign(buf, static_cast<size_t>(std::snprintf(buf, sizeof buf, "%.17g", v)));
+  } else {
+    s.assign(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
+  }
   if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
   return s;
 }

@@ -356,10 +356,6 @@ SweepOutState inspect_sweep_out(const SweepPlan& plan, const SweepOptions& opt) 
   const fs::path out = plan.out;
   const fs::path manifest_file = out / "sweep.json", jsonl_file = out / "sweep.jsonl";
   const ojson manifest = manifest_json(plan);
-  std::error_code ec;
-  fs::create_directories(out, ec);
-  SPARTA_CHECK(!ec, "[sweep] cannot create output folder '", out.string(), "': ", ec.message());
-  const RunLock lock(out, "sweep", "wait for it or use another --out");
   const bool has_results = fs::exists(manifest_file) || fs::exists(jsonl_file);
 
   std::vector<std::string> old_folders;
@@ -413,15 +409,26 @@ SweepOutState inspect_sweep_out(const SweepPlan& plan, const SweepOptions& opt) 
   return {std::move(old_folders), std::move(previous)};
 }
 
+constexpr const char* kLockAdvice = "wait for it or use another --out";
+
 }  // namespace
 
-void check_sweep_out(const SweepPlan& plan, const SweepOptions& opt) { (void)inspect_sweep_out(plan, opt); }
+void check_sweep_out(const SweepPlan& plan, const SweepOptions& opt) {
+  std::optional<RunLock> lock;  // a sweep running into OUT refuses a real run, so a dry run too
+  if (fs::is_directory(plan.out)) lock.emplace(plan.out, "sweep", kLockAdvice);
+  (void)inspect_sweep_out(plan, opt);
+}
 
 SweepResult run_sweep(const SweepPlan& plan, const SweepOptions& opt) {
   using clock = std::chrono::steady_clock;
+  SPARTA_CHECK(!(opt.resume && opt.force), "[sweep] --resume keeps finished runs and --force deletes them; give one");
+  const fs::path out = plan.out;
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  SPARTA_CHECK(!ec, "[sweep] cannot create output folder '", out.string(), "': ", ec.message());
+  const RunLock lock(out, "sweep", kLockAdvice);  // held until the sweep ends
   // Everything that can refuse the sweep is decided before the first run.
   auto [old_folders, previous] = inspect_sweep_out(plan, opt);
-  const fs::path out = plan.out;
   const fs::path manifest_file = out / "sweep.json";
   const ojson manifest = manifest_json(plan);
 

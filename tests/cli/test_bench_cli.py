@@ -16,6 +16,9 @@ import tempfile
 import unittest
 import xml.etree.ElementTree as ET
 
+# Exact stderr checks: no busy-machine warning from a loaded test machine.
+os.environ["SPARTA_LOAD_WARNING"] = "0"
+
 SPARTA = None
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = ["--heads", "2", "--head-dim", "16", "--min-time", "0", "--decode-steps", "2", "--threads", "2"]

@@ -22,6 +22,9 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_cli import TINY, make_corpus  # noqa: E402  (same tiny model and corpus as the other CLI tests)
 
+# Exact stderr checks: no busy-machine warning from a loaded test machine.
+os.environ["SPARTA_LOAD_WARNING"] = "0"
+
 SPARTA = None
 
 

@@ -17,6 +17,9 @@ import tempfile
 import time
 import unittest
 
+# Exact stderr checks: no busy-machine warning from a loaded test machine.
+os.environ["SPARTA_LOAD_WARNING"] = "0"
+
 SPARTA = None
 
 TINY = """
@@ -273,7 +276,10 @@ class BadInputTest(CliCase):
         # A subnormal epsilon is a number: trains, and config.toml keeps it.
         run(["train", cfg, "--quiet", "--set", "train.steps=2", "--set", "train.eps=1e-320"])
         info = json.loads(run(["info", "--checkpoint", out, "--json"]).stdout)
-        eps = [line.split("=")[1] for line in info["config"].splitlines() if line.startswith("eps =")]
+        self.assertEqual(info["config"]["train"]["eps"], 1e-320)
+        with open(os.path.join(out, "LATEST")) as f:
+            saved = open(os.path.join(out, f.read().strip(), "config.toml")).read()
+        eps = [line.split("=")[1] for line in saved.splitlines() if line.startswith("eps =")]
         self.assertEqual([float(v) for v in eps], [1e-320])
 
     def test_checkpoint_errors(self):

@@ -20,6 +20,9 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_cli import CliCase  # noqa: E402  (same tiny model, corpus and run folders as the other CLI tests)
 
+# Exact stderr checks: no busy-machine warning from a loaded test machine.
+os.environ["SPARTA_LOAD_WARNING"] = "0"
+
 SPARTA = None
 
 

@@ -19,6 +19,9 @@ import xml.etree.ElementTree as ET
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_cli import TINY, make_corpus  # noqa: E402  (same tiny model and corpus as the other CLI tests)
 
+# Exact stderr checks: no busy-machine warning from a loaded test machine.
+os.environ["SPARTA_LOAD_WARNING"] = "0"
+
 SPARTA = None
 RECORD_KEYS = ["index", "run", "settings", "status", "steps", "final_loss", "val_loss", "tokens_per_s", "wall_s",
                "peak_tracked_bytes"]

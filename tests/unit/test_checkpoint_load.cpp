@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/memory.h"
+#include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "scratch_test.h"
 #include "train/checkpoint.h"
@@ -90,13 +91,31 @@ TEST_F(CheckpointLoad, AConfigThatDoesNotFitTheWeightsFailsBeforeTheModelIsAlloc
   // 800 MB with gradients): the shape check must come first.
   const size_t before = memory_stats().current_bytes;
   reset_memory_peak();
-  const std::string msg =
-      error_of([&] { load_checkpoint(run_, {"model.d_model=1024", "model.n_layer=8", "model.n_head=8"}); });
+  // (Overrides that reshape the model are refused by name before this check,
+  // so the config file itself says so, as an edited or mixed-up one would.)
+  const fs::path config = ckpt_ / "config.toml";
+  const std::string original = read_file(config);
+  auto write_config = [&](const std::vector<std::pair<std::string, std::string>>& edits) {
+    std::string text = original;
+    for (const auto& [from, to] : edits) {
+      const size_t at = text.find(from);
+      ASSERT_NE(at, std::string::npos) << from;
+      text.replace(at, from.size(), to);
+    }
+    write_file_atomic(config, text);
+  };
+  write_config({{"d_model = 16", "d_model = 1024"}, {"n_layer = 1", "n_layer = 8"}, {"n_head = 2", "n_head = 8"}});
+  const std::string msg = error_of([&] { load_checkpoint(run_); });
   EXPECT_EQ(msg, cat("[checkpoint] ", (ckpt_ / "model.safetensors").string(),
                      ": tensor 'wte' has shape (257, 16) F32 but the model expects (257, 1024) F32"));
   EXPECT_LT(memory_stats().peak_bytes - before, size_t{16} << 20);
 
-  EXPECT_NE(error_of([&] { load_checkpoint(run_, {"model.n_layer=2"}); }).find("tensor 'h.1.ln1.weight' is missing"),
+  write_config({{"n_layer = 1", "n_layer = 2"}});
+  EXPECT_NE(error_of([&] { load_checkpoint(run_); }).find("tensor 'h.1.ln1.weight' is missing"), std::string::npos);
+  // A --set that reshapes the model names the key instead.
+  write_file_atomic(config, original);
+  EXPECT_NE(error_of([&] { load_checkpoint(run_, {"model.n_layer=8"}); })
+                .find("model.n_layer is 1 in the checkpoint but 8 in the overrides"),
             std::string::npos);
 }
 

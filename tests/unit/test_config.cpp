@@ -285,7 +285,7 @@ TEST(Config, ValueOfAKeyAsText) {
   Config c = parse_config(kGood, "good.toml");
   EXPECT_EQ(config_value(c, "train.lr"), "0.001");  // shortest round trip, not 0.0010000000000000000
   EXPECT_EQ(config_value(c, "model.n_layer"), "3");
-  EXPECT_EQ(config_value(c, "model.attention"), "'dense'");
+  EXPECT_EQ(config_value(c, "model.attention"), "\"dense\"");
   EXPECT_THROW(config_value(c, "train.nope"), Error);
 }
 
