@@ -167,14 +167,14 @@ class InitFromTest(CliCase):
         cfg, out = self.config("legacy", steps=1, eval_every=100, ckpt_every=1)
         run(["train", cfg, "--quiet"])
         info = json.loads(run(["info", "--checkpoint", out, "--json"]).stdout)
-        self.assertIn("rank = 'bound'", info["config"])
+        self.assertIn('rank = "bound"', info["config"])
         path = os.path.join(info["checkpoint"], "config.toml")
         with open(path) as f:
             lines = [l for l in f if not l.strip().startswith("rank ")]
         with open(path, "w") as f:
             f.writelines(lines)
         info = json.loads(run(["info", "--checkpoint", out, "--json"]).stdout)
-        self.assertIn("rank = 'mean'", info["config"])
+        self.assertIn('rank = "mean"', info["config"])
         ev = json.loads(run(["eval", "--checkpoint", out, "--data", self.corpus, "--json",
                              "--set", "model.attention=dsa", "--set", "model.dsa.rank=bound"]).stdout)
         self.assertTrue(0 < ev["loss"] < 10)
