@@ -120,6 +120,8 @@ void lower_word(const std::vector<int32_t>& in, std::vector<int32_t>& out) {
 void strip_accents(const std::vector<int32_t>& in, std::vector<int32_t>& out) {
   out.clear();
   out.reserve(in.size());
+  auto ccc = [](int32_t cp) { return cp < 0x300 ? 0 : utf8proc_get_property(cp)->combining_class; };
+  auto is_mn = [](int32_t cp) { return cp >= 0x300 && utf8proc_category(cp) == UTF8PROC_CATEGORY_MN; };
   utf8proc_int32_t buf[32];
   for (const int32_t cp : in) {
     if (cp < 0x80) {
@@ -132,11 +134,16 @@ void strip_accents(const std::vector<int32_t>& in, std::vector<int32_t>& out) {
       out.push_back(cp);
       continue;
     }
-    out.insert(out.end(), buf, buf + k);
+    // Marks that are non-starters are dropped right away, so the text
+    // never grows ("é" -> "e" + U+0301 -> "e"): removing them before the
+    // stable sort below gives what removing them after it would, as runs
+    // of non-starters keep their bounds. Mn starters (rare) could join two
+    // runs, so they go after the sort.
+    for (utf8proc_ssize_t i = 0; i < k; ++i)
+      if (!(is_mn(buf[i]) && ccc(buf[i]) != 0)) out.push_back(buf[i]);
   }
   // Canonical ordering: stable sort of each run of non-starters by
   // combining class (runs are short, insertion sort is what utf8proc does).
-  auto ccc = [](int32_t cp) { return cp < 0x300 ? 0 : utf8proc_get_property(cp)->combining_class; };
   for (size_t i = 1; i < out.size(); ++i) {
     const int32_t cp = out[i];
     const int c = ccc(cp);
@@ -148,12 +155,7 @@ void strip_accents(const std::vector<int32_t>& in, std::vector<int32_t>& out) {
     }
     out[j] = cp;
   }
-  out.erase(std::remove_if(out.begin(), out.end(),
-                           [](int32_t cp) {
-                             return cp >= 0x300 &&
-                                    utf8proc_category(cp) == UTF8PROC_CATEGORY_MN;
-                           }),
-            out.end());
+  out.erase(std::remove_if(out.begin(), out.end(), is_mn), out.end());
 }
 
 void emit(const int32_t* cps, size_t n, std::vector<std::string>& words) {
