@@ -40,15 +40,29 @@ scripts/setup.sh --tests || { echo "test.sh: error: set-up failed" >&2; exit 1; 
 ctest --test-dir build --output-on-failure -j"$jobs" 2>&1 | tee build/ctest.log
 count_ctest build/ctest.log "build"
 
+# gtest's summary: "[  PASSED  ] 240 tests." and "[  FAILED  ] 2 tests, listed below:"
+count_gtest() {  # log stage rc
+  local p f
+  p=$(grep -E '^\[  PASSED  \] [0-9]+ test' "$1" | tail -n 1 | grep -oE '[0-9]+' | head -n 1)
+  f=$(grep -E '^\[  FAILED  \] [0-9]+ test' "$1" | tail -n 1 | grep -oE '[0-9]+' | head -n 1)
+  passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+  if [ "$3" -ne 0 ] || [ -z "$p" ]; then
+    [ -n "$f" ] || failed=$((failed + 1))
+    failed_stages+=("$2")
+  fi
+}
+
 unit_stage() {  # folder description cmake-flags...
-  local dir=$1 what=$2; shift 2
+  local dir=$1 what=$2 rc; shift 2
   stage "$what ($dir/)"
   mkdir -p "$dir"
   if cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release "$@" >"$dir/setup-cmake.log" 2>&1 &&
      cmake --build "$dir" -j"$jobs" --target sparta_tests >"$dir/build.log" 2>&1; then
-    # the discovered unit tests and unit_onednn_avx2; no CLI or PyTorch tests
-    ctest --test-dir "$dir" --output-on-failure -j"$jobs" -E '^(cli_|torch_)' 2>&1 | tee "$dir/ctest.log"
-    count_ctest "$dir/ctest.log" "$dir"
+    # The unit tests in one process (no CLI or PyTorch tests: build/ ran those).
+    OMP_NUM_THREADS=2 "$dir/tests/sparta_tests" --gtest_brief=1 >"$dir/unit.log" 2>&1
+    rc=$?
+    grep -E '^\[  (PASSED|FAILED) |^\[==========\]|Failure|ERROR|runtime error' "$dir/unit.log" | tail -n 40
+    count_gtest "$dir/unit.log" "$dir" $rc
   else
     tail -n 30 "$dir/setup-cmake.log" "$dir/build.log" 2>/dev/null
     failed=$((failed + 1)); failed_stages+=("$dir (build)")
