@@ -11,9 +11,12 @@
 namespace sparta::ops {
 
 SPARTA_KERNEL_CLONES void softmax_grad_row(float* s, float* dp, int64_t n, int64_t nv, float lse, float di) {
-  const size_t rest = sizeof(float) * static_cast<size_t>(n - nv);
-  std::memset(s + nv, 0, rest);
-  std::memset(dp + nv, 0, rest);
+  // (memset's pointer must not be null even for zero bytes: an empty row may have none)
+  if (n > nv) {
+    const size_t rest = sizeof(float) * static_cast<size_t>(n - nv);
+    std::memset(s + nv, 0, rest);
+    std::memset(dp + nv, 0, rest);
+  }
   const simd::f32v lv = simd::splat(lse), dv = simd::splat(di);
   simd::for_blocks(nv, [&](int64_t i, int64_t c, auto tag) SPARTA_SIMD_LAMBDA {
     constexpr bool kPartial = decltype(tag)::value;
@@ -25,7 +28,7 @@ SPARTA_KERNEL_CLONES void softmax_grad_row(float* s, float* dp, int64_t n, int64
 
 SPARTA_KERNEL_CLONES float softmax_exp_row(float* s, int64_t n, int64_t nv, float* sum) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-  std::memset(s + nv, 0, sizeof(float) * static_cast<size_t>(n - nv));
+  if (n > nv) std::memset(s + nv, 0, sizeof(float) * static_cast<size_t>(n - nv));
   *sum = 0.0f;
   const simd::f32v vmx = simd::reduce_blocks(nv, simd::splat(kNegInf), simd::Max{},
                                              [&](int64_t i, int64_t c, auto tag) SPARTA_SIMD_LAMBDA {
@@ -33,7 +36,7 @@ SPARTA_KERNEL_CLONES float softmax_exp_row(float* s, int64_t n, int64_t nv, floa
                                              });
   const float mx = nv > 0 ? simd::hmax(vmx) : kNegInf;
   if (mx == kNegInf) {  // exp(-inf - -inf) would be NaN
-    std::memset(s, 0, sizeof(float) * static_cast<size_t>(nv));
+    if (nv > 0) std::memset(s, 0, sizeof(float) * static_cast<size_t>(nv));
     return kNegInf;
   }
   const simd::f32v mv = simd::splat(mx);

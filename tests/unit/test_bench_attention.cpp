@@ -103,6 +103,9 @@ TEST(BenchAttention, BidirectionalHasNoDecode) {
 }
 
 TEST(BenchAttention, PeakMemoryCoversTheProblemsBuffers) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "AddressSanitizer's redzones and quarantine change what memory use measures";
+#endif
   AttentionBenchSpec s = tiny_spec();
   s.heads = 2;
   s.head_dim = 32;
