@@ -2,7 +2,8 @@
 # Installs what is missing, builds, and runs every test. This is what CI runs
 # (.ci/run). Stages, each in its own build folder:
 #   build/           every test: unit, PyTorch reference, CLI end-to-end
-#   build-asan/      the unit tests under AddressSanitizer + UBSan
+#   build-asan/      the unit tests under AddressSanitizer + UBSan, then the
+#                    CLI end-to-end tests against the sanitized sparta binary
 #   build-portable/  the unit tests with baseline x86-64 kernels (no AVX2 /
 #                    AVX-512 clones), the path a CPU without them takes
 #   build-fuzz/      every libFuzzer harness for a fixed time (clang)
@@ -71,6 +72,18 @@ unit_stage() {  # folder description cmake-flags...
 
 if [ $quick -eq 0 ]; then
   unit_stage build-asan "unit tests under ASan + UBSan" -DSPARTA_SANITIZE=ON
+
+  # The paths only the CLI takes (training runs, Ctrl-C, resume, checkpoints
+  # on disk) under the sanitizers too. Leak checks stay with the unit tests.
+  stage "CLI end-to-end tests against the ASan + UBSan binary (build-asan/)"
+  if cmake --build build-asan -j"$jobs" --target sparta >>build-asan/build.log 2>&1; then
+    SPARTA_TEST_SANITIZED=1 ASAN_OPTIONS=detect_leaks=0 \
+      ctest --test-dir build-asan -R '^cli_' --output-on-failure -j"$jobs" 2>&1 | tee build-asan/cli.log
+    count_ctest build-asan/cli.log "build-asan (CLI)"
+  else
+    tail -n 30 build-asan/build.log
+    failed=$((failed + 1)); failed_stages+=("build-asan (CLI build)")
+  fi
   unit_stage build-portable "unit tests with portable kernels" -DSPARTA_PORTABLE_KERNELS=ON
 
   stage "fuzz harnesses, 30 s each (build-fuzz/)"

@@ -3,11 +3,13 @@
 #include <exception>
 
 #include "cli/commands.h"
+#include "core/crash_report.h"
 #include "core/error.h"
 #include "core/interrupt.h"
 #include "core/memory.h"
 
 int main(int argc, char** argv) {
+  sparta::install_crash_handlers("sparta");
   sparta::retain_freed_memory();  // a refusal only costs speed
   CLI::App app{"sparta: a C++ engine that trains and serves transformer models on the CPU", "sparta"};
   app.require_subcommand(1);

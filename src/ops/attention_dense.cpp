@@ -86,7 +86,7 @@ class Scratch {
 #ifdef SPARTA_NO_TARGET_CLONES  // CMake SPARTA_PORTABLE_KERNELS: baseline x86-64 only
 #define SPARTA_ATTN_CLONES
 #else
-#define SPARTA_ATTN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define SPARTA_ATTN_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #endif
 
 // The two exp row kernels below run over whole groups of kLanes floats,

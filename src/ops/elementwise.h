@@ -22,7 +22,7 @@ bool all_finite(const float* x, int64_t n);
 // sqrt unless -fno-trapping-math / -fno-math-errno are set (they are not, on
 // purpose: the project builds with standard IEEE flags). Writing the hot
 // loops with 16-lane GCC vector types makes the vectorisation explicit: the
-// avx512f clone of a target_clones kernel gets one zmm per vector, the avx2
+// AVX-512 clone of a target_clones kernel gets one zmm per vector, the AVX2
 // clone two ymm, the baseline clone four xmm — same source, same lane order,
 // deterministic results for a given machine.
 //
@@ -31,13 +31,18 @@ bool all_finite(const float* x, int64_t n);
 // of the baseline target, which never materialises here).
 
 // Marks a kernel for GCC function multiversioning: an AVX-512, an AVX2 and a
-// baseline x86-64 clone, picked once at load time by the CPU. The CMake
+// baseline x86-64 clone, picked once at load time by the CPU. The clones are
+// whole ISA levels (x86-64-v4: AVX-512 F/BW/CD/DQ/VL; x86-64-v3: AVX2 + FMA),
+// not single features: with "avx512f" alone, zmm and scalar code could fuse
+// a*b+c into an FMA but ymm/xmm code (AVX512VL) could not, so a loop's result
+// depended on how the vectoriser split it — i.e. on the data's alignment. The
+// FMA unit is used everywhere in a clone or nowhere (baseline). The CMake
 // option SPARTA_PORTABLE_KERNELS builds the baseline only, so the tests can
 // exercise the path that machines without AVX2 run.
 #ifdef SPARTA_NO_TARGET_CLONES
 #define SPARTA_KERNEL_CLONES
 #else
-#define SPARTA_KERNEL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define SPARTA_KERNEL_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #endif
 #define SPARTA_SIMD_INLINE __attribute__((always_inline)) inline
 // For lambdas passed to for_blocks: [&](...) SPARTA_SIMD_LAMBDA { ... }

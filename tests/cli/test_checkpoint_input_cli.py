@@ -26,6 +26,9 @@ from test_cli import TINY, make_corpus  # noqa: E402  (same tiny model and corpu
 os.environ["SPARTA_LOAD_WARNING"] = "0"
 
 SPARTA = None
+# Set by scripts/test.sh when SPARTA is an ASan build: its shadow memory and
+# redzones make time and peak-RSS bounds meaningless, so only those are skipped.
+SANITIZED = os.environ.get("SPARTA_TEST_SANITIZED") == "1"
 
 
 def run_measured(args, cpu_limit_s=120):
@@ -94,6 +97,8 @@ class HostileCheckpointTest(unittest.TestCase):
         self.assertLess(len(err), 600, err[:2000])
         self.assertTrue(err.startswith("sparta: error:"), err)
         self.assertIn(needle, err)
+        if SANITIZED:
+            return err
         self.assertLess(seconds, max_seconds, err)
         if max_rss_mb is not None:
             self.assertLess(rss, max_rss_mb, err)

@@ -1,10 +1,14 @@
 #include <gtest/gtest.h>
 
 #include <sched.h>
+#include <signal.h>
+
+#include <cstdlib>
 
 #include <string>
 #include <vector>
 
+#include "core/crash_report.h"
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/memory.h"
@@ -108,4 +112,25 @@ TEST(Core, MachineLoadWarningOnlyWhenTheCoresAreOverbooked) {
             "slower than usual, since threads wait for each other; consider fewer threads, e.g. --set "
             "train.threads=1");
   EXPECT_NE(sparta::machine_load_warning(9.0, 1, 4).find("on 1 usable core)"), std::string::npos);
+}
+
+// A crash names its signal and prints a backtrace, then still dies of that
+// signal (exit status and core dumps unchanged).
+TEST(CrashReport, FatalSignalsAreReportedWithABacktraceThenKillTheProcess) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "under ASan the sanitizer's own handler reports crashes";
+#endif
+  testing::FLAGS_gtest_death_test_style = "threadsafe";
+  EXPECT_EXIT(
+      {
+        install_crash_handlers("crashtest");
+        std::abort();
+      },
+      testing::KilledBySignal(SIGABRT), "crashtest: fatal error: SIGABRT \\(aborted\\).*backtrace:\n.*0x");
+  EXPECT_EXIT(
+      {
+        install_crash_handlers("crashtest");
+        raise(SIGSEGV);
+      },
+      testing::KilledBySignal(SIGSEGV), "crashtest: fatal error: SIGSEGV \\(invalid memory access\\)");
 }
