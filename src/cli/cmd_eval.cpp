@@ -51,12 +51,13 @@ void add_eval_command(CLI::App& app) {
     if (!a->task.empty()) sets.push_back("data.task=" + a->task);
     LoadedCheckpoint ck = load_checkpoint(a->checkpoint, sets);
     int64_t batch = a->batch > 0 ? a->batch : ck.config.train.batch_size;
+    GPTActivations acts;
     if (!a->task.empty()) {
       TaskConfig task = task_config_from(ck.config);
       uint64_t seed = a->seed >= 0 ? static_cast<uint64_t>(a->seed)
                                    : task_validation_seed(static_cast<uint64_t>(ck.config.train.seed));
       int64_t n = examples->count() > 0 ? a->examples : ck.config.data.task_eval_examples;
-      TaskEvalResult r = evaluate_task(*ck.model, task, *ck.tokenizer, seed, n, batch);
+      TaskEvalResult r = evaluate_task(*ck.model, acts, task, *ck.tokenizer, seed, n, batch);
       if (a->json) {
         nlohmann::json j = {{"task", task.kind},     {"accuracy", r.accuracy}, {"examples", r.examples},
                             {"loss", r.loss},        {"tokens", r.tokens},     {"length", task.length}};
@@ -78,7 +79,7 @@ void add_eval_command(CLI::App& app) {
     }
     TextCorpus corpus = read_text_corpus(a->data, "--data");
     TokenSplit all = tokenize_and_split(corpus, *ck.tokenizer, 0.0);
-    EvalResult r = evaluate_tokens(*ck.model, all.train, batch);
+    EvalResult r = evaluate_tokens(*ck.model, acts, all.train, batch);
     if (a->json) {
       nlohmann::json j = {{"loss", r.loss}, {"tokens", r.tokens}, {"perplexity", std::exp(r.loss)}};
       std::printf("%s\n", j.dump().c_str());

@@ -79,9 +79,10 @@ std::vector<int32_t> generate(GPT& model, const Tokenizer& tok, const std::vecto
   if (static_cast<int64_t>(seq.size()) > C) seq.erase(seq.begin(), seq.end() - C);
 
   KVCache cache = model.make_cache(C);
+  GPTActivations acts;
   Rng rng(o.seed);
   std::vector<std::pair<float, int32_t>> scratch;
-  const float* logits = model.forward_cached(cache, seq.data(), static_cast<int64_t>(seq.size()));
+  const float* logits = model.forward_cached(cache, acts, seq.data(), static_cast<int64_t>(seq.size()));
   // Text is streamed in the context of the prompt, so the first piece gets
   // its leading space (WordPiece) and split UTF-8 characters (bytes) join up.
   std::vector<int32_t> text_ids(seq.begin() + 1, seq.end());
@@ -103,9 +104,9 @@ std::vector<int32_t> generate(GPT& model, const Tokenizer& tok, const std::vecto
       // Context full: re-encode the newest half, positions restart at 0.
       cache.clear();
       int64_t keep = C / 2;
-      logits = model.forward_cached(cache, seq.data() + seq.size() - keep, keep);
+      logits = model.forward_cached(cache, acts, seq.data() + seq.size() - keep, keep);
     } else {
-      logits = model.forward_cached(cache, &next, 1);
+      logits = model.forward_cached(cache, acts, &next, 1);
     }
   }
   if (on_text && !generated.empty()) {

@@ -157,11 +157,16 @@ int64_t metadata_int(const SafetensorsFile& f, const std::string& key, std::opti
 
 }  // namespace
 
-LoadedCheckpoint load_checkpoint(const fs::path& path, const std::vector<std::string>& overrides) {
+LoadedCheckpoint load_checkpoint(const fs::path& path, const std::vector<std::string>& overrides,
+                                 const std::function<void(Config&)>& adjust) {
   LoadedCheckpoint out;
   out.dir = resolve_checkpoint(path);
   const fs::path config_file = out.dir / "config.toml";
   out.config = load_config(config_file, with_legacy_defaults(config_file, overrides));
+  if (adjust) {
+    adjust(out.config);
+    validate_config(out.config);
+  }
   // Overrides that reshape the model cannot apply to these weights: say which.
   const std::string differs = config_difference(load_config(config_file, with_legacy_defaults(config_file, {})),
                                                 out.config, weight_shape_keys(), "the checkpoint", "the overrides");

@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -42,11 +43,14 @@ struct LoadedCheckpoint {
 };
 
 // `path` is a run folder (newest complete checkpoint is used) or one
-// checkpoint folder. Overrides ("section.key=value") are applied to the
-// saved config before the model is built. sparta::Error when an override
-// changes a weight_shape_keys() setting (naming the key and both values) or
-// a weight is NaN or infinite (naming the tensor and the file).
-LoadedCheckpoint load_checkpoint(const std::filesystem::path& path, const std::vector<std::string>& overrides = {});
+// checkpoint folder. Overrides ("section.key=value", as a user's --set) and
+// then `adjust` (a caller's change to the Config itself) are applied to the
+// saved config, which is re-validated, before the model is built.
+// sparta::Error when they change a weight_shape_keys() setting (naming the
+// key and both values) or a weight is NaN or infinite (naming the tensor and
+// the file).
+LoadedCheckpoint load_checkpoint(const std::filesystem::path& path, const std::vector<std::string>& overrides = {},
+                                 const std::function<void(Config&)>& adjust = nullptr);
 // Restores AdamW moments and step count saved beside the weights.
 void load_optimizer_state(const std::filesystem::path& ckpt_dir, AdamW& opt, GPT& model);
 

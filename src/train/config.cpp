@@ -208,6 +208,7 @@ const std::vector<Key>& keys() {
     t.push_back(make_key("data", "mqar_queries", [](auto& c) -> auto& { return c.data.mqar_queries; }));
     t.push_back(make_key("data", "task_eval_examples", [](auto& c) -> auto& { return c.data.task_eval_examples; }));
     t.push_back(make_key("train", "batch_size", [](auto& c) -> auto& { return c.train.batch_size; }));
+    t.push_back(make_key("train", "grad_accum", [](auto& c) -> auto& { return c.train.grad_accum; }));
     t.push_back(make_key("train", "steps", [](auto& c) -> auto& { return c.train.steps; }));
     t.push_back(make_key("train", "lr", [](auto& c) -> auto& { return c.train.lr; }));
     t.push_back(make_key("train", "warmup", [](auto& c) -> auto& { return c.train.warmup; }));
@@ -378,6 +379,10 @@ void validate_config(const Config& c) {
                "[config] train.batch_size must be >= 1 and at most ", kMaxTokensPerStep / m.context,
                " (train.batch_size * model.context at most ", kMaxTokensPerStep, " tokens per step), got ",
                t.batch_size);
+  SPARTA_CHECK(t.grad_accum >= 1 && t.grad_accum <= kMaxTokensPerStep / (m.context * t.batch_size),
+               "[config] train.grad_accum must be >= 1 and at most ", kMaxTokensPerStep / (m.context * t.batch_size),
+               " (train.grad_accum * train.batch_size * model.context at most ", kMaxTokensPerStep,
+               " tokens per step), got ", t.grad_accum);
   SPARTA_CHECK(t.steps >= 1 && t.steps <= kMaxSteps, "[config] train.steps must be >= 1 and at most ", kMaxSteps,
                ", got ", t.steps);
   SPARTA_CHECK(t.lr > 0.0 && std::isfinite(t.lr), "[config] train.lr must be > 0, got ", t.lr);
@@ -467,6 +472,14 @@ const std::vector<std::string>& weight_shape_keys() {
   static const std::vector<std::string> keys = {"model.n_layer", "model.n_head", "model.d_model", "tokenizer.kind",
                                                 "tokenizer.vocab_size"};
   return keys;
+}
+
+void copy_weightless_model_settings(const Config& from, Config& to) {
+  to.model.context = from.model.context;
+  to.model.rope_base = from.model.rope_base;
+  to.model.rope_dims = from.model.rope_dims;
+  to.model.attention = from.model.attention;
+  to.model.dsa = from.model.dsa;
 }
 
 const std::vector<std::string>& resume_safe_keys() {

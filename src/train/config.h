@@ -46,6 +46,7 @@ struct DataConfig {
 
 struct TrainConfig {
   int64_t batch_size = 8;
+  int64_t grad_accum = 1;  // micro-batches of batch_size per optimizer step
   int64_t steps = 1000;
   double lr = 1e-3;
   int64_t warmup = 100;
@@ -116,6 +117,12 @@ std::string config_difference(const Config& a, const Config& b, const std::vecto
 // The settings a checkpoint's weights are laid out for: n_layer, n_head,
 // d_model and the tokenizer's kind and vocab_size.
 const std::vector<std::string>& weight_shape_keys();
+
+// Copies the model settings that carry no weights — model.context, RoPE
+// (rope_base, rope_dims), model.attention and every model.dsa key — from one
+// config to another: a checkpoint's weights run with another run's choice
+// of them (train.init_from: dense pre-training, then DSA at a longer context).
+void copy_weightless_model_settings(const Config& from, Config& to);
 
 // The keys `train --resume` may change with --set: they carry no weights,
 // leave the data stream and optimizer state as they are, and only decide

@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "core/error.h"
+#include "train/checkpoint.h"
 
 namespace sparta {
 
@@ -23,6 +24,12 @@ TrainMemoryEstimate estimate_train_memory(const Config& cfg) {
   // LayerNorm, scratch and gradient buffers (17 d) and logits (V).
   const double per_row = L * (12.0 * d + H + 4.0) + 17.0 * d + V + 2.0;
   e.activation_bytes = 4.0 * rows * per_row;
+  // Beyond any machine (and near size_t's range) the approximation is enough.
+  if (e.activation_bytes > 1e15) return e;
+  // Exactly what the trainer's Train-mode activations reserve for one micro-batch.
+  const GPTConfig m = gpt_config_from(cfg, cfg.tokenizer.vocab_size);
+  e.activation_bytes = static_cast<double>(
+      GPTActivations::bytes_for(m, cfg.train.batch_size, cfg.model.context, ActivationMode::Train));
   return e;
 }
 

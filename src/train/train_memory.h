@@ -13,8 +13,8 @@ namespace sparta {
 struct TrainMemoryEstimate {
   // Weights, gradients and the two AdamW moments: 16 bytes per parameter.
   double param_bytes = 0;
-  // Activations one training step keeps for backward (GPT::ensure_acts):
-  // batch_size * context rows of every layer's buffers and the logits.
+  // Activations of one micro-batch (batch_size * context rows) in Train
+  // mode: exactly GPTActivations::bytes_for.
   double activation_bytes = 0;
   double total() const { return param_bytes + activation_bytes; }
 };

@@ -24,6 +24,7 @@
 #include "io/run_lock.h"
 #include "ops/attention_dsa.h"
 #include "ops/grad_clip.h"
+#include "nn/lm_objective.h"
 #include "ops/softmax_xent.h"
 #include "train/attention_bench.h"
 #include "train/checkpoint.h"
@@ -59,7 +60,8 @@ std::unique_ptr<Tokenizer> build_tokenizer(const Config& cfg, const TextCorpus& 
   return tok;
 }
 
-EvalResult evaluate_tokens(GPT& model, const std::vector<int32_t>& tokens, int64_t batch, int64_t max_batches) {
+EvalResult evaluate_tokens(GPT& model, GPTActivations& acts, const std::vector<int32_t>& tokens, int64_t batch,
+                           int64_t max_batches) {
   // Windows are no longer than the data: padding a short stream to the full
   // context would cost a whole-context forward pass for a handful of targets.
   const int64_t n = static_cast<int64_t>(tokens.size());
@@ -74,7 +76,7 @@ EvalResult evaluate_tokens(GPT& model, const std::vector<int32_t>& tokens, int64
     int64_t rows = std::min(batch, windows - b * batch);
     for (int64_t r = 0; r < rows; ++r) eval_window(tokens, T, b * batch + r, in.data() + r * T, tg.data() + r * T);
     int64_t c = 0;
-    sum += model.forward_loss(in.data(), tg.data(), rows, T, &c);
+    sum += lm_forward_loss(model, acts, in.data(), tg.data(), rows, T, &c);
     count += c;
   }
   EvalResult r;
@@ -108,12 +110,12 @@ ops::BlockSelection attended_blocks(const GPTConfig& m, const float* qkv, int64_
 
 // Adds, per layer, the (answer, head) pairs whose source block is attended
 // (hits) and the answers attended by at least one head (any).
-void count_source_hits(const GPT& model, const std::vector<TaskExample>& ex, int64_t rows,
+void count_source_hits(const GPT& model, const GPTActivations& acts, const std::vector<TaskExample>& ex, int64_t rows,
                        int64_t T, std::vector<int64_t>& hits, std::vector<int64_t>& any) {
   const GPTConfig& m = model.config();
   const int64_t H = m.n_head;
   for (int64_t l = 0; l < m.n_layer; ++l) {
-    const ops::BlockSelection sel = attended_blocks(m, model.layer_qkv(l), rows, T);
+    const ops::BlockSelection sel = attended_blocks(m, acts.layer_qkv(l), rows, T);
     const int64_t qblock = ops::query_block(sel);
     for (int64_t i = 0; i < rows; ++i) {
       const TaskExample& e = ex[static_cast<size_t>(i)];
@@ -136,8 +138,8 @@ void count_source_hits(const GPT& model, const std::vector<TaskExample>& ex, int
 
 }  // namespace
 
-TaskEvalResult evaluate_task(GPT& model, const TaskConfig& task, const Tokenizer& tok, uint64_t seed, int64_t n,
-                             int64_t batch) {
+TaskEvalResult evaluate_task(GPT& model, GPTActivations& acts, const TaskConfig& task, const Tokenizer& tok,
+                             uint64_t seed, int64_t n, int64_t batch) {
   SPARTA_CHECK(n >= 1 && batch >= 1, "[eval] need at least one example and batch >= 1");
   check_task_config(task, tok);
   const int64_t T = task.length, V = model.config().vocab_size;
@@ -155,12 +157,14 @@ TaskEvalResult evaluate_task(GPT& model, const TaskConfig& task, const Tokenizer
       std::copy(ex[i].inputs.begin(), ex[i].inputs.end(), in.begin() + i * T);
       std::copy(ex[i].targets.begin(), ex[i].targets.end(), tg.begin() + i * T);
     }
-    const float* logits = model.forward_logits(in.data(), rows, T);
+    // The source-recall diagnostic reads every layer's q|k: Train-mode buffers.
+    model.forward(acts, in.data(), rows, T, sparse ? ActivationMode::Train : ActivationMode::Infer);
+    const float* logits = acts.logits();
     int64_t c = 0;
     sum += ops::softmax_xent_forward(nullptr, logits, tg.data(), rows * T, V, &c);
     r.tokens += c;
     for (int64_t i = 0; i < rows; ++i) correct += task_example_correct(ex[i], logits + i * T * V, V);
-    if (sparse) count_source_hits(model, ex, rows, T, hits, any);
+    if (sparse) count_source_hits(model, acts, ex, rows, T, hits, any);
   }
   if (sparse && r.tokens > 0) {
     for (int64_t l = 0; l < model.config().n_layer; ++l) {
@@ -175,33 +179,6 @@ TaskEvalResult evaluate_task(GPT& model, const TaskConfig& task, const Tokenizer
 }
 
 namespace {
-
-// Attention settings may change between runs of one checkpoint (e.g. dense
-// pre-training, then DSA): they carry no weights of their own.
-std::string exact(double v) {
-  std::ostringstream os;
-  os.precision(17);
-  os << v;
-  return os.str();
-}
-
-std::vector<std::string> attention_overrides(const Config& c) {
-  const DsaConfig& d = c.model.dsa;
-  return {"model.attention=" + c.model.attention,
-          cat("model.dsa.block=", d.block),
-          cat("model.dsa.window=", d.window),
-          cat("model.dsa.top_k=", d.top_k),
-          "model.dsa.keep_short=" + exact(d.keep_short),
-          "model.dsa.keep_long=" + exact(d.keep_long),
-          cat("model.dsa.short_len=", d.short_len),
-          cat("model.dsa.long_len=", d.long_len),
-          cat("model.dsa.group=", d.group),
-          cat("model.dsa.group_keep=", d.group_keep),
-          "model.dsa.rank=" + d.rank,
-          cat("model.dsa.summary=", d.summary ? "true" : "false"),
-          "model.dsa.scorer_loss=" + exact(d.scorer_loss),
-          "model.dsa.explore=" + exact(d.explore)};
-}
 
 std::string override_key(const std::string& kv) { return kv.substr(0, kv.find('=')); }
 
@@ -294,6 +271,24 @@ void read_metric_points(const fs::path& file, std::vector<std::pair<double, doub
   }
 }
 
+// One optimizer step's gradients from `accum` micro-batches of B rows
+// (tokens/targets hold accum·B rows): zeroed once, then each micro-batch adds
+// its share, scaled by 1 / (targets counted over the whole step). Returns the
+// mean loss over the step.
+float accumulate_gradients(GPT& model, GPTActivations& acts, const int32_t* tokens, const int32_t* targets,
+                           int64_t B, int64_t T, int64_t accum, uint64_t selection_seed) {
+  const int64_t counted = count_targets(targets, accum * B * T);
+  SPARTA_CHECK(counted > 0, "[gpt] the batch has no target tokens (all targets are ignored)");
+  model.params().zero_grad();
+  const float scale = 1.0f / static_cast<float>(counted);
+  double sum = 0.0;
+  for (int64_t m = 0; m < accum; ++m) {
+    const int64_t at = m * B * T;
+    sum += lm_forward_backward(model, acts, tokens + at, targets + at, B, T, scale, selection_seed, nullptr);
+  }
+  return static_cast<float>(sum / static_cast<double>(counted));
+}
+
 double peak_rss_mb() {
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
@@ -372,15 +367,12 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
     state = resumed->state;
   } else if (!cfg.train.init_from.empty()) {
     // Weights only (e.g. a model trained on short sequences, continued on
-    // long ones): the checkpoint is rebuilt with this run's context and
-    // attention settings, which carry no weights.
-    std::vector<std::string> overrides = attention_overrides(cfg);
-    overrides.push_back(cat("model.context=", cfg.model.context));
-    // RoPE carries no weights either; raising the base when extending the
-    // context is a known way to continue a model on longer sequences.
-    overrides.push_back("model.rope_base=" + exact(cfg.model.rope_base));
-    overrides.push_back(cat("model.rope_dims=", cfg.model.rope_dims));
-    LoadedCheckpoint ck = load_checkpoint(cfg.train.init_from, overrides);
+    // long ones): the checkpoint is rebuilt with this run's context, RoPE
+    // and attention settings, which carry no weights (raising the RoPE base
+    // when extending the context is a known way to continue a model on
+    // longer sequences).
+    LoadedCheckpoint ck = load_checkpoint(cfg.train.init_from, {},
+                                          [&](Config& c) { copy_weightless_model_settings(cfg, c); });
     const std::string differs = config_difference(ck.config, cfg, weight_shape_keys(), "the checkpoint", "this run");
     SPARTA_CHECK(differs.empty(), "[train] train.init_from: ", ck.dir.string(), ": ", differs,
                  " (only model.context, RoPE and the attention settings may differ)");
@@ -396,7 +388,7 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
     model->init_weights(init_rng.next_u64());
     state.rng = init_rng.state();
   }
-  const int64_t B = cfg.train.batch_size, T = cfg.model.context;
+  const int64_t B = cfg.train.batch_size, T = cfg.model.context, accum = cfg.train.grad_accum;
   const uint64_t seed = static_cast<uint64_t>(cfg.train.seed);
   TokenSplit split;
   std::optional<BatchSampler> sampler;
@@ -447,7 +439,8 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
     for (const std::string& w : config_warnings(cfg)) std::fprintf(opt.notices, "warning: %s\n", w.c_str());
   warn_if_machine_loaded(opt.notices);
 
-  std::vector<int32_t> inputs(B * T), targets(B * T);
+  std::vector<int32_t> inputs(B * accum * T), targets(B * accum * T);
+  GPTActivations acts;  // one micro-batch in Train mode; evaluation reuses it
   const int64_t total = cfg.train.steps;
   ProgressBar bar(total, "train", stderr);
   SmoothedRate shown_rate;  // the bar's tokens/s: a single step's rate jumps around
@@ -465,16 +458,18 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
   int64_t bad_in_row = 0;
   for (int64_t step = state.step; step < stop; ++step) {
     auto t0 = clock::now();
+    // The whole step's rows are drawn at once, so grad_accum micro-batches of
+    // B rows see exactly the data of one batch of grad_accum·B rows.
     if (is_task)
-      next_task_batch(task, *tok, seed, inputs.data(), targets.data(), B, state.cursor);
+      next_task_batch(task, *tok, seed, inputs.data(), targets.data(), B * accum, state.cursor);
     else
-      sampler->next(inputs.data(), targets.data(), B, state.cursor);
+      sampler->next(inputs.data(), targets.data(), B * accum, state.cursor);
     float lr = lr_at(step, static_cast<float>(cfg.train.lr), cfg.train.warmup, total,
                      static_cast<float>(cfg.train.min_lr_ratio));
     // Exploration noise of sparse attention: a pure function of (seed, step),
     // so a resumed run draws exactly what the uninterrupted one did.
-    model->set_selection_seed((static_cast<uint64_t>(seed) * 0xd1342543de82ef95ULL + static_cast<uint64_t>(step)) | 1);
-    float loss = model->forward_backward(inputs.data(), targets.data(), B, T);
+    const uint64_t selection_seed = (seed * 0xd1342543de82ef95ULL + static_cast<uint64_t>(step)) | 1;
+    const float loss = accumulate_gradients(*model, acts, inputs.data(), targets.data(), B, T, accum, selection_seed);
     const double norm = std::isfinite(loss)
                             ? ops::clip_grad_norm(model->params().grad(), model->params().size(), cfg.train.grad_clip)
                             : std::nan("");
@@ -495,10 +490,11 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
     }
     double secs = std::chrono::duration<double>(clock::now() - t0).count();
     state.step = step + 1;
-    state.tokens_seen += B * T;
-    double tps = static_cast<double>(B * T) / secs;
+    const int64_t step_tokens = B * accum * T;
+    state.tokens_seen += step_tokens;
+    double tps = static_cast<double>(step_tokens) / secs;
     rates.push_back(tps);
-    shown_rate.add(static_cast<double>(B * T), secs);
+    shown_rate.add(static_cast<double>(step_tokens), secs);
 
     json rec = skipped ? json{{"step", state.step}, {"skipped", true}, {"reason", skip_reason}, {"lr", lr},
                               {"tokens_per_s", tps}, {"step_ms", secs * 1e3}}
@@ -519,14 +515,14 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
       if (opt.progress) bar.set_status(cat("loss ", fmt(loss, 4), " | validating…"));
       if (is_task) {
         TaskEvalResult ev =
-            evaluate_task(*model, task, *tok, task_validation_seed(seed), cfg.data.task_eval_examples, B);
+            evaluate_task(*model, acts, task, *tok, task_validation_seed(seed), cfg.data.task_eval_examples, B);
         if (!interrupt_requested()) {
           rec["val_loss"] = ev.loss;
           rec["val_accuracy"] = ev.accuracy;
           result.final_val_loss = ev.loss;
         }
       } else {
-        EvalResult ev = evaluate_tokens(*model, split.val, B, cfg.train.eval_batches);
+        EvalResult ev = evaluate_tokens(*model, acts, split.val, B, cfg.train.eval_batches);
         if (!interrupt_requested()) {
           rec["val_loss"] = ev.loss;
           result.final_val_loss = ev.loss;

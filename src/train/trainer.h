@@ -59,8 +59,10 @@ struct EvalResult {
 // Mean next-token loss over non-overlapping context windows of `tokens`,
 // `batch` windows per forward pass; max_batches 0 = all. Windows are
 // min(context, tokens.size() - 1) long: a stream shorter than the context is
-// one window of its own length, never padded to the context.
-EvalResult evaluate_tokens(GPT& model, const std::vector<int32_t>& tokens, int64_t batch, int64_t max_batches = 0);
+// one window of its own length, never padded to the context. acts: the
+// activations the forward passes use (a trainer passes its own, which fit).
+EvalResult evaluate_tokens(GPT& model, GPTActivations& acts, const std::vector<int32_t>& tokens, int64_t batch,
+                           int64_t max_batches = 0);
 
 // The synthetic task a config describes (data.task set), examples of
 // model.context tokens.
@@ -80,8 +82,8 @@ struct TaskEvalResult {
   std::vector<double> source_recall, source_recall_any;
 };
 // Examples 0..n-1 of the task stream seeded by `seed`, `batch` per forward pass.
-TaskEvalResult evaluate_task(GPT& model, const TaskConfig& task, const Tokenizer& tok, uint64_t seed, int64_t n,
-                             int64_t batch);
+TaskEvalResult evaluate_task(GPT& model, GPTActivations& acts, const TaskConfig& task, const Tokenizer& tok,
+                             uint64_t seed, int64_t n, int64_t batch);
 // Validation examples use their own stream, never the training one.
 uint64_t task_validation_seed(uint64_t train_seed);
 

@@ -93,6 +93,41 @@ class CliCase(unittest.TestCase):
         return path, out
 
 
+class GradAccumTest(CliCase):
+    def test_micro_batches_add_up_to_one_batch(self):
+        # batch 4 in one pass, in 2 micro-batches of 2, in 4 of 1: the same
+        # rows per step, so the same run up to float rounding.
+        runs = {}
+        for batch, accum in ((4, 1), (2, 2), (1, 4)):
+            cfg, out = self.config(f"accum{accum}", steps=6, eval_every=3, ckpt_every=0)
+            run(["train", cfg, "--quiet", "--set", f"train.batch_size={batch}", "--set", f"train.grad_accum={accum}"])
+            with open(os.path.join(out, "metrics.jsonl")) as f:
+                runs[accum] = [(r["loss"], r.get("val_loss")) for r in map(json.loads, f)]
+            with open(os.path.join(out, "summary.json")) as f:
+                summary = json.load(f)
+            self.assertEqual(summary["steps"], 6)
+        for accum in (2, 4):
+            self.assertEqual(len(runs[accum]), len(runs[1]))
+            for (l1, v1), (l2, v2) in zip(runs[1], runs[accum]):
+                self.assertAlmostEqual(l1, l2, delta=2e-4 * abs(l1), msg=f"grad_accum={accum}")
+                self.assertEqual(v1 is None, v2 is None)
+                if v1 is not None:
+                    self.assertAlmostEqual(v1, v2, delta=2e-4 * abs(v1), msg=f"grad_accum={accum}")
+        # A different number of rows per step is a different run: the test can fail.
+        cfg, out = self.config("accum_other", steps=6, eval_every=3, ckpt_every=0)
+        run(["train", cfg, "--quiet", "--set", "train.batch_size=2", "--set", "train.grad_accum=1"])
+        with open(os.path.join(out, "metrics.jsonl")) as f:
+            other = [json.loads(l)["loss"] for l in f]
+        self.assertGreater(max(abs(a - b[0]) for a, b in zip(other[1:], runs[1][1:])), 1e-3)
+
+    def test_grad_accum_errors(self):
+        cfg, _ = self.config("accum_bad")
+        p = run(["train", cfg, "--quiet", "--set", "train.grad_accum=0"], check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("train.grad_accum must be >= 1", p.stderr)
+        self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
+
+
 class ResumeTest(CliCase):
     def test_resume_is_bit_exact(self):
         cfg_a, out_a = self.config("straight", steps=12, eval_every=3, ckpt_every=5)
@@ -105,6 +140,16 @@ class ResumeTest(CliCase):
         self.assertEqual(len(a), 12)
         self.assertEqual(a, b)
         self.assertTrue(os.path.exists(os.path.join(out_b, "loss.svg")))
+
+    def test_resume_with_gradient_accumulation_is_bit_exact(self):
+        cfg_a, out_a = self.config("accum_straight", steps=6, eval_every=3, ckpt_every=3)
+        run(["train", cfg_a, "--quiet", "--set", "train.grad_accum=2"])
+        cfg_b, out_b = self.config("accum_resumed", steps=6, eval_every=3, ckpt_every=3)
+        run(["train", cfg_b, "--quiet", "--set", "train.grad_accum=2", "--until", "3"])
+        run(["train", cfg_b, "--quiet", "--resume"])
+        a, b = losses(os.path.join(out_a, "metrics.jsonl")), losses(os.path.join(out_b, "metrics.jsonl"))
+        self.assertEqual(len(a), 6)
+        self.assertEqual(a, b)
 
     def test_refuses_to_overwrite_a_run(self):
         cfg, out = self.config("run", steps=2)

@@ -12,6 +12,7 @@
 
 #include "io/safetensors.h"
 #include "nn/gpt.h"
+#include "nn/lm_objective.h"
 #include "ops/grad_clip.h"
 #include "train/lr_schedule.h"
 #include "train/optimizer.h"
@@ -66,19 +67,21 @@ void expect_close(const float* a, const float* b, int64_t n, double atol, double
 TEST(TorchReference, LogitsAndLoss) {
   Fixture f(g_ref_file);
   GPT m(f.cfg);
+  GPTActivations m_acts, m_decode;
   f.load_params(m);
-  const float* logits = m.forward_logits(f.tokens(), f.B, f.T);
+  const float* logits = lm_logits(m, m_acts, f.tokens(), f.B, f.T);
   const Tensor& ref = f.ref.get("logits", {f.B, f.T, f.cfg.vocab_size});
   expect_close(logits, ref.data<float>(), ref.numel(), 1e-5, 1e-5, "logits");
-  float loss = m.forward_backward(f.tokens(), f.targets(), f.B, f.T);
+  float loss = lm_loss_and_gradients(m, m_acts, f.tokens(), f.targets(), f.B, f.T);
   EXPECT_NEAR(loss, f.ref.get("loss", {1}).data<float>()[0], 1e-5);
 }
 
 TEST(TorchReference, EveryParameterGradient) {
   Fixture f(g_ref_file);
   GPT m(f.cfg);
+  GPTActivations m_acts, m_decode;
   f.load_params(m);
-  m.forward_backward(f.tokens(), f.targets(), f.B, f.T);
+  lm_loss_and_gradients(m, m_acts, f.tokens(), f.targets(), f.B, f.T);
   ParamStore& P = m.params();
   for (const ParamInfo& p : P.params()) {
     const Tensor& g = f.ref.get("grad." + p.name, p.shape);
@@ -89,6 +92,7 @@ TEST(TorchReference, EveryParameterGradient) {
 TEST(TorchReference, TenAdamWSteps) {
   Fixture f(g_ref_file);
   GPT m(f.cfg);
+  GPTActivations m_acts, m_decode;
   f.load_params(m);
   AdamWHyper h;
   h.beta1 = static_cast<float>(meta_f(f.ref, "beta1"));
@@ -101,7 +105,7 @@ TEST(TorchReference, TenAdamWSteps) {
   const double clip = meta_f(f.ref, "grad_clip");
   const float* ref_losses = f.ref.get("adamw_losses", {steps}).data<float>();
   for (int64_t s = 0; s < steps; ++s) {
-    float loss = m.forward_backward(f.tokens(), f.targets(), f.B, f.T);
+    float loss = lm_loss_and_gradients(m, m_acts, f.tokens(), f.targets(), f.B, f.T);
     EXPECT_NEAR(loss, ref_losses[s], 1e-4) << "loss before step " << s + 1;
     ops::clip_grad_norm(m.params().grad(), m.params().size(), clip);
     opt.step(lr_at(s, lr, warmup, steps, min_ratio));

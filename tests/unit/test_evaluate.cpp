@@ -10,6 +10,7 @@
 
 #include "data/token_dataset.h"
 #include "nn/gpt.h"
+#include "nn/lm_objective.h"
 #include "train/trainer.h"
 
 using namespace sparta;
@@ -39,6 +40,7 @@ std::vector<int32_t> stream(int64_t n) {
 TEST(Evaluate, StreamLongerThanTheContextIsCutIntoContextWindows) {
   const auto owner = small_model(16);
   GPT& model = *owner;
+  GPTActivations acts;
   const std::vector<int32_t> tokens = stream(100);  // 99 targets: 6 full windows and a padded one
   double sum = 0.0;
   int64_t count = 0;
@@ -46,10 +48,10 @@ TEST(Evaluate, StreamLongerThanTheContextIsCutIntoContextWindows) {
   for (int64_t w = 0; w < eval_windows(100, 16); ++w) {
     eval_window(tokens, 16, w, in.data(), tg.data());
     int64_t c = 0;
-    sum += model.forward_loss(in.data(), tg.data(), 1, 16, &c);
+    sum += lm_forward_loss(model, acts, in.data(), tg.data(), 1, 16, &c);
     count += c;
   }
-  const EvalResult r = evaluate_tokens(model, tokens, 1);
+  const EvalResult r = evaluate_tokens(model, acts, tokens, 1);
   EXPECT_EQ(r.tokens, 99);
   EXPECT_EQ(count, 99);
   EXPECT_EQ(r.loss, sum / static_cast<double>(count));
@@ -58,14 +60,15 @@ TEST(Evaluate, StreamLongerThanTheContextIsCutIntoContextWindows) {
 TEST(Evaluate, StreamShorterThanTheContextIsOneWindowOfItsLength) {
   const auto owner = small_model(1 << 20);
   GPT& model = *owner;
+  GPTActivations acts;
   const std::vector<int32_t> tokens = stream(40);
   const auto t0 = std::chrono::steady_clock::now();
-  const EvalResult r = evaluate_tokens(model, tokens, 4);
+  const EvalResult r = evaluate_tokens(model, acts, tokens, 4);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   int64_t c = 0;
-  const double sum = model.forward_loss(tokens.data(), tokens.data() + 1, 1, 39, &c);
+  const double sum = lm_forward_loss(model, acts, tokens.data(), tokens.data() + 1, 1, 39, &c);
   EXPECT_EQ(r.tokens, 39);
   EXPECT_EQ(r.loss, sum / static_cast<double>(c));
   EXPECT_LT(s, 20.0);  // padded to the context it would be a 1M-token forward pass (hours)
-  EXPECT_EQ(evaluate_tokens(model, stream(1), 4).tokens, 0);
+  EXPECT_EQ(evaluate_tokens(model, acts, stream(1), 4).tokens, 0);
 }

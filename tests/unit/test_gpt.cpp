@@ -9,6 +9,7 @@
 #include "core/rng.h"
 #include "nn/generate.h"
 #include "nn/gpt.h"
+#include "nn/lm_objective.h"
 
 using namespace sparta;
 
@@ -48,16 +49,17 @@ TEST(GPT, GradientsMatchFiniteDifferences) {
     GPTConfig c = tiny();
     c.rope_dims = rope_dims;
     GPT m(c);
+    GPTActivations m_acts, m_decode;
     randomize(m, 1);
     const int64_t B = 2, T = 10, V = 13;
     auto tok = random_tokens(B * T, V, 2), tgt = random_tokens(B * T, V, 3);
     tgt[3] = -1;  // an ignored target
-    m.forward_backward(tok.data(), tgt.data(), B, T);
+    lm_loss_and_gradients(m, m_acts, tok.data(), tgt.data(), B, T);
     ParamStore& P = m.params();
     std::vector<float> grad(P.grad(), P.grad() + P.size());
     auto loss = [&] {
       int64_t c = 0;
-      double s = m.forward_loss(tok.data(), tgt.data(), B, T, &c);
+      double s = lm_forward_loss(m, m_acts, tok.data(), tgt.data(), B, T, &c);
       return s / static_cast<double>(c);
     };
     Rng pick(4);
@@ -83,13 +85,71 @@ TEST(GPT, GradientsMatchFiniteDifferences) {
 
 TEST(GPT, LossOnlyPathAgreesWithTrainingPath) {
   GPT m(tiny());
+  GPTActivations m_acts, m_decode;
   randomize(m, 5);
   auto tok = random_tokens(24, 13, 6), tgt = random_tokens(24, 13, 7);
-  float l1 = m.forward_backward(tok.data(), tgt.data(), 2, 12);
+  float l1 = lm_loss_and_gradients(m, m_acts, tok.data(), tgt.data(), 2, 12);
   int64_t c = 0;
-  double l2 = m.forward_loss(tok.data(), tgt.data(), 2, 12, &c) / c;
+  double l2 = lm_forward_loss(m, m_acts, tok.data(), tgt.data(), 2, 12, &c) / c;
   EXPECT_EQ(c, 24);
   EXPECT_NEAR(l1, l2, 1e-5);
+}
+
+TEST(GPT, MicroBatchGradientsAddUpToTheWholeBatch) {
+  // 4 rows at once vs 2 micro-batches of 2 and 4 of 1, each scaled by
+  // 1/(targets of the whole batch): equal up to float rounding. Gradients
+  // are added, so the model never zeroes them itself.
+  GPT m(tiny());
+  randomize(m, 31);
+  const int64_t B = 4, T = 12, V = 13;
+  auto tok = random_tokens(B * T, V, 32), tgt = random_tokens(B * T, V, 33);
+  tgt[5] = -1;
+  GPTActivations whole_acts;
+  const float whole_loss = lm_loss_and_gradients(m, whole_acts, tok.data(), tgt.data(), B, T);
+  const std::vector<float> whole(m.params().grad(), m.params().grad() + m.params().size());
+  const int64_t counted = count_targets(tgt.data(), B * T);
+  ASSERT_EQ(counted, B * T - 1);
+  for (int64_t micro : {2, 1}) {
+    SCOPED_TRACE(micro);
+    m.params().zero_grad();
+    GPTActivations acts;  // sized for one micro-batch
+    double sum = 0.0;
+    for (int64_t r = 0; r < B; r += micro)
+      sum += lm_forward_backward(m, acts, tok.data() + r * T, tgt.data() + r * T, micro, T,
+                                 1.0f / static_cast<float>(counted), 0, nullptr);
+    EXPECT_LT(acts.bytes(), whole_acts.bytes());
+    EXPECT_NEAR(sum / static_cast<double>(counted), whole_loss, 1e-6);
+    double max_g = 0.0;
+    for (float g : whole) max_g = std::max(max_g, static_cast<double>(std::fabs(g)));
+    ASSERT_GT(max_g, 1e-3);
+    for (int64_t i = 0; i < m.params().size(); ++i)
+      ASSERT_NEAR(m.params().grad()[i], whole[i], 1e-6 + 1e-5 * std::fabs(whole[i])) << "index " << i;
+  }
+  // Two backward passes without zeroing add up (the accumulate rule).
+  m.params().zero_grad();
+  lm_forward_backward(m, whole_acts, tok.data(), tgt.data(), B, T, 1.0f / static_cast<float>(counted), 0, nullptr);
+  lm_forward_backward(m, whole_acts, tok.data(), tgt.data(), B, T, 1.0f / static_cast<float>(counted), 0, nullptr);
+  for (int64_t i = 0; i < m.params().size(); ++i)
+    ASSERT_NEAR(m.params().grad()[i], 2.0f * whole[i], 1e-6 + 1e-5 * std::fabs(whole[i])) << "index " << i;
+}
+
+TEST(GPT, ActivationBytesAreKnownBeforeAllocating) {
+  const GPTConfig c = tiny();
+  GPT m(c);
+  for (ActivationMode mode : {ActivationMode::Train, ActivationMode::Infer}) {
+    GPTActivations acts;
+    const size_t planned = GPTActivations::bytes_for(c, 3, 10, mode);
+    acts.reserve(c, 3, 10, mode);
+    EXPECT_EQ(acts.bytes(), planned);
+  }
+  // Forward-only buffers keep one layer: less than training keeps.
+  EXPECT_LT(GPTActivations::bytes_for(c, 3, 10, ActivationMode::Infer),
+            GPTActivations::bytes_for(c, 3, 10, ActivationMode::Train) / 2);
+  GPTActivations acts;
+  EXPECT_THROW(acts.reserve(c, 1, c.context + 1, ActivationMode::Train), Error);
+  std::vector<int32_t> tok(10, 1);
+  m.forward(acts, tok.data(), 1, 10, ActivationMode::Infer);
+  EXPECT_THROW(m.backward(acts, tok.data(), 1, 10), Error);  // no Train-mode activations
 }
 
 TEST(GPT, KVCacheDecodeMatchesFullForward) {
@@ -98,19 +158,20 @@ TEST(GPT, KVCacheDecodeMatchesFullForward) {
   GPTConfig c = tiny();
   c.rope_dims = rope_dims;
   GPT m(c);
+  GPTActivations m_acts, m_decode;
   randomize(m, 8);
   const int64_t T = 12, V = 13;
   auto tok = random_tokens(T, V, 9);
-  std::vector<float> full(m.forward_logits(tok.data(), 1, T), m.forward_logits(tok.data(), 1, T) + T * V);
+  std::vector<float> full(lm_logits(m, m_acts, tok.data(), 1, T), lm_logits(m, m_acts, tok.data(), 1, T) + T * V);
   KVCache cache = m.make_cache(T);
-  const float* lg = m.forward_cached(cache, tok.data(), 5);  // prefill 5
+  const float* lg = m.forward_cached(cache, m_decode, tok.data(), 5);  // prefill 5
   for (int64_t v = 0; v < V; ++v) EXPECT_NEAR(lg[v], full[4 * V + v], 1e-4);
   for (int64_t t = 5; t < T; ++t) {
-    lg = m.forward_cached(cache, &tok[t], 1);
+    lg = m.forward_cached(cache, m_decode, &tok[t], 1);
     for (int64_t v = 0; v < V; ++v) EXPECT_NEAR(lg[v], full[t * V + v], 1e-4) << "position " << t;
   }
   EXPECT_EQ(cache.len(), T);
-  EXPECT_THROW(m.forward_cached(cache, tok.data(), 1), Error);
+  EXPECT_THROW(m.forward_cached(cache, m_decode, tok.data(), 1), Error);
   }
 }
 
@@ -125,27 +186,28 @@ TEST(GPT, DsaDecodeWithCacheEqualsRecomputingEachPrefix) {
   c.dsa.block = 4, c.dsa.window = 4, c.dsa.top_k = 1, c.dsa.keep_short = 0.2,
   c.dsa.keep_long = 0.1, c.dsa.short_len = 4, c.dsa.long_len = 8;
   GPT m(c);
+  GPTActivations m_acts, m_decode;
   randomize(m, 12);
   const int64_t T = 40, V = 13;
   auto tok = random_tokens(T, V, 13);
   KVCache cache = m.make_cache(T);
   ASSERT_NE(cache.memo(0), nullptr);  // DSA keeps block means between steps
-  const float* lg = m.forward_cached(cache, tok.data(), 3);  // prefill 3
+  const float* lg = m.forward_cached(cache, m_decode, tok.data(), 3);  // prefill 3
   for (int64_t t = 2; t < T; ++t) {
-    if (t > 2) lg = m.forward_cached(cache, &tok[t], 1);
+    if (t > 2) lg = m.forward_cached(cache, m_decode, &tok[t], 1);
     const std::vector<float> got(lg, lg + V);
-    const float* full = m.forward_logits(tok.data(), 1, t + 1) + t * V;
+    const float* full = lm_logits(m, m_acts, tok.data(), 1, t + 1) + t * V;
     for (int64_t v = 0; v < V; ++v) ASSERT_NEAR(got[v], full[v], 1e-4) << "position " << t;
   }
   // Rewinding the cache (a new continuation) drops the block means past it.
   cache.set_len(20);
   auto other = random_tokens(T, V, 14);
   for (int64_t t = 20; t < T; ++t) {
-    lg = m.forward_cached(cache, &other[t], 1);
+    lg = m.forward_cached(cache, m_decode, &other[t], 1);
     std::vector<int32_t> seq(tok.begin(), tok.begin() + 20);
     seq.insert(seq.end(), other.begin() + 20, other.begin() + t + 1);
     const std::vector<float> got(lg, lg + V);
-    const float* full = m.forward_logits(seq.data(), 1, t + 1) + t * V;
+    const float* full = lm_logits(m, m_acts, seq.data(), 1, t + 1) + t * V;
     for (int64_t v = 0; v < V; ++v) ASSERT_NEAR(got[v], full[v], 1e-4) << "rewound, position " << t;
   }
 }
@@ -155,6 +217,7 @@ TEST(GPT, GreedyGenerationWithCacheEqualsRecomputation) {
   GPTConfig big = tiny();
   big.vocab_size = 257;
   GPT g(big);
+  GPTActivations g_acts;
   randomize(g, 11);
   std::vector<int32_t> prompt = {72, 105};
   SampleOptions o;
@@ -165,7 +228,7 @@ TEST(GPT, GreedyGenerationWithCacheEqualsRecomputation) {
   std::vector<int32_t> seq = {tokzr->eot_id(), 72, 105};
   std::vector<int32_t> recomputed;
   for (int i = 0; i < 9; ++i) {
-    const float* lg = g.forward_logits(seq.data(), 1, static_cast<int64_t>(seq.size()));
+    const float* lg = lm_logits(g, g_acts, seq.data(), 1, static_cast<int64_t>(seq.size()));
     const float* last = lg + (seq.size() - 1) * 257;
     int32_t next = static_cast<int32_t>(std::max_element(last, last + 257) - last);
     recomputed.push_back(next);
@@ -198,9 +261,10 @@ TEST(GPT, SamplingRespectsTopKAndSeed) {
 TEST(GPT, TrainingStepIsDeterministic) {
   auto run = [] {
     GPT m(tiny());
+    GPTActivations m_acts, m_decode;
     m.init_weights(3);
     auto tok = random_tokens(24, 13, 1), tgt = random_tokens(24, 13, 2);
-    m.forward_backward(tok.data(), tgt.data(), 2, 12);
+    lm_loss_and_gradients(m, m_acts, tok.data(), tgt.data(), 2, 12);
     return std::vector<float>(m.params().grad(), m.params().grad() + m.params().size());
   };
   EXPECT_EQ(run(), run());
@@ -216,8 +280,9 @@ TEST(GPT, SparseAttentionWithFullBudgetEqualsDense) {
     c.dsa.window = 12;
     c.dsa.top_k = 4;
     GPT m(c);
+    GPTActivations m_acts, m_decode;
     randomize(m, 23);
-    float loss = m.forward_backward(tok.data(), tgt.data(), 2, 12);
+    float loss = lm_loss_and_gradients(m, m_acts, tok.data(), tgt.data(), 2, 12);
     std::vector<float> g(m.params().grad(), m.params().grad() + m.params().size());
     g.push_back(loss);
     return g;

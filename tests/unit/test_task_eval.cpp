@@ -35,9 +35,10 @@ TaskConfig passkey512() {
 
 TaskEvalResult eval_with(const GPTConfig& c, int64_t n) {
   GPT model(c);
+  GPTActivations model_acts;
   model.init_weights(3);
   auto tok = make_byte_tokenizer();
-  return evaluate_task(model, passkey512(), *tok, 11, n, 4);
+  return evaluate_task(model, model_acts, passkey512(), *tok, 11, n, 4);
 }
 
 TEST(TaskEval, DenseAttentionReportsNoSourceRecall) {

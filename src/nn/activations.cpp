@@ -1,0 +1,111 @@
+#include "nn/activations.h"
+
+#include "core/error.h"
+#include "nn/gpt.h"
+
+namespace sparta {
+
+namespace {
+
+// Hands out 64-byte aligned float buffers from one block of memory.
+class Carver {
+ public:
+  explicit Carver(char* base) : base_(base) {}
+  float* take(int64_t floats) {
+    float* p = base_ ? reinterpret_cast<float*>(base_ + used_) : nullptr;
+    used_ += (static_cast<size_t>(floats) * sizeof(float) + 63) / 64 * 64;
+    return p;
+  }
+  size_t used() const { return used_; }
+
+ private:
+  char* base_;
+  size_t used_ = 0;
+};
+
+}  // namespace
+
+size_t GPTActivations::layout(char* base, const GPTConfig& cfg, int64_t B, int64_t T, ActivationMode mode) {
+  const int64_t N = B * T, d = cfg.d_model, H = cfg.n_head, V = cfg.vocab_size;
+  const bool train = mode == ActivationMode::Train;
+  const int64_t kept_layers = train ? cfg.n_layer : 1;
+  Carver c(base);
+  res_.assign(static_cast<size_t>(train ? cfg.n_layer + 1 : 1), nullptr);
+  for (float*& r : res_) r = c.take(N * d);
+  blocks_.clear();
+  blocks_.resize(static_cast<size_t>(kept_layers));
+  for (BlockActivations& a : blocks_) {
+    a.res_mid = c.take(N * d);
+    a.ln1 = c.take(N * d);
+    a.ln1_mean = c.take(N);
+    a.ln1_rstd = c.take(N);
+    a.qkv = c.take(N * 3 * d);
+    a.att = c.take(N * d);
+    a.lse = c.take(B * H * T);
+    a.ln2 = c.take(N * d);
+    a.ln2_mean = c.take(N);
+    a.ln2_rstd = c.take(N);
+    a.fc = c.take(N * 4 * d);
+  }
+  const int64_t head_rows = mode == ActivationMode::Decode ? 1 : N;
+  lnf_ = c.take(head_rows * d);
+  lnf_mean_ = c.take(head_rows);
+  lnf_rstd_ = c.take(head_rows);
+  logits_ = c.take(head_rows * V);
+  scratch_ = BlockScratch{};
+  scratch_.proj = c.take(N * d);
+  scratch_.gelu = c.take(N * 4 * d);
+  dres_ = nullptr;
+  if (train) {
+    dres_ = c.take(N * d);
+    scratch_.dln = c.take(N * d);
+    scratch_.datt = c.take(N * d);
+    scratch_.dqkv = c.take(N * 3 * d);
+    scratch_.dfc = c.take(N * 4 * d);
+  }
+  return c.used();
+}
+
+size_t GPTActivations::bytes_for(const GPTConfig& cfg, int64_t B, int64_t T, ActivationMode mode) {
+  GPTActivations probe;
+  return probe.layout(nullptr, cfg, B, T, mode);
+}
+
+bool GPTActivations::fits(int64_t B, int64_t T, ActivationMode mode) const {
+  // Train-mode buffers are a superset of Infer-mode ones.
+  const bool mode_ok = mode == mode_ || (mode == ActivationMode::Infer && mode_ == ActivationMode::Train);
+  return arena_.defined() && mode_ok && B <= B_ && T <= T_;
+}
+
+void GPTActivations::reserve(const GPTConfig& cfg, int64_t B, int64_t T, ActivationMode mode) {
+  SPARTA_CHECK(B >= 1 && T >= 1, "[gpt] batch and sequence length must be positive, got B=", B, " T=", T);
+  SPARTA_CHECK(T <= cfg.context, "[gpt] sequence length ", T, " exceeds the model context ", cfg.context);
+  const bool same_model = n_layer_ == cfg.n_layer && d_ == cfg.d_model && vocab_ == cfg.vocab_size &&
+                          heads_ == cfg.n_head;
+  // Every buffer is indexed from its start with the batch's own (B, T), so a
+  // smaller batch uses a prefix of each.
+  if (same_model && fits(B, T, mode)) return;
+  arena_ = Tensor();  // free the old set before allocating the new one
+  const size_t bytes = layout(nullptr, cfg, B, T, mode);
+  arena_ = Tensor::empty({static_cast<int64_t>((bytes + sizeof(float) - 1) / sizeof(float))});
+  layout(reinterpret_cast<char*>(arena_.data<float>()), cfg, B, T, mode);
+  mode_ = mode;
+  B_ = B;
+  T_ = T;
+  n_layer_ = cfg.n_layer;
+  d_ = cfg.d_model;
+  vocab_ = cfg.vocab_size;
+  heads_ = cfg.n_head;
+}
+
+}  // namespace sparta
+
+namespace sparta {
+
+const float* GPTActivations::layer_qkv(int64_t layer) const {
+  SPARTA_CHECK(train(), "[gpt] layer_qkv: per-layer q|k|v are kept only in Train mode");
+  SPARTA_CHECK(layer >= 0 && layer < n_layer_, "[gpt] layer_qkv: layer ", layer, " is outside [0, ", n_layer_, ")");
+  return blocks_[static_cast<size_t>(layer)].qkv;
+}
+
+}  // namespace sparta

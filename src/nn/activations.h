@@ -1,0 +1,77 @@
+#pragma once
+// Activation memory of one GPT batch, owned by the caller and sized
+// explicitly: bytes_for() says what reserve() will allocate before anything
+// is allocated (the trainer checks it against free memory), one arena holds
+// every buffer, and each batch in flight (a micro-batch, an evaluation, a
+// decoding sequence) can have its own.
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+#include "nn/blocks.h"
+
+namespace sparta {
+
+struct GPTConfig;
+
+enum class ActivationMode {
+  Train,   // every layer keeps what its backward needs, plus gradient buffers
+  Infer,   // forward only: one layer's buffers, reused by every layer
+  Decode,  // as Infer, with logits for one row (the newest token)
+};
+
+class GPTActivations {
+ public:
+  GPTActivations() = default;
+  GPTActivations(const GPTActivations&) = delete;
+  GPTActivations& operator=(const GPTActivations&) = delete;
+  GPTActivations(GPTActivations&&) = default;
+  GPTActivations& operator=(GPTActivations&&) = default;
+
+  // Bytes reserve(cfg, B, T, mode) allocates (every buffer 64-byte aligned).
+  static size_t bytes_for(const GPTConfig& cfg, int64_t B, int64_t T, ActivationMode mode);
+
+  // Makes room for a (B, T) batch in `mode`; keeps the current buffers when
+  // they are large enough (same config and mode, B <= and T <= the reserved).
+  void reserve(const GPTConfig& cfg, int64_t B, int64_t T, ActivationMode mode);
+  // Whether a (B, T) batch in `mode` fits without reallocating (Train-mode
+  // buffers also serve Infer-mode forwards).
+  bool fits(int64_t B, int64_t T, ActivationMode mode) const;
+  size_t bytes() const { return arena_.defined() ? arena_.nbytes() : 0; }
+  ActivationMode mode() const { return mode_; }
+
+  // Input of block l (l = n_layer: the input of the output head). In Infer
+  // and Decode modes every l shares one buffer (blocks update it in place).
+  float* residual(int64_t l) { return res_[train() ? l : 0]; }
+  BlockActivations& block(int64_t l) { return blocks_[train() ? l : 0]; }
+  const BlockActivations& block(int64_t l) const { return blocks_[train() ? l : 0]; }
+  BlockScratch& scratch() { return scratch_; }
+  // (rows, V) logits; rows = B*T, or 1 in Decode mode. The lm objective
+  // overwrites them in place with dL/dlogits before the backward.
+  float* logits() { return logits_; }
+  float *lnf() { return lnf_; }
+  float *lnf_mean() { return lnf_mean_; }
+  float *lnf_rstd() { return lnf_rstd_; }
+  // The fused q|k|v of layer `layer`, (B, T, 3, H, D) after RoPE, as the
+  // attention saw it in the last forward (Train mode only).
+  const float* layer_qkv(int64_t layer) const;
+  // Gradient of the residual stream (Train mode only).
+  float* dres() { return dres_; }
+
+ private:
+  bool train() const { return mode_ == ActivationMode::Train; }
+  // Assigns every pointer at base + a 64-byte aligned offset; returns the
+  // total size. With base == nullptr it only measures.
+  size_t layout(char* base, const GPTConfig& cfg, int64_t B, int64_t T, ActivationMode mode);
+
+  Tensor arena_;
+  ActivationMode mode_ = ActivationMode::Train;
+  int64_t B_ = 0, T_ = 0, n_layer_ = 0, d_ = 0, vocab_ = 0, heads_ = 0;
+  std::vector<float*> res_;
+  std::vector<BlockActivations> blocks_;
+  BlockScratch scratch_;
+  float *lnf_ = nullptr, *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr, *logits_ = nullptr, *dres_ = nullptr;
+};
+
+}  // namespace sparta

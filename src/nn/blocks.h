@@ -1,0 +1,139 @@
+#pragma once
+// The blocks models are composed of: token embedding, transformer block
+// (self-attention + MLP, pre-LayerNorm, RoPE) and the output head (final
+// LayerNorm + logits through the tied embedding). Each block is a struct of
+// parameter views resolved once at construction (no name lookups on the hot
+// path) with a forward and a backward; activations are owned by the caller
+// (nn/activations.h), so the same block runs for training, evaluation and
+// decoding, and several batches may be in flight.
+//
+// Gradient rule (every block and op): parameter gradients are ACCUMULATED
+// (+=) — the caller zeroes them once per optimizer step, so micro-batches
+// add up; activation gradients are OVERWRITTEN unless the function says it
+// accumulates (a residual stream's gradient is passed through and added to).
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "core/tensor.h"
+#include "nn/kv_cache.h"
+#include "nn/param_store.h"
+#include "ops/attention.h"
+
+namespace sparta {
+
+// Declares one parameter: (name, shape, weight decay applies).
+using DeclareParam = std::function<void(const std::string& name, const Shape& shape, bool decay)>;
+
+// A parameter as a block sees it: its values and its gradient, both in the
+// ParamStore's flat buffers.
+struct ParamView {
+  float* w = nullptr;
+  float* g = nullptr;
+};
+ParamView bind_param(ParamStore& store, const std::string& name);
+
+struct LayerNormParams {
+  ParamView weight, bias;
+};
+struct LinearParams {
+  ParamView weight, bias;  // weight (out, in), PyTorch nn.Linear layout
+};
+
+// What one transformer block saves in its forward for its backward, for one
+// batch of N = B*T rows of width d (pointers into a caller-owned arena).
+struct BlockActivations {
+  float *ln1 = nullptr, *ln1_mean = nullptr, *ln1_rstd = nullptr;
+  float* qkv = nullptr;  // (N, 3d): q|k|v after RoPE
+  float* att = nullptr;  // (N, d) attention output
+  float* lse = nullptr;  // (B, H, T) log-sum-exp of each attention row
+  float* res_mid = nullptr;  // residual after the attention sub-layer
+  float *ln2 = nullptr, *ln2_mean = nullptr, *ln2_rstd = nullptr;
+  float* fc = nullptr;  // (N, 4d) MLP pre-activation
+  std::unique_ptr<AttnSaved> attn_saved;  // the attention's own saved state (DSA: its plan)
+};
+
+// Buffers every block uses in turn and nothing keeps: the sub-layer output
+// before the residual add, the GELU output (recomputed in backward: cheaper
+// than keeping 4·N·d floats per layer), and the backward's gradients.
+struct BlockScratch {
+  float *proj = nullptr, *gelu = nullptr;
+  float *dln = nullptr, *datt = nullptr, *dqkv = nullptr, *dfc = nullptr;
+};
+
+struct BlockShape {
+  int64_t d_model = 0, n_head = 0;
+  float ln_eps = 1e-5f;
+  float rope_base = 10000.0f;
+  int64_t rope_dims = 0;
+};
+
+// Where a block's attention takes its keys and values from: the batch itself
+// (training, evaluation, a prefill from an empty cache) or a sequence's KV
+// cache (decoding, B = 1: the new tokens are appended at positions
+// [cache->len(), +T) and attend to everything cached).
+struct AttentionSource {
+  Attention* attention = nullptr;
+  AttnDims dims;               // B, T, H, D, ld of this batch; selection_seed
+  KVCache* cache = nullptr;    // null = whole-batch attention
+  int64_t layer = 0;           // which of the cache's layers
+};
+
+class TokenEmbedding {
+ public:
+  static void declare(const DeclareParam& declare, int64_t vocab, int64_t d);
+  TokenEmbedding(ParamStore& store, int64_t vocab, int64_t d);
+  // x (N, d) = wte[tokens] (overwritten).
+  void forward(float* x, const int32_t* tokens, int64_t N) const;
+  // wte.g[tokens[n]] += dx[n].
+  void backward(const float* dx, const int32_t* tokens, int64_t N) const;
+  const ParamView& table() const { return wte_; }
+
+ private:
+  ParamView wte_;
+  int64_t vocab_, d_;
+};
+
+class TransformerBlock {
+ public:
+  static void declare(const DeclareParam& declare, const std::string& prefix, int64_t d);
+  TransformerBlock(ParamStore& store, const std::string& prefix, const BlockShape& shape);
+
+  // y (N, d) = block(x), N = dims.B * dims.T; a receives what backward needs.
+  // y may alias x only when no backward follows (x is then dead after the
+  // first residual add).
+  void forward(float* y, const float* x, BlockActivations& a, BlockScratch& s, const AttentionSource& src) const;
+
+  // dres: on entry dL/dy, on return dL/dx (the residual stream's gradient,
+  // updated in place). x and a as in the forward call on this batch.
+  void backward(float* dres, const float* x, const BlockActivations& a, BlockScratch& s,
+                const AttentionSource& src) const;
+
+ private:
+  void attend(BlockActivations& a, const AttentionSource& src, int64_t pos0) const;
+  LayerNormParams ln1_, ln2_;
+  LinearParams qkv_, attn_proj_, fc_, mlp_proj_;
+  BlockShape shape_;
+};
+
+// Final LayerNorm, then logits = lnf · wteᵀ (the head shares the embedding
+// table, so the embedding's gradient gets a contribution from here too).
+class OutputHead {
+ public:
+  static void declare(const DeclareParam& declare, int64_t d);
+  OutputHead(ParamStore& store, ParamView wte, int64_t vocab, int64_t d, float ln_eps);
+  // logits (N, V); lnf (N, d), mean, rstd (N,) saved for backward.
+  void forward(float* logits, float* lnf, float* mean, float* rstd, const float* x, int64_t N) const;
+  // dx (N, d) = dL/dx, overwritten; dlogits (N, V); dln: (N, d) scratch.
+  void backward(float* dx, float* dln, const float* dlogits, const float* x, const float* lnf, const float* mean,
+                const float* rstd, int64_t N) const;
+
+ private:
+  LayerNormParams ln_f_;
+  ParamView wte_;
+  int64_t vocab_, d_;
+  float eps_;
+};
+
+}  // namespace sparta

@@ -1,0 +1,47 @@
+#include "nn/lm_objective.h"
+
+#include "core/error.h"
+#include "ops/softmax_xent.h"
+
+namespace sparta {
+
+int64_t count_targets(const int32_t* targets, int64_t n) {
+  int64_t counted = 0;
+  for (int64_t i = 0; i < n; ++i) counted += targets[i] >= 0;
+  return counted;
+}
+
+double lm_forward_backward(GPT& model, GPTActivations& acts, const int32_t* tokens, const int32_t* targets,
+                           int64_t B, int64_t T, float grad_scale, uint64_t selection_seed, int64_t* count) {
+  model.forward(acts, tokens, B, T, ActivationMode::Train, selection_seed);
+  int64_t counted = 0;
+  // dL/dlogits overwrites the logits in place: they are not needed after.
+  const double sum = ops::softmax_xent_forward_backward(acts.logits(), acts.logits(), targets, B * T,
+                                                        model.config().vocab_size, grad_scale, &counted);
+  model.backward(acts, tokens, B, T, selection_seed);
+  if (count) *count = counted;
+  return sum;
+}
+
+float lm_loss_and_gradients(GPT& model, GPTActivations& acts, const int32_t* tokens, const int32_t* targets,
+                            int64_t B, int64_t T, uint64_t selection_seed) {
+  const int64_t counted = count_targets(targets, B * T);
+  SPARTA_CHECK(counted > 0, "[gpt] the batch has no target tokens (all targets are ignored)");
+  model.params().zero_grad();
+  const double sum = lm_forward_backward(model, acts, tokens, targets, B, T, 1.0f / static_cast<float>(counted),
+                                         selection_seed, nullptr);
+  return static_cast<float>(sum / static_cast<double>(counted));
+}
+
+double lm_forward_loss(GPT& model, GPTActivations& acts, const int32_t* tokens, const int32_t* targets, int64_t B,
+                       int64_t T, int64_t* count) {
+  model.forward(acts, tokens, B, T, ActivationMode::Infer);
+  return ops::softmax_xent_forward(nullptr, acts.logits(), targets, B * T, model.config().vocab_size, count);
+}
+
+const float* lm_logits(GPT& model, GPTActivations& acts, const int32_t* tokens, int64_t B, int64_t T) {
+  model.forward(acts, tokens, B, T, ActivationMode::Infer);
+  return acts.logits();
+}
+
+}  // namespace sparta

@@ -1,0 +1,38 @@
+#pragma once
+// The next-token objective of a language model, outside the model: the
+// model produces logits, this turns them into a loss and writes dL/dlogits
+// back for the model's backward. Gradients are added, never zeroed here, so
+// several micro-batches can share one optimizer step (train.grad_accum):
+// each scales its gradient by 1 / (targets counted over the whole step), so N
+// micro-batches of B rows add up to one batch of N·B rows.
+#include <cstdint>
+
+#include "nn/gpt.h"
+
+namespace sparta {
+
+// Targets that count (>= 0) among n.
+int64_t count_targets(const int32_t* targets, int64_t n);
+
+// Forward, cross-entropy and backward of one micro-batch (B, T) in Train
+// mode: params().grad() += grad_scale · d(sum of token losses)/dθ. Returns
+// the sum of the token losses; *count = targets counted (may be null).
+double lm_forward_backward(GPT& model, GPTActivations& acts, const int32_t* tokens, const int32_t* targets,
+                           int64_t B, int64_t T, float grad_scale, uint64_t selection_seed, int64_t* count);
+
+// One whole batch as an optimizer step without accumulation sees it: zeroes
+// the gradients, then lm_forward_backward with grad_scale = 1 / counted.
+// Returns the mean loss. sparta::Error if no target counts.
+float lm_loss_and_gradients(GPT& model, GPTActivations& acts, const int32_t* tokens, const int32_t* targets,
+                            int64_t B, int64_t T, uint64_t selection_seed = 0);
+
+// Evaluation (Infer mode unless acts already hold Train-mode buffers that
+// fit): the SUM of token losses; *count = targets counted.
+double lm_forward_loss(GPT& model, GPTActivations& acts, const int32_t* tokens, const int32_t* targets, int64_t B,
+                       int64_t T, int64_t* count);
+
+// Logits of every position, (B, T, V), in acts (Infer mode unless Train-mode
+// buffers fit); valid until acts is used again.
+const float* lm_logits(GPT& model, GPTActivations& acts, const int32_t* tokens, int64_t B, int64_t T);
+
+}  // namespace sparta
