@@ -50,6 +50,12 @@ const std::map<std::string, BenchType>& bench_types() {
   return types;
 }
 
+std::string bench_type_names() {
+  std::string names;
+  for (const auto& [name, type] : bench_types()) names += (names.empty() ? "" : ", ") + name;
+  return names;
+}
+
 struct GemmRate {
   double gflops;
   std::string impl;
@@ -98,12 +104,13 @@ void add_bench_command(CLI::App& app) {
   gemm->add_option("--dtype", a->dtype,
                    "f32 (sgemm), bf16 / f16 (16-bit operands and output, FP32 accumulation), "
                    "f32-fast (FP32 with BF16-rounded inputs)")
-      ->check(CLI::IsMember({"f32", "bf16", "f16", "f32-fast"}))
       ->capture_default_str();
   gemm->add_flag("--json", a->json, "One JSON object");
   gemm->callback([a] {
     SPARTA_CHECK(a->size >= 16 && a->size <= 16384, "[bench] --size must be in [16, 16384], got ", a->size);
     SPARTA_CHECK(a->reps >= 1, "[bench] --reps must be >= 1");
+    SPARTA_CHECK(bench_types().count(a->dtype), "[bench] --dtype must be one of ", bench_type_names(), ", got '",
+                 a->dtype, "'");
     init_compute_threads(a->threads);
     const GemmRate r = gemm_gflops(a->dtype, a->size, a->size, a->size, a->reps);
     if (a->json) {
@@ -111,9 +118,9 @@ void add_bench_command(CLI::App& app) {
                           {"n", a->size}, {"k", a->size}, {"threads", compute_threads()}};
       std::printf("%s\n", j.dump().c_str());
     } else {
-      std::printf("oneDNN %s %s %lld^3: %.1f GFLOP/s on %s (%s)\n", a->dtype == "f32" ? "sgemm" : "matmul",
-                  a->dtype.c_str(), static_cast<long long>(a->size), r.gflops,
-                  count_noun(compute_threads(), "thread").c_str(), r.impl.c_str());
+      const std::string what = a->dtype == "f32" ? "sgemm" : cat("matmul ", a->dtype, " (", r.impl, ")");
+      std::printf("oneDNN %s %lld^3: %.1f GFLOP/s on %s\n", what.c_str(), static_cast<long long>(a->size), r.gflops,
+                  count_noun(compute_threads(), "thread").c_str());
     }
   });
   add_bench_attention_command(*bench);
