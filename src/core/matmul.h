@@ -34,13 +34,14 @@
 // The numbers are those of the native path up to FP32 summation order; only
 // the speed differs. matmul_implementation() says which path a problem takes.
 //
-// Threads. oneDNN here uses OpenMP. Called outside a parallel region the
+// Threads. Debian's oneDNN uses OpenMP. Called outside a parallel region the
 // primitive uses all OpenMP threads; called inside one (e.g. per head or per
-// sequence in a `#pragma omp parallel for`), oneDNN sees omp_in_parallel()
-// and runs the product on the calling thread only, as sgemm does (nested
-// parallelism is off). Concurrent calls from several threads are safe: the
-// cache is locked, primitives are reentrant, and each thread executes on its
-// own oneDNN stream.
+// sequence in a `#pragma omp parallel for`), oneDNN's own parallel region is
+// nested, and with nested parallelism off (OpenMP's default; sparta never
+// turns it on) that region has one thread: the product runs on the calling
+// thread only, as sgemm does (results checked by the tests). Concurrent calls
+// from several threads are safe: the cache is locked, primitives are
+// reentrant, and each thread executes on its own oneDNN stream.
 //
 // Operands live in host memory. A device (accelerator) field would join
 // MatRef / MatOut when kernels for another device exist.
@@ -70,12 +71,13 @@ struct MatOut {
 
 // Arithmetic for F32 operands.
 //   Strict: IEEE FP32 products, FP32 accumulation (what sgemm computes).
-//   Bf16:   the CPU analogue of TF32. A and B are rounded to BF16 (8-bit
-//           significand: relative rounding error up to 2^-9 ≈ 0.2% per
-//           element), multiplied exactly and accumulated in FP32; C, bias and
-//           beta stay FP32. A K-term dot product then carries a relative
-//           error of roughly 2^-9·sqrt(K) for random-sign data, versus
-//           2^-24·sqrt(K) for Strict. The rounding is done here explicitly
+//   Bf16:   the CPU analogue of TF32 (coarser: BF16 keeps 8 significant
+//           bits, TF32 11). A and B are rounded to BF16 (each input moves by
+//           up to 2^-9 ≈ 0.2% relative), their products are exact in FP32 and
+//           accumulated in FP32; C, bias and beta stay FP32. Each product
+//           term is thus off by up to ~2^-8 relative (Strict: 2^-24), about
+//           2-3 correct significant digits in the result, less where terms
+//           cancel. The rounding is done here explicitly
 //           (core/convert.h, round to nearest even), then the BF16 primitive
 //           runs: Debian 12's oneDNN 2.6 accepts fpmath_mode::bf16 for an
 //           FP32 matmul but still computes strict FP32 (measured), so setting
