@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""End-to-end tests of `sparta bench attention` (docs/bench-attention.md):
+"""End-to-end tests of `sparta bench gemm --dtype` and of `sparta bench
+attention` (docs/bench-attention.md):
 records on stdout and in --out, the SVG chart, --plot-from, one-line errors
 for bad input, and a smoke run of bench/bench_attention.py when Debian's
 python3 with torch is available.
@@ -186,6 +187,27 @@ class BenchAttentionTest(unittest.TestCase):
         with open(os.path.join(out, "attention.jsonl")) as f:
             self.assertEqual(len(f.readlines()), 6)
         self.assertTrue(os.path.exists(os.path.join(out, "bench_attention.json")))
+
+
+class BenchGemmTest(unittest.TestCase):
+    def test_every_dtype_reports_a_rate(self):
+        for dtype in ("f32", "bf16", "f16", "f32-fast"):
+            p = run(["bench", "gemm", "--size", "64", "--reps", "1", "--threads", "1", "--dtype", dtype, "--json"])
+            r = json.loads(p.stdout)
+            self.assertEqual(set(r), {"gflops", "dtype", "impl", "m", "n", "k", "threads"}, r)
+            self.assertEqual((r["dtype"], r["m"], r["threads"]), (dtype, 64, 1))
+            self.assertTrue(math.isfinite(r["gflops"]) and r["gflops"] > 0, r)
+            self.assertTrue(r["impl"], r)
+        self.assertEqual(json.loads(run(["bench", "gemm", "--size", "32", "--reps", "1", "--json"]).stdout)["dtype"],
+                         "f32")  # the default: sgemm, as before --dtype
+        p = run(["bench", "gemm", "--size", "32", "--reps", "1", "--threads", "1", "--dtype", "bf16"])
+        self.assertRegex(p.stdout, r"^oneDNN matmul bf16 \(.+\) 32\^3: [0-9.]+ GFLOP/s on 1 thread\n$")
+
+    def test_unknown_dtype_is_one_line_error(self):
+        p = run(["bench", "gemm", "--size", "32", "--dtype", "f8"], check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertEqual(p.stderr, "sparta: error: [bench] --dtype must be one of bf16, f16, f32, f32-fast, got 'f8'\n")
+        self.assertEqual(p.stdout, "")
 
 
 if __name__ == "__main__":

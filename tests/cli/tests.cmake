@@ -12,6 +12,10 @@ set_tests_properties(cli_SweepTest PROPERTIES TIMEOUT 600)
 add_test(NAME cli_BenchAttentionTest
          COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/test_bench_cli.py $<TARGET_FILE:sparta> -v BenchAttentionTest)
 set_tests_properties(cli_BenchAttentionTest PROPERTIES TIMEOUT 600)
+# `sparta bench gemm --dtype` (every type reports a rate; unknown type: one-line error).
+add_test(NAME cli_BenchGemmTest
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/test_bench_cli.py $<TARGET_FILE:sparta> -v BenchGemmTest)
+set_tests_properties(cli_BenchGemmTest PROPERTIES TIMEOUT 600)
 # Hostile checkpoint folders: nested JSON, huge headers, mismatched config, bad state numbers, short eval files.
 add_test(NAME cli_HostileCheckpointTest
          COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/test_checkpoint_input_cli.py $<TARGET_FILE:sparta> -v
