@@ -91,24 +91,12 @@ class Attention {
   virtual std::unique_ptr<DecodeMemo> make_decode_memo() const { return nullptr; }
 };
 
-// Implementation constructors (each defined next to its implementation).
-std::unique_ptr<Attention> make_dense_attention();
-std::unique_ptr<Attention> make_window_attention(const DsaConfig& cfg);  // attention_dsa.h
-std::unique_ptr<Attention> make_dsa_attention(const DsaConfig& cfg);     // attention_dsa.h
-
-// "dense" -> DenseAttention, "window" -> WindowAttention(dsa),
-// "dsa" -> DsaAttention(dsa). Unknown name -> sparta::Error
+// The implementation registered as `name` (ops/attention_registry.h lists
+// them: "dense", "window" and "dsa", the last two configured by dsa).
+// Unknown name -> sparta::Error
 // "[attention] unknown implementation 'x' (available: dense, window, dsa)".
-inline std::unique_ptr<Attention> make_attention(const std::string& name, const DsaConfig& dsa) {
-  if (name == "dense") return make_dense_attention();
-  if (name == "window") return make_window_attention(dsa);
-  if (name == "dsa") return make_dsa_attention(dsa);
-  throw Error(cat("[attention] unknown implementation '", name, "' (available: dense, window, dsa)"));
-}
-
-inline std::unique_ptr<Attention> make_attention(const std::string& name) {
-  return make_attention(name, DsaConfig{});
-}
+std::unique_ptr<Attention> make_attention(const std::string& name, const DsaConfig& dsa);
+std::unique_ptr<Attention> make_attention(const std::string& name);
 
 inline void check_attn_dims(const AttnDims& d, const char* op) {
   SPARTA_CHECK(d.B >= 0 && d.T >= 0, "[", op, "] B and T must be >= 0, got B=", d.B, " T=", d.T);

@@ -392,6 +392,4 @@ void DenseAttention::decode(float* out, const float* q_cache, const float* k_cac
   }
 }
 
-std::unique_ptr<Attention> make_dense_attention() { return std::make_unique<DenseAttention>(); }
-
 }  // namespace sparta

@@ -1137,10 +1137,4 @@ void DsaAttention::decode(float* out, const float* q_cache, const float* k_cache
   }
 }
 
-std::unique_ptr<Attention> make_window_attention(const DsaConfig& cfg) {
-  return std::make_unique<WindowAttention>(cfg);
-}
-
-std::unique_ptr<Attention> make_dsa_attention(const DsaConfig& cfg) { return std::make_unique<DsaAttention>(cfg); }
-
 }  // namespace sparta

@@ -16,8 +16,8 @@
 #include "core/parallel.h"
 #include "core/rng.h"
 #include "core/tensor.h"
-#include "ops/attention.h"
 #include "ops/attention_dsa.h"
+#include "ops/attention_registry.h"
 #include "train/config.h"
 #include "train/line_chart.h"
 
@@ -329,11 +329,11 @@ std::vector<int64_t> parse_seq_list(const std::string& text) {
 std::vector<std::string> parse_impl_list(const std::string& text) {
   std::vector<std::string> impls;
   for (const std::string& s : split_commas(text)) {
-    SPARTA_CHECK(s == "dense" || s == "window" || s == "dsa", "[bench] --impls: unknown implementation '", s,
-                 "' (available: dense, window, dsa)");
+    SPARTA_CHECK(find_attention(s), "[bench] --impls: unknown implementation '", s,
+                 "' (available: ", attention_names_text(), ")");
     if (std::find(impls.begin(), impls.end(), s) == impls.end()) impls.push_back(s);
   }
-  SPARTA_CHECK(!impls.empty(), "[bench] --impls is empty (available: dense, window, dsa)");
+  SPARTA_CHECK(!impls.empty(), "[bench] --impls is empty (available: ", attention_names_text(), ")");
   return impls;
 }
 
