@@ -74,6 +74,10 @@
 // OpenMP thread count (selection is computed per (b, h) in a fixed order,
 // the kernel is deterministic, decode splits over heads). Instances hold
 // only their configuration: concurrent calls are safe.
+//
+// Implemented in attention_window.cpp and attention_dsa*.cpp (the head of
+// attention_dsa.cpp says which part lives where), on the internals in
+// attention_dsa_internal.h.
 #include <cstdint>
 #include <vector>
 
