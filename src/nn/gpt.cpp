@@ -301,11 +301,9 @@ const float* GPT::forward_cached(KVCache& cache, const int32_t* tokens, int64_t 
     ops::linear_forward(qkv, a.ln1[0], P.ptr(L(l, "attn.qkv.weight")), P.ptr(L(l, "attn.qkv.bias")), n, d, 3 * d);
     ops::rope_forward(qkv, 1, n, H, D, 3 * d, pos, cfg_.rope_base, cfg_.rope_dims);
     ops::rope_forward(qkv + d, 1, n, H, D, 3 * d, pos, cfg_.rope_base, cfg_.rope_dims);
-    float* qc = cache.q(l);
     float* kc = cache.k(l);
     float* vc = cache.v(l);
     for (int64_t t = 0; t < n; ++t) {
-      std::memcpy(qc + (pos + t) * d, qkv + t * 3 * d, sizeof(float) * d);
       std::memcpy(kc + (pos + t) * d, qkv + t * 3 * d + d, sizeof(float) * d);
       std::memcpy(vc + (pos + t) * d, qkv + t * 3 * d + 2 * d, sizeof(float) * d);
     }
@@ -315,7 +313,7 @@ const float* GPT::forward_cached(KVCache& cache, const int32_t* tokens, int64_t 
       attn_->forward(a.att[0], a.lse[0], qkv, qkv + d, qkv + 2 * d, dims);
     } else {
       for (int64_t t = 0; t < n; ++t)
-        attn_->decode(a.att[0] + t * d, qc, kc, vc, pos + t + 1, H, D, cache.memo(l));
+        attn_->decode(a.att[0] + t * d, qkv + t * 3 * d, kc, vc, pos + t + 1, H, D, cache.memo(l));
     }
     ops::linear_forward(a.tmp, a.att[0], P.ptr(L(l, "attn.proj.weight")), P.ptr(L(l, "attn.proj.bias")), n, d, d);
     ops::add_inplace(x, a.tmp, n * d);

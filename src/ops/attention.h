@@ -76,14 +76,14 @@ class Attention {
 
   // Decoding: one new query per head for ONE sequence, against cached keys
   // and values of positions [0, len) (len >= 1 includes the new token, already
-  // appended). q_cache, k_cache, v_cache: (len, H, D) contiguous (row stride
-  // H*D); the new query is row len-1 of q_cache. Dense and window attention
-  // read only that row; DSA's scorer also reads earlier queries (its
-  // look-ahead summary), so callers keep every query they decoded.
+  // appended). q: the new token's query, (H, D) contiguous; k_cache, v_cache:
+  // (len, H, D) contiguous (row stride H*D). No implementation reads earlier
+  // queries (DSA scores blocks with the new query alone), so caches keep keys
+  // and values only.
   // out: (H, D). memo: null, or this implementation's make_decode_memo()
   // kept with the cache of this sequence and layer (results are the same
   // either way; the memo only saves work).
-  virtual void decode(float* out, const float* q_cache, const float* k_cache, const float* v_cache, int64_t len,
+  virtual void decode(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t len,
                       int64_t H, int64_t D, DecodeMemo* memo = nullptr) = 0;
 
   // A fresh memo for decoding one sequence, or null when the implementation

@@ -141,7 +141,7 @@ std::unique_ptr<DecodeMemo> DsaAttention::make_decode_memo() const {
   return std::make_unique<DsaDecodeMemo>(cfg_.block, cfg_.rank == "bound");
 }
 
-void DsaAttention::decode(float* out, const float* q_cache, const float* k_cache, const float* v_cache,
+void DsaAttention::decode(float* out, const float* q, const float* k_cache, const float* v_cache,
                           int64_t len, int64_t H, int64_t D, DecodeMemo* memo_base) {
   check_decode_args(len, H, D, "attention.dsa");
   DsaDecodeMemo* memo = nullptr;
@@ -165,7 +165,7 @@ void DsaAttention::decode(float* out, const float* q_cache, const float* k_cache
   if (scored) memo->extend(k_cache, v_cache, w0, s, H, D);  // the candidates: blocks [0, w0)
 #pragma omp parallel for schedule(static)
   for (int64_t h = 0; h < H; ++h) {
-    const float* qt = q_cache + t * ld + h * D;
+    const float* qt = q + h * D;
     RowPlan r;
     std::vector<float> cg(static_cast<size_t>(gl)), pg(static_cast<size_t>(s.ng)),
         extra_value(static_cast<size_t>(D), 0.0f);

@@ -49,10 +49,9 @@ void WindowAttention::backward(float* dq, float* dk, float* dv, const float* dou
                                        local_window_selection(d, cfg_.block, dsa_window_blocks(cfg_)));
 }
 
-void WindowAttention::decode(float* out, const float* q_cache, const float* k_cache, const float* v_cache,
+void WindowAttention::decode(float* out, const float* q, const float* k_cache, const float* v_cache,
                              int64_t len, int64_t H, int64_t D, DecodeMemo*) {
   check_decode_args(len, H, D, "attention.window");
-  const float* q = q_cache + (len - 1) * H * D;
   const int64_t qb = (len - 1) / cfg_.block;
   const int64_t k0 = std::max<int64_t>(0, qb - dsa_window_blocks(cfg_) + 1) * cfg_.block;
   const std::vector<KeyRange> ranges{{k0, len}};
