@@ -15,6 +15,7 @@
 #include "core/parallel.h"
 #include "core/plural.h"
 #include "io/atomic_file.h"
+#include "ops/attention_registry.h"
 #include "train/attention_bench.h"
 
 namespace sparta::cli {
@@ -207,7 +208,8 @@ void add_bench_attention_command(CLI::App& bench) {
   CLI::App* c = bench.add_subcommand(
       "attention", "Attention forward/backward/decode time and peak memory per sequence length (docs/bench-attention.md)");
   c->add_option("--seqs", a->seqs, "Comma-separated sequence lengths")->capture_default_str();
-  c->add_option("--impls", a->impls, "Comma-separated implementations: dense, window, dsa")->capture_default_str();
+  c->add_option("--impls", a->impls, "Comma-separated implementations:\n" + attention_descriptions_text())
+      ->capture_default_str();
   c->add_option("--heads", a->heads, "Attention heads H")->capture_default_str();
   c->add_option("--head-dim", a->head_dim, "Head dimension D")->capture_default_str();
   c->add_option("--batch", a->batch, "Sequences per batch B (decode always uses one)")->capture_default_str();

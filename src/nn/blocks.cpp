@@ -101,11 +101,9 @@ void TransformerBlock::attend(BlockActivations& a, const AttentionSource& src, i
     return;
   }
   KVCache& cache = *src.cache;
-  float* qc = cache.q(src.layer);
   float* kc = cache.k(src.layer);
   float* vc = cache.v(src.layer);
   for (int64_t t = 0; t < n; ++t) {
-    std::memcpy(qc + (pos0 + t) * d, qkv + t * 3 * d, sizeof(float) * d);
     std::memcpy(kc + (pos0 + t) * d, qkv + t * 3 * d + d, sizeof(float) * d);
     std::memcpy(vc + (pos0 + t) * d, qkv + t * 3 * d + 2 * d, sizeof(float) * d);
   }
@@ -114,7 +112,7 @@ void TransformerBlock::attend(BlockActivations& a, const AttentionSource& src, i
     src.attention->forward(a.att, a.lse, qkv, qkv + d, qkv + 2 * d, dims);
   } else {
     for (int64_t t = 0; t < n; ++t)
-      src.attention->decode(a.att + t * d, qc, kc, vc, pos0 + t + 1, H, D, cache.memo(src.layer));
+      src.attention->decode(a.att + t * d, qkv + t * 3 * d, kc, vc, pos0 + t + 1, H, D, cache.memo(src.layer));
   }
 }
 
@@ -149,7 +147,7 @@ void TransformerBlock::backward(float* dres, const float* x, const BlockActivati
   ops::gelu_backward(s.dfc, s.dfc, a.fc, N * 4 * d);
   linear_bwd(s.dln, s.dfc, a.ln2, fc_, N, d, 4 * d);
   ops::layernorm_backward(dres, ln2_.weight.g, ln2_.bias.g, s.dln, a.res_mid, ln2_.weight.w, a.ln2_mean, a.ln2_rstd,
-                          N, d);
+                          N, d, /*accumulate_dx=*/true);
   // dres = dL/d res_mid
   linear_bwd(s.datt, dres, a.att, attn_proj_, N, d, d);
   src.attention->backward(s.dqkv, s.dqkv + d, s.dqkv + 2 * d, s.datt, a.att, a.lse, a.qkv, a.qkv + d, a.qkv + 2 * d,
@@ -157,7 +155,8 @@ void TransformerBlock::backward(float* dres, const float* x, const BlockActivati
   ops::rope_backward(s.dqkv, dims.B, dims.T, H, D, 3 * d, 0, shape_.rope_base, shape_.rope_dims);
   ops::rope_backward(s.dqkv + d, dims.B, dims.T, H, D, 3 * d, 0, shape_.rope_base, shape_.rope_dims);
   linear_bwd(s.dln, s.dqkv, a.ln1, qkv_, N, d, 3 * d);
-  ops::layernorm_backward(dres, ln1_.weight.g, ln1_.bias.g, s.dln, x, ln1_.weight.w, a.ln1_mean, a.ln1_rstd, N, d);
+  ops::layernorm_backward(dres, ln1_.weight.g, ln1_.bias.g, s.dln, x, ln1_.weight.w, a.ln1_mean, a.ln1_rstd, N, d,
+                          /*accumulate_dx=*/true);
   // dres = dL/dx
 }
 
@@ -177,8 +176,8 @@ void OutputHead::backward(float* dx, float* dln, const float* dlogits, const flo
                           const float* mean, const float* rstd, int64_t N) const {
   sgemm(false, false, N, d_, vocab_, 1.0f, dlogits, vocab_, wte_.w, d_, 0.0f, dln, d_);
   sgemm(true, false, vocab_, d_, N, 1.0f, dlogits, vocab_, lnf, d_, 1.0f, wte_.g, d_);
-  std::memset(dx, 0, sizeof(float) * static_cast<size_t>(N * d_));
-  ops::layernorm_backward(dx, ln_f_.weight.g, ln_f_.bias.g, dln, x, ln_f_.weight.w, mean, rstd, N, d_);
+  ops::layernorm_backward(dx, ln_f_.weight.g, ln_f_.bias.g, dln, x, ln_f_.weight.w, mean, rstd, N, d_,
+                          /*accumulate_dx=*/false);
 }
 
 }  // namespace sparta

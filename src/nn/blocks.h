@@ -10,7 +10,8 @@
 // Gradient rule (every block and op): parameter gradients are ACCUMULATED
 // (+=) — the caller zeroes them once per optimizer step, so micro-batches
 // add up; activation gradients are OVERWRITTEN unless the function says it
-// accumulates (a residual stream's gradient is passed through and added to).
+// accumulates (a residual stream's gradient is passed through and added to);
+// src/ops/README.md lists where each op stands.
 #include <cstdint>
 #include <functional>
 #include <memory>

@@ -76,14 +76,14 @@ class Attention {
 
   // Decoding: one new query per head for ONE sequence, against cached keys
   // and values of positions [0, len) (len >= 1 includes the new token, already
-  // appended). q_cache, k_cache, v_cache: (len, H, D) contiguous (row stride
-  // H*D); the new query is row len-1 of q_cache. Dense and window attention
-  // read only that row; DSA's scorer also reads earlier queries (its
-  // look-ahead summary), so callers keep every query they decoded.
+  // appended). q: the new token's query, (H, D) contiguous; k_cache, v_cache:
+  // (len, H, D) contiguous (row stride H*D). No implementation reads earlier
+  // queries (DSA scores blocks with the new query alone), so caches keep keys
+  // and values only.
   // out: (H, D). memo: null, or this implementation's make_decode_memo()
   // kept with the cache of this sequence and layer (results are the same
   // either way; the memo only saves work).
-  virtual void decode(float* out, const float* q_cache, const float* k_cache, const float* v_cache, int64_t len,
+  virtual void decode(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t len,
                       int64_t H, int64_t D, DecodeMemo* memo = nullptr) = 0;
 
   // A fresh memo for decoding one sequence, or null when the implementation
@@ -91,24 +91,12 @@ class Attention {
   virtual std::unique_ptr<DecodeMemo> make_decode_memo() const { return nullptr; }
 };
 
-// Implementation constructors (each defined next to its implementation).
-std::unique_ptr<Attention> make_dense_attention();
-std::unique_ptr<Attention> make_window_attention(const DsaConfig& cfg);  // attention_dsa.h
-std::unique_ptr<Attention> make_dsa_attention(const DsaConfig& cfg);     // attention_dsa.h
-
-// "dense" -> DenseAttention, "window" -> WindowAttention(dsa),
-// "dsa" -> DsaAttention(dsa). Unknown name -> sparta::Error
+// The implementation registered as `name` (ops/attention_registry.h lists
+// them: "dense", "window" and "dsa", the last two configured by dsa).
+// Unknown name -> sparta::Error
 // "[attention] unknown implementation 'x' (available: dense, window, dsa)".
-inline std::unique_ptr<Attention> make_attention(const std::string& name, const DsaConfig& dsa) {
-  if (name == "dense") return make_dense_attention();
-  if (name == "window") return make_window_attention(dsa);
-  if (name == "dsa") return make_dsa_attention(dsa);
-  throw Error(cat("[attention] unknown implementation '", name, "' (available: dense, window, dsa)"));
-}
-
-inline std::unique_ptr<Attention> make_attention(const std::string& name) {
-  return make_attention(name, DsaConfig{});
-}
+std::unique_ptr<Attention> make_attention(const std::string& name, const DsaConfig& dsa);
+std::unique_ptr<Attention> make_attention(const std::string& name);
 
 inline void check_attn_dims(const AttnDims& d, const char* op) {
   SPARTA_CHECK(d.B >= 0 && d.T >= 0, "[", op, "] B and T must be >= 0, got B=", d.B, " T=", d.T);

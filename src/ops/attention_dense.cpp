@@ -367,11 +367,10 @@ void DenseAttention::backward(float* dq, float* dk, float* dv, const float* dout
   }
 }
 
-void DenseAttention::decode(float* out, const float* q_cache, const float* k_cache, const float* v_cache,
+void DenseAttention::decode(float* out, const float* q, const float* k_cache, const float* v_cache,
                             int64_t len, int64_t H, int64_t D, DecodeMemo*) {
   SPARTA_CHECK(H >= 1 && D >= 1, "[attention.dense] decode needs H, D >= 1, got H=", H, " D=", D);
   SPARTA_CHECK(len >= 1, "[attention.dense] decode needs at least one cached position, got len=", len);
-  const float* q = q_cache + (len - 1) * H * D;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const int64_t ld = H * D;
   // Threads only pay off once the cache is long; each head's arithmetic is
@@ -391,7 +390,5 @@ void DenseAttention::decode(float* out, const float* q_cache, const float* k_cac
     scale_row(o, D, 1.0f / l);
   }
 }
-
-std::unique_ptr<Attention> make_dense_attention() { return std::make_unique<DenseAttention>(); }
 
 }  // namespace sparta

@@ -74,6 +74,10 @@
 // OpenMP thread count (selection is computed per (b, h) in a fixed order,
 // the kernel is deterministic, decode splits over heads). Instances hold
 // only their configuration: concurrent calls are safe.
+//
+// Implemented in attention_window.cpp and attention_dsa*.cpp (the head of
+// attention_dsa.cpp says which part lives where), on the internals in
+// attention_dsa_internal.h.
 #include <cstdint>
 #include <vector>
 
@@ -96,7 +100,7 @@ class WindowAttention final : public Attention {
   // Attends to positions [max(0, qb-W+1)*block, len) with qb = (len-1)/block:
   // exactly the keys forward gives the query at position len-1 (causal).
   // Keeps no memo.
-  void decode(float* out, const float* q_cache, const float* k_cache, const float* v_cache, int64_t len, int64_t H,
+  void decode(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t len, int64_t H,
               int64_t D, DecodeMemo* memo = nullptr) override;
 
  private:
@@ -114,7 +118,7 @@ class DsaAttention final : public Attention {
   void backward(float* dq, float* dk, float* dv, const float* dout, const float* out, const float* lse,
                 const float* q, const float* k, const float* v, const AttnDims& d,
                 const AttnSaved* saved = nullptr) override;
-  void decode(float* out, const float* q_cache, const float* k_cache, const float* v_cache, int64_t len, int64_t H,
+  void decode(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t len, int64_t H,
               int64_t D, DecodeMemo* memo = nullptr) override;
   // Keeps the mean key and value of every complete block and group computed
   // so far (filled lazily by decode), so a decode step scores group and

@@ -61,7 +61,7 @@ SPARTA_KERNEL_CLONES void layernorm_row(float* y, float* mean_out, float* rstd_o
 // Tail lanes load dy = w = 0 and x = mean, so they contribute nothing.
 SPARTA_KERNEL_CLONES void layernorm_backward_row(float* dx, float* dw_part, float* db_part, const float* dy,
                                                  const float* x, const float* w, float mean, float rstd,
-                                                 int64_t C) {
+                                                 int64_t C, bool accumulate_dx) {
   const SumPair sums = simd::reduce_blocks(
       C, SumPair{}, simd::Sum{}, [&](int64_t i, int64_t n, auto partial) SPARTA_SIMD_LAMBDA {
         const f32v dyv = simd::load_n<partial>(dy + i, n, 0.0f);
@@ -77,7 +77,7 @@ SPARTA_KERNEL_CLONES void layernorm_backward_row(float* dx, float* dw_part, floa
     const f32v xhat = (simd::load_n<partial>(x + i, n, mean) - mean) * rstd;
     const f32v g = simd::load_n<partial>(dy + i, n, 0.0f) * simd::load_n<partial>(w + i, n, 0.0f);
     const f32v d = rstd * (g - mean_g - xhat * mean_gx);
-    simd::store_n<partial>(dx + i, simd::load_n<partial>(dx + i, n, 0.0f) + d, n);
+    simd::store_n<partial>(dx + i, accumulate_dx ? simd::load_n<partial>(dx + i, n, 0.0f) + d : d, n);
   });
 }
 
@@ -101,7 +101,7 @@ void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const
 }
 
 void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
-                        const float* mean, const float* rstd, int64_t N, int64_t C) {
+                        const float* mean, const float* rstd, int64_t N, int64_t C, bool accumulate_dx) {
   SPARTA_CHECK(N >= 0 && C > 0, "[layernorm backward] invalid sizes N=", N, " C=", C);
   if (N == 0) return;
   const int64_t rows_per_block = (N + kMaxBlocks - 1) / kMaxBlocks;
@@ -122,7 +122,8 @@ void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const 
       std::fill(dw_part, dw_part + 2 * C, 0.0f);
       const int64_t r1 = std::min(N, (blk + 1) * rows_per_block);
       for (int64_t r = blk * rows_per_block; r < r1; ++r)
-        layernorm_backward_row(dx + r * C, dw_part, db_part, dy + r * C, x + r * C, w, mean[r], rstd[r], C);
+        layernorm_backward_row(dx + r * C, dw_part, db_part, dy + r * C, x + r * C, w, mean[r], rstd[r], C,
+                               accumulate_dx);
     }
     // Implicit barrier above: all partials are complete.
 #pragma omp for schedule(static)

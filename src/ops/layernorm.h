@@ -11,12 +11,13 @@ namespace sparta::ops {
 void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b,
                        int64_t N, int64_t C, float eps);
 
-// Accumulates: dx += dL/dx, dw += dL/dw, db += dL/db.
+// dw += dL/dw, db += dL/db (parameter gradients accumulate); dx = dL/dx,
+// or dx += dL/dx with accumulate_dx (a residual stream's gradient).
 // dx, dy, x: (N, C); w, dw, db: (C,); mean, rstd: (N,) from the forward.
 // dw/db are reduced over fixed blocks of rows (the blocking depends only on
 // N) and the block partials are summed in block order, so all results are
 // bit-identical for any thread count.
 void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
-                        const float* mean, const float* rstd, int64_t N, int64_t C);
+                        const float* mean, const float* rstd, int64_t N, int64_t C, bool accumulate_dx);
 
 }  // namespace sparta::ops

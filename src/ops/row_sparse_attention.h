@@ -28,8 +28,8 @@ namespace sparta::ops {
 void row_sparse_attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
                                   const AttnDims& d, const BlockSelection& sel, const ExtraKeys& extra = {});
 
-// Same as block_sparse_attention_backward for such a selection, including
-// `accumulate` (add to dq, dk, dv instead of overwriting them).
+// Same as block_sparse_attention_backward for such a selection; with
+// `accumulate`, adds to dq, dk, dv instead of overwriting them.
 void row_sparse_attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
                                    const float* lse, const float* q, const float* k, const float* v,
                                    const AttnDims& d, const BlockSelection& sel, const ExtraKeys& extra = {},

@@ -16,8 +16,8 @@
 #include "core/parallel.h"
 #include "core/rng.h"
 #include "core/tensor.h"
-#include "ops/attention.h"
 #include "ops/attention_dsa.h"
+#include "ops/attention_registry.h"
 #include "train/config.h"
 #include "train/line_chart.h"
 
@@ -288,7 +288,7 @@ AttentionBenchRecord measure_attention(const std::string& impl, int64_t seq, con
   }
   if (spec.causal) {  // Decoding one token of one sequence against seq cached positions.
     malloc_trim(0);  // return the training buffers before allocating the cache
-    Tensor qc = random_tensor({T, H, D}, spec.seed + 2), kc = random_tensor({T, H, D}, spec.seed + 3),
+    Tensor q = random_tensor({H, D}, spec.seed + 2), kc = random_tensor({T, H, D}, spec.seed + 3),
            vc = random_tensor({T, H, D}, spec.seed + 4);
     Tensor o = Tensor::empty({H, D});
     // As in generation, the implementation's decode memo (DSA: block means)
@@ -300,7 +300,7 @@ AttentionBenchRecord measure_attention(const std::string& impl, int64_t seq, con
     r.decode_ms = ms(time_runs(
                       [&] {
                         for (int s = 0; s < steps; ++s)
-                          attn->decode(o.data<float>(), qc.data<float>(), kc.data<float>(), vc.data<float>(), T, H,
+                          attn->decode(o.data<float>(), q.data<float>(), kc.data<float>(), vc.data<float>(), T, H,
                                        D, memo.get());
                       },
                       spec.min_time_s, spec.max_runs)) /
@@ -329,11 +329,11 @@ std::vector<int64_t> parse_seq_list(const std::string& text) {
 std::vector<std::string> parse_impl_list(const std::string& text) {
   std::vector<std::string> impls;
   for (const std::string& s : split_commas(text)) {
-    SPARTA_CHECK(s == "dense" || s == "window" || s == "dsa", "[bench] --impls: unknown implementation '", s,
-                 "' (available: dense, window, dsa)");
+    SPARTA_CHECK(find_attention(s), "[bench] --impls: unknown implementation '", s,
+                 "' (available: ", attention_names_text(), ")");
     if (std::find(impls.begin(), impls.end(), s) == impls.end()) impls.push_back(s);
   }
-  SPARTA_CHECK(!impls.empty(), "[bench] --impls is empty (available: dense, window, dsa)");
+  SPARTA_CHECK(!impls.empty(), "[bench] --impls is empty (available: ", attention_names_text(), ")");
   return impls;
 }
 

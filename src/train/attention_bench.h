@@ -1,10 +1,10 @@
 #pragma once
 // The attention micro-benchmark behind `sparta bench attention`
-// (docs/bench-attention.md): for one implementation ("dense", "window",
-// "dsa") and one sequence length it times forward, backward and one-token
-// decode on random inputs, DSA's selection step (dsa_plan) alone, and the
-// peak memory of the problem; records render as a table, JSON lines and an
-// SVG chart of fwd+bwd time against sequence length.
+// (docs/bench-attention.md): for one implementation (a name in
+// ops/attention_registry.h) and one sequence length it times forward,
+// backward and one-token decode on random inputs, DSA's selection step
+// (dsa_plan) alone, and the peak memory of the problem; records render as a
+// table, JSON lines and an SVG chart of fwd+bwd time against sequence length.
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -120,7 +120,8 @@ AttentionBenchRecord median_record(const std::vector<AttentionBenchRecord>& roun
 // sparta::Error "[bench] --seqs ..." on an empty list, a non-integer or a value < 1.
 std::vector<int64_t> parse_seq_list(const std::string& text);
 // "dense,dsa" -> {"dense", "dsa"} in the given order, duplicates removed.
-// sparta::Error on an empty list or an unknown name (available: dense, window, dsa).
+// sparta::Error on an empty list or a name attention_registry() lacks
+// (the message lists the available ones).
 std::vector<std::string> parse_impl_list(const std::string& text);
 // DsaConfig defaults with "model.dsa.KEY=VALUE" overrides applied through
 // the config parser (train/config.h): unknown keys, bad values and settings

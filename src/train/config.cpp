@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "data/utf8.h"
 #include "io/atomic_file.h"
+#include "ops/attention_registry.h"
 #include "train/toml_guard.h"
 
 namespace sparta {
@@ -348,8 +349,8 @@ void validate_config(const Config& c) {
                " must be even (RoPE rotates pairs)");
   SPARTA_CHECK(m.context >= 2 && m.context <= (1 << 20), "[config] model.context must be in [2, 1048576], got ",
                m.context);
-  SPARTA_CHECK(m.attention == "dense" || m.attention == "window" || m.attention == "dsa",
-               "[config] model.attention '", m.attention, "' is not available (available: dense, window, dsa)");
+  SPARTA_CHECK(find_attention(m.attention), "[config] model.attention '", m.attention,
+               "' is not available (available: ", attention_names_text(), ")");
   check_dsa_config(m.dsa);
   SPARTA_CHECK(m.rope_base > 1.0 && std::isfinite(m.rope_base), "[config] model.rope_base must be > 1, got ",
                m.rope_base);

@@ -19,7 +19,7 @@ struct ModelConfig {
   int64_t n_head = 4;
   int64_t d_model = 256;
   int64_t context = 128;
-  std::string attention = "dense";  // "dense" | "window" | "dsa"
+  std::string attention = "dense";  // a name in ops/attention_registry.h
   double rope_base = 10000.0;
   int64_t rope_dims = 0;  // RoPE-rotated dims per head; 0 = the whole head (see ops/rope.h)
   DsaConfig dsa;                    // [model.dsa]: used by "window" and "dsa"

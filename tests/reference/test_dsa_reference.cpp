@@ -289,7 +289,7 @@ void run_case(const RefCase& c) {
     std::vector<float> dec(static_cast<size_t>(H * D));
     for (int64_t b = 0; b < B; ++b) {
       const int64_t off = b * T * H * D;
-      attn.decode(dec.data(), rq + off, rk + off, rv + off, T, H, D);
+      attn.decode(dec.data(), rq + off + (T - 1) * H * D, rk + off, rv + off, T, H, D);
       e_dec = std::max(e_dec, expect_close(dec.data(), ref_out + off + (T - 1) * H * D, {H, D},
                                            "decode out of sequence " + std::to_string(b)));
     }

@@ -361,7 +361,7 @@ TEST(AttentionDense, DecodeEqualsFullForwardAtEveryPrefix) {
     DenseAttention att;
     att.forward(out.data(), lse.data(), x.q(), x.k(), x.v(), x.d);
     for (int64_t len = 1; len <= 300; ++len) {
-      att.decode(dec.data(), x.q(), x.k(), x.v(), len, H, 24);
+      att.decode(dec.data(), x.q() + (len - 1) * H * 24, x.k(), x.v(), len, H, 24);
       expect_close(dec.data(), out.data() + (len - 1) * hd, hd, [](int64_t i) { return i; }, 1e-5, 1e-5,
                    cat("decode H=", H, " len=", len));
     }
@@ -375,7 +375,7 @@ TEST(AttentionDense, DecodeLongCacheMatchesForward) {
   DenseAttention att;
   att.forward(out.data(), lse.data(), x.q(), x.k(), x.v(), x.d);
   for (int64_t len : {1999, 2000}) {
-    att.decode(dec.data(), x.q(), x.k(), x.v(), len, 4, 64);
+    att.decode(dec.data(), x.q() + (len - 1) * 4 * 64, x.k(), x.v(), len, 4, 64);
     expect_close(dec.data(), out.data() + (len - 1) * 256, 256, [](int64_t i) { return i; }, 1e-5, 1e-5,
                  cat("decode len=", len));
   }
@@ -398,7 +398,7 @@ TEST(AttentionDense, ResultsIndependentOfThreadCount) {
                      out[run].data(), lse[run].data(), x.q(), x.k(), x.v(), x.d);
         if (s.layout == Layout::Separate) {  // the cache layout
           dec[run].resize(s.H * s.D);
-          att.decode(dec[run].data(), x.q(), x.k(), x.v(), s.T, s.H, s.D);
+          att.decode(dec[run].data(), x.q() + (s.T - 1) * s.H * s.D, x.k(), x.v(), s.T, s.H, s.D);
         }
       });
     EXPECT_TRUE(out[0] == out[1]) << describe(s);

@@ -270,7 +270,7 @@ TEST(AttentionWindow, DecodeEqualsForwardAtEveryPrefix) {
   std::vector<float> out(p.out_size()), lse(p.lse_size()), dec(H * D);
   att.forward(out.data(), lse.data(), p.q(), p.k(), p.v(), p.d);
   for (int64_t len = 1; len <= T; ++len) {
-    att.decode(dec.data(), p.q(), p.k(), p.v(), len, H, D);
+    att.decode(dec.data(), p.q() + (len - 1) * H * D, p.k(), p.v(), len, H, D);
     const std::vector<float> want(out.begin() + (len - 1) * H * D, out.begin() + len * H * D);
     expect_rel_close(dec, want, 1e-5, cat("window decode len=", len));
   }
@@ -303,7 +303,7 @@ TEST(AttentionWindow, ResultsIndependentOfThreadCount) {
       WindowAttention att(c);
       r[run_i] = run(att, p, dout);
       dec[run_i].resize(H * D);
-      att.decode(dec[run_i].data(), p.q(), p.k(), p.v(), T, H, D);
+      att.decode(dec[run_i].data(), p.q() + (T - 1) * H * D, p.k(), p.v(), T, H, D);
     });
   test::expect_bitwise_equal("out", r[0].out, r[1].out);
   test::expect_bitwise_equal("lse", r[0].lse, r[1].lse);
@@ -585,7 +585,7 @@ TEST(AttentionDsa, BoundRankingFindsASingleMatchingTokenThatTheMeanDilutes) {
   DsaAttention att(bound_cfg);
   std::vector<float> out(p.out_size()), lse(p.lse_size()), dec(hd);
   att.forward(out.data(), lse.data(), p.q(), p.k(), p.v(), p.d);
-  att.decode(dec.data(), p.q(), p.k(), p.v(), T, H, D);
+  att.decode(dec.data(), p.q() + (T - 1) * H * D, p.k(), p.v(), T, H, D);
   expect_rel_close(dec, std::vector<float>(out.end() - hd, out.end()), 1e-5, "bound decode vs forward");
 }
 
@@ -862,7 +862,7 @@ TEST(AttentionDsa, DecodeEqualsForwardWhenBudgetCoversAll) {
   std::vector<float> out(p.out_size()), lse(p.lse_size()), dec(H * D);
   att.forward(out.data(), lse.data(), p.q(), p.k(), p.v(), p.d);
   for (int64_t len = 1; len <= T; ++len) {
-    att.decode(dec.data(), p.q(), p.k(), p.v(), len, H, D);
+    att.decode(dec.data(), p.q() + (len - 1) * H * D, p.k(), p.v(), len, H, D);
     const std::vector<float> want(out.begin() + (len - 1) * H * D, out.begin() + len * H * D);
     expect_rel_close(dec, want, 1e-5, cat("dsa decode len=", len));
   }
@@ -886,7 +886,7 @@ TEST(AttentionDsa, DecodeEqualsLastRowOfForwardOnEveryPrefix) {
       AttnDims prefix = p.d;
       prefix.T = len;  // (T, H, D) rows: the first len rows are the prefix
       att.forward(out.data(), lse.data(), p.q(), p.k(), p.v(), prefix);
-      att.decode(dec.data(), p.q(), p.k(), p.v(), len, H, D);
+      att.decode(dec.data(), p.q() + (len - 1) * H * D, p.k(), p.v(), len, H, D);
       const std::vector<float> want(out.begin() + (len - 1) * HD, out.begin() + len * HD);
       expect_rel_close(dec, want, 1e-5, cat("rank=", rank, " coarse=", coarse, " summary=", summary, " len=", len));
     }
@@ -905,8 +905,8 @@ TEST(AttentionDsa, DecodeMemoGivesTheSameBitsAndFollowsTruncation) {
   ASSERT_NE(memo, nullptr);
   std::vector<float> with(HD), without(HD);
   for (int64_t len = 1; len <= T; ++len) {  // one generation: the memo fills as the cache grows
-    att.decode(with.data(), p.q(), p.k(), p.v(), len, H, D, memo.get());
-    att.decode(without.data(), p.q(), p.k(), p.v(), len, H, D);
+    att.decode(with.data(), p.q() + (len - 1) * H * D, p.k(), p.v(), len, H, D, memo.get());
+    att.decode(without.data(), p.q() + (len - 1) * H * D, p.k(), p.v(), len, H, D);
     test::expect_bitwise_equal(cat("len=", len), with, without);
   }
   // Rewind to 70 tokens and change everything after: blocks past 70 must be
@@ -914,8 +914,8 @@ TEST(AttentionDsa, DecodeMemoGivesTheSameBitsAndFollowsTruncation) {
   memo->truncate(70);
   for (int64_t t = 70; t < T; ++t)
     for (int64_t e = 0; e < HD; ++e) p.k()[t * HD + e] *= -1.0f, p.q()[t * HD + e] += 0.5f;
-  att.decode(with.data(), p.q(), p.k(), p.v(), T, H, D, memo.get());
-  att.decode(without.data(), p.q(), p.k(), p.v(), T, H, D);
+  att.decode(with.data(), p.q() + (T - 1) * H * D, p.k(), p.v(), T, H, D, memo.get());
+  att.decode(without.data(), p.q() + (T - 1) * H * D, p.k(), p.v(), T, H, D);
   test::expect_bitwise_equal("after truncate", with, without);
   // Another implementation's memo is refused; dense and window keep none.
   EXPECT_EQ(make_attention("dense")->make_decode_memo(), nullptr);
@@ -923,7 +923,7 @@ TEST(AttentionDsa, DecodeMemoGivesTheSameBitsAndFollowsTruncation) {
   struct Foreign final : DecodeMemo {
     void truncate(int64_t) override {}
   } foreign;
-  EXPECT_THROW(att.decode(with.data(), p.q(), p.k(), p.v(), T, H, D, &foreign), Error);
+  EXPECT_THROW(att.decode(with.data(), p.q() + (T - 1) * H * D, p.k(), p.v(), T, H, D, &foreign), Error);
   }
 }
 
@@ -940,7 +940,7 @@ TEST(AttentionDsa, ResultsIndependentOfThreadCount) {
         DsaAttention att(small_budget());
         r[run_i] = run(att, p, dout);
         dec[run_i].resize(H * D);  // batch 0 is a (T, H, D) cache
-        att.decode(dec[run_i].data(), p.q(), p.k(), p.v(), T, H, D);
+        att.decode(dec[run_i].data(), p.q() + (T - 1) * H * D, p.k(), p.v(), T, H, D);
       });
     test::expect_bitwise_equal("out", r[0].out, r[1].out);
     test::expect_bitwise_equal("lse", r[0].lse, r[1].lse);

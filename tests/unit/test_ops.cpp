@@ -105,9 +105,9 @@ TEST(OpsLayerNorm, GradientsMatchFiniteDifferences) {
     return dot(y, R);
   };
   objective();
-  std::vector<float> dx(N * C, 0.0f), dw(C, 0.0f), db(C, 0.0f);
+  std::vector<float> dx(N * C, 7.0f), dw(C, 0.0f), db(C, 0.0f);  // dx is overwritten
   layernorm_backward(dx.data(), dw.data(), db.data(), R.data(), x.data(), w.data(), mean.data(), rstd.data(),
-                     N, C);
+                     N, C, /*accumulate_dx=*/false);
   expect_grad_matches_fd("layernorm dx", x, dx, objective);
   expect_grad_matches_fd("layernorm dw", w, dw, objective);
   expect_grad_matches_fd("layernorm db", b, db, objective);
@@ -122,14 +122,20 @@ TEST(OpsLayerNorm, BackwardAccumulates) {
   layernorm_forward(y.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, C, 1e-5f);
   std::vector<float> dx(N * C, 0.0f), dw(C, 0.0f), db(C, 0.0f);
   layernorm_backward(dx.data(), dw.data(), db.data(), dy.data(), x.data(), w.data(), mean.data(), rstd.data(),
-                     N, C);
+                     N, C, /*accumulate_dx=*/true);
   const auto dx0 = random_normal(N * C, rng), dw0 = random_normal(C, rng), db0 = random_normal(C, rng);
   auto dx1 = dx0, dw1 = dw0, db1 = db0;
   layernorm_backward(dx1.data(), dw1.data(), db1.data(), dy.data(), x.data(), w.data(), mean.data(),
-                     rstd.data(), N, C);
+                     rstd.data(), N, C, /*accumulate_dx=*/true);
   expect_accumulated("layernorm dx +=", dx0, dx1, dx);
   expect_accumulated("layernorm dw +=", dw0, dw1, dw);
   expect_accumulated("layernorm db +=", db0, db1, db);
+  // Without the flag dx is overwritten with the same values; dw, db still add.
+  auto dx2 = dx0, dw2 = dw0, db2 = db0;
+  layernorm_backward(dx2.data(), dw2.data(), db2.data(), dy.data(), x.data(), w.data(), mean.data(),
+                     rstd.data(), N, C, /*accumulate_dx=*/false);
+  expect_bitwise_equal("layernorm dx overwritten", dx2, dx);
+  expect_accumulated("layernorm dw += (dx overwritten)", dw0, dw2, dw);
 }
 
 TEST(OpsLayerNorm, ResultsIndependentOfThreadCount) {
@@ -147,7 +153,7 @@ TEST(OpsLayerNorm, ResultsIndependentOfThreadCount) {
       db[k].assign(C, 0.0f);
       layernorm_forward(y[k].data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, C, 1e-5f);
       layernorm_backward(dx[k].data(), dw[k].data(), db[k].data(), dy.data(), x.data(), w.data(), mean.data(),
-                         rstd.data(), N, C);
+                         rstd.data(), N, C, /*accumulate_dx=*/false);
     });
   }
   expect_bitwise_equal("layernorm y 1 vs 2 threads", y[0], y[1]);
