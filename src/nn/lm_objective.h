@@ -20,11 +20,13 @@ int64_t count_targets(const int32_t* targets, int64_t n);
 double lm_forward_backward(GPT& model, GPTActivations& acts, const int32_t* tokens, const int32_t* targets,
                            int64_t B, int64_t T, float grad_scale, uint64_t selection_seed, int64_t* count);
 
-// One whole batch as an optimizer step without accumulation sees it: zeroes
-// the gradients, then lm_forward_backward with grad_scale = 1 / counted.
-// Returns the mean loss. sparta::Error if no target counts.
+// One optimizer step's gradients from `micro_batches` micro-batches of B
+// rows (tokens/targets hold micro_batches·B rows): zeroes the gradients once,
+// then each micro-batch adds its share scaled by 1 / (targets counted over
+// the whole step). Returns the mean loss over the step. sparta::Error if no
+// target counts.
 float lm_loss_and_gradients(GPT& model, GPTActivations& acts, const int32_t* tokens, const int32_t* targets,
-                            int64_t B, int64_t T, uint64_t selection_seed = 0);
+                            int64_t B, int64_t T, uint64_t selection_seed = 0, int64_t micro_batches = 1);
 
 // Evaluation (Infer mode unless acts already hold Train-mode buffers that
 // fit): the SUM of token losses; *count = targets counted.

@@ -271,24 +271,6 @@ void read_metric_points(const fs::path& file, std::vector<std::pair<double, doub
   }
 }
 
-// One optimizer step's gradients from `accum` micro-batches of B rows
-// (tokens/targets hold accum·B rows): zeroed once, then each micro-batch adds
-// its share, scaled by 1 / (targets counted over the whole step). Returns the
-// mean loss over the step.
-float accumulate_gradients(GPT& model, GPTActivations& acts, const int32_t* tokens, const int32_t* targets,
-                           int64_t B, int64_t T, int64_t accum, uint64_t selection_seed) {
-  const int64_t counted = count_targets(targets, accum * B * T);
-  SPARTA_CHECK(counted > 0, "[gpt] the batch has no target tokens (all targets are ignored)");
-  model.params().zero_grad();
-  const float scale = 1.0f / static_cast<float>(counted);
-  double sum = 0.0;
-  for (int64_t m = 0; m < accum; ++m) {
-    const int64_t at = m * B * T;
-    sum += lm_forward_backward(model, acts, tokens + at, targets + at, B, T, scale, selection_seed, nullptr);
-  }
-  return static_cast<float>(sum / static_cast<double>(counted));
-}
-
 double peak_rss_mb() {
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
@@ -469,7 +451,7 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
     // Exploration noise of sparse attention: a pure function of (seed, step),
     // so a resumed run draws exactly what the uninterrupted one did.
     const uint64_t selection_seed = (seed * 0xd1342543de82ef95ULL + static_cast<uint64_t>(step)) | 1;
-    const float loss = accumulate_gradients(*model, acts, inputs.data(), targets.data(), B, T, accum, selection_seed);
+    const float loss = lm_loss_and_gradients(*model, acts, inputs.data(), targets.data(), B, T, selection_seed, accum);
     const double norm = std::isfinite(loss)
                             ? ops::clip_grad_norm(model->params().grad(), model->params().size(), cfg.train.grad_clip)
                             : std::nan("");
