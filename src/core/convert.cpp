@@ -2,7 +2,10 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
+
+#include "core/error.h"
 
 #include "ops/elementwise.h"  // SPARTA_KERNEL_CLONES: the project-wide choice of ISA clones
 
@@ -77,6 +80,35 @@ void f16_to_f32(float* dst, const uint16_t* src, int64_t n) {
   if (f16_conversion_uses_f16c()) return f16_to_f32_f16c(dst, src, n);
 #endif
   f16_to_f32_scalar(dst, src, n);
+}
+
+namespace {
+constexpr int64_t kConvertChunk = 1 << 16;
+
+template <class Fn>
+void for_chunks(int64_t n, Fn fn) {
+  const int64_t chunks = (n + kConvertChunk - 1) / kConvertChunk;
+#pragma omp parallel for schedule(static) if (chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c) fn(c * kConvertChunk, std::min(kConvertChunk, n - c * kConvertChunk));
+}
+
+void check_16bit(DType t) {
+  SPARTA_CHECK(t == DType::BF16 || t == DType::F16, "[convert] ", dtype_name(t), " is not a 16-bit float type");
+}
+}  // namespace
+
+void round_to_16bit(DType t, uint16_t* dst, const float* src, int64_t n) {
+  check_16bit(t);
+  for_chunks(n, [&](int64_t i, int64_t k) {
+    t == DType::BF16 ? f32_to_bf16(dst + i, src + i, k) : f32_to_f16(dst + i, src + i, k);
+  });
+}
+
+void widen_16bit(DType t, float* dst, const uint16_t* src, int64_t n) {
+  check_16bit(t);
+  for_chunks(n, [&](int64_t i, int64_t k) {
+    t == DType::BF16 ? bf16_to_f32(dst + i, src + i, k) : f16_to_f32(dst + i, src + i, k);
+  });
 }
 
 // Baseline x86-64 code with no dispatch: what a machine without AVX2 / F16C

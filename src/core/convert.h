@@ -28,6 +28,8 @@
 #include <bit>
 #include <cstdint>
 
+#include "core/dtype.h"
+
 namespace sparta {
 
 inline uint16_t f32_to_bf16_bits(float x) {
@@ -84,6 +86,13 @@ void f32_to_bf16_scalar(uint16_t* dst, const float* src, int64_t n);
 void bf16_to_f32_scalar(float* dst, const uint16_t* src, int64_t n);
 void f32_to_f16_scalar(uint16_t* dst, const float* src, int64_t n);
 void f16_to_f32_scalar(float* dst, const uint16_t* src, int64_t n);
+
+// Typed and parallel forms for large buffers (activations, weight copies):
+// t is BF16 or F16; the work is split over OpenMP threads in fixed chunks
+// (each element's bits do not depend on the split). Called inside a
+// parallel region they run on the calling thread.
+void round_to_16bit(DType t, uint16_t* dst, const float* src, int64_t n);
+void widen_16bit(DType t, float* dst, const uint16_t* src, int64_t n);
 
 // Whether f32_to_f16 / f16_to_f32 use F16C instructions on this machine (for
 // tests and benchmark reports; false in SPARTA_PORTABLE_KERNELS builds).

@@ -1,5 +1,7 @@
 #include "nn/activations.h"
 
+#include <array>
+
 #include "core/error.h"
 #include "nn/gpt.h"
 
@@ -7,13 +9,14 @@ namespace sparta {
 
 namespace {
 
-// Hands out 64-byte aligned float buffers from one block of memory.
+// Hands out 64-byte aligned buffers from one block of memory.
 class Carver {
  public:
   explicit Carver(char* base) : base_(base) {}
-  float* take(int64_t floats) {
-    float* p = base_ ? reinterpret_cast<float*>(base_ + used_) : nullptr;
-    used_ += (static_cast<size_t>(floats) * sizeof(float) + 63) / 64 * 64;
+  float* take(int64_t floats) { return static_cast<float*>(take(floats, DType::F32)); }
+  void* take(int64_t elements, DType t) {
+    void* p = base_ ? base_ + used_ : nullptr;
+    used_ += (static_cast<size_t>(elements) * dtype_size(t) + 63) / 64 * 64;
     return p;
   }
   size_t used() const { return used_; }
@@ -34,27 +37,47 @@ size_t GPTActivations::layout(char* base, const GPTConfig& cfg, int64_t B, int64
   for (float*& r : res_) r = c.take(N * d);
   blocks_.clear();
   blocks_.resize(static_cast<size_t>(kept_layers));
-  for (BlockActivations& a : blocks_) {
+  // With kept_layers == 1 (Infer, Decode) every layer uses one set, sized
+  // for the widest operand types of any layer.
+  bool any_16bit = false;
+  std::array<DType, 4> widest{DType::BF16, DType::BF16, DType::BF16, DType::BF16};
+  for (int64_t l = 0; l < cfg.n_layer; ++l) {
+    const auto types = block_operand_types(cfg, l);
+    for (size_t i = 0; i < 4; ++i) {
+      if (types[i] == DType::F32) widest[i] = DType::F32;
+      any_16bit = any_16bit || types[i] != DType::F32;
+    }
+  }
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    BlockActivations& a = blocks_[i];
+    const auto t = train ? block_operand_types(cfg, static_cast<int64_t>(i)) : widest;
     a.res_mid = c.take(N * d);
-    a.ln1 = c.take(N * d);
+    a.ln1 = c.take(N * d, t[0]);
     a.ln1_mean = c.take(N);
     a.ln1_rstd = c.take(N);
     a.qkv = c.take(N * 3 * d);
-    a.att = c.take(N * d);
+    a.att = c.take(N * d, t[1]);
     a.lse = c.take(B * H * T);
-    a.ln2 = c.take(N * d);
+    a.ln2 = c.take(N * d, t[2]);
     a.ln2_mean = c.take(N);
     a.ln2_rstd = c.take(N);
-    a.fc = c.take(N * 4 * d);
+    a.fc = c.take(N * 4 * d, t[2]);
   }
   const int64_t head_rows = mode == ActivationMode::Decode ? 1 : N;
+  const DType head_type = head_operand_type(cfg);
+  lnf16_ = head_type == DType::F32 ? nullptr : static_cast<uint16_t*>(c.take(head_rows * d, head_type));
   lnf_ = c.take(head_rows * d);
   lnf_mean_ = c.take(head_rows);
   lnf_rstd_ = c.take(head_rows);
   logits_ = c.take(head_rows * V);
   scratch_ = BlockScratch{};
   scratch_.proj = c.take(N * d);
-  scratch_.gelu = c.take(N * 4 * d);
+  scratch_.gelu = c.take(N * 4 * d, widest[3]);
+  if (any_16bit) {
+    scratch_.ln32 = c.take(N * d);
+    scratch_.att32 = c.take(N * d);
+    scratch_.stage = c.take(N * 4 * d);
+  }
   dres_ = nullptr;
   if (train) {
     dres_ = c.take(N * d);
@@ -81,7 +104,7 @@ void GPTActivations::reserve(const GPTConfig& cfg, int64_t B, int64_t T, Activat
   SPARTA_CHECK(B >= 1 && T >= 1, "[gpt] batch and sequence length must be positive, got B=", B, " T=", T);
   SPARTA_CHECK(T <= cfg.context, "[gpt] sequence length ", T, " exceeds the model context ", cfg.context);
   const bool same_model = n_layer_ == cfg.n_layer && d_ == cfg.d_model && vocab_ == cfg.vocab_size &&
-                          heads_ == cfg.n_head;
+                          heads_ == cfg.n_head && precision_ == cfg.precision && fp32_modules_ == cfg.fp32_modules;
   // Every buffer is indexed from its start with the batch's own (B, T), so a
   // smaller batch uses a prefix of each.
   if (same_model && fits(B, T, mode)) return;
@@ -96,6 +119,8 @@ void GPTActivations::reserve(const GPTConfig& cfg, int64_t B, int64_t T, Activat
   d_ = cfg.d_model;
   vocab_ = cfg.vocab_size;
   heads_ = cfg.n_head;
+  precision_ = cfg.precision;
+  fp32_modules_ = cfg.fp32_modules;
 }
 
 }  // namespace sparta

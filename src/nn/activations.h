@@ -6,10 +6,12 @@
 // decoding sequence) can have its own.
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "core/tensor.h"
 #include "nn/blocks.h"
+#include "nn/precision.h"
 
 namespace sparta {
 
@@ -51,6 +53,8 @@ class GPTActivations {
   // overwrites them in place with dL/dlogits before the backward.
   float* logits() { return logits_; }
   float *lnf() { return lnf_; }
+  // lnf rounded to the head's 16-bit operand type; nullptr when the head is FP32.
+  uint16_t* lnf16() { return lnf16_; }
   float *lnf_mean() { return lnf_mean_; }
   float *lnf_rstd() { return lnf_rstd_; }
   // The fused q|k|v of layer `layer`, (B, T, 3, H, D) after RoPE, as the
@@ -68,9 +72,12 @@ class GPTActivations {
   Tensor arena_;
   ActivationMode mode_ = ActivationMode::Train;
   int64_t B_ = 0, T_ = 0, n_layer_ = 0, d_ = 0, vocab_ = 0, heads_ = 0;
+  Precision precision_ = Precision::FP32;
+  std::vector<std::string> fp32_modules_;
   std::vector<float*> res_;
   std::vector<BlockActivations> blocks_;
   BlockScratch scratch_;
+  uint16_t* lnf16_ = nullptr;
   float *lnf_ = nullptr, *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr, *logits_ = nullptr, *dres_ = nullptr;
 };
 

@@ -1,9 +1,10 @@
 #include "nn/blocks.h"
 
 #include <cstring>
+#include <tuple>
 
+#include "core/convert.h"
 #include "core/error.h"
-#include "core/gemm.h"
 #include "ops/elementwise.h"
 #include "ops/embedding.h"
 #include "ops/gelu.h"
@@ -25,8 +26,14 @@ LayerNormParams bind_layernorm(ParamStore& s, const std::string& name) {
   return {bind_param(s, name + ".weight"), bind_param(s, name + ".bias")};
 }
 
-LinearParams bind_linear(ParamStore& s, const std::string& name) {
-  return {bind_param(s, name + ".weight"), bind_param(s, name + ".bias")};
+LinearParams bind_linear(ParamStore& s, const std::string& name, const LinearBinder& bind) {
+  LinearParams p;
+  p.weight = bind_param(s, name + ".weight");
+  p.bias = bind_param(s, name + ".bias");
+  std::tie(p.precision, p.weight16) = bind(name);
+  SPARTA_CHECK(!p.precision.is_16bit() || p.weight16 != nullptr, "[gpt] ", name, " computes in ",
+               dtype_name(p.precision.operands), " but has no 16-bit weight copy");
+  return p;
 }
 
 void declare_layernorm(const DeclareParam& declare, const std::string& name, int64_t d) {
@@ -39,13 +46,58 @@ void declare_linear(const DeclareParam& declare, const std::string& name, int64_
   declare(name + ".bias", {out}, false);
 }
 
-void linear_fwd(float* y, const float* x, const LinearParams& p, int64_t N, int64_t in, int64_t out) {
-  ops::linear_forward(y, x, p.weight.w, p.bias.w, N, in, out);
+// The weight as the product's operand: the FP32 master or its 16-bit copy.
+MatRef weight_operand(const LinearParams& p, int64_t in, int64_t out) {
+  const DType t = p.operand_type();
+  return ops::dense_matrix(t == DType::F32 ? static_cast<const void*>(p.weight.w) : p.weight16, t, out, in);
 }
 
-void linear_bwd(float* dx, const float* dy, const float* x, const LinearParams& p, int64_t N, int64_t in,
+// y (N, out) = x · wᵀ + b; x (N, in) in the product's operand type; y in yt.
+void linear_fwd(void* y, DType yt, const void* x, const LinearParams& p, int64_t N, int64_t in, int64_t out) {
+  ops::linear_forward(ops::dense_output(y, yt, N, out), ops::dense_matrix(x, p.operand_type(), N, in),
+                      weight_operand(p, in, out), p.bias.w, false, p.precision.math);
+}
+
+void linear_bwd(float* dx, const float* dy, const void* x, const LinearParams& p, int64_t N, int64_t in,
                 int64_t out) {
-  ops::linear_backward(dx, p.weight.g, p.bias.g, dy, x, p.weight.w, N, in, out);
+  ops::linear_backward(dx, p.weight.g, p.bias.g, dy, ops::dense_matrix(x, p.operand_type(), N, in),
+                       weight_operand(p, in, out), false, p.precision.math);
+}
+
+// Stores an FP32 result in type t at dst: a copy into the saved buffer when
+// FP32 is what was computed in place (src == dst), else a rounding.
+void store_as(void* dst, DType t, const float* src, int64_t n) {
+  if (t == DType::F32) {
+    if (dst != src) std::memcpy(dst, src, sizeof(float) * static_cast<size_t>(n));
+  } else {
+    round_to_16bit(t, static_cast<uint16_t*>(dst), src, n);
+  }
+}
+
+// Where an FP32 result destined for a buffer of type t is first written:
+// the buffer itself when FP32, else the FP32 staging buffer.
+float* fp32_target(void* dst, DType t, float* staging) {
+  return t == DType::F32 ? static_cast<float*>(dst) : staging;
+}
+
+// y (type yt) = GELU(x (type xt)); stage: (n,) FP32 scratch for mixed types.
+void gelu_typed(void* y, DType yt, const void* x, DType xt, int64_t n, float* stage) {
+  if (xt == DType::F32 && yt == DType::F32) return ops::gelu_forward(static_cast<float*>(y), static_cast<const float*>(x), n);
+  if (xt == yt)
+    return ops::gelu_forward(static_cast<uint16_t*>(y), static_cast<const uint16_t*>(x), n, xt);
+  const float* x32 = static_cast<const float*>(x);
+  if (xt != DType::F32) {
+    widen_16bit(xt, stage, static_cast<const uint16_t*>(x), n);
+    x32 = stage;
+  }
+  float* y32 = fp32_target(y, yt, stage);
+  ops::gelu_forward(y32, x32, n);
+  if (yt != DType::F32) store_as(y, yt, y32, n);
+}
+
+void gelu_grad_typed(float* dx, const void* x, DType xt, int64_t n) {
+  if (xt == DType::F32) return ops::gelu_backward(dx, dx, static_cast<const float*>(x), n);
+  ops::gelu_backward(dx, dx, static_cast<const uint16_t*>(x), n, xt);
 }
 
 }  // namespace
@@ -83,21 +135,26 @@ void TransformerBlock::declare(const DeclareParam& declare, const std::string& p
   declare_linear(declare, prefix + "mlp.proj", 4 * d, d);
 }
 
-TransformerBlock::TransformerBlock(ParamStore& store, const std::string& prefix, const BlockShape& shape)
+TransformerBlock::TransformerBlock(ParamStore& store, const std::string& prefix, const BlockShape& shape,
+                                   const LinearBinder& bind)
     : ln1_(bind_layernorm(store, prefix + "ln1")),
       ln2_(bind_layernorm(store, prefix + "ln2")),
-      qkv_(bind_linear(store, prefix + "attn.qkv")),
-      attn_proj_(bind_linear(store, prefix + "attn.proj")),
-      fc_(bind_linear(store, prefix + "mlp.fc")),
-      mlp_proj_(bind_linear(store, prefix + "mlp.proj")),
+      qkv_(bind_linear(store, prefix + "attn.qkv", bind)),
+      attn_proj_(bind_linear(store, prefix + "attn.proj", bind)),
+      fc_(bind_linear(store, prefix + "mlp.fc", bind)),
+      mlp_proj_(bind_linear(store, prefix + "mlp.proj", bind)),
       shape_(shape) {}
 
-void TransformerBlock::attend(BlockActivations& a, const AttentionSource& src, int64_t pos0) const {
+std::array<DType, 4> TransformerBlock::operand_types() const {
+  return {qkv_.operand_type(), attn_proj_.operand_type(), fc_.operand_type(), mlp_proj_.operand_type()};
+}
+
+void TransformerBlock::attend(float* att, BlockActivations& a, const AttentionSource& src, int64_t pos0) const {
   const AttnDims& dims = src.dims;
   const int64_t d = shape_.d_model, H = dims.H, D = dims.D, n = dims.T;
   float* qkv = a.qkv;
   if (src.cache == nullptr) {
-    src.attention->forward(a.att, a.lse, qkv, qkv + d, qkv + 2 * d, dims, &a.attn_saved);
+    src.attention->forward(att, a.lse, qkv, qkv + d, qkv + 2 * d, dims, &a.attn_saved);
     return;
   }
   KVCache& cache = *src.cache;
@@ -109,10 +166,10 @@ void TransformerBlock::attend(BlockActivations& a, const AttentionSource& src, i
   }
   if (pos0 == 0 && n > 1) {
     // Prefill from an empty cache: one whole-sequence call.
-    src.attention->forward(a.att, a.lse, qkv, qkv + d, qkv + 2 * d, dims);
+    src.attention->forward(att, a.lse, qkv, qkv + d, qkv + 2 * d, dims);
   } else {
     for (int64_t t = 0; t < n; ++t)
-      src.attention->decode(a.att + t * d, qkv + t * 3 * d, kc, vc, pos0 + t + 1, H, D, cache.memo(src.layer));
+      src.attention->decode(att + t * d, qkv + t * 3 * d, kc, vc, pos0 + t + 1, H, D, cache.memo(src.layer));
   }
 }
 
@@ -122,17 +179,25 @@ void TransformerBlock::forward(float* y, const float* x, BlockActivations& a, Bl
   const int64_t N = dims.B * dims.T, d = shape_.d_model, H = dims.H, D = dims.D;
   const int64_t pos0 = src.cache ? src.cache->len() : 0;
   SPARTA_CHECK(!src.cache || dims.B == 1, "[gpt] decoding with a KV cache takes one sequence, got B=", dims.B);
-  ops::layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, x, ln1_.weight.w, ln1_.bias.w, N, d, shape_.ln_eps);
-  linear_fwd(a.qkv, a.ln1, qkv_, N, d, 3 * d);
+  const auto [t_qkv, t_proj, t_fc, t_mlp] = operand_types();
+  float* ln1 = fp32_target(a.ln1, t_qkv, s.ln32);
+  ops::layernorm_forward(ln1, a.ln1_mean, a.ln1_rstd, x, ln1_.weight.w, ln1_.bias.w, N, d, shape_.ln_eps);
+  store_as(a.ln1, t_qkv, ln1, N * d);
+  linear_fwd(a.qkv, DType::F32, a.ln1, qkv_, N, d, 3 * d);
   ops::rope_forward(a.qkv, dims.B, dims.T, H, D, 3 * d, pos0, shape_.rope_base, shape_.rope_dims);      // q
   ops::rope_forward(a.qkv + d, dims.B, dims.T, H, D, 3 * d, pos0, shape_.rope_base, shape_.rope_dims);  // k
-  attend(a, src, pos0);
-  linear_fwd(s.proj, a.att, attn_proj_, N, d, d);
+  float* att = fp32_target(a.att, t_proj, s.att32);
+  attend(att, a, src, pos0);
+  store_as(a.att, t_proj, att, N * d);
+  linear_fwd(s.proj, DType::F32, a.att, attn_proj_, N, d, d);
   add_into(a.res_mid, x, s.proj, N * d);
-  ops::layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.res_mid, ln2_.weight.w, ln2_.bias.w, N, d, shape_.ln_eps);
-  linear_fwd(a.fc, a.ln2, fc_, N, d, 4 * d);
-  ops::gelu_forward(s.gelu, a.fc, N * 4 * d);
-  linear_fwd(s.proj, s.gelu, mlp_proj_, N, 4 * d, d);
+  float* ln2 = fp32_target(a.ln2, t_fc, s.ln32);
+  ops::layernorm_forward(ln2, a.ln2_mean, a.ln2_rstd, a.res_mid, ln2_.weight.w, ln2_.bias.w, N, d, shape_.ln_eps);
+  store_as(a.ln2, t_fc, ln2, N * d);
+  // The pre-activation is kept in fc's operand type (what PyTorch autocast keeps too).
+  linear_fwd(a.fc, t_fc, a.ln2, fc_, N, d, 4 * d);
+  gelu_typed(s.gelu, t_mlp, a.fc, t_fc, N * 4 * d, s.stage);
+  linear_fwd(s.proj, DType::F32, s.gelu, mlp_proj_, N, 4 * d, d);
   add_into(y, a.res_mid, s.proj, N * d);
 }
 
@@ -141,16 +206,23 @@ void TransformerBlock::backward(float* dres, const float* x, const BlockActivati
   SPARTA_CHECK(src.cache == nullptr, "[gpt] backward through a decoding step is not supported");
   const AttnDims& dims = src.dims;
   const int64_t N = dims.B * dims.T, d = shape_.d_model, H = dims.H, D = dims.D;
+  const auto [t_qkv, t_proj, t_fc, t_mlp] = operand_types();
   // dres = dL/dy = dL/d(res_mid + mlp_out)
-  ops::gelu_forward(s.gelu, a.fc, N * 4 * d);
+  gelu_typed(s.gelu, t_mlp, a.fc, t_fc, N * 4 * d, s.stage);
   linear_bwd(s.dfc, dres, s.gelu, mlp_proj_, N, 4 * d, d);
-  ops::gelu_backward(s.dfc, s.dfc, a.fc, N * 4 * d);
+  gelu_grad_typed(s.dfc, a.fc, t_fc, N * 4 * d);
   linear_bwd(s.dln, s.dfc, a.ln2, fc_, N, d, 4 * d);
   ops::layernorm_backward(dres, ln2_.weight.g, ln2_.bias.g, s.dln, a.res_mid, ln2_.weight.w, a.ln2_mean, a.ln2_rstd,
                           N, d, /*accumulate_dx=*/true);
   // dres = dL/d res_mid
   linear_bwd(s.datt, dres, a.att, attn_proj_, N, d, d);
-  src.attention->backward(s.dqkv, s.dqkv + d, s.dqkv + 2 * d, s.datt, a.att, a.lse, a.qkv, a.qkv + d, a.qkv + 2 * d,
+  // The attention backward reads its output O (for rowsum(dO·O)) in FP32.
+  const float* att = static_cast<const float*>(a.att);
+  if (t_proj != DType::F32) {
+    widen_16bit(t_proj, s.att32, static_cast<const uint16_t*>(a.att), N * d);
+    att = s.att32;
+  }
+  src.attention->backward(s.dqkv, s.dqkv + d, s.dqkv + 2 * d, s.datt, att, a.lse, a.qkv, a.qkv + d, a.qkv + 2 * d,
                           dims, a.attn_saved.get());
   ops::rope_backward(s.dqkv, dims.B, dims.T, H, D, 3 * d, 0, shape_.rope_base, shape_.rope_dims);
   ops::rope_backward(s.dqkv + d, dims.B, dims.T, H, D, 3 * d, 0, shape_.rope_base, shape_.rope_dims);
@@ -164,18 +236,31 @@ void TransformerBlock::backward(float* dres, const float* x, const BlockActivati
 
 void OutputHead::declare(const DeclareParam& declare, int64_t d) { declare_layernorm(declare, "ln_f", d); }
 
-OutputHead::OutputHead(ParamStore& store, ParamView wte, int64_t vocab, int64_t d, float ln_eps)
-    : ln_f_(bind_layernorm(store, "ln_f")), wte_(wte), vocab_(vocab), d_(d), eps_(ln_eps) {}
+OutputHead::OutputHead(ParamStore& store, ParamView wte, int64_t vocab, int64_t d, float ln_eps,
+                       const LinearBinder& bind)
+    : ln_f_(bind_layernorm(store, "ln_f")), wte_(wte), vocab_(vocab), d_(d), eps_(ln_eps) {
+  logits_.weight = wte;
+  std::tie(logits_.precision, logits_.weight16) = bind("head");
+  SPARTA_CHECK(!logits_.precision.is_16bit() || logits_.weight16 != nullptr,
+               "[gpt] the head computes in 16 bits but has no 16-bit weight copy");
+}
 
-void OutputHead::forward(float* logits, float* lnf, float* mean, float* rstd, const float* x, int64_t N) const {
+void OutputHead::forward(float* logits, float* lnf, uint16_t* lnf16, float* mean, float* rstd, const float* x,
+                         int64_t N) const {
   ops::layernorm_forward(lnf, mean, rstd, x, ln_f_.weight.w, ln_f_.bias.w, N, d_, eps_);
-  sgemm(false, true, N, vocab_, d_, 1.0f, lnf, d_, wte_.w, d_, 0.0f, logits, vocab_);
+  const DType t = operand_type();
+  const void* in = lnf;
+  if (t != DType::F32) {
+    store_as(lnf16, t, lnf, N * d_);
+    in = lnf16;
+  }
+  linear_fwd(logits, DType::F32, in, logits_, N, d_, vocab_);
 }
 
 void OutputHead::backward(float* dx, float* dln, const float* dlogits, const float* x, const float* lnf,
-                          const float* mean, const float* rstd, int64_t N) const {
-  sgemm(false, false, N, d_, vocab_, 1.0f, dlogits, vocab_, wte_.w, d_, 0.0f, dln, d_);
-  sgemm(true, false, vocab_, d_, N, 1.0f, dlogits, vocab_, lnf, d_, 1.0f, wte_.g, d_);
+                          const uint16_t* lnf16, const float* mean, const float* rstd, int64_t N) const {
+  const void* in = operand_type() == DType::F32 ? static_cast<const void*>(lnf) : lnf16;
+  linear_bwd(dln, dlogits, in, logits_, N, d_, vocab_);
   ops::layernorm_backward(dx, ln_f_.weight.g, ln_f_.bias.g, dln, x, ln_f_.weight.w, mean, rstd, N, d_,
                           /*accumulate_dx=*/false);
 }

@@ -13,6 +13,7 @@
 // accumulates (a residual stream's gradient is passed through and added to);
 // src/ops/README.md lists where each op stands.
 #include <cstdint>
+#include <array>
 #include <functional>
 #include <memory>
 #include <string>
@@ -20,6 +21,7 @@
 #include "core/tensor.h"
 #include "nn/kv_cache.h"
 #include "nn/param_store.h"
+#include "nn/precision.h"
 #include "ops/attention.h"
 
 namespace sparta {
@@ -40,27 +42,45 @@ struct LayerNormParams {
 };
 struct LinearParams {
   ParamView weight, bias;  // weight (out, in), PyTorch nn.Linear layout
+  // What the product computes in (nn/precision.h) and, when its operands are
+  // 16-bit, the 16-bit copy of `weight` it multiplies with (owned by the
+  // model, refreshed from the FP32 master weights when they change).
+  MatmulPrecision precision;
+  const uint16_t* weight16 = nullptr;
+  DType operand_type() const { return precision.operands; }
 };
+// The precision of each matrix product of a model (nn/precision.h), and
+// where the 16-bit weight copies live: given a module name ("h.0.attn.qkv",
+// "head"), its precision and copy (nullptr when FP32).
+using LinearBinder = std::function<std::pair<MatmulPrecision, const uint16_t*>(const std::string& module)>;
 
 // What one transformer block saves in its forward for its backward, for one
 // batch of N = B*T rows of width d (pointers into a caller-owned arena).
+// The inputs of matrix products are stored in that product's operand type
+// (FP32, or 16-bit under mixed precision: half the bytes); the rest is FP32.
 struct BlockActivations {
-  float *ln1 = nullptr, *ln1_mean = nullptr, *ln1_rstd = nullptr;
+  void* ln1 = nullptr;  // (N, d) in attn.qkv's operand type
+  float *ln1_mean = nullptr, *ln1_rstd = nullptr;
   float* qkv = nullptr;  // (N, 3d): q|k|v after RoPE
-  float* att = nullptr;  // (N, d) attention output
+  void* att = nullptr;   // (N, d) attention output, in attn.proj's operand type
   float* lse = nullptr;  // (B, H, T) log-sum-exp of each attention row
   float* res_mid = nullptr;  // residual after the attention sub-layer
-  float *ln2 = nullptr, *ln2_mean = nullptr, *ln2_rstd = nullptr;
-  float* fc = nullptr;  // (N, 4d) MLP pre-activation
+  void* ln2 = nullptr;       // (N, d) in mlp.fc's operand type
+  float *ln2_mean = nullptr, *ln2_rstd = nullptr;
+  void* fc = nullptr;  // (N, 4d) MLP pre-activation, in mlp.fc's operand type
   std::unique_ptr<AttnSaved> attn_saved;  // the attention's own saved state (DSA: its plan)
 };
 
 // Buffers every block uses in turn and nothing keeps: the sub-layer output
 // before the residual add, the GELU output (recomputed in backward: cheaper
-// than keeping 4·N·d floats per layer), and the backward's gradients.
+// than keeping 4·N·d floats per layer; in mlp.proj's operand type), the
+// backward's gradients, and under mixed precision FP32 staging for results
+// that are rounded to 16 bits (LayerNorm and attention outputs, GELU inputs).
 struct BlockScratch {
-  float *proj = nullptr, *gelu = nullptr;
+  float* proj = nullptr;
+  void* gelu = nullptr;
   float *dln = nullptr, *datt = nullptr, *dqkv = nullptr, *dfc = nullptr;
+  float *ln32 = nullptr, *att32 = nullptr, *stage = nullptr;  // (N, d), (N, d), (N, 4d); mixed precision only
 };
 
 struct BlockShape {
@@ -99,7 +119,9 @@ class TokenEmbedding {
 class TransformerBlock {
  public:
   static void declare(const DeclareParam& declare, const std::string& prefix, int64_t d);
-  TransformerBlock(ParamStore& store, const std::string& prefix, const BlockShape& shape);
+  TransformerBlock(ParamStore& store, const std::string& prefix, const BlockShape& shape, const LinearBinder& bind);
+  // Operand types of the four products, in order qkv, attn.proj, mlp.fc, mlp.proj.
+  std::array<DType, 4> operand_types() const;
 
   // y (N, d) = block(x), N = dims.B * dims.T; a receives what backward needs.
   // y may alias x only when no backward follows (x is then dead after the
@@ -112,7 +134,7 @@ class TransformerBlock {
                 const AttentionSource& src) const;
 
  private:
-  void attend(BlockActivations& a, const AttentionSource& src, int64_t pos0) const;
+  void attend(float* att, BlockActivations& a, const AttentionSource& src, int64_t pos0) const;
   LayerNormParams ln1_, ln2_;
   LinearParams qkv_, attn_proj_, fc_, mlp_proj_;
   BlockShape shape_;
@@ -123,16 +145,21 @@ class TransformerBlock {
 class OutputHead {
  public:
   static void declare(const DeclareParam& declare, int64_t d);
-  OutputHead(ParamStore& store, ParamView wte, int64_t vocab, int64_t d, float ln_eps);
-  // logits (N, V); lnf (N, d), mean, rstd (N,) saved for backward.
-  void forward(float* logits, float* lnf, float* mean, float* rstd, const float* x, int64_t N) const;
+  OutputHead(ParamStore& store, ParamView wte, int64_t vocab, int64_t d, float ln_eps, const LinearBinder& bind);
+  // logits (N, V) FP32; lnf (N, d) FP32, mean, rstd (N,) saved for backward;
+  // lnf16 (N, d): lnf rounded to the product's operand type when that is
+  // 16-bit (saved too), unused otherwise.
+  void forward(float* logits, float* lnf, uint16_t* lnf16, float* mean, float* rstd, const float* x,
+               int64_t N) const;
   // dx (N, d) = dL/dx, overwritten; dlogits (N, V); dln: (N, d) scratch.
-  void backward(float* dx, float* dln, const float* dlogits, const float* x, const float* lnf, const float* mean,
-                const float* rstd, int64_t N) const;
+  void backward(float* dx, float* dln, const float* dlogits, const float* x, const float* lnf, const uint16_t* lnf16,
+                const float* mean, const float* rstd, int64_t N) const;
+  DType operand_type() const { return logits_.operand_type(); }
 
  private:
   LayerNormParams ln_f_;
   ParamView wte_;
+  LinearParams logits_;  // wte as the head's weight (no bias)
   int64_t vocab_, d_;
   float eps_;
 };

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/convert.h"
 #include "core/error.h"
 #include "core/rng.h"
 
@@ -25,17 +26,59 @@ void GPT::for_each_parameter(const GPTConfig& cfg, const DeclareParam& fn) {
   OutputHead::declare(fn, cfg.d_model);
 }
 
+std::array<DType, 4> block_operand_types(const GPTConfig& cfg, int64_t layer) {
+  std::array<DType, 4> t{};
+  const char* modules[4] = {"attn.qkv", "attn.proj", "mlp.fc", "mlp.proj"};
+  for (size_t i = 0; i < 4; ++i)
+    t[i] = module_precision(cfg.precision, cfg.fp32_modules, layer_prefix(layer) + modules[i]).operands;
+  return t;
+}
+
+DType head_operand_type(const GPTConfig& cfg) {
+  return module_precision(cfg.precision, cfg.fp32_modules, "head").operands;
+}
+
 GPT::GPT(const GPTConfig& cfg) : cfg_(cfg) {
   for_each_parameter(cfg, [&](const std::string& name, const Shape& shape, bool decay) {
     params_.declare(name, shape, decay);
   });
   params_.finalize();
+  check_fp32_modules(cfg.fp32_modules, cfg.n_layer);
+  // Places the 16-bit copies first (the buffer must not move once blocks
+  // hold pointers into it), then binds every product to its precision.
+  const auto weight_of = [](const std::string& module) { return module == "head" ? std::string("wte") : module + ".weight"; };
+  std::vector<std::pair<std::string, int64_t>> offsets;  // module -> offset in weight16_
+  int64_t total = 0;
+  for (const std::string& module : matmul_module_names(cfg.n_layer)) {
+    const MatmulPrecision p = module_precision(cfg.precision, cfg.fp32_modules, module);
+    if (!p.is_16bit()) continue;
+    offsets.emplace_back(module, total);
+    total += (params_.info(weight_of(module)).numel + 31) / 32 * 32;  // 64-byte aligned copies
+  }
+  weight16_.assign(static_cast<size_t>(total), 0);
+  for (const auto& [module, offset] : offsets) {
+    const ParamInfo& info = params_.info(weight_of(module));
+    copies_.push_back({params_.data() + info.offset, weight16_.data() + offset, info.numel,
+                       module_precision(cfg.precision, cfg.fp32_modules, module).operands});
+  }
+  const LinearBinder bind = [&](const std::string& module) -> std::pair<MatmulPrecision, const uint16_t*> {
+    const MatmulPrecision p = module_precision(cfg.precision, cfg.fp32_modules, module);
+    for (const auto& [name, offset] : offsets)
+      if (name == module) return {p, weight16_.data() + offset};
+    return {p, nullptr};
+  };
   attn_ = make_attention(cfg.attention, cfg.dsa);
   embedding_ = std::make_unique<TokenEmbedding>(params_, cfg.vocab_size, cfg.d_model);
   const BlockShape shape{cfg.d_model, cfg.n_head, cfg.ln_eps, cfg.rope_base, cfg.rope_dims};
   blocks_.reserve(static_cast<size_t>(cfg.n_layer));
-  for (int64_t i = 0; i < cfg.n_layer; ++i) blocks_.emplace_back(params_, layer_prefix(i), shape);
-  head_ = std::make_unique<OutputHead>(params_, embedding_->table(), cfg.vocab_size, cfg.d_model, cfg.ln_eps);
+  for (int64_t i = 0; i < cfg.n_layer; ++i) blocks_.emplace_back(params_, layer_prefix(i), shape, bind);
+  head_ = std::make_unique<OutputHead>(params_, embedding_->table(), cfg.vocab_size, cfg.d_model, cfg.ln_eps, bind);
+}
+
+void GPT::refresh_weight_copies() {
+  if (copies_.empty() || copies_version_ == params_.version()) return;
+  for (const WeightCopy& c : copies_) round_to_16bit(c.type, c.copy, c.master, c.numel);
+  copies_version_ = params_.version();
 }
 
 void GPT::init_weights(uint64_t seed) {
@@ -72,13 +115,15 @@ void GPT::forward(GPTActivations& acts, const int32_t* tokens, int64_t B, int64_
                   uint64_t selection_seed) {
   SPARTA_CHECK(mode != ActivationMode::Decode, "[gpt] forward: Decode mode is for forward_cached");
   acts.reserve(cfg_, B, T, mode);
+  refresh_weight_copies();
   const int64_t N = B * T;
   embedding_->forward(acts.residual(0), tokens, N);
   for (int64_t l = 0; l < cfg_.n_layer; ++l) {
     const AttentionSource src{attn_.get(), layer_dims(B, T, l, selection_seed)};
     blocks_[l].forward(acts.residual(l + 1), acts.residual(l), acts.block(l), acts.scratch(), src);
   }
-  head_->forward(acts.logits(), acts.lnf(), acts.lnf_mean(), acts.lnf_rstd(), acts.residual(cfg_.n_layer), N);
+  head_->forward(acts.logits(), acts.lnf(), acts.lnf16(), acts.lnf_mean(), acts.lnf_rstd(), acts.residual(cfg_.n_layer),
+                 N);
 }
 
 void GPT::backward(GPTActivations& acts, const int32_t* tokens, int64_t B, int64_t T, uint64_t selection_seed) {
@@ -86,8 +131,8 @@ void GPT::backward(GPTActivations& acts, const int32_t* tokens, int64_t B, int64
                "[gpt] backward needs the Train-mode activations of a forward on the same batch");
   const int64_t N = B * T, Ly = cfg_.n_layer;
   float* dres = acts.dres();
-  head_->backward(dres, acts.scratch().dln, acts.logits(), acts.residual(Ly), acts.lnf(), acts.lnf_mean(),
-                  acts.lnf_rstd(), N);
+  head_->backward(dres, acts.scratch().dln, acts.logits(), acts.residual(Ly), acts.lnf(), acts.lnf16(),
+                  acts.lnf_mean(), acts.lnf_rstd(), N);
   for (int64_t l = Ly - 1; l >= 0; --l) {
     const AttentionSource src{attn_.get(), layer_dims(B, T, l, selection_seed)};
     blocks_[l].backward(dres, acts.residual(l), acts.block(l), acts.scratch(), src);
@@ -110,6 +155,7 @@ const float* GPT::forward_cached(KVCache& cache, GPTActivations& acts, const int
   SPARTA_CHECK(n <= cfg_.context, "[gpt] cannot feed ", n, " tokens at once (context ", cfg_.context, ")");
   // Sized for the whole context once, so a decoding loop never reallocates.
   acts.reserve(cfg_, 1, cfg_.context, ActivationMode::Decode);
+  refresh_weight_copies();
   float* x = acts.residual(0);
   embedding_->forward(x, tokens, n);
   for (int64_t l = 0; l < cfg_.n_layer; ++l) {
@@ -117,7 +163,7 @@ const float* GPT::forward_cached(KVCache& cache, GPTActivations& acts, const int
     blocks_[l].forward(x, x, acts.block(l), acts.scratch(), src);
   }
   cache.set_len(pos + n);
-  head_->forward(acts.logits(), acts.lnf(), acts.lnf_mean(), acts.lnf_rstd(), x + (n - 1) * d, 1);
+  head_->forward(acts.logits(), acts.lnf(), acts.lnf16(), acts.lnf_mean(), acts.lnf_rstd(), x + (n - 1) * d, 1);
   return acts.logits();
 }
 

@@ -2,6 +2,7 @@
 // Pre-LayerNorm GPT with RoPE and a tied output head, composed of the blocks
 // in nn/blocks.h (explicit forward/backward over flat buffers, llm.c style).
 // docs/checkpoint-format.md states the exact equations.
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -13,6 +14,7 @@
 #include "nn/blocks.h"
 #include "nn/kv_cache.h"
 #include "nn/param_store.h"
+#include "nn/precision.h"
 #include "ops/attention.h"
 #include "ops/dsa_budget.h"
 
@@ -29,7 +31,16 @@ struct GPTConfig {
   float rope_base = 10000.0f;
   int64_t rope_dims = 0;  // rotated dims per head (even, <= head dim); 0 = all (see ops/rope.h)
   float ln_eps = 1e-5f;
+  // Mixed precision (nn/precision.h): what the matrix products compute in,
+  // and the product modules kept FP32 (glob patterns).
+  Precision precision = Precision::FP32;
+  std::vector<std::string> fp32_modules = default_fp32_modules();
 };
+
+// Operand types of block `layer`'s products (qkv, attn.proj, mlp.fc,
+// mlp.proj) and of the head, under cfg's precision and policy.
+std::array<DType, 4> block_operand_types(const GPTConfig& cfg, int64_t layer);
+DType head_operand_type(const GPTConfig& cfg);
 
 // A GPT composed of blocks: TokenEmbedding, n_layer TransformerBlocks and
 // an OutputHead. The model holds parameters only; activations belong to the
@@ -73,6 +84,17 @@ class GPT {
 
  private:
   AttnDims layer_dims(int64_t B, int64_t T, int64_t layer, uint64_t selection_seed) const;
+  // Brings the 16-bit weight copies up to date with the FP32 master weights
+  // (when the ParamStore's version moved since the last refresh).
+  void refresh_weight_copies();
+
+  // A 16-bit copy of one FP32 weight: source, destination, length, type.
+  struct WeightCopy {
+    const float* master;
+    uint16_t* copy;
+    int64_t numel;
+    DType type;
+  };
 
   GPTConfig cfg_;
   ParamStore params_;
@@ -80,6 +102,9 @@ class GPT {
   std::unique_ptr<TokenEmbedding> embedding_;
   std::vector<TransformerBlock> blocks_;
   std::unique_ptr<OutputHead> head_;
+  std::vector<uint16_t> weight16_;  // every 16-bit weight copy, back to back
+  std::vector<WeightCopy> copies_;
+  uint64_t copies_version_ = ~uint64_t{0};  // ParamStore version they were made from
 };
 
 }  // namespace sparta

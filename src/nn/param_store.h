@@ -28,11 +28,18 @@ class ParamStore {
 
   int64_t size() const { return size_; }  // floats, including alignment padding
   int64_t count() const;                   // real parameters, without padding
-  float* data() { return data_.data<float>(); }
+  // Mutable access counts as a change of the weights (version() moves on),
+  // so 16-bit weight copies made from them know when to refresh.
+  float* data() {
+    ++version_;
+    return data_.data<float>();
+  }
   const float* data() const { return data_.data<float>(); }
   float* grad() { return grad_.data<float>(); }
   const float* grad() const { return grad_.data<float>(); }
   void zero_grad();
+  // Changes each time data() hands out mutable access.
+  uint64_t version() const { return version_; }
 
   const std::vector<ParamInfo>& params() const { return params_; }
   const ParamInfo& info(const std::string& name) const;
@@ -46,6 +53,7 @@ class ParamStore {
   std::unordered_map<std::string, size_t> index_;
   int64_t size_ = 0;
   Tensor data_, grad_;
+  uint64_t version_ = 0;
 };
 
 }  // namespace sparta

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "core/convert.h"
 #include "ops/elementwise.h"
 
 #pragma GCC diagnostic ignored "-Wpsabi"  // see ops/elementwise.h: vectors never cross a call
@@ -57,7 +58,45 @@ SPARTA_KERNEL_CLONES void gelu_backward_kernel(float* dx, const float* dy, const
   }
 }
 
+// Elements widened to FP32 at a time on the stack by the 16-bit forms.
+constexpr int64_t kWiden = 1024;
+
 }  // namespace
+
+}  // namespace sparta::ops
+
+namespace sparta::ops {
+namespace {
+
+// Calls fn(i, k, widened) for runs [i, i + k) of x, with x's run widened to
+// FP32 in `widened`; parallel over fixed chunks.
+template <class Fn>
+void for_widened_runs(const uint16_t* x, int64_t n, DType t, Fn fn) {
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c) {
+    alignas(64) float buf[kWiden];
+    const int64_t end = std::min(n, (c + 1) * kChunk);
+    for (int64_t i = c * kChunk; i < end; i += kWiden) {
+      const int64_t k = std::min(kWiden, end - i);
+      widen_16bit(t, buf, x + i, k);
+      fn(i, k, buf);
+    }
+  }
+}
+
+}  // namespace
+
+void gelu_forward(uint16_t* y, const uint16_t* x, int64_t n, DType t) {
+  for_widened_runs(x, n, t, [&](int64_t i, int64_t k, float* buf) {
+    gelu_forward_kernel(buf, buf, k);
+    round_to_16bit(t, y + i, buf, k);
+  });
+}
+
+void gelu_backward(float* dx, const float* dy, const uint16_t* x, int64_t n, DType t) {
+  for_widened_runs(x, n, t, [&](int64_t i, int64_t k, float* buf) { gelu_backward_kernel(dx + i, dy + i, buf, k); });
+}
 
 void gelu_forward(float* y, const float* x, int64_t n) {
   const int64_t chunks = (n + kChunk - 1) / kChunk;

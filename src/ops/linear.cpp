@@ -1,10 +1,10 @@
 #include "ops/linear.h"
 
 #include <algorithm>
-#include <cstring>
+#include <vector>
 
+#include "core/convert.h"
 #include "core/error.h"
-#include "core/gemm.h"
 #include "ops/elementwise.h"
 
 namespace sparta::ops {
@@ -16,8 +16,11 @@ constexpr int64_t kParallelMin = 1 << 15;
 // floats, so with a 64-byte aligned db no two threads write one cache line).
 constexpr int64_t kBiasCols = 64;
 
-void check_sizes(const char* op, int64_t N, int64_t in, int64_t out) {
-  SPARTA_CHECK(N >= 0 && in > 0 && out > 0, "[", op, "] invalid sizes N=", N, " in=", in, " out=", out);
+void check_layer(const char* op, const MatRef& x, const MatRef& w) {
+  SPARTA_CHECK(x.rows >= 0 && x.cols > 0 && w.rows > 0, "[", op, "] invalid sizes N=", x.rows, " in=", x.cols,
+               " out=", w.rows);
+  SPARTA_CHECK(!x.trans && !w.trans, "[", op, "] takes x and w as stored (no transposed views)");
+  SPARTA_CHECK(w.cols == x.cols, "[", op, "] x has ", x.cols, " columns but w is ", w.rows, "x", w.cols);
 }
 
 // db[c] += sum over rows of dy[r * ld + c], rows in order; vectorised across c.
@@ -30,33 +33,59 @@ SPARTA_KERNEL_CLONES void column_sums(float* db, const float* dy, int64_t N, int
   for (int64_t c = 0; c < width; ++c) db[c] += acc[c];
 }
 
+void bias_gradient(float* db, const float* dy, int64_t N, int64_t out) {
+  const int64_t chunks = (out + kBiasCols - 1) / kBiasCols;
+#pragma omp parallel for schedule(static) if (N * out >= kParallelMin)
+  for (int64_t ch = 0; ch < chunks; ++ch) {
+    const int64_t c0 = ch * kBiasCols;
+    column_sums(db + c0, dy + c0, N, out, std::min(kBiasCols, out - c0));
+  }
+}
+
+// dy rounded to a 16-bit type, in a per-thread buffer kept between calls.
+const uint16_t* rounded_gradient(const float* dy, DType t, int64_t n) {
+  thread_local std::vector<uint16_t> buf;
+  buf.resize(static_cast<size_t>(n));
+  t == DType::BF16 ? f32_to_bf16(buf.data(), dy, n) : f32_to_f16(buf.data(), dy, n);
+  return buf.data();
+}
+
 }  // namespace
+
+void linear_forward(const MatOut& y, const MatRef& x, const MatRef& w, const float* b, bool gelu, MatmulMath math) {
+  check_layer("linear", x, w);
+  MatRef wt = w;
+  wt.trans = true;
+  matmul(x, wt, y, {.beta = 0.0f, .bias = b, .gelu = gelu, .math = math});
+}
+
+void linear_backward(float* dx, float* dw, float* db, const float* dy, const MatRef& x, const MatRef& w,
+                     bool accumulate_dx, MatmulMath math) {
+  check_layer("linear backward", x, w);
+  const int64_t N = x.rows, in = x.cols, out = w.rows;
+  const DType t = x.dtype;
+  const MatRef g = t == DType::F32 ? dense_matrix(dy, t, N, out)
+                                   : dense_matrix(rounded_gradient(dy, t, N * out), t, N, out);
+  if (dx != nullptr)
+    matmul(g, w, dense_output(dx, DType::F32, N, in), {.beta = accumulate_dx ? 1.0f : 0.0f, .math = math});
+  MatRef gt = g;
+  gt.trans = true;
+  matmul(gt, x, dense_output(dw, DType::F32, out, in), {.beta = 1.0f, .math = math});
+  if (db != nullptr) bias_gradient(db, dy, N, out);
+}
 
 void linear_forward(float* y, const float* x, const float* w, const float* b, int64_t N, int64_t in,
                     int64_t out) {
-  check_sizes("linear", N, in, out);
-  if (b != nullptr) {
-    // Broadcast the bias into y, then let the GEMM add x·wᵀ on top (beta = 1).
-#pragma omp parallel for schedule(static) if (N * out >= kParallelMin)
-    for (int64_t r = 0; r < N; ++r) std::memcpy(y + r * out, b, sizeof(float) * static_cast<size_t>(out));
-  }
-  sgemm(false, true, N, out, in, 1.0f, x, in, w, in, b != nullptr ? 1.0f : 0.0f, y, out);
+  SPARTA_CHECK(N >= 0 && in > 0 && out > 0, "[linear] invalid sizes N=", N, " in=", in, " out=", out);
+  linear_forward(dense_output(y, DType::F32, N, out), dense_matrix(x, DType::F32, N, in),
+                 dense_matrix(w, DType::F32, out, in), b);
 }
 
 void linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
                      int64_t N, int64_t in, int64_t out, bool accumulate_dx) {
-  check_sizes("linear backward", N, in, out);
-  if (dx != nullptr)
-    sgemm(false, false, N, in, out, 1.0f, dy, out, w, in, accumulate_dx ? 1.0f : 0.0f, dx, in);
-  sgemm(true, false, out, in, N, 1.0f, dy, out, x, in, 1.0f, dw, in);
-  if (db != nullptr) {
-    const int64_t chunks = (out + kBiasCols - 1) / kBiasCols;
-#pragma omp parallel for schedule(static) if (N * out >= kParallelMin)
-    for (int64_t ch = 0; ch < chunks; ++ch) {
-      const int64_t c0 = ch * kBiasCols;
-      column_sums(db + c0, dy + c0, N, out, std::min(kBiasCols, out - c0));
-    }
-  }
+  SPARTA_CHECK(N >= 0 && in > 0 && out > 0, "[linear backward] invalid sizes N=", N, " in=", in, " out=", out);
+  linear_backward(dx, dw, db, dy, dense_matrix(x, DType::F32, N, in), dense_matrix(w, DType::F32, out, in),
+                  accumulate_dx);
 }
 
 }  // namespace sparta::ops

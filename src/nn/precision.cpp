@@ -1,0 +1,81 @@
+#include "nn/precision.h"
+
+#include "core/error.h"
+
+namespace sparta {
+
+namespace {
+constexpr Precision kAll[] = {Precision::FP32, Precision::BF16, Precision::FP32Fast};
+}  // namespace
+
+std::string_view precision_name(Precision p) {
+  switch (p) {
+    case Precision::BF16: return "bf16";
+    case Precision::FP32Fast: return "fp32-fast";
+    default: return "fp32";
+  }
+}
+
+std::string precision_choices() {
+  std::string s;
+  for (Precision p : kAll) s += (s.empty() ? "" : ", ") + std::string(precision_name(p));
+  return s;
+}
+
+Precision parse_precision(std::string_view name) {
+  for (Precision p : kAll)
+    if (precision_name(p) == name) return p;
+  SPARTA_CHECK(false, "unknown precision \"", name, "\" (choose one of: ", precision_choices(), ")");
+  return Precision::FP32;
+}
+
+std::vector<std::string> default_fp32_modules() { return {"head"}; }
+
+bool glob_match(std::string_view pattern, std::string_view name) {
+  // Iterative wildcard match with backtracking to the last '*'.
+  size_t p = 0, n = 0, star = std::string_view::npos, mark = 0;
+  while (n < name.size()) {
+    if (p < pattern.size() && (pattern[p] == '?' || pattern[p] == name[n])) {
+      ++p, ++n;
+    } else if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      mark = n;
+    } else if (star != std::string_view::npos) {
+      p = star + 1;
+      n = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
+
+MatmulPrecision module_precision(Precision p, const std::vector<std::string>& fp32_modules, std::string_view name) {
+  if (p == Precision::FP32) return {};
+  for (const std::string& pattern : fp32_modules)
+    if (glob_match(pattern, name)) return {};
+  if (p == Precision::FP32Fast) return {DType::F32, MatmulMath::Bf16};
+  return {DType::BF16, MatmulMath::Strict};
+}
+
+std::vector<std::string> matmul_module_names(int64_t n_layer) {
+  std::vector<std::string> names;
+  for (int64_t l = 0; l < n_layer; ++l)
+    for (const char* m : {"attn.qkv", "attn.proj", "mlp.fc", "mlp.proj"})
+      names.push_back("h." + std::to_string(l) + "." + m);
+  names.push_back("head");
+  return names;
+}
+
+void check_fp32_modules(const std::vector<std::string>& fp32_modules, int64_t n_layer) {
+  const std::vector<std::string> names = matmul_module_names(n_layer);
+  for (const std::string& pattern : fp32_modules) {
+    bool hit = false;
+    for (const std::string& n : names) hit = hit || glob_match(pattern, n);
+    SPARTA_CHECK(hit, "precision.fp32: \"", pattern, "\" matches no matrix-product module (they are h.<layer>.attn.qkv, ",
+                 "h.<layer>.attn.proj, h.<layer>.mlp.fc, h.<layer>.mlp.proj and head; layers 0..", n_layer - 1, ")");
+  }
+}
+
+}  // namespace sparta

@@ -1,0 +1,212 @@
+// Mixed precision: the policy, the 16-bit GELU and linear forms, and a GPT in
+// bf16 / fp32-fast against the same GPT in FP32.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "core/convert.h"
+#include "core/error.h"
+#include "core/rng.h"
+#include "nn/activations.h"
+#include "nn/gpt.h"
+#include "nn/lm_objective.h"
+#include "nn/precision.h"
+#include "ops/gelu.h"
+#include "ops/linear.h"
+
+using namespace sparta;
+
+namespace {
+
+GPTConfig small(Precision p) {
+  GPTConfig c;
+  c.vocab_size = 64;
+  c.context = 32;
+  c.n_layer = 2;
+  c.n_head = 2;
+  c.d_model = 64;
+  c.precision = p;
+  return c;
+}
+
+std::vector<int32_t> random_tokens(int64_t n, int64_t V, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (auto& x : t) x = static_cast<int32_t>(rng.below(V));
+  return t;
+}
+
+std::vector<float> random_floats(int64_t n, uint64_t seed, double scale = 1.0) {
+  Rng rng(seed);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& x : v) x = static_cast<float>(scale * rng.normal());
+  return v;
+}
+
+// Copies a's weights into b (same shapes).
+void copy_weights(const GPT& a, GPT& b) {
+  std::copy(a.params().data(), a.params().data() + a.params().size(), b.params().data());
+}
+
+double cosine(const float* a, const float* b, int64_t n) {
+  double ab = 0, aa = 0, bb = 0;
+  for (int64_t i = 0; i < n; ++i) ab += double(a[i]) * b[i], aa += double(a[i]) * a[i], bb += double(b[i]) * b[i];
+  return ab / std::sqrt(aa * bb);
+}
+
+double max_abs_diff(const float* a, const float* b, int64_t n) {
+  double m = 0;
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, std::fabs(double(a[i]) - b[i]));
+  return m;
+}
+
+}  // namespace
+
+TEST(Precision, NamesRoundTripAndUnknownNamesAreNamed) {
+  for (Precision p : {Precision::FP32, Precision::BF16, Precision::FP32Fast})
+    EXPECT_EQ(parse_precision(precision_name(p)), p);
+  try {
+    parse_precision("bf17");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("\"bf17\""), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("fp32-fast"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Precision, GlobPatternsSelectModules) {
+  EXPECT_TRUE(glob_match("head", "head"));
+  EXPECT_TRUE(glob_match("h.*.mlp.*", "h.3.mlp.fc"));
+  EXPECT_FALSE(glob_match("h.*.mlp.*", "h.3.attn.qkv"));
+  EXPECT_TRUE(glob_match("h.?.attn.qkv", "h.0.attn.qkv"));
+  EXPECT_FALSE(glob_match("h.?.attn.qkv", "h.10.attn.qkv"));
+  EXPECT_TRUE(glob_match("*", "anything"));
+  EXPECT_FALSE(glob_match("", "x"));
+  const std::vector<std::string> keep{"head", "h.0.*"};
+  EXPECT_EQ(module_precision(Precision::BF16, keep, "h.0.mlp.fc").operands, DType::F32);
+  EXPECT_EQ(module_precision(Precision::BF16, keep, "h.1.mlp.fc").operands, DType::BF16);
+  EXPECT_EQ(module_precision(Precision::FP32Fast, keep, "h.1.mlp.fc").math, MatmulMath::Bf16);
+  EXPECT_EQ(module_precision(Precision::FP32, {}, "h.1.mlp.fc").operands, DType::F32);
+  EXPECT_NO_THROW(check_fp32_modules(keep, 2));
+  EXPECT_THROW(check_fp32_modules({"h.*.mlp.fc1"}, 2), Error);  // a typo matches nothing
+  EXPECT_THROW(check_fp32_modules({"h.5.*"}, 2), Error);        // no layer 5
+}
+
+TEST(Precision, Bf16GeluEqualsWidenRunRound) {
+  const int64_t n = 40000;  // several parallel chunks and a ragged tail
+  const auto x32 = random_floats(n, 1, 3.0);
+  std::vector<uint16_t> x(n), y(n);
+  round_to_16bit(DType::BF16, x.data(), x32.data(), n);
+  ops::gelu_forward(y.data(), x.data(), n, DType::BF16);
+  std::vector<float> xw(n), ref(n);
+  widen_16bit(DType::BF16, xw.data(), x.data(), n);
+  ops::gelu_forward(ref.data(), xw.data(), n);
+  std::vector<uint16_t> ref16(n);
+  round_to_16bit(DType::BF16, ref16.data(), ref.data(), n);
+  EXPECT_EQ(y, ref16);
+  const auto dy = random_floats(n, 2);
+  std::vector<float> dx(n), dref(n);
+  ops::gelu_backward(dx.data(), dy.data(), x.data(), n, DType::BF16);
+  ops::gelu_backward(dref.data(), dy.data(), xw.data(), n);
+  EXPECT_EQ(dx, dref);
+}
+
+TEST(Precision, Bf16LinearMatchesTheFp32ProductOfRoundedOperands) {
+  const int64_t N = 37, in = 48, out = 20;
+  const auto x32 = random_floats(N * in, 3), w32 = random_floats(out * in, 4), b = random_floats(out, 5);
+  std::vector<uint16_t> x(N * in), w(out * in);
+  round_to_16bit(DType::BF16, x.data(), x32.data(), N * in);
+  round_to_16bit(DType::BF16, w.data(), w32.data(), out * in);
+  std::vector<float> xr(N * in), wr(out * in);
+  widen_16bit(DType::BF16, xr.data(), x.data(), N * in);
+  widen_16bit(DType::BF16, wr.data(), w.data(), out * in);
+  // Forward: products of BF16 values are exact in FP32, so only the FP32
+  // summation order can differ from the FP32 layer on the rounded operands.
+  std::vector<float> y(N * out), yr(N * out);
+  ops::linear_forward(ops::dense_output(y.data(), DType::F32, N, out), ops::dense_matrix(x.data(), DType::BF16, N, in),
+                      ops::dense_matrix(w.data(), DType::BF16, out, in), b.data());
+  ops::linear_forward(yr.data(), xr.data(), wr.data(), b.data(), N, in, out);
+  EXPECT_LT(max_abs_diff(y.data(), yr.data(), N * out), 1e-4);
+  // Backward: dy is rounded to BF16 for both products; db sums the FP32 dy.
+  const auto dy = random_floats(N * out, 6);
+  std::vector<uint16_t> dy16(N * out);
+  round_to_16bit(DType::BF16, dy16.data(), dy.data(), N * out);
+  std::vector<float> dyr(N * out);
+  widen_16bit(DType::BF16, dyr.data(), dy16.data(), N * out);
+  std::vector<float> dx(N * in), dw(out * in, 0.5f), db(out, 0.25f), dxr(N * in), dwr(out * in, 0.5f),
+      dbr(out, 0.25f), unused(out, 0.25f);
+  ops::linear_backward(dx.data(), dw.data(), db.data(), dy.data(), ops::dense_matrix(x.data(), DType::BF16, N, in),
+                       ops::dense_matrix(w.data(), DType::BF16, out, in));
+  ops::linear_backward(dxr.data(), dwr.data(), unused.data(), dyr.data(), xr.data(), wr.data(), N, in, out);
+  ops::linear_backward(nullptr, std::vector<float>(out * in).data(), dbr.data(), dy.data(), xr.data(), wr.data(), N,
+                       in, out);
+  EXPECT_LT(max_abs_diff(dx.data(), dxr.data(), N * in), 1e-4);
+  EXPECT_LT(max_abs_diff(dw.data(), dwr.data(), out * in), 1e-4);
+  EXPECT_EQ(db, dbr);
+}
+
+// The same weights in bf16 / fp32-fast give logits, loss and gradients close
+// to FP32 (BF16 keeps 8 significant bits: a relative error of ~1e-2 on
+// each layer's products is expected, not 1e-6).
+TEST(Precision, GptInReducedPrecisionTracksFp32) {
+  const int64_t B = 2, T = 24;
+  GPT ref(small(Precision::FP32));
+  ref.init_weights(7);
+  const auto tok = random_tokens(B * T, 64, 8), tgt = random_tokens(B * T, 64, 9);
+  GPTActivations ra;
+  const float ref_loss = lm_loss_and_gradients(ref, ra, tok.data(), tgt.data(), B, T);
+  std::vector<float> ref_logits(lm_logits(ref, ra, tok.data(), B, T), lm_logits(ref, ra, tok.data(), B, T) + B * T * 64);
+  for (Precision p : {Precision::BF16, Precision::FP32Fast}) {
+    for (bool head_fp32 : {true, false}) {
+      SCOPED_TRACE(std::string(precision_name(p)) + (head_fp32 ? " head fp32" : " head 16-bit"));
+      GPTConfig c = small(p);
+      if (!head_fp32) c.fp32_modules.clear();
+      GPT m(c);
+      copy_weights(ref, m);
+      GPTActivations a;
+      const float loss = lm_loss_and_gradients(m, a, tok.data(), tgt.data(), B, T);
+      EXPECT_NEAR(loss, ref_loss, 2e-2 * ref_loss);
+      EXPECT_GT(cosine(m.params().grad(), ref.params().grad(), ref.params().size()), 0.999);
+      const float* logits = lm_logits(m, a, tok.data(), B, T);
+      EXPECT_LT(max_abs_diff(logits, ref_logits.data(), B * T * 64), 0.05);
+      EXPECT_GT(cosine(logits, ref_logits.data(), B * T * 64), 0.9999);
+    }
+  }
+}
+
+TEST(Precision, Bf16ActivationsTakeLessMemory) {
+  GPTConfig f = small(Precision::FP32), h = small(Precision::BF16);
+  const size_t fp32 = GPTActivations::bytes_for(f, 8, 32, ActivationMode::Train);
+  const size_t bf16 = GPTActivations::bytes_for(h, 8, 32, ActivationMode::Train);
+  EXPECT_LT(bf16, fp32);
+  GPTActivations a;
+  GPT m(h);
+  m.init_weights(1);
+  const auto tok = random_tokens(8 * 32, 64, 2);
+  m.forward(a, tok.data(), 8, 32);
+  EXPECT_EQ(a.bytes(), bf16);
+}
+
+// The 16-bit weight copies follow the master weights: a change made through
+// the ParamStore shows in the next forward.
+TEST(Precision, WeightCopiesFollowTheMasterWeights) {
+  GPT m(small(Precision::BF16));
+  m.init_weights(3);
+  const auto tok = random_tokens(32, 64, 4);
+  GPTActivations a;
+  std::vector<float> before(lm_logits(m, a, tok.data(), 1, 32), lm_logits(m, a, tok.data(), 1, 32) + 32 * 64);
+  float* w = m.params().ptr("h.1.mlp.fc.weight");
+  for (int i = 0; i < 64; ++i) w[i] += 1.0f;
+  const float* after = lm_logits(m, a, tok.data(), 1, 32);
+  EXPECT_GT(max_abs_diff(after, before.data(), 32 * 64), 1e-3);
+  // And decoding with a cache sees the same weights as the batch forward.
+  GPT fresh(small(Precision::BF16));
+  copy_weights(m, fresh);
+  GPTActivations b, d;
+  const float* full = lm_logits(fresh, b, tok.data(), 1, 32);
+  std::vector<float> last(full + 31 * 64, full + 32 * 64);
+  KVCache cache = fresh.make_cache(32);
+  const float* dec = fresh.forward_cached(cache, d, tok.data(), 32);
+  EXPECT_LT(max_abs_diff(dec, last.data(), 64), 1e-5);
+}
