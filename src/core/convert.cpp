@@ -4,7 +4,7 @@
 
 #include <cstring>
 
-#include "ops/elementwise.h"  // SPARTA_KERNEL_CLONES: the project-wide choice of ISA clones
+#include "core/kernel_clones.h"  // the project-wide choice of ISA clones
 
 namespace sparta {
 
