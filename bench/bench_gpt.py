@@ -66,7 +66,7 @@ def log(msg: str) -> None:
 def load_bench_config(path: Path) -> dict:
     """Model and batch of the benchmark, from the [model], [tokenizer] and [train]
     sections of the sparta config that the sparta side trains too; optional keys
-    take sparta's defaults (src/train/config.h)."""
+    take sparta's defaults (src/run/config.h)."""
     try:
         with open(path, "rb") as f:
             c = tomllib.load(f)

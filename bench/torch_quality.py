@@ -45,7 +45,7 @@ except ImportError:
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
-# sparta's defaults for keys a config may omit (src/train/config.h).
+# sparta's defaults for keys a config may omit (src/run/config.h).
 MODEL_DEFAULTS = {"n_layer": 4, "n_head": 4, "d_model": 256, "context": 128, "attention": "dense",
                   "rope_base": 10000.0}
 TRAIN_DEFAULTS = {"batch_size": 8, "steps": 1000, "lr": 1e-3, "warmup": 100, "weight_decay": 0.1,

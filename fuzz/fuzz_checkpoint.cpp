@@ -1,5 +1,5 @@
 // libFuzzer harness for loading a checkpoint folder (load_checkpoint in
-// src/train/checkpoint.cpp, resolve_checkpoint in src/io/checkpoint_store.cpp).
+// src/run/checkpoint_load.cpp, resolve_checkpoint in src/io/checkpoint_store.cpp).
 //
 // The input is the folder's files joined by a separator line:
 //   config.toml SEP tokenizer.json SEP model.safetensors SEP
@@ -17,7 +17,7 @@
 #include <string_view>
 
 #include "core/error.h"
-#include "train/checkpoint.h"
+#include "run/checkpoint_load.h"
 
 namespace {
 

@@ -1,5 +1,5 @@
 // libFuzzer harness: the TOML config parser and --set overrides
-// (train/config.h). The input is TOML text, optionally followed by NUL
+// (run/config.h). The input is TOML text, optionally followed by NUL
 // bytes separating "section.key=value" overrides. A parse error is a normal
 // outcome; anything else the parser accepts must round-trip: config_to_toml
 // of the result parses back to the same TOML (config.h promises this).
@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "train/config.h"
+#include "run/config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view input(reinterpret_cast<const char*>(data), size);

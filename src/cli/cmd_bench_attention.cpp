@@ -1,6 +1,6 @@
 // `sparta bench attention`: forward / backward / decode time and peak memory
 // of the attention implementations over sequence lengths
-// (docs/bench-attention.md; the measurement itself is train/attention_bench.h).
+// (docs/bench-attention.md; the measurement itself is benchmark/attention_bench.h).
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -12,11 +12,12 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/interrupt.h"
+#include "core/memory.h"
 #include "core/parallel.h"
 #include "core/plural.h"
 #include "io/atomic_file.h"
 #include "ops/attention_registry.h"
-#include "train/attention_bench.h"
+#include "benchmark/attention_bench.h"
 
 namespace sparta::cli {
 

@@ -6,11 +6,13 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/console.h"
 #include "core/parallel.h"
 #include "data/text_corpus.h"
 #include "data/token_dataset.h"
-#include "train/checkpoint.h"
-#include "train/trainer.h"
+#include "eval/evaluate.h"
+#include "run/checkpoint_load.h"
+#include "run/run_setup.h"
 
 namespace sparta::cli {
 
@@ -78,6 +80,7 @@ void add_eval_command(CLI::App& app) {
       return;
     }
     TextCorpus corpus = read_text_corpus(a->data, "--data");
+    print_notices(corpus.notices);
     TokenSplit all = tokenize_and_split(corpus, *ck.tokenizer, 0.0);
     EvalResult r = evaluate_tokens(*ck.model, acts, all.train, batch);
     if (a->json) {

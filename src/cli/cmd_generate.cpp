@@ -7,7 +7,7 @@
 #include "core/error.h"
 #include "core/parallel.h"
 #include "nn/generate.h"
-#include "train/checkpoint.h"
+#include "run/checkpoint_load.h"
 
 namespace sparta::cli {
 

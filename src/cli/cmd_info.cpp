@@ -4,7 +4,7 @@
 #include <string>
 
 #include "cli/commands.h"
-#include "train/checkpoint.h"
+#include "run/checkpoint_load.h"
 
 namespace sparta::cli {
 

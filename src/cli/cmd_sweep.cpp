@@ -5,12 +5,71 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/console.h"
 #include "core/error.h"
 #include "core/interrupt.h"
 #include "core/plural.h"
-#include "train/sweep.h"
+#include "report/progress_bar.h"
+#include "sweep/sweep.h"
 
 namespace sparta::cli {
+
+namespace {
+
+// The sweep's progress on stderr: one line per run (with `verbose`, a line
+// before the run's own training output and a result line after it), nothing
+// with `log` off. Skipped training steps are shown in any case.
+class ConsoleSweepReporter : public SweepReporter {
+ public:
+  ConsoleSweepReporter(const SweepPlan& plan, bool log, bool verbose)
+      : plan_(plan), log_(log), verbose_(log && verbose), train_(verbose_, verbose_) {}
+
+  void notice(const std::string& line) override {
+    if (log_) print_notices({line});
+  }
+  TrainReporter* training() override { return &train_; }
+  void run_skipped(const SweepRun& run, int64_t runs) override {
+    if (log_) std::fprintf(stderr, "%s: finished earlier, skipped\n", prefix(run, runs).c_str());
+  }
+  void run_started(const SweepRun& run, int64_t runs) override {
+    if (!log_) return;
+    // A quiet run's line is finished when the run ends.
+    std::fprintf(stderr, verbose_ ? "%s\n" : "%s ...", prefix(run, runs).c_str());
+    std::fflush(stderr);
+  }
+  void run_finished(const SweepRun& run, int64_t runs, const SweepRecord& rec) override {
+    train_.abandon_bar();
+    if (!log_) return;
+    const std::string what = rec.ok ? sweep_run_summary(rec) : "failed: " + rec.error;
+    if (verbose_)
+      std::fprintf(stderr, "%s: %s\n", prefix(run, runs).c_str(), what.c_str());
+    else
+      std::fprintf(stderr, " %s\n", what.c_str());
+  }
+  void run_interrupted(const SweepRun& run, int64_t runs) override {
+    train_.abandon_bar();
+    if (log_) std::fprintf(stderr, "%s interrupted\n", verbose_ ? prefix(run, runs).c_str() : "");
+  }
+  void finished(const SweepResult& r, double seconds) override {
+    if (!log_) return;
+    std::fprintf(stderr, "sweep: %s (%lld trained, %lld skipped, %lld failed) in %s; results in %s\n",
+                 count_noun(static_cast<int64_t>(plan_.runs.size()), "run").c_str(),
+                 static_cast<long long>(r.trained), static_cast<long long>(r.skipped),
+                 static_cast<long long>(r.failed), format_duration(seconds).c_str(),
+                 (plan_.out / "sweep.md").string().c_str());
+  }
+
+ private:
+  static std::string prefix(const SweepRun& run, int64_t runs) {
+    return cat("[", run.index, "/", runs, "] ", sweep_label(run.settings));
+  }
+
+  const SweepPlan& plan_;
+  bool log_, verbose_;
+  ConsoleTrainReporter train_;
+};
+
+}  // namespace
 
 void add_sweep_command(CLI::App& app) {
   struct Args {
@@ -44,8 +103,8 @@ void add_sweep_command(CLI::App& app) {
     SweepOptions opt;
     opt.resume = a->resume;
     opt.force = a->force;
-    opt.log = a->quiet ? nullptr : stderr;
-    opt.train_progress = a->verbose;
+    ConsoleSweepReporter reporter(plan, /*log=*/!a->quiet, a->verbose);
+    opt.reporter = &reporter;
     install_interrupt_handlers();
     check_sweep_out(plan, opt);  // a refusal is the only line, before any note; --dry-run refuses the same
     if (a->dry_run) {
@@ -61,13 +120,13 @@ void add_sweep_command(CLI::App& app) {
       return;
     }
     // Said before hours of training, so an uninformative grid can be fixed now.
-    if (opt.log) {
-      for (const std::string& note : plan.equivalence.notes) std::fprintf(opt.log, "note: %s\n", note.c_str());
+    if (!a->quiet) {
+      for (const std::string& note : plan.equivalence.notes) std::fprintf(stderr, "note: %s\n", note.c_str());
       std::vector<std::string> warned;  // each warning once, not once per run; --verbose runs print their own
       for (const Config& c : plan.configs)
-        for (const std::string& w : opt.train_progress ? std::vector<std::string>{} : config_warnings(c))
+        for (const std::string& w : a->verbose ? std::vector<std::string>{} : config_warnings(c))
           if (std::find(warned.begin(), warned.end(), w) == warned.end()) {
-            std::fprintf(opt.log, "warning: %s\n", w.c_str());
+            std::fprintf(stderr, "warning: %s\n", w.c_str());
             warned.push_back(w);
           }
     }

@@ -6,11 +6,12 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/console.h"
 #include "data/text_corpus.h"
 #include "data/token_dataset.h"
 #include "io/atomic_file.h"
-#include "train/config.h"
-#include "train/trainer.h"
+#include "run/config.h"
+#include "run/run_setup.h"
 
 namespace sparta::cli {
 
@@ -28,6 +29,7 @@ void add_tokenize_command(CLI::App& app) {
   cmd->callback([a] {
     Config cfg = load_config(a->config, a->sets);
     TextCorpus corpus = read_text_corpus(cfg.data.train);
+    print_notices(corpus.notices);
     auto tok = build_tokenizer(cfg, corpus);
     TokenSplit split = tokenize_and_split(corpus, *tok, cfg.data.val_fraction);
     std::filesystem::create_directories(a->out);

@@ -4,9 +4,10 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/console.h"
 #include "core/error.h"
 #include "core/interrupt.h"
-#include "train/config.h"
+#include "run/config.h"
 #include "train/trainer.h"
 
 namespace sparta::cli {
@@ -35,12 +36,14 @@ void add_train_command(CLI::App& app) {
     TrainOptions opt;
     opt.resume = args->resume;
     opt.force = args->force;
-    opt.progress = !args->quiet;
     opt.until = args->until;
     opt.sets = args->sets;
     install_interrupt_handlers();
     TrainResult r;
     try {
+      // In here, so a run that stops early ends its bar before the message below.
+      ConsoleTrainReporter reporter(/*progress=*/!args->quiet, /*notices=*/true);
+      opt.reporter = &reporter;
       r = run_training(cfg, opt);
     } catch (const Interrupted& e) {
       std::vector<std::string> resume = {"train", args->config};

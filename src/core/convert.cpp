@@ -6,8 +6,7 @@
 #include <cstring>
 
 #include "core/error.h"
-
-#include "ops/elementwise.h"  // SPARTA_KERNEL_CLONES: the project-wide choice of ISA clones
+#include "core/kernel_clones.h"  // the project-wide choice of ISA clones
 
 namespace sparta {
 

@@ -5,7 +5,10 @@
 #include <atomic>
 #include <climits>
 #include <cstdlib>
+#include <fstream>
 #include <new>
+#include <sstream>
+#include <string>
 
 #include "core/error.h"
 
@@ -67,6 +70,31 @@ void* Arena::alloc(size_t bytes) {
   used_ += n;
   if (used_ > high_water_) high_water_ = used_;
   return p;
+}
+
+double proc_status_mib(const std::string& field) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  const std::string prefix = field + ":";
+  while (std::getline(f, line))
+    if (line.rfind(prefix, 0) == 0) {
+      std::istringstream is(line.substr(prefix.size()));
+      double kb = -1;
+      if (is >> kb) return kb / 1024.0;
+    }
+  return -1;
+}
+
+int64_t mem_available_bytes() {
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  int64_t kb = 0;
+  std::string unit;
+  while (f >> key >> kb) {
+    std::getline(f, unit);
+    if (key == "MemAvailable:") return kb * 1024;
+  }
+  return -1;
 }
 
 }  // namespace sparta

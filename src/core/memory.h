@@ -4,6 +4,7 @@
 // engine's own high-water mark (benchmarks also report process RSS).
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace sparta {
 
@@ -26,6 +27,11 @@ void reset_memory_peak();                     // peak := current
 // high-water mark, as with the caching allocators of GPU frameworks.
 // Returns false if glibc refused a setting (the default policy then stays).
 bool retain_freed_memory();
+
+// /proc/self/status field in MiB (e.g. "VmRSS", "VmHWM"); -1 when unavailable.
+double proc_status_mib(const std::string& field);
+// MemAvailable of /proc/meminfo in bytes; -1 when unavailable.
+int64_t mem_available_bytes();
 
 // Bump allocator: carve scratch without malloc in the hot loop. reset()
 // makes all space reusable; high_water() is the most ever carved at once.

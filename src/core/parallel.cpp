@@ -5,6 +5,7 @@
 #include <xmmintrin.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 
 #include "core/error.h"
@@ -50,15 +51,14 @@ std::string machine_load_warning(double load1, int cores, int threads) {
              "--set train.threads=", std::max(1, threads / 2));
 }
 
-void warn_if_machine_loaded(std::FILE* out) {
-  static bool warned = false;
-  if (warned || !out) return;
-  warned = true;
-  if (const char* e = std::getenv("SPARTA_LOAD_WARNING"); e && std::string(e) == "0") return;
+std::string machine_load_warning_once() {
+  static bool asked = false;
+  if (asked) return {};
+  asked = true;
+  if (const char* e = std::getenv("SPARTA_LOAD_WARNING"); e && std::string(e) == "0") return {};
   double load[1];
-  if (getloadavg(load, 1) != 1) return;
-  const std::string w = machine_load_warning(load[0], usable_cores(), compute_threads());
-  if (!w.empty()) std::fprintf(out, "warning: %s\n", w.c_str());
+  if (getloadavg(load, 1) != 1) return {};
+  return machine_load_warning(load[0], usable_cores(), compute_threads());
 }
 
 }  // namespace sparta

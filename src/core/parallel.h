@@ -2,7 +2,6 @@
 // CPU threading: OpenMP's persistent pool (oneDNN shares it). Compute
 // threads run with flush-to-zero / denormals-are-zero, because denormal
 // floats are ~100x slower on x86 and carry no useful signal in training.
-#include <cstdio>
 #include <string>
 
 namespace sparta {
@@ -25,9 +24,10 @@ int usable_cores();
 // thread (nothing fewer to suggest) or an unknown load (negative).
 std::string machine_load_warning(double load1, int cores, int threads);
 
-// Prints machine_load_warning for the current load and compute_threads() to
-// `out` ("warning: ..."), at most once per process; never when the
-// environment sets SPARTA_LOAD_WARNING=0 (e.g. a test suite on a busy machine).
-void warn_if_machine_loaded(std::FILE* out);
+// machine_load_warning for the current load and compute_threads(), only the
+// first time a process asks ("" afterwards, so a sweep warns once, not once
+// per run); "" when the environment sets SPARTA_LOAD_WARNING=0 (e.g. a test
+// suite on a busy machine). The caller shows it.
+std::string machine_load_warning_once();
 
 }  // namespace sparta

@@ -56,7 +56,7 @@ std::string skipped_files_notice(const TextCorpus& corpus, const fs::path& dir, 
   return s;
 }
 
-TextCorpus read_text_corpus(const fs::path& file_or_dir, const std::string& source, std::FILE* notices) {
+TextCorpus read_text_corpus(const fs::path& file_or_dir, const std::string& source) {
   std::error_code ec;
   const fs::file_status st = fs::status(file_or_dir, ec);
   SPARTA_CHECK(fs::exists(st), "[data] ", source, " '", file_or_dir.string(), "' does not exist");
@@ -101,10 +101,7 @@ TextCorpus read_text_corpus(const fs::path& file_or_dir, const std::string& sour
                    ? cat(" (", count_noun(corpus.skipped_files, "binary or non-UTF-8 file"), " skipped)")
                    : std::string());
   // Only for a usable corpus: an empty one is one error line, not two.
-  if (notices && !corpus.skipped.empty()) {
-    std::fprintf(notices, "%s\n", skipped_files_notice(corpus, file_or_dir).c_str());
-    std::fflush(notices);
-  }
+  if (!corpus.skipped.empty()) corpus.notices.push_back(skipped_files_notice(corpus, file_or_dir));
   return corpus;
 }
 

@@ -1,7 +1,6 @@
 #pragma once
 // Reading raw training text from disk.
 #include <cstdint>
-#include <cstdio>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -14,6 +13,8 @@ struct TextCorpus {
   int64_t skipped_files = 0;                   // binary / non-UTF-8 files left out of a folder
   std::vector<std::filesystem::path> skipped;  // those files, in sorted path order
   int64_t bytes = 0;                           // total size of documents
+  // Lines for the user (skipped_files_notice); the caller shows them.
+  std::vector<std::string> notices;
 };
 
 // file_or_dir is either
@@ -23,15 +24,14 @@ struct TextCorpus {
 //     order, one document each. Symlinks (to files or folders) are not
 //     followed, so aliases such as fortune's "art.u8 -> art" are read once.
 //     Files with NUL bytes or ill-formed UTF-8 (binary files) are skipped,
-//     listed in `skipped` and reported with skipped_files_notice on
-//     `notices` (nullptr = silent), so a folder of mostly binary files does
-//     not silently train on the little text left.
+//     listed in `skipped` and reported with skipped_files_notice in
+//     `notices`, so a folder of mostly binary files does not silently train
+//     on the little text left.
 // `source` names the path in errors: the config key or flag it came from
 // ("data.train", "--data").
 // Errors: the path does not exist, a file cannot be read, or the result has
 // no non-whitespace text ("[data] corpus 'x' is empty").
-TextCorpus read_text_corpus(const std::filesystem::path& file_or_dir, const std::string& source = "data.train",
-                            std::FILE* notices = stderr);
+TextCorpus read_text_corpus(const std::filesystem::path& file_or_dir, const std::string& source = "data.train");
 
 // "warning: skipped 3 binary or non-UTF-8 files in 'DIR': a.dat, b.dat, c.png"
 // (paths relative to DIR; at most `max_listed` named, then "and N more");

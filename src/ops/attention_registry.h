@@ -5,7 +5,7 @@
 // and its factory. Everything that validates, lists or constructs an
 // implementation by name reads this table, so adding an implementation
 // means adding one entry. The table is a plain function-local array, not
-// static-initialisation self-registration: sparta_lib is a static archive,
+// static-initialisation self-registration: the layers are static archives,
 // and the linker drops object files nothing references.
 #include <memory>
 #include <span>

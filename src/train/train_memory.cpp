@@ -3,7 +3,7 @@
 #include <cstdio>
 
 #include "core/error.h"
-#include "train/checkpoint.h"
+#include "run/checkpoint_load.h"
 
 namespace sparta {
 

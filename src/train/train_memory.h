@@ -6,7 +6,7 @@
 // killed half-way through allocation.
 #include <cstdint>
 
-#include "train/config.h"
+#include "run/config.h"
 
 namespace sparta {
 

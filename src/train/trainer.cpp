@@ -1,182 +1,41 @@
 #include "train/trainer.h"
 
 #include <sys/resource.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <sstream>
 
 #include "core/error.h"
 #include "core/interrupt.h"
 #include "core/memory.h"
 #include "core/parallel.h"
-#include "core/plural.h"
 #include "core/rng.h"
+#include "data/synthetic_tasks.h"
+#include "data/text_corpus.h"
 #include "data/token_dataset.h"
+#include "eval/evaluate.h"
 #include "io/atomic_file.h"
 #include "io/checkpoint_store.h"
 #include "io/run_lock.h"
-#include "ops/attention_dsa.h"
-#include "ops/grad_clip.h"
+#include "nn/gpt.h"
 #include "nn/lm_objective.h"
-#include "ops/softmax_xent.h"
-#include "train/attention_bench.h"
-#include "train/checkpoint.h"
-#include "train/loss_plot.h"
+#include "ops/grad_clip.h"
+#include "plot/loss_plot.h"
+#include "run/checkpoint_load.h"
+#include "run/run_setup.h"
+#include "train/checkpoint_save.h"
 #include "train/lr_schedule.h"
 #include "train/optimizer.h"
-#include "train/progress_bar.h"
 #include "train/train_memory.h"
 
 namespace sparta {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
-
-std::unique_ptr<Tokenizer> build_tokenizer(const Config& cfg, const TextCorpus& corpus) {
-  const TokenizerConfig& k = cfg.tokenizer;
-  if (k.kind == "byte") return make_byte_tokenizer();
-  if (!k.vocab_file.empty()) {
-    auto tok = load_wordpiece_vocab(k.vocab_file, k.lowercase);
-    SPARTA_CHECK(tok->vocab_size() == k.vocab_size, "[tokenizer] ", k.vocab_file, " has ", tok->vocab_size(),
-                 " tokens but tokenizer.vocab_size is ", k.vocab_size);
-    return tok;
-  }
-  std::string all;
-  for (const std::string& doc : corpus.documents) {
-    all += doc;
-    all += '\n';
-  }
-  auto tok = train_wordpiece(all, k.vocab_size, k.lowercase);
-  SPARTA_CHECK(tok->vocab_size() == k.vocab_size, "[tokenizer] the corpus only supports a WordPiece vocabulary of ",
-               tok->vocab_size(), " tokens, fewer than tokenizer.vocab_size = ", k.vocab_size,
-               "; lower vocab_size or use more text");
-  return tok;
-}
-
-EvalResult evaluate_tokens(GPT& model, GPTActivations& acts, const std::vector<int32_t>& tokens, int64_t batch,
-                           int64_t max_batches) {
-  // Windows are no longer than the data: padding a short stream to the full
-  // context would cost a whole-context forward pass for a handful of targets.
-  const int64_t n = static_cast<int64_t>(tokens.size());
-  const int64_t T = std::clamp<int64_t>(n - 1, 1, model.config().context);
-  const int64_t windows = eval_windows(static_cast<int64_t>(tokens.size()), T);
-  int64_t batches = (windows + batch - 1) / batch;
-  if (max_batches > 0) batches = std::min(batches, max_batches);
-  std::vector<int32_t> in(batch * T), tg(batch * T);
-  double sum = 0.0;
-  int64_t count = 0;
-  for (int64_t b = 0; b < batches && !interrupt_requested(); ++b) {  // Ctrl-C: partial result
-    int64_t rows = std::min(batch, windows - b * batch);
-    for (int64_t r = 0; r < rows; ++r) eval_window(tokens, T, b * batch + r, in.data() + r * T, tg.data() + r * T);
-    int64_t c = 0;
-    sum += lm_forward_loss(model, acts, in.data(), tg.data(), rows, T, &c);
-    count += c;
-  }
-  EvalResult r;
-  r.tokens = count;
-  r.loss = count ? sum / static_cast<double>(count) : 0.0;
-  return r;
-}
-
-TaskConfig task_config_from(const Config& cfg) {
-  TaskConfig t;
-  t.kind = cfg.data.task;
-  t.length = cfg.model.context;
-  t.passkey_digits = cfg.data.passkey_digits;
-  t.mqar_pairs = cfg.data.mqar_pairs;
-  t.mqar_queries = cfg.data.mqar_queries;
-  return t;
-}
-
-uint64_t task_validation_seed(uint64_t train_seed) { return train_seed ^ 0x9e3779b97f4a7c15ULL; }
-
-namespace {
-
-// The key blocks each query block attends, as the model's attention chose
-// them for the q, k of one layer (window or dsa).
-ops::BlockSelection attended_blocks(const GPTConfig& m, const float* qkv, int64_t B, int64_t T) {
-  const int64_t d = m.d_model, H = m.n_head;
-  const AttnDims dims{B, T, H, d / H, 3 * d, true};
-  if (m.attention == "window") return local_window_selection(dims, m.dsa.block, dsa_window_blocks(m.dsa));
-  return dsa_select(qkv, qkv + d, dims, m.dsa);
-}
-
-// Adds, per layer, the (answer, head) pairs whose source block is attended
-// (hits) and the answers attended by at least one head (any).
-void count_source_hits(const GPT& model, const GPTActivations& acts, const std::vector<TaskExample>& ex, int64_t rows,
-                       int64_t T, std::vector<int64_t>& hits, std::vector<int64_t>& any) {
-  const GPTConfig& m = model.config();
-  const int64_t H = m.n_head;
-  for (int64_t l = 0; l < m.n_layer; ++l) {
-    const ops::BlockSelection sel = attended_blocks(m, acts.layer_qkv(l), rows, T);
-    const int64_t qblock = ops::query_block(sel);
-    for (int64_t i = 0; i < rows; ++i) {
-      const TaskExample& e = ex[static_cast<size_t>(i)];
-      for (size_t a = 0; a < e.answer_positions.size(); ++a) {
-        const int64_t qb = e.answer_positions[a] / qblock;
-        const auto kb = static_cast<int32_t>(e.source_positions[a] / sel.block);
-        bool seen = false;
-        for (int64_t h = 0; h < H; ++h) {
-          const int64_t row = (i * H + h) * sel.nqb + qb;
-          const auto first = sel.keys.begin() + sel.offsets[row], last = sel.keys.begin() + sel.offsets[row + 1];
-          const bool hit = std::binary_search(first, last, kb);  // lists are sorted
-          hits[l] += hit;
-          seen = seen || hit;
-        }
-        any[l] += seen;
-      }
-    }
-  }
-}
-
-}  // namespace
-
-TaskEvalResult evaluate_task(GPT& model, GPTActivations& acts, const TaskConfig& task, const Tokenizer& tok,
-                             uint64_t seed, int64_t n, int64_t batch) {
-  SPARTA_CHECK(n >= 1 && batch >= 1, "[eval] need at least one example and batch >= 1");
-  check_task_config(task, tok);
-  const int64_t T = task.length, V = model.config().vocab_size;
-  std::vector<int32_t> in(batch * T), tg(batch * T);
-  std::vector<TaskExample> ex(batch);
-  TaskEvalResult r;
-  double sum = 0.0;
-  int64_t correct = 0;
-  const bool sparse = model.config().attention != "dense";
-  std::vector<int64_t> hits(static_cast<size_t>(model.config().n_layer)), any(hits.size());
-  for (int64_t first = 0; first < n && !interrupt_requested(); first += batch) {  // Ctrl-C: partial result
-    const int64_t rows = std::min(batch, n - first);
-    for (int64_t i = 0; i < rows; ++i) {
-      ex[i] = make_task_example(task, tok, seed, first + i);
-      std::copy(ex[i].inputs.begin(), ex[i].inputs.end(), in.begin() + i * T);
-      std::copy(ex[i].targets.begin(), ex[i].targets.end(), tg.begin() + i * T);
-    }
-    // The source-recall diagnostic reads every layer's q|k: Train-mode buffers.
-    model.forward(acts, in.data(), rows, T, sparse ? ActivationMode::Train : ActivationMode::Infer);
-    const float* logits = acts.logits();
-    int64_t c = 0;
-    sum += ops::softmax_xent_forward(nullptr, logits, tg.data(), rows * T, V, &c);
-    r.tokens += c;
-    for (int64_t i = 0; i < rows; ++i) correct += task_example_correct(ex[i], logits + i * T * V, V);
-    if (sparse) count_source_hits(model, acts, ex, rows, T, hits, any);
-  }
-  if (sparse && r.tokens > 0) {
-    for (int64_t l = 0; l < model.config().n_layer; ++l) {
-      r.source_recall.push_back(static_cast<double>(hits[l]) / static_cast<double>(r.tokens * model.config().n_head));
-      r.source_recall_any.push_back(static_cast<double>(any[l]) / static_cast<double>(r.tokens));
-    }
-  }
-  r.examples = n;
-  r.loss = r.tokens ? sum / static_cast<double>(r.tokens) : 0.0;
-  r.accuracy = static_cast<double>(correct) / static_cast<double>(n);
-  return r;
-}
 
 namespace {
 
@@ -271,24 +130,23 @@ void read_metric_points(const fs::path& file, std::vector<std::pair<double, doub
   }
 }
 
+// Reports go nowhere when the caller gave no reporter.
+TrainReporter& reporter_of(const TrainOptions& opt) {
+  static TrainReporter silent;
+  return opt.reporter ? *opt.reporter : silent;
+}
+
 double peak_rss_mb() {
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
   return static_cast<double>(ru.ru_maxrss) / 1024.0;
 }
 
-std::string fmt(double v, int prec) {
-  std::ostringstream os;
-  os.setf(std::ios::fixed);
-  os.precision(prec);
-  os << v;
-  return os.str();
-}
-
 }  // namespace
 
 TrainResult run_training(const Config& requested, const TrainOptions& opt) {
   using clock = std::chrono::steady_clock;
+  TrainReporter& report = reporter_of(opt);
   const fs::path out = requested.train.out;
   SPARTA_CHECK(!(opt.resume && opt.force), "[train] --resume continues the run in '", out.string(),
                "' and --force deletes it; pass one of them");
@@ -337,7 +195,8 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
   if (needs_text) {
     SPARTA_CHECK(!cfg.data.train.empty(), "[train] data.train is not set (a UTF-8 text file or folder)",
                  is_task ? " — the task needs it to train the WordPiece vocabulary" : "");
-    corpus = read_text_corpus(cfg.data.train, "data.train", opt.notices);
+    corpus = read_text_corpus(cfg.data.train, "data.train");
+    for (const std::string& line : corpus.notices) report.notice(line);
   }
 
   std::unique_ptr<Tokenizer> tok;
@@ -403,29 +262,32 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
   std::ofstream metrics(metrics_file, std::ios::app);
   SPARTA_CHECK(metrics.good(), "[train] cannot write ", metrics_file.string());
 
-  if (opt.progress && is_task) {
-    std::fprintf(stderr, "sparta train: %lld parameters, %s tokenizer (vocab %lld), task %s (%lld tokens/example), %s%s\n",
-                 static_cast<long long>(model->params().count()), tok->kind().c_str(),
-                 static_cast<long long>(tok->vocab_size()), task.kind.c_str(), static_cast<long long>(T),
-                 count_noun(compute_threads(), "thread").c_str(), latest ? cat(", resuming from step ", state.step).c_str() : "");
-  } else if (opt.progress) {
-    std::fprintf(stderr, "sparta train: %lld parameters, %s tokenizer (vocab %lld), %lld train / %lld val tokens, %s%s\n",
-                 static_cast<long long>(model->params().count()), tok->kind().c_str(),
-                 static_cast<long long>(tok->vocab_size()), static_cast<long long>(split.train.size()),
-                 static_cast<long long>(split.val.size()), count_noun(compute_threads(), "thread").c_str(),
-                 latest ? cat(", resuming from step ", state.step).c_str() : "");
+  TrainStart start;
+  start.parameters = model->params().count();
+  start.tokenizer = tok->kind();
+  start.vocab_size = tok->vocab_size();
+  if (is_task) {
+    start.task = task.kind;
+    start.task_tokens = T;
+  } else {
+    start.train_tokens = static_cast<int64_t>(split.train.size());
+    start.val_tokens = static_cast<int64_t>(split.val.size());
   }
+  start.threads = compute_threads();
+  if (latest) start.resumed_from = state.step;
+  start.first_step = state.step;
+  start.total_steps = cfg.train.steps;
+  report.started(start);
 
   // After every check that can refuse the run, so an error stays one line.
-  if (opt.notices)
-    for (const std::string& w : config_warnings(cfg)) std::fprintf(opt.notices, "warning: %s\n", w.c_str());
-  warn_if_machine_loaded(opt.notices);
+  for (const std::string& w : config_warnings(cfg)) report.notice("warning: " + w);
+  // Asked only for a caller that shows it: it is given once per process.
+  if (opt.reporter)
+    if (const std::string w = machine_load_warning_once(); !w.empty()) report.notice("warning: " + w);
 
   std::vector<int32_t> inputs(B * accum * T), targets(B * accum * T);
   GPTActivations acts;  // one micro-batch in Train mode; evaluation reuses it
   const int64_t total = cfg.train.steps;
-  ProgressBar bar(total, "train", stderr);
-  SmoothedRate shown_rate;  // the bar's tokens/s: a single step's rate jumps around
   std::vector<double> rates;
   TrainResult result;
   double last_loss = 0.0;
@@ -435,7 +297,6 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
     write_loss_plot_svg(out / "loss.svg", tr, va, "sparta: " + out.filename().string());
   };
   const int64_t stop = opt.until > 0 ? std::min(opt.until, total) : total;
-  const bool tty = isatty(fileno(stderr));
   int64_t saved_step = latest ? state.step : -1;
   int64_t bad_in_row = 0;
   for (int64_t step = state.step; step < stop; ++step) {
@@ -463,8 +324,7 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
       const auto text = [](double v) { return std::isnan(v) ? "NaN" : v > 0 ? "+inf" : "-inf"; };
       skip_reason = !std::isfinite(loss) ? cat("loss is ", text(loss)) : cat("gradient norm is ", text(norm));
       ++bad_in_row;
-      std::fprintf(stderr, "%swarning: step %lld skipped: %s (no update)\n", tty ? "\r\033[K" : "",
-                   static_cast<long long>(step + 1), skip_reason.c_str());
+      report.step_skipped(step + 1, skip_reason);
     } else {
       bad_in_row = 0;
       adamw.step(lr);
@@ -476,7 +336,6 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
     state.tokens_seen += step_tokens;
     double tps = static_cast<double>(step_tokens) / secs;
     rates.push_back(tps);
-    shown_rate.add(static_cast<double>(step_tokens), secs);
 
     json rec = skipped ? json{{"step", state.step}, {"skipped", true}, {"reason", skip_reason}, {"lr", lr},
                               {"tokens_per_s", tps}, {"step_ms", secs * 1e3}}
@@ -494,7 +353,7 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
                    ((cfg.train.eval_every > 0 && state.step % cfg.train.eval_every == 0) || last);
     if (do_eval) {
       // An evaluation cut short by Ctrl-C is partial: it is not recorded.
-      if (opt.progress) bar.set_status(cat("loss ", fmt(loss, 4), " | validating…"));
+      report.evaluating(state.step, loss);
       if (is_task) {
         TaskEvalResult ev =
             evaluate_task(*model, acts, task, *tok, task_validation_seed(seed), cfg.data.task_eval_examples, B);
@@ -517,13 +376,9 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
     new_folder.keep();
     if (do_eval) {
       plot();
-      if (opt.progress) {
-        // A permanent line above the bar; on a terminal, clear the bar's line first.
-        std::string line = cat("step ", state.step, "/", total, " | loss ", fmt(loss, 4), " | val_loss ",
-                               fmt(rec["val_loss"].get<double>(), 4));
-        if (rec.contains("val_accuracy")) line += " | val_accuracy " + fmt(rec["val_accuracy"].get<double>(), 3);
-        std::fprintf(stderr, "%s%s\n", tty ? "\r\033[K" : "", line.c_str());
-      }
+      EvalReport ev{state.step, total, loss, rec["val_loss"].get<double>(), std::nullopt};
+      if (rec.contains("val_accuracy")) ev.val_accuracy = rec["val_accuracy"].get<double>();
+      report.evaluated(ev);
     }
     bool do_ckpt = (cfg.train.ckpt_every > 0 && state.step % cfg.train.ckpt_every == 0) || last || state.step == stop;
     // Interrupted on the last step, the run simply completes.
@@ -539,10 +394,9 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
                               "; checkpoint ", ckpt.string(), " written"));
       }
     }
-    if (opt.progress)
-      bar.update(state.step, cat("loss ", fmt(last_loss, 4), " | ", fmt(shown_rate.rate() / 1000.0, 1), "k tok/s"));
+    report.step_done({state.step, total, last_loss, step_tokens, secs});
   }
-  if (opt.progress) bar.finish();
+  report.finished();
   plot();
 
   result.steps = state.step;

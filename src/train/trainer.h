@@ -1,32 +1,75 @@
 #pragma once
 // The training loop behind `sparta train`: data, tokenizer, model, AdamW,
 // LR schedule, evaluation, metrics.jsonl, loss plot and atomic checkpoints.
+// It prints nothing: what a user sees comes from a TrainReporter (the CLI's
+// renders the banner, progress bar and eval lines).
 #include <cstdint>
-#include <cstdio>
-#include <filesystem>
-#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
-#include "data/synthetic_tasks.h"
-#include "data/text_corpus.h"
-#include "data/tokenizer.h"
-#include "nn/gpt.h"
-#include "train/config.h"
+#include "run/config.h"
 
 namespace sparta {
+
+// The facts of a run the trainer hands to its reporter once setup has passed.
+struct TrainStart {
+  int64_t parameters = 0;
+  std::string tokenizer;  // its kind: "byte", "wordpiece"
+  int64_t vocab_size = 0;
+  std::string task;       // data.task, or "" when training on text
+  int64_t task_tokens = 0;                     // task: tokens per example
+  int64_t train_tokens = 0, val_tokens = 0;    // text: the split
+  int threads = 0;
+  std::optional<int64_t> resumed_from;  // the checkpoint's step when resuming
+  int64_t first_step = 0, total_steps = 0;
+};
+
+// One optimizer step done (skipped steps included).
+struct StepReport {
+  int64_t step = 0, total_steps = 0;  // step: steps completed
+  double last_loss = 0;               // loss of the newest step that updated the weights
+  int64_t tokens = 0;                 // tokens of this step
+  double seconds = 0;                 // its wall time
+};
+
+// A validation that ran to completion (an interrupted one is not reported).
+struct EvalReport {
+  int64_t step = 0, total_steps = 0;
+  double loss = 0;  // this step's training loss
+  double val_loss = 0;
+  std::optional<double> val_accuracy;  // synthetic tasks only
+};
+
+// What a run tells its user, as plain data. notice() comes during setup
+// (data first, then config and machine after started()); then per step:
+// step_skipped() when it made no update, evaluating() + evaluated() when it
+// validates, step_done(); finished() after the last step. A run that throws
+// stops calling. Every method defaults to doing nothing, so a caller
+// overrides only what it shows.
+class TrainReporter {
+ public:
+  virtual ~TrainReporter() = default;
+  // A line about the config, the data or the machine, e.g. "warning: ...".
+  virtual void notice(const std::string& line) {}
+  virtual void started(const TrainStart& start) {}
+  // step (1-based) had a non-finite loss or gradient norm, e.g. "loss is NaN".
+  virtual void step_skipped(int64_t step, const std::string& reason) {}
+  // A validation of step (1-based) begins; `loss` is the step's training loss.
+  virtual void evaluating(int64_t step, double loss) {}
+  virtual void evaluated(const EvalReport& eval) {}
+  virtual void step_done(const StepReport& step) {}
+  virtual void finished() {}
+};
 
 struct TrainOptions {
   // Continue from OUT's newest complete checkpoint with the checkpoint's
   // config; `sets` may only change resume_safe_keys() (config.h).
   bool resume = false;
   bool force = false;    // start over in an OUT that already holds a run (its checkpoints and outputs are deleted)
-  bool progress = true;  // progress bar + eval lines on stderr
   int64_t until = 0;     // > 0: stop (with a checkpoint) once this many steps are done
   std::vector<std::string> sets;  // the --set overrides as given (checked against the checkpoint on resume)
-  // Warnings about the config, the data and the machine (config_warnings,
-  // skipped files, load), printed once setup has passed; nullptr = none.
-  std::FILE* notices = stderr;
+  TrainReporter* reporter = nullptr;  // not owned; nullptr: report nothing
 };
 
 struct TrainResult {
@@ -48,43 +91,5 @@ struct TrainResult {
 // SIGINT/SIGTERM ends the current step (abandoning an evaluation), writes a
 // checkpoint and throws Interrupted.
 TrainResult run_training(const Config& cfg, const TrainOptions& opt);
-
-// Byte tokenizer, a WordPiece vocab file, or a WordPiece vocabulary trained on the corpus.
-std::unique_ptr<Tokenizer> build_tokenizer(const Config& cfg, const TextCorpus& corpus);
-
-struct EvalResult {
-  double loss = 0.0;   // mean loss per target token
-  int64_t tokens = 0;  // target tokens counted
-};
-// Mean next-token loss over non-overlapping context windows of `tokens`,
-// `batch` windows per forward pass; max_batches 0 = all. Windows are
-// min(context, tokens.size() - 1) long: a stream shorter than the context is
-// one window of its own length, never padded to the context. acts: the
-// activations the forward passes use (a trainer passes its own, which fit).
-EvalResult evaluate_tokens(GPT& model, GPTActivations& acts, const std::vector<int32_t>& tokens, int64_t batch,
-                           int64_t max_batches = 0);
-
-// The synthetic task a config describes (data.task set), examples of
-// model.context tokens.
-TaskConfig task_config_from(const Config& cfg);
-
-struct TaskEvalResult {
-  double loss = 0.0;      // mean loss per answer token
-  int64_t tokens = 0;     // answer tokens
-  double accuracy = 0.0;  // fraction of examples with every answer token right (greedy)
-  int64_t examples = 0;
-  // Sparse attention only (window, dsa; empty for dense), per layer: the
-  // fraction of (answer token, head) pairs whose query block attends the key
-  // block holding the answer's source (TaskExample::source_positions), and
-  // the fraction of answer tokens where at least one head attends it. Says
-  // whether the selection finds what the task needs, independently of
-  // whether the model has learned to use it.
-  std::vector<double> source_recall, source_recall_any;
-};
-// Examples 0..n-1 of the task stream seeded by `seed`, `batch` per forward pass.
-TaskEvalResult evaluate_task(GPT& model, GPTActivations& acts, const TaskConfig& task, const Tokenizer& tok,
-                             uint64_t seed, int64_t n, int64_t batch);
-// Validation examples use their own stream, never the training one.
-uint64_t task_validation_seed(uint64_t train_seed);
 
 }  // namespace sparta

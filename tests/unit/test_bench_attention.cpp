@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "train/attention_bench.h"
+#include "benchmark/attention_bench.h"
 
 using namespace sparta;
 

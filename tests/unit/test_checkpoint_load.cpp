@@ -13,7 +13,8 @@
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "scratch_test.h"
-#include "train/checkpoint.h"
+#include "run/checkpoint_load.h"
+#include "train/checkpoint_save.h"
 
 using namespace sparta;
 using sparta::test_util::error_of;

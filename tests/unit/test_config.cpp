@@ -9,8 +9,8 @@
 #include "core/error.h"
 #include "nn/gpt.h"
 #include "nn/lm_objective.h"
-#include "train/checkpoint.h"
-#include "train/config.h"
+#include "run/checkpoint_load.h"
+#include "run/config.h"
 #include "train/train_memory.h"
 
 using namespace sparta;
@@ -142,7 +142,7 @@ TEST(Config, MissingFileIsAClearError) {
 }
 
 // toml++ 3.3.0 reaches TOML_UNREACHABLE when it tests some non-ASCII
-// characters for whitespace; the guard in front of it (train/toml_guard.h)
+// characters for whitespace; the guard in front of it (run/toml_guard.h)
 // must stop every such character before toml++ sees it.
 TEST(ConfigTomlGuard, NonAsciiOutsideStringsIsAClearError) {
   std::string e = error_of("\xD1\xA3");  // U+0463, the 2-byte input that hit the bug

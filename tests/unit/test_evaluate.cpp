@@ -11,7 +11,7 @@
 #include "data/token_dataset.h"
 #include "nn/gpt.h"
 #include "nn/lm_objective.h"
-#include "train/trainer.h"
+#include "eval/evaluate.h"
 
 using namespace sparta;
 

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "io/atomic_file.h"
-#include "train/line_chart.h"
+#include "plot/line_chart.h"
 
 using namespace sparta;
 namespace fs = std::filesystem;

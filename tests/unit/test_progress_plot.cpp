@@ -13,8 +13,8 @@
 
 #include "core/error.h"
 #include "io/atomic_file.h"
-#include "train/loss_plot.h"
-#include "train/progress_bar.h"
+#include "plot/loss_plot.h"
+#include "report/progress_bar.h"
 
 using namespace sparta;
 namespace fs = std::filesystem;

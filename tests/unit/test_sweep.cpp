@@ -17,7 +17,7 @@
 
 #include "core/error.h"
 #include "io/atomic_file.h"
-#include "train/sweep.h"
+#include "sweep/sweep.h"
 
 using namespace sparta;
 namespace fs = std::filesystem;
@@ -454,8 +454,7 @@ TEST(SweepRun, TrainsRecordsResumesAndRefuses) {
   const fs::path cfg = write_tiny_config(dir.path);
   const fs::path out = dir.path / "sw";
   const std::vector<std::string> grid = {"train.lr=0.001,0.003"};
-  SweepOptions quiet;
-  quiet.log = nullptr;
+  SweepOptions quiet;  // no reporter: silent
 
   SweepPlan plan = plan_sweep(cfg, grid, {}, out);
   SweepResult r = run_sweep(plan, quiet);
@@ -524,11 +523,48 @@ TEST(SweepRun, TrainsRecordsResumesAndRefuses) {
   EXPECT_EQ(read_file(out2 / plan2.runs[0].folder / "notes.txt"), "mine");
 }
 
+// The library prints nothing; a reporter hears every run and its training as data.
+TEST(SweepRun, ReporterHearsEachRunAndItsTraining) {
+  struct Training : TrainReporter {
+    std::vector<std::string> events;
+    void started(const TrainStart& s) override {
+      events.push_back(cat("started ", s.first_step, "/", s.total_steps, " ", s.tokenizer));
+    }
+    void evaluated(const EvalReport& e) override { events.push_back(cat("evaluated ", e.step)); }
+    void step_done(const StepReport& s) override { events.push_back(cat("step ", s.step, " ", s.tokens)); }
+    void finished() override { events.push_back("finished"); }
+  };
+  struct Sweep : SweepReporter {
+    Training train;
+    std::vector<std::string> events;
+    TrainReporter* training() override { return &train; }
+    void run_started(const SweepRun& run, int64_t runs) override { events.push_back(cat("run ", run.index, "/", runs)); }
+    void run_finished(const SweepRun& run, int64_t, const SweepRecord& rec) override {
+      events.push_back(cat("done ", run.index, rec.ok ? " ok" : " failed"));
+    }
+    void finished(const SweepResult& r, double seconds) override {
+      events.push_back(cat("sweep ", r.trained, " trained"));
+      EXPECT_GT(seconds, 0);
+    }
+  };
+  SweepDir dir("report");
+  const fs::path cfg = write_tiny_config(dir.path);
+  Sweep sweep;
+  SweepOptions opt;
+  opt.reporter = &sweep;
+  run_sweep(plan_sweep(cfg, {"train.lr=0.001,0.003"}, {}, dir.path / "sw"), opt);
+  EXPECT_EQ(sweep.events, (std::vector<std::string>{"run 1/2", "done 1 ok", "run 2/2", "done 2 ok", "sweep 2 trained"}));
+  // batch 2 x context 16 tokens a step; the last step validates (eval_every = 0).
+  const std::vector<std::string> run = {"started 0/2 byte", "step 1 32", "evaluated 2", "step 2 32", "finished"};
+  std::vector<std::string> both = run;
+  both.insert(both.end(), run.begin(), run.end());
+  EXPECT_EQ(sweep.train.events, both);
+}
+
 TEST(SweepRun, AFailedRunIsRecordedAndTheSweepGoesOn) {
   SweepDir dir("fail");
   const fs::path cfg = write_tiny_config(dir.path);
-  SweepOptions quiet;
-  quiet.log = nullptr;
+  SweepOptions quiet;  // no reporter: silent
   // context 4096 passes validation but the corpus is far shorter.
   SweepResult r = run_sweep(plan_sweep(cfg, {"model.context=4096,16"}, {}, dir.path / "sw"), quiet);
   ASSERT_EQ(r.records.size(), 2u);
@@ -645,8 +681,7 @@ TEST(SweepRun, CheckSweepOutRefusesWhatRunSweepWouldWithoutWriting) {
   SweepDir dir("check");
   const fs::path cfg = write_tiny_config(dir.path);
   const fs::path out = dir.path / "sw";
-  SweepOptions quiet;
-  quiet.log = nullptr;
+  SweepOptions quiet;  // no reporter: silent
   SweepPlan plan = plan_sweep(cfg, {"train.lr=0.001"}, {}, out);
   check_sweep_out(plan, quiet);  // a fresh folder is fine ...
   EXPECT_FALSE(fs::exists(out));  // ... and nothing is written

@@ -12,7 +12,7 @@
 #include "data/synthetic_tasks.h"
 #include "data/tokenizer.h"
 #include "nn/gpt.h"
-#include "train/trainer.h"
+#include "eval/evaluate.h"
 
 namespace sparta {
 namespace {

@@ -24,7 +24,7 @@
 #include "data/tokenizer.h"
 #include "data/utf8.h"
 #include "data/wordpiece.h"
-#include "train/attention_bench.h"
+#include "benchmark/attention_bench.h"
 
 using namespace sparta;
 namespace fs = std::filesystem;

@@ -1,4 +1,4 @@
-#include "train/loss_plot.h"
+#include "plot/loss_plot.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,21 +1,23 @@
 #pragma once
-// Saving and loading whole training checkpoints (weights, AdamW moments,
-// training state, resolved config, tokenizer) — layout in
-// docs/checkpoint-format.md. Writes go through commit_checkpoint, so a
-// process killed at any moment leaves the previous checkpoint loadable.
+// Loading the model of a training checkpoint (weights, training state,
+// resolved config, tokenizer) without the trainer: what eval, generate, info,
+// --resume and train.init_from start from. Layout in
+// docs/checkpoint-format.md; saving (and the AdamW moments) is
+// train/checkpoint_save.h.
 #include <array>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "data/token_dataset.h"
 #include "data/tokenizer.h"
+#include "io/safetensors.h"
 #include "nn/gpt.h"
-#include "train/config.h"
-#include "train/optimizer.h"
+#include "run/config.h"
 
 namespace sparta {
 
@@ -27,12 +29,6 @@ struct TrainState {
 };
 
 GPTConfig gpt_config_from(const Config& cfg, int64_t vocab_size);
-
-// Writes OUT/ckpt-<step>/ atomically and moves OUT/LATEST to it. A model
-// with a NaN or infinite weight is refused (sparta::Error naming the
-// weight) and nothing is written.
-std::filesystem::path save_checkpoint(const std::filesystem::path& out_dir, const Config& cfg, GPT& model,
-                                      AdamW& opt, const TrainState& state, const Tokenizer& tok);
 
 struct LoadedCheckpoint {
   std::filesystem::path dir;  // the checkpoint folder actually used
@@ -51,7 +47,13 @@ struct LoadedCheckpoint {
 // the file).
 LoadedCheckpoint load_checkpoint(const std::filesystem::path& path, const std::vector<std::string>& overrides = {},
                                  const std::function<void(Config&)>& adjust = nullptr);
-// Restores AdamW moments and step count saved beside the weights.
-void load_optimizer_state(const std::filesystem::path& ckpt_dir, AdamW& opt, GPT& model);
+
+// Shared with the saving half, which refuses what loading would refuse.
+// Name of the first parameter holding a NaN or an infinity; "" if none.
+std::string first_non_finite_param(const ParamStore& P);
+// Integer metadata `key` of `f` (a checkpoint file), or `fallback` when
+// absent; a value that is not a whole decimal int64 is an error naming the
+// file and the field.
+int64_t checkpoint_metadata_int(const SafetensorsFile& f, const std::string& key, std::optional<int64_t> fallback);
 
 }  // namespace sparta

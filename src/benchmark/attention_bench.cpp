@@ -1,4 +1,4 @@
-#include "train/attention_bench.h"
+#include "benchmark/attention_bench.h"
 
 #include <malloc.h>
 
@@ -13,13 +13,14 @@
 
 #include "core/error.h"
 #include "core/interrupt.h"
+#include "core/memory.h"
 #include "core/parallel.h"
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "ops/attention_dsa.h"
 #include "ops/attention_registry.h"
-#include "train/config.h"
-#include "train/line_chart.h"
+#include "run/config.h"
+#include "plot/line_chart.h"
 
 namespace sparta {
 namespace {
@@ -185,31 +186,6 @@ AttentionBenchRecord median_record(const std::vector<AttentionBenchRecord>& roun
   if (!dec.empty()) r.decode_ms = median(dec);
   if (!sel.empty()) r.selection_ms = median(sel);
   return r;
-}
-
-double proc_status_mib(const std::string& field) {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  const std::string prefix = field + ":";
-  while (std::getline(f, line))
-    if (line.rfind(prefix, 0) == 0) {
-      std::istringstream is(line.substr(prefix.size()));
-      double kb = -1;
-      if (is >> kb) return kb / 1024.0;
-    }
-  return -1;
-}
-
-int64_t mem_available_bytes() {
-  std::ifstream f("/proc/meminfo");
-  std::string key;
-  int64_t kb = 0;
-  std::string unit;
-  while (f >> key >> kb) {
-    std::getline(f, unit);
-    if (key == "MemAvailable:") return kb * 1024;
-  }
-  return -1;
 }
 
 double attention_bench_bytes(int64_t seq, const AttentionBenchSpec& s) {

@@ -1,4 +1,5 @@
 #pragma once
+// Layer sweep: grids of training runs and their comparison.
 // `sparta sweep`: train and evaluate every combination of a grid of config
 // values (short runs), then compare quality against training speed.
 //
@@ -11,16 +12,16 @@
 // Everything is validated (grid syntax, keys, every combination's config)
 // before any run starts. Everything except run_sweep is testable without
 // training (plan_sweep only reads the config file). docs/sweep.md is the
-// user guide; train/sweep_report.h holds the records, table and plot.
+// user guide; sweep/sweep_report.h holds the records, table and plot.
 #include <cstdint>
-#include <cstdio>
 #include <filesystem>
 #include <string>
 #include <vector>
 
-#include "train/config.h"
-#include "train/sweep_equivalence.h"
-#include "train/sweep_report.h"
+#include "run/config.h"
+#include "train/trainer.h"
+#include "sweep/sweep_equivalence.h"
+#include "sweep/sweep_report.h"
 
 namespace sparta {
 
@@ -89,18 +90,39 @@ struct SweepPlan {
 SweepPlan plan_sweep(const std::filesystem::path& config_file, const std::vector<std::string>& grid_specs,
                      const std::vector<std::string>& sets, const std::filesystem::path& out = {});
 
-struct SweepOptions {
-  bool resume = false;          // keep the finished runs of the sweep already in OUT, redo the others from scratch
-  bool force = false;           // delete the sweep files and run folders in OUT (old plan's and this one's), start over
-  std::FILE* log = stderr;      // one progress line per run; nullptr = silent
-  bool train_progress = false;  // also each run's training progress bar and eval lines (on stderr, if log)
-};
-
 struct SweepResult {
   std::vector<SweepRecord> records;  // one per run, in plan order
   SweepMetric metric = SweepMetric::ValLoss;
   int64_t trained = 0, skipped = 0, failed = 0;
   std::string table;                 // sweep_table_markdown(records, metric)
+};
+
+// What a sweep tells its user, as plain data, in this order: notice()s
+// before the first run; per run either run_skipped() or run_started(), the
+// run's own training reports (to training()), then run_finished() or
+// run_interrupted(); finished() at the end. `runs` is the plan's run count.
+// Every method defaults to doing nothing.
+class SweepReporter {
+ public:
+  virtual ~SweepReporter() = default;
+  // A line about the machine, e.g. "warning: ...".
+  virtual void notice(const std::string& line) {}
+  // Where every run's training reports; nullptr: nowhere.
+  virtual TrainReporter* training() { return nullptr; }
+  // Finished by an earlier invocation (--resume): not trained again.
+  virtual void run_skipped(const SweepRun& run, int64_t runs) {}
+  virtual void run_started(const SweepRun& run, int64_t runs) {}
+  // Trained or failed (rec.ok, rec.error).
+  virtual void run_finished(const SweepRun& run, int64_t runs, const SweepRecord& rec) {}
+  // Ctrl-C during the run; run_sweep throws Interrupted next.
+  virtual void run_interrupted(const SweepRun& run, int64_t runs) {}
+  virtual void finished(const SweepResult& result, double seconds) {}
+};
+
+struct SweepOptions {
+  bool resume = false;          // keep the finished runs of the sweep already in OUT, redo the others from scratch
+  bool force = false;           // delete the sweep files and run folders in OUT (old plan's and this one's), start over
+  SweepReporter* reporter = nullptr;  // not owned; nullptr: report nothing
 };
 
 // Everything about OUT that would make run_sweep refuse, checked without

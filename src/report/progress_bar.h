@@ -1,4 +1,5 @@
 #pragma once
+// Layer report: what the CLI draws on a terminal (progress bar, number formats).
 // A one-line progress display for long work (training, evaluation, data
 // preparation):
 //
@@ -68,7 +69,7 @@ struct ProgressOptions {
 class ProgressBar {
  public:
   // total: units of work (steps, batches); out: where to draw (not owned).
-  ProgressBar(int64_t total, std::string label, std::FILE* out = stderr, ProgressOptions opts = {});
+  ProgressBar(int64_t total, std::string label, std::FILE* out, ProgressOptions opts = {});
   ~ProgressBar();  // ends the terminal line if finish() was not called
   ProgressBar(const ProgressBar&) = delete;
   ProgressBar& operator=(const ProgressBar&) = delete;

@@ -1,4 +1,4 @@
-#include "train/toml_guard.h"
+#include "run/toml_guard.h"
 
 #include <cstdio>
 

@@ -1,7 +1,8 @@
 #pragma once
+// Layer plot: self-contained SVG charts (loss curves, benchmark lines).
 // A generic line chart as a self-contained SVG (no scripts, fonts or external
 // files): several named series, each a line with point markers, on linear or
-// logarithmic axes. Same look as the loss plot (train/loss_plot.h), whose
+// logarithmic axes. Same look as the loss plot (plot/loss_plot.h), whose
 // nice_ticks / format_tick it uses for linear axes.
 #include <filesystem>
 #include <string>

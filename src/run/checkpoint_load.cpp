@@ -1,15 +1,14 @@
-#include "train/checkpoint.h"
+#include "run/checkpoint_load.h"
 
 #include <charconv>
 #include <cmath>
-#include <optional>
 #include <cstring>
+#include <optional>
 #include <toml++/toml.h>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "core/error.h"
-#include "io/atomic_file.h"
 #include "io/checkpoint_store.h"
 #include "io/safetensors.h"
 
@@ -17,26 +16,14 @@ namespace sparta {
 
 namespace fs = std::filesystem;
 
-namespace {
-
-// Name of the first parameter holding a NaN or an infinity; "" if none.
-std::string first_non_finite(const float* base, const ParamStore& P) {
+std::string first_non_finite_param(const ParamStore& P) {
   for (const ParamInfo& p : P.params()) {
-    const float* w = base + p.offset;
+    const float* w = P.data() + p.offset;
     for (int64_t i = 0; i < p.numel; ++i)
       if (!std::isfinite(w[i])) return p.name;
   }
   return "";
 }
-
-// The shortest text that reads back as the same float: eps 1e-8 is "1e-08",
-// not std::to_string's "0.000000".
-std::string float_text(float v) {
-  char buf[32];
-  return std::string(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
-}
-
-}  // namespace
 
 GPTConfig gpt_config_from(const Config& cfg, int64_t vocab_size) {
   GPTConfig g;
@@ -50,47 +37,6 @@ GPTConfig gpt_config_from(const Config& cfg, int64_t vocab_size) {
   g.rope_base = static_cast<float>(cfg.model.rope_base);
   g.rope_dims = cfg.model.rope_dims;
   return g;
-}
-
-fs::path save_checkpoint(const fs::path& out_dir, const Config& cfg, GPT& model, AdamW& opt,
-                         const TrainState& st, const Tokenizer& tok) {
-  ParamStore& P = model.params();
-  // A checkpoint is what --resume, eval and init_from trust: never one that
-  // cannot be used.
-  const std::string bad = first_non_finite(P.data(), P);
-  SPARTA_CHECK(bad.empty(), "[checkpoint] not saving step ", st.step, " into '", out_dir.string(), "': weight '", bad,
-               "' is not finite (NaN or infinity)");
-  return commit_checkpoint(
-      out_dir, st.step,
-      [&](const fs::path& dir) {
-        std::vector<SafetensorsEntry> weights, moments;
-        for (const ParamInfo& p : P.params()) {
-          weights.push_back({p.name, P.view(p)});
-          moments.push_back({"adam_m." + p.name, Tensor::view(opt.m() + p.offset, p.shape)});
-          moments.push_back({"adam_v." + p.name, Tensor::view(opt.v() + p.offset, p.shape)});
-        }
-        std::string step = std::to_string(st.step);
-        write_safetensors(dir / "model.safetensors", weights, {{"format", "sparta-gpt-v1"}, {"step", step}});
-        const AdamWHyper& h = opt.hyper();
-        write_safetensors(dir / "optimizer.safetensors", moments,
-                          {{"step", std::to_string(opt.steps_done())},
-                           {"beta1", float_text(h.beta1)},
-                           {"beta2", float_text(h.beta2)},
-                           {"eps", float_text(h.eps)}});
-        Tensor t_step = Tensor::empty({1}, DType::I64);
-        t_step.data<int64_t>()[0] = st.step;
-        Tensor t_rng = Tensor::empty({4}, DType::I64);
-        std::memcpy(t_rng.raw(), st.rng.data(), sizeof(uint64_t) * 4);
-        Tensor t_cur = Tensor::empty({2}, DType::I64);
-        t_cur.data<int64_t>()[0] = st.cursor.epoch;
-        t_cur.data<int64_t>()[1] = st.cursor.index;
-        write_safetensors(dir / "train_state.safetensors",
-                          {{"step", t_step}, {"rng", t_rng}, {"data_cursor", t_cur}},
-                          {{"tokens_seen", std::to_string(st.tokens_seen)}});
-        write_file_atomic(dir / "config.toml", config_to_toml(cfg));
-        tok.save(dir);
-      },
-      static_cast<int>(cfg.train.keep_checkpoints));
 }
 
 namespace {
@@ -137,10 +83,9 @@ void check_weights_header(const fs::path& file, const GPTConfig& g) {
                  t.name.substr(0, 120), "' (the config describes a different model)");
 }
 
-// Integer metadata `key` of `f` (a checkpoint file), or `fallback` when
-// absent; a value that is not a whole decimal int64 is an error naming the
-// file and the field.
-int64_t metadata_int(const SafetensorsFile& f, const std::string& key, std::optional<int64_t> fallback) {
+}  // namespace
+
+int64_t checkpoint_metadata_int(const SafetensorsFile& f, const std::string& key, std::optional<int64_t> fallback) {
   auto it = f.metadata().find(key);
   if (it == f.metadata().end()) {
     SPARTA_CHECK(fallback.has_value(), "[checkpoint] ", f.path().string(), ": metadata has no '", key, "'");
@@ -154,8 +99,6 @@ int64_t metadata_int(const SafetensorsFile& f, const std::string& key, std::opti
                ", not an integer", ec == std::errc::result_out_of_range ? " that fits in int64" : "");
   return v;
 }
-
-}  // namespace
 
 LoadedCheckpoint load_checkpoint(const fs::path& path, const std::vector<std::string>& overrides,
                                  const std::function<void(Config&)>& adjust) {
@@ -186,7 +129,7 @@ LoadedCheckpoint load_checkpoint(const fs::path& path, const std::vector<std::st
   // get() above re-checks each shape; the file may have changed since the header check.
   SPARTA_CHECK(f.size() == P.params().size(), "[checkpoint] ", weights.string(), ": holds ", f.size(),
                " tensors, the model ", P.params().size(), " (file changed while loading?)");
-  const std::string bad = first_non_finite(P.data(), P);
+  const std::string bad = first_non_finite_param(P);
   SPARTA_CHECK(bad.empty(), "[checkpoint] ", weights.string(), ": tensor '", bad,
                "' holds a NaN or an infinity; this checkpoint cannot be used");
   fs::path state_file = out.dir / "train_state.safetensors";
@@ -196,26 +139,13 @@ LoadedCheckpoint load_checkpoint(const fs::path& path, const std::vector<std::st
     std::memcpy(out.state.rng.data(), s.get("rng", {4}, DType::I64).raw(), sizeof(uint64_t) * 4);
     const int64_t* cur = s.get("data_cursor", {2}, DType::I64).data<int64_t>();
     out.state.cursor = {cur[0], cur[1]};
-    out.state.tokens_seen = metadata_int(s, "tokens_seen", 0);
+    out.state.tokens_seen = checkpoint_metadata_int(s, "tokens_seen", 0);
     SPARTA_CHECK(out.state.step >= 0 && out.state.cursor.epoch >= 0 && out.state.cursor.index >= 0,
                  "[checkpoint] ", state_file.string(), ": negative step or data position");
     SPARTA_CHECK(out.state.tokens_seen >= 0, "[checkpoint] ", state_file.string(), ": metadata 'tokens_seen' is ",
                  out.state.tokens_seen, ", negative");
   }
   return out;
-}
-
-void load_optimizer_state(const fs::path& ckpt_dir, AdamW& opt, GPT& model) {
-  fs::path file = ckpt_dir / "optimizer.safetensors";
-  SafetensorsFile f = SafetensorsFile::read(file);
-  ParamStore& P = model.params();
-  for (const ParamInfo& p : P.params()) {
-    const Tensor& m = f.get("adam_m." + p.name, p.shape, DType::F32);
-    const Tensor& v = f.get("adam_v." + p.name, p.shape, DType::F32);
-    std::memcpy(opt.m() + p.offset, m.raw(), m.nbytes());
-    std::memcpy(opt.v() + p.offset, v.raw(), v.nbytes());
-  }
-  opt.set_steps_done(metadata_int(f, "step", std::nullopt));
 }
 
 }  // namespace sparta

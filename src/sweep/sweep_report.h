@@ -3,7 +3,7 @@
 // line), which metric counts as quality, the best run and the Pareto front,
 // and the sweep.md table and sweep.svg plot made from the records. Nothing
 // here trains or touches the filesystem, so all of it is testable from
-// hand-made records. train/sweep.h (planning and run_sweep) includes this.
+// hand-made records. sweep/sweep.h (planning and run_sweep) includes this.
 #include <cstdint>
 #include <limits>
 #include <nlohmann/json_fwd.hpp>
@@ -44,7 +44,7 @@ struct SweepRecord {
   double wall_s = kSweepNaN;           // whole run incl. data preparation, evaluation, checkpoints
   int64_t peak_tracked_bytes = 0;      // the engine's peak tracked allocation during the run
   int64_t same_as = 0;                 // > 0: this run trains the same model as run #same_as
-                                       // (train/sweep_equivalence.h); its differences are noise
+                                       // (sweep/sweep_equivalence.h); its differences are noise
 };
 
 // One line of sweep.jsonl (no newline), keys in this order:

@@ -1,4 +1,4 @@
-#include "train/sweep.h"
+#include "sweep/sweep.h"
 
 #include <algorithm>
 #include <chrono>
@@ -17,7 +17,7 @@
 #include "core/plural.h"
 #include "io/atomic_file.h"
 #include "io/run_lock.h"
-#include "train/progress_bar.h"
+#include "report/progress_bar.h"
 #include "train/trainer.h"
 
 namespace sparta {
@@ -421,6 +421,8 @@ void check_sweep_out(const SweepPlan& plan, const SweepOptions& opt) {
 
 SweepResult run_sweep(const SweepPlan& plan, const SweepOptions& opt) {
   using clock = std::chrono::steady_clock;
+  static SweepReporter silent;
+  SweepReporter& report = opt.reporter ? *opt.reporter : silent;
   SPARTA_CHECK(!(opt.resume && opt.force), "[sweep] --resume keeps finished runs and --force deletes them; give one");
   const fs::path out = plan.out;
   std::error_code ec;
@@ -462,13 +464,14 @@ SweepResult run_sweep(const SweepPlan& plan, const SweepOptions& opt) {
   // On its own line before the runs (each run's line is written in pieces),
   // for the thread count the runs will use.
   if (!plan.configs.empty()) init_compute_threads(static_cast<int>(plan.configs.front().train.threads));
-  warn_if_machine_loaded(opt.log);
+  // Asked only for a caller that shows it: it is given once per process.
+  if (opt.reporter)
+    if (const std::string w = machine_load_warning_once(); !w.empty()) report.notice("warning: " + w);
   const auto sweep_t0 = clock::now();
   for (size_t i = 0; i < plan.runs.size(); ++i) {
     const SweepRun& run = plan.runs[i];
     const Config& cfg = plan.configs[i];
     const fs::path dir = out / run.folder;
-    const std::string prefix = cat("[", run.index, "/", n, "] ", sweep_label(run.settings));
 
     // Ctrl-C between runs: every finished run is already in sweep.jsonl.
     if (interrupt_requested())
@@ -478,20 +481,14 @@ SweepResult run_sweep(const SweepPlan& plan, const SweepOptions& opt) {
     if (finished[i]) {
       result.records.push_back(*finished[i]);
       ++result.skipped;
-      if (opt.log) std::fprintf(opt.log, "%s: finished earlier, skipped\n", prefix.c_str());
+      report.run_skipped(run, n);
       continue;
     }
     // A half-trained or failed run starts over, so its speed and wall time
     // describe one whole run.
     remove_tree(dir);
 
-    const bool verbose = opt.log && opt.train_progress;
-    if (opt.log) {
-      // Quiet runs get one line, finished when the run ends; verbose ones
-      // a line before the trainer's own output and a result line after it.
-      std::fprintf(opt.log, verbose ? "%s\n" : "%s ...", prefix.c_str());
-      std::fflush(opt.log);
-    }
+    report.run_started(run, n);
     SweepRecord rec;
     rec.index = run.index;
     rec.folder = run.folder;
@@ -502,8 +499,7 @@ SweepResult run_sweep(const SweepPlan& plan, const SweepOptions& opt) {
     const auto t0 = clock::now();
     try {
       TrainOptions topt;
-      topt.progress = verbose;
-      topt.notices = verbose ? opt.log : nullptr;  // quiet runs: one line each, said once above
+      topt.reporter = report.training();
       const TrainResult tr = run_training(cfg, topt);
       rec.steps = tr.steps;
       rec.final_loss = tr.final_loss;
@@ -514,7 +510,7 @@ SweepResult run_sweep(const SweepPlan& plan, const SweepOptions& opt) {
     } catch (const Interrupted&) {
       // The run in progress is dropped (a --resume redoes it from scratch);
       // the finished ones are in sweep.jsonl already.
-      if (opt.log) std::fprintf(opt.log, "%s interrupted\n", verbose ? prefix.c_str() : "");
+      report.run_interrupted(run, n);
       throw Interrupted(interrupt_signal(), cat("[sweep] ", interrupt_signal_name(), ": stopped during run ",
                                                 run.index, "/", n, "; ", result.trained + result.skipped,
                                                 " finished runs are kept in ", out.string()));
@@ -531,25 +527,14 @@ SweepResult run_sweep(const SweepPlan& plan, const SweepOptions& opt) {
     } else {
       ++result.failed;
     }
-    if (opt.log) {
-      const std::string what = rec.ok ? sweep_run_summary(rec) : "failed: " + rec.error;
-      if (verbose)
-        std::fprintf(opt.log, "%s: %s\n", prefix.c_str(), what.c_str());
-      else
-        std::fprintf(opt.log, " %s\n", what.c_str());
-    }
+    report.run_finished(run, n, rec);
     result.records.push_back(std::move(rec));
     save();
   }
   save();
   result.metric = sweep_metric(result.records);
   result.table = sweep_table_markdown(result.records, result.metric);
-  if (opt.log)
-    std::fprintf(opt.log, "sweep: %s (%lld trained, %lld skipped, %lld failed) in %s; results in %s\n",
-                 count_noun(n, "run").c_str(), static_cast<long long>(result.trained),
-                 static_cast<long long>(result.skipped), static_cast<long long>(result.failed),
-                 format_duration(std::chrono::duration<double>(clock::now() - sweep_t0).count()).c_str(),
-                 (out / "sweep.md").string().c_str());
+  report.finished(result, std::chrono::duration<double>(clock::now() - sweep_t0).count());
   return result;
 }
 

@@ -1,4 +1,5 @@
 #pragma once
+// Layer benchmark: the attention micro-benchmark harness.
 // The attention micro-benchmark behind `sparta bench attention`
 // (docs/bench-attention.md): for one implementation (a name in
 // ops/attention_registry.h) and one sequence length it times forward,
@@ -64,10 +65,6 @@ std::vector<double> time_runs(const std::function<void()>& fn, double min_time_s
 // Median (mean of the middle two for an even count); NaN for no values.
 double median(std::vector<double> v);
 
-// /proc/self/status field in MiB (e.g. "VmRSS", "VmHWM"); -1 when unavailable.
-double proc_status_mib(const std::string& field);
-// MemAvailable of /proc/meminfo in bytes; -1 when unavailable.
-int64_t mem_available_bytes();
 // Estimated peak bytes of measure_attention for seq: 8 (B, T, H, D) float
 // buffers (q, k, v, dq, dk, dv, out, dout) plus lse.
 double attention_bench_bytes(int64_t seq, const AttentionBenchSpec& spec);
@@ -124,7 +121,7 @@ std::vector<int64_t> parse_seq_list(const std::string& text);
 // (the message lists the available ones).
 std::vector<std::string> parse_impl_list(const std::string& text);
 // DsaConfig defaults with "model.dsa.KEY=VALUE" overrides applied through
-// the config parser (train/config.h): unknown keys, bad values and settings
+// the config parser (run/config.h): unknown keys, bad values and settings
 // outside model.dsa are sparta::Error.
 DsaConfig dsa_config_from_overrides(const std::vector<std::string>& sets);
 

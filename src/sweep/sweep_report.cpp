@@ -1,4 +1,4 @@
-#include "train/sweep_report.h"
+#include "sweep/sweep_report.h"
 
 #include <algorithm>
 #include <cmath>
@@ -8,8 +8,8 @@
 #include <utility>
 
 #include "core/error.h"
-#include "train/loss_plot.h"
-#include "train/progress_bar.h"
+#include "plot/loss_plot.h"
+#include "report/progress_bar.h"
 
 namespace sparta {
 

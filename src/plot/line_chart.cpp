@@ -1,4 +1,4 @@
-#include "train/line_chart.h"
+#include "plot/line_chart.h"
 
 #include <algorithm>
 #include <cmath>
@@ -7,7 +7,7 @@
 
 #include "core/error.h"
 #include "io/atomic_file.h"
-#include "train/loss_plot.h"
+#include "plot/loss_plot.h"
 
 namespace sparta {
 namespace {

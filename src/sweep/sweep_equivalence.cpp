@@ -1,4 +1,4 @@
-#include "train/sweep_equivalence.h"
+#include "sweep/sweep_equivalence.h"
 
 #include <algorithm>
 #include <map>

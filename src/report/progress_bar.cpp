@@ -1,4 +1,4 @@
-#include "train/progress_bar.h"
+#include "report/progress_bar.h"
 
 #include <sys/ioctl.h>
 #include <unistd.h>

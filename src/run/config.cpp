@@ -1,4 +1,4 @@
-#include "train/config.h"
+#include "run/config.h"
 
 #include <charconv>
 #include <cmath>
@@ -15,7 +15,7 @@
 #include "data/utf8.h"
 #include "io/atomic_file.h"
 #include "ops/attention_registry.h"
-#include "train/toml_guard.h"
+#include "run/toml_guard.h"
 
 namespace sparta {
 namespace {

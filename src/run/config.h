@@ -1,4 +1,5 @@
 #pragma once
+// Layer run: what describes a run (config) and loads its model, without the trainer.
 // The run configuration: a TOML file with [model] (and its [model.dsa]
 // table), [tokenizer], [data] and [train] sections, every key overridable with `--set section.key=value`.
 // Unknown keys and bad values are errors (a typo must not silently train the
