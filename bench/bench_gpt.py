@@ -1,25 +1,39 @@
 #!/usr/bin/python3
-"""Training throughput and peak memory: sparta vs PyTorch FP32 on the same GPT.
+"""Training throughput and peak memory: sparta vs PyTorch, FP32 and mixed precision.
 
 The model and batch come from configs/bench.toml (6 layers, d_model 384,
-6 heads, context 256, vocab 4096, batch 8). Each side trains for
+6 heads, context 256, vocab 4096, batch 8). Each run trains for
 --warmup-steps + --steps steps in its own child process, so each peak RSS
-(from wait4's rusage) is that implementation's alone:
+(from wait4's rusage) is that run's alone:
 
-  sparta   SPARTA train configs/bench.toml --set train.steps=... --set
-           train.out=TMP --set train.threads=N; step times from TMP/metrics.jsonl
-  PyTorch  this script with --torch-worker: float32, torch.set_num_threads(N),
-           flush-denormal, OpenBLAS (pthreads) GEMMs, random tokens, AdamW
-           with sparta's schedule, clipping and weight-decay groups
+  sparta   one run per --precision P (fp32, bf16, fp16, fp32-fast; default
+           fp32): SPARTA train configs/bench.toml --set train.steps=... --set
+           train.out=TMP --set train.threads=N --set train.precision=P; step
+           times from TMP/metrics.jsonl. fp32 leaves out the train.precision
+           --set when the config does not set that key (fp32 is sparta's
+           default), so binaries from before train.precision still run fp32.
+  PyTorch  one run per --torch-precision P (fp32, bf16; default both): this
+           script with --torch-worker: torch.set_num_threads(N), flush-denormal,
+           OpenBLAS (pthreads) FP32 GEMMs, random tokens, AdamW with sparta's
+           schedule, clipping and weight-decay groups. fp32 is plain float32;
+           bf16 wraps forward + loss in torch.autocast(device_type="cpu",
+           dtype=torch.bfloat16), with FP32 master weights, gradients and the
+           same optimizer.
 
 tokens/s = B*T / median step time over the steps after the warm-up steps (a
 step = forward, backward, clip, AdamW update). Achieved GFLOP/s uses the FLOP
-convention of common_torch_gpt.flops_per_token (see bench/README.md) and is
-compared with the oneDNN FP32 GEMM peak from `SPARTA bench gemm`, measured in
-the same run (before and after the training runs; the higher rate is kept). Target: sparta >= 2x PyTorch's tokens/s at <= PyTorch's peak RSS.
+convention of common_torch_gpt.flops_per_token (see bench/README.md), the
+same for every precision, and is compared with two oneDNN GEMM peaks from
+`SPARTA bench gemm --dtype f32|bf16 --json` (2048^3, FP32 accumulation for
+BF16), each measured in the same run before and after the training runs (the
+higher rate is kept; without sparta, --skip-sparta, no peak is measured).
+The ratios printed: each sparta precision's tokens/s vs sparta fp32, PyTorch
+FP32 and PyTorch BF16 autocast, and its peak RSS vs sparta fp32. Target
+(FP32): sparta >= 2x PyTorch FP32's tokens/s at <= PyTorch FP32's peak RSS.
 
 Usage: bench/bench_gpt.py [--sparta build/sparta] [--steps 20] [--warmup-steps 3]
-                          [--threads 2] [--json] [--skip-torch | --skip-sparta]
+                          [--threads 2] [--precision fp32,bf16] [--torch-precision fp32,bf16]
+                          [--json] [--skip-torch | --skip-sparta]
 """
 from __future__ import annotations
 
@@ -56,6 +70,30 @@ OPENBLAS_HINT = ("install Debian's pthread OpenBLAS and make it the system BLAS:
 class BenchError(Exception):
     """A one-line error for the user; main() prints it and exits 1."""
 
+# sparta's train.precision values (src/nn/precision.h) and the PyTorch modes.
+SPARTA_PRECISIONS = ("fp32", "bf16", "fp16", "fp32-fast")
+TORCH_PRECISIONS = ("fp32", "bf16")
+# The GEMM peaks measured (`SPARTA bench gemm --dtype D`): key, label.
+PEAK_DTYPES = (("f32", "FP32"), ("bf16", "BF16"))
+
+
+def parse_precisions(text: str, choices: tuple[str, ...], flag: str) -> list[str]:
+    """'fp32,bf16' -> ['fp32', 'bf16']; BenchError for an empty list, an empty
+    item, an unknown name or a repeated one."""
+    items = [t.strip().lower() for t in text.split(",")]
+    if not any(items):
+        raise BenchError(f"{flag} is empty (choices: {', '.join(choices)})")
+    seen = []
+    for t in items:
+        if not t:
+            raise BenchError(f"{flag} {text!r}: empty item (give a comma-separated list of {', '.join(choices)})")
+        if t not in choices:
+            raise BenchError(f"{flag}: unknown precision {t!r} (choices: {', '.join(choices)})")
+        if t in seen:
+            raise BenchError(f"{flag}: {t!r} is listed twice")
+        seen.append(t)
+    return seen
+
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
@@ -85,6 +123,7 @@ def load_bench_config(path: Path) -> dict:
             "seed": int(tr.get("seed", 1337)), "beta1": float(tr.get("beta1", 0.9)),
             "beta2": float(tr.get("beta2", 0.95)), "eps": float(tr.get("eps", 1e-8)),
             "min_lr_ratio": float(tr.get("min_lr_ratio", 0.1)),
+            "precision": tr.get("precision"),  # None: not set (sparta's default, fp32)
         }
     except KeyError as e:
         raise BenchError(f"config {path}: missing key {e.args[0]!r}") from None
@@ -263,8 +302,9 @@ def rss_mib() -> float:
 
 
 def torch_worker(args) -> int:
-    """Child process: trains the PyTorch model and writes its measurements as one
-    JSON line to --result-file (or, with --probe-blas, reports the BLAS and exits)."""
+    """Child process: trains the PyTorch model in --torch-precision (one of
+    TORCH_PRECISIONS) and writes its measurements as one JSON line to
+    --result-file (or, with --probe-blas, reports the BLAS and exits)."""
     import torch
     info = blas_info()
     if args.probe_blas:
@@ -273,6 +313,10 @@ def torch_worker(args) -> int:
     sys.path.insert(0, str(BENCH_DIR))
     from common_torch_gpt import GPT, GPTConfig, TrainHParams, flops_per_token, init_sparta_, make_optimizer, train_step
 
+    precision = args.torch_precision
+    if precision not in TORCH_PRECISIONS:
+        raise BenchError(f"--torch-worker: unknown precision {precision!r}")
+    autocast_dtype = torch.bfloat16 if precision == "bf16" else None
     torch.set_num_threads(args.threads)
     set_openblas_threads(info, args.threads)
     flush = torch.set_flush_denormal(True)
@@ -301,15 +345,17 @@ def torch_worker(args) -> int:
     for s in range(total):
         x, y = batches[s % len(batches)]
         t0 = time.perf_counter()
-        loss, _, _ = train_step(model, opt, hp, s, x, y)
+        loss, _, _ = train_step(model, opt, hp, s, x, y, autocast_dtype=autocast_dtype)
         step_s.append(time.perf_counter() - t0)
         losses.append(loss)
-        log(f"  pytorch step {s + 1}/{total}: loss {loss:.4f}, {step_s[-1] * 1e3:.0f} ms"
+        log(f"  pytorch {precision} step {s + 1}/{total}: loss {loss:.4f}, {step_s[-1] * 1e3:.0f} ms"
             + (" (warm-up)" if s < args.warmup_steps else ""))
     timed = step_s[args.warmup_steps:]
     med = statistics.median(timed)
     import resource
     result = {
+        "precision": precision, "autocast": str(autocast_dtype) if autocast_dtype else None,
+        "mkldnn_available": torch.backends.mkldnn.is_available(),
         "tokens_per_s": B * T / med, "step_ms": med * 1e3, "step_ms_all": [t * 1e3 for t in step_s],
         "losses": losses, "params": sum(p.numel() for p in model.parameters()),
         "flops_per_token": flops_per_token(cfg, T), "threads": torch.get_num_threads(),
@@ -322,26 +368,36 @@ def torch_worker(args) -> int:
     return 0
 
 
-def run_torch(args, config: Path) -> dict:
-    coretype, probe = choose_openblas_core(args.openblas_coretype, args.threads)
+def run_torch(args, config: Path, precision: str, coretype: str | None, probe: dict | None) -> dict:
+    """One PyTorch run in `precision` (fp32 or bf16 autocast) in a child process."""
     with tempfile.TemporaryDirectory(prefix="bench_gpt_torch_") as tmp:
         result_file = Path(tmp) / "result.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--torch-worker", "--config", str(config),
                "--steps", str(args.steps), "--warmup-steps", str(args.warmup_steps),
-               "--threads", str(args.threads), "--result-file", str(result_file)]
-        log(f"running PyTorch FP32 ({args.warmup_steps} warm-up + {args.steps} timed steps, "
+               "--threads", str(args.threads), "--torch-precision", precision, "--result-file", str(result_file)]
+        what = "FP32" if precision == "fp32" else "BF16 autocast"
+        label = f"PyTorch {what} worker"
+        log(f"running PyTorch {what} ({args.warmup_steps} warm-up + {args.steps} timed steps, "
             f"{args.threads} threads{', OPENBLAS_CORETYPE=' + coretype if coretype else ''}) ...")
-        res = run_child(cmd, torch_env(args.threads, coretype), "PyTorch worker", args.timeout)
-        check_child(res, "PyTorch worker")
+        res = run_child(cmd, torch_env(args.threads, coretype), label, args.timeout)
+        check_child(res, label)
         if not result_file.exists():
-            raise BenchError(f"PyTorch worker wrote no result; its stderr:\n{tail(res['stderr'])}")
+            raise BenchError(f"{label} wrote no result; its stderr:\n{tail(res['stderr'])}")
         r = json.loads(result_file.read_text())
     r["peak_rss_mib"] = res["peak_rss_mib"]
     r["wall_s"] = res["wall_s"]
     r["openblas_coretype"] = coretype
     if probe is not None:
         r["openblas_default_core"] = probe.get("corename")
-    b = r["blas"]
+    return r
+
+
+def run_torch_all(args, config: Path, precisions: list[str]) -> dict[str, dict]:
+    """PyTorch runs, one per precision, with the OpenBLAS kernels chosen once;
+    warns loudly when the BLAS is not OpenBLAS with pthreads."""
+    coretype, probe = choose_openblas_core(args.openblas_coretype, args.threads)
+    runs = {p: run_torch(args, config, p, coretype, probe) for p in precisions}
+    b = next(iter(runs.values()))["blas"]
     if not b.get("openblas") or b.get("threading") != "pthreads":
         what = (f"OpenBLAS with {b['threading']} threading" if b.get("openblas")
                 else f"not OpenBLAS (libraries: {', '.join(b['libraries']) or 'none found'}; {b['torch_blas_info']})")
@@ -349,7 +405,7 @@ def run_torch(args, config: Path) -> dict:
         log(f"WARNING: PyTorch's BLAS is {what}; the baseline is meant to be OpenBLAS with pthreads.")
         log(f"         Fix: {OPENBLAS_HINT}")
         log("!" * 78)
-    return r
+    return runs
 
 
 # ----------------------------------------------------------------- sparta side
@@ -374,16 +430,38 @@ def check_sparta_binary(binary: Path) -> None:
                          f"`cmake --build build -j2 --target sparta`, pass --sparta PATH, or use --skip-sparta)")
 
 
-def measure_gemm(args) -> dict:
-    """`SPARTA bench gemm --threads T --json`: {"gflops", "m", "n", "k", ...}."""
-    cmd = [str(args.sparta), "bench", "gemm", "--threads", str(args.threads), "--reps", "20", "--json"]
-    log("measuring the oneDNN FP32 GEMM peak: " + " ".join(cmd))
-    res = run_child(cmd, dict(os.environ), "sparta bench gemm", args.timeout)
-    check_child(res, "sparta bench gemm")
-    return last_json_line(res["stdout"], "sparta bench gemm", ("gflops", "m", "n", "k"))
+def measure_gemm(args, dtype: str) -> dict:
+    """`SPARTA bench gemm --dtype D --threads T --reps 20 --json`:
+    {"dtype", "gflops", "impl", "m", "n", "k", "threads"}."""
+    cmd = [str(args.sparta), "bench", "gemm", "--dtype", dtype, "--threads", str(args.threads),
+           "--reps", "20", "--json"]
+    label = f"sparta bench gemm --dtype {dtype}"
+    log(f"measuring the oneDNN {dict(PEAK_DTYPES)[dtype]} GEMM peak: " + " ".join(cmd))
+    res = run_child(cmd, dict(os.environ), label, args.timeout)
+    check_child(res, label)
+    g = last_json_line(res["stdout"], label, ("gflops", "m", "n", "k"))
+    if g.get("dtype", dtype) != dtype:
+        raise BenchError(f"{label} reported dtype {g['dtype']!r}")
+    return g
 
 
-def run_sparta(args, config: Path) -> dict:
+def check_sparta_precision_key(args, config: Path) -> None:
+    """Fails fast, before the long runs, when the binary predates train.precision:
+    a train with an invalid train.precision value stops at config validation,
+    with "unknown key 'train.precision'" only when the binary lacks the key."""
+    with tempfile.TemporaryDirectory(prefix="bench_gpt_probe_") as tmp:
+        cmd = [str(args.sparta), "train", str(config), "--set", "train.steps=1", "--set", f"train.out={tmp}/run",
+               "--set", "train.precision=bench-gpt-probe"]
+        res = run_child(cmd, dict(os.environ), "sparta train.precision probe", min(args.timeout, 120))
+    if res["rc"] != 0 and "unknown key 'train.precision'" in res["stderr"]:
+        raise BenchError(f"{args.sparta} does not know train.precision (built before mixed precision); "
+                         f"with it only --precision fp32 runs")
+
+
+def run_sparta(args, config: Path, precision: str, config_precision: str | None) -> dict:
+    """One sparta training run in `precision`. The train.precision --set is left
+    out for fp32 when the config does not set the key (fp32 is the default), so
+    a binary that predates train.precision still runs fp32."""
     binary = Path(args.sparta)
     check_sparta_binary(binary)
     total = args.warmup_steps + args.steps
@@ -392,21 +470,27 @@ def run_sparta(args, config: Path) -> dict:
         out = tmp / "run"
         cmd = [str(binary), "train", str(config), "--set", f"train.steps={total}",
                "--set", f"train.out={out}", "--set", f"train.threads={args.threads}"]
-        log(f"running sparta ({args.warmup_steps} warm-up + {args.steps} timed steps, {args.threads} threads): "
-            + " ".join(cmd))
-        res = run_child(cmd, dict(os.environ), "sparta train", args.timeout)
-        check_child(res, "sparta train")
+        if precision != "fp32" or config_precision is not None:
+            cmd += ["--set", f"train.precision={precision}"]
+        label = f"sparta train ({precision})"
+        log(f"running sparta {precision} ({args.warmup_steps} warm-up + {args.steps} timed steps, "
+            f"{args.threads} threads): " + " ".join(cmd))
+        res = run_child(cmd, dict(os.environ), label, args.timeout)
+        if res["rc"] != 0 and "unknown key 'train.precision'" in res["stderr"]:
+            raise BenchError(f"{binary} does not know train.precision (built before mixed precision); "
+                             f"with it only --precision fp32 runs")
+        check_child(res, label)
         recs = [r for r in read_metrics(out / "metrics.jsonl") if "tokens_per_s" in r]
         recs.sort(key=lambda r: r["step"])
         if len(recs) != total:
-            raise BenchError(f"sparta train logged {len(recs)} step records in {out / 'metrics.jsonl'}, "
+            raise BenchError(f"{label} logged {len(recs)} step records in {out / 'metrics.jsonl'}, "
                              f"expected {total}")
         timed = recs[args.warmup_steps:]
         tps = statistics.median(float(r["tokens_per_s"]) for r in timed)
         step_ms = statistics.median(float(r["step_ms"]) for r in timed) if all("step_ms" in r for r in timed) else None
-        result = {"tokens_per_s": tps, "step_ms": step_ms, "peak_rss_mib": res["peak_rss_mib"],
-                  "wall_s": res["wall_s"], "losses": [r.get("loss") for r in recs],
-                  "step_ms_all": [r.get("step_ms") for r in recs]}
+        result = {"precision": precision, "tokens_per_s": tps, "step_ms": step_ms,
+                  "peak_rss_mib": res["peak_rss_mib"], "wall_s": res["wall_s"],
+                  "losses": [r.get("loss") for r in recs], "step_ms_all": [r.get("step_ms") for r in recs]}
         return result
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -418,6 +502,10 @@ def fmt(v, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+def ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else a / b
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -426,10 +514,16 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=20, help="timed steps (default: %(default)s)")
     ap.add_argument("--warmup-steps", type=int, default=3,
                     help="steps run first and excluded from timing (default: %(default)s)")
-    ap.add_argument("--threads", type=int, default=2, help="threads for both sides (default: %(default)s)")
+    ap.add_argument("--threads", type=int, default=2, help="threads for every run (default: %(default)s)")
+    ap.add_argument("--precision", default="fp32",
+                    help=f"sparta runs, one per comma-separated train.precision: {', '.join(SPARTA_PRECISIONS)} "
+                         f"(default: %(default)s)")
+    ap.add_argument("--torch-precision", default="fp32,bf16",
+                    help="PyTorch runs, comma-separated: fp32 (float32) and/or bf16 (BF16 autocast around "
+                         "forward + loss, FP32 master weights) (default: %(default)s)")
     ap.add_argument("--json", action="store_true", help="print one JSON record as the last line")
     ap.add_argument("--skip-torch", action="store_true", help="run sparta only")
-    ap.add_argument("--skip-sparta", action="store_true", help="run PyTorch only")
+    ap.add_argument("--skip-sparta", action="store_true", help="run PyTorch only (no GEMM peaks either)")
     ap.add_argument("--openblas-coretype", default="auto",
                     help="PyTorch side: 'auto' (default) forces the best OpenBLAS kernels for this CPU when "
                          "OpenBLAS falls back to pre-AVX2 ones, 'keep' leaves OpenBLAS's choice, anything "
@@ -452,6 +546,11 @@ def main() -> int:
                              f"{args.warmup_steps}, {args.threads})")
         if args.skip_torch and args.skip_sparta:
             raise BenchError("--skip-torch and --skip-sparta together leave nothing to run")
+        # Both lists are checked even when --skip-* leaves one of them unused.
+        precisions = parse_precisions(args.precision, SPARTA_PRECISIONS, "--precision")
+        torch_precisions = parse_precisions(args.torch_precision, TORCH_PRECISIONS, "--torch-precision")
+        precisions = [] if args.skip_sparta else precisions
+        torch_precisions = [] if args.skip_torch else torch_precisions
         config = Path(args.config).resolve()
         c = load_bench_config(config)
         sys.path.insert(0, str(BENCH_DIR))
@@ -468,63 +567,114 @@ def main() -> int:
             log(f"WARNING: other processes kept {100 * busy:.0f}% of the CPUs busy just before the run; "
                 f"with {args.threads} threads every parallel region waits for the slowest one, so the "
                 f"numbers below are unreliable")
-        if not args.skip_sparta:  # fail fast on a missing binary, before the long PyTorch run
+        if precisions:  # fail fast on a missing or too old binary, before the long PyTorch runs
             check_sparta_binary(Path(args.sparta))
-        # The GEMM peak is measured before and after the training runs and the
+            if any(p != "fp32" for p in precisions):
+                check_sparta_precision_key(args, config)
+        # The GEMM peaks are measured before and after the training runs and the
         # higher rate kept: other load can only lower a measured peak.
-        gemm_runs = [] if args.skip_sparta else [measure_gemm(args)]
-        torch_r = None if args.skip_torch else run_torch(args, config)
-        sparta_r = None if args.skip_sparta else run_sparta(args, config)
-        if sparta_r:
-            gemm_runs.append(measure_gemm(args))
-            sparta_r["gemm"] = max(gemm_runs, key=lambda g: g["gflops"])
-            sparta_r["gemm_runs_gflops"] = [g["gflops"] for g in gemm_runs]
+        gemm_runs: dict[str, list[dict]] = {d: [] for d, _ in PEAK_DTYPES}
+        if precisions:
+            for d, _ in PEAK_DTYPES:
+                gemm_runs[d].append(measure_gemm(args, d))
+        torch_runs = run_torch_all(args, config, torch_precisions) if torch_precisions else {}
+        sparta_runs = {p: run_sparta(args, config, p, c["precision"]) for p in precisions}
+        if precisions:
+            for d, _ in PEAK_DTYPES:
+                gemm_runs[d].append(measure_gemm(args, d))
     except BenchError as e:
         print(f"bench_gpt: error: {e}", file=sys.stderr)
         return 1
 
-    peak = sparta_r["gemm"]["gflops"] if sparta_r else None
-    rows = []
-    for name, r in (("sparta", sparta_r), ("pytorch", torch_r)):
-        if r is None:
-            continue
+    gemm = {}
+    for d, _ in PEAK_DTYPES:
+        if gemm_runs[d]:
+            gemm[d] = dict(max(gemm_runs[d], key=lambda g: g["gflops"]))
+            gemm[d]["runs_gflops"] = [g["gflops"] for g in gemm_runs[d]]
+    peak32 = gemm["f32"]["gflops"] if "f32" in gemm else None
+    peak16 = gemm["bf16"]["gflops"] if "bf16" in gemm else None
+
+    runs = [("sparta", p, r) for p, r in sparta_runs.items()] + [("pytorch", p, r) for p, r in torch_runs.items()]
+    for impl, p, r in runs:
+        r["impl"] = impl
         r["gflops"] = fpt * r["tokens_per_s"] / 1e9
-        rows.append((name, r))
+        r["fraction_of_fp32_peak"] = ratio(r["gflops"], peak32)
+        r["fraction_of_bf16_peak"] = ratio(r["gflops"], peak16)
+
+    def pct(x):
+        return fmt(None if x is None else 100 * x, ".1f")
 
     print()
-    print(f"{'impl':<8} {'tokens/s':>10} {'step ms':>9} {'peak RSS MiB':>13} {'GFLOP/s':>9}")
-    for name, r in rows:
-        print(f"{name:<8} {r['tokens_per_s']:>10.0f} {fmt(r['step_ms'], '.1f'):>9} "
-              f"{r['peak_rss_mib']:>13.0f} {r['gflops']:>9.1f}")
+    print(f"{'run':<21} {'tokens/s':>9} {'step ms':>9} {'peak RSS MiB':>13} {'GFLOP/s':>8} "
+          f"{'% BF16 peak':>12} {'% FP32 peak':>12}")
+    for impl, p, r in runs:
+        name = f"{impl} {p}" + (" autocast" if impl == "pytorch" and p == "bf16" else "")
+        print(f"{name:<21} {r['tokens_per_s']:>9.0f} {fmt(r['step_ms'], '.1f'):>9} {r['peak_rss_mib']:>13.0f} "
+              f"{r['gflops']:>8.1f} {pct(r['fraction_of_bf16_peak']):>12} {pct(r['fraction_of_fp32_peak']):>12}")
+
+    if gemm:
+        g0 = next(iter(gemm.values()))
+        print(f"oneDNN GEMM peaks ({g0['m']}x{g0['n']}x{g0['k']}, {args.threads} threads; best of the runs "
+              f"before and after training):")
+        for d, label in PEAK_DTYPES:
+            g = gemm[d]
+            print(f"  {label}  {g['gflops']:.1f} GFLOP/s ({g.get('impl', '?')}; runs at "
+                  f"{', '.join(f'{x:.1f}' for x in g['runs_gflops'])})")
+
+    s32, t32, t16 = sparta_runs.get("fp32"), torch_runs.get("fp32"), torch_runs.get("bf16")
+    ratios = {}
+    for p, r in sparta_runs.items():
+        ratios[p] = {
+            "speed_vs_sparta_fp32": ratio(r["tokens_per_s"], s32 and s32["tokens_per_s"]),
+            "speed_vs_pytorch_fp32": ratio(r["tokens_per_s"], t32 and t32["tokens_per_s"]),
+            "speed_vs_pytorch_bf16": ratio(r["tokens_per_s"], t16 and t16["tokens_per_s"]),
+            "rss_vs_sparta_fp32": ratio(r["peak_rss_mib"], s32 and s32["peak_rss_mib"]),
+            "rss_vs_pytorch_fp32": ratio(r["peak_rss_mib"], t32 and t32["peak_rss_mib"]),
+        }
+    if ratios and (s32 or torch_runs):
+        print("ratios of each sparta run (tokens/s: > 1 means the sparta run is faster; peak RSS: < 1 means "
+              "it uses less):")
+        print(f"{'run':<21} {'vs sparta fp32':>15} {'vs pytorch fp32':>16} {'vs pytorch bf16':>16} "
+              f"{'RSS vs sparta fp32':>19}")
+
+        def x(v):
+            return fmt(v, ".2f") + ("x" if v is not None else "")
+        for p, q in ratios.items():
+            print(f"{'sparta ' + p:<21} {x(q['speed_vs_sparta_fp32']):>15} {x(q['speed_vs_pytorch_fp32']):>16} "
+                  f"{x(q['speed_vs_pytorch_bf16']):>16} {x(q['rss_vs_sparta_fp32']):>19}")
     speed = mem = None
-    if sparta_r and torch_r:
-        speed = sparta_r["tokens_per_s"] / torch_r["tokens_per_s"]
-        mem = sparta_r["peak_rss_mib"] / torch_r["peak_rss_mib"]
-        print(f"speed ratio sparta/pytorch:  {speed:.2f}x  (target >= 2x: {'met' if speed >= 2 else 'NOT met'})")
-        print(f"memory ratio sparta/pytorch: {mem:.2f}x  (target <= 1x: {'met' if mem <= 1 else 'NOT met'})")
-    if sparta_r:
-        g = sparta_r["gemm"]
-        print(f"sparta achieves {sparta_r['gflops']:.1f} GFLOP/s = {100 * sparta_r['gflops'] / peak:.1f}% of "
-              f"oneDNN FP32 GEMM peak ({peak:.1f} GFLOP/s, {g['m']}x{g['n']}x{g['k']}, {args.threads} threads; "
-              f"best of runs at {', '.join(f'{x:.1f}' for x in sparta_r['gemm_runs_gflops'])})")
-        if sparta_r["gflops"] > peak:
-            print("WARNING: sparta's training rate exceeds the measured GEMM peak, so the machine was busier "
-                  "while the peak was measured; rerun on an idle machine")
-    if torch_r:
-        extra = f" = {100 * torch_r['gflops'] / peak:.1f}% of that peak" if peak else ""
-        b = torch_r["blas"]
+    if s32 and t32:
+        speed = s32["tokens_per_s"] / t32["tokens_per_s"]
+        mem = s32["peak_rss_mib"] / t32["peak_rss_mib"]
+        print(f"speed ratio sparta fp32/pytorch fp32:  {speed:.2f}x  "
+              f"(target >= 2x: {'met' if speed >= 2 else 'NOT met'})")
+        print(f"memory ratio sparta fp32/pytorch fp32: {mem:.2f}x  (target <= 1x: {'met' if mem <= 1 else 'NOT met'})")
+    if torch_runs:
+        tr = next(iter(torch_runs.values()))
+        b = tr["blas"]
         blas = (f"{b['openblas']}, {b['threading']}" if b.get("openblas") else ", ".join(b["libraries"]) or "unknown BLAS")
-        core = torch_r.get("openblas_coretype")
-        print(f"pytorch achieves {torch_r['gflops']:.1f} GFLOP/s{extra} "
-              f"(torch {torch_r['torch_version']}, {blas}"
-              f"{', kernels forced to ' + core if core else ''}; "
-              f"{torch_r['rss_after_import_mib']:.0f} MiB RSS after import)")
+        core = tr.get("openblas_coretype")
+        print(f"pytorch: torch {tr['torch_version']}, FP32 GEMMs: {blas}"
+              f"{', kernels forced to ' + core if core else ''}; oneDNN (mkldnn) available: "
+              f"{'yes' if tr.get('mkldnn_available') else 'no'}; "
+              f"{tr['rss_after_import_mib']:.0f} MiB RSS after import")
+    for impl, p, r in runs:
+        # A training run cannot beat the GEMM peak of its products' type unless the
+        # machine was busier while that peak was measured.
+        limit = peak32 if p == "fp32" else peak16
+        if limit is not None and r["gflops"] > limit:
+            print(f"WARNING: {impl} {p}'s training rate exceeds the measured {'FP32' if p == 'fp32' else 'BF16'} "
+                  f"GEMM peak, so the machine was busier while the peak was measured; rerun on an idle machine")
 
     if args.json:
         record = {
             "config": str(config), "model": c, "steps": args.steps, "warmup_steps": args.warmup_steps,
-            "threads": args.threads, "cpu_busy_before": busy, "flops_per_token": fpt, "gemm_peak_gflops": peak,
-            "sparta": sparta_r, "pytorch": torch_r, "speed_ratio": speed, "memory_ratio": mem,
+            "threads": args.threads, "cpu_busy_before": busy, "flops_per_token": fpt,
+            "precisions": precisions, "torch_precisions": torch_precisions,
+            "gemm_peak_gflops": peak32, "gemm_peak_bf16_gflops": peak16, "gemm": gemm,
+            "runs": [r for _, _, r in runs],
+            "sparta": s32, "pytorch": t32, "speed_ratio": speed, "memory_ratio": mem,
+            "ratios": ratios,
         }
         print(json.dumps(record))
     return 0

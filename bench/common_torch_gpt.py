@@ -275,15 +275,25 @@ def lr_at(step: int, hp: TrainHParams) -> float:
 
 
 def train_step(model: GPT, opt: torch.optim.Optimizer, hp: TrainHParams, step: int,
-               tokens: torch.Tensor, targets: torch.Tensor) -> tuple[float, float, float]:
+               tokens: torch.Tensor, targets: torch.Tensor,
+               autocast_dtype: torch.dtype | None = None) -> tuple[float, float, float]:
     """One full step: forward, backward, clip, AdamW update at lr_at(step).
+
+    autocast_dtype (e.g. torch.bfloat16) runs forward + loss under
+    torch.autocast(device_type="cpu", dtype=autocast_dtype): mixed precision
+    with the model's own (FP32) weights as master weights, gradients, clipping
+    and optimizer unchanged. None (the default) runs in the model's dtype.
 
     Returns (loss before the update, gradient global norm before clipping, lr)."""
     lr = lr_at(step, hp)
     for group in opt.param_groups:
         group["lr"] = lr
     opt.zero_grad(set_to_none=True)
-    loss = model.loss(tokens, targets)
+    if autocast_dtype is None:
+        loss = model.loss(tokens, targets)
+    else:
+        with torch.autocast(device_type="cpu", dtype=autocast_dtype):
+            loss = model.loss(tokens, targets)
     loss.backward()
     if hp.grad_clip > 0:
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
