@@ -4,9 +4,25 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "nn/precision.h"
 #include "run/checkpoint_load.h"
 
 namespace sparta::cli {
+namespace {
+
+// {"mode": "bf16", "modules": {"h.0.attn.qkv": "bf16", ..., "head": "fp32"},
+//  "loss_scale": 65536.0 (fp16 with loss scaling, when checkpointed)}
+nlohmann::ordered_json precision_json(const Config& cfg, double loss_scale) {
+  const Precision p = parse_precision(cfg.train.precision);
+  nlohmann::ordered_json modules = nlohmann::ordered_json::object();
+  for (const std::string& name : matmul_module_names(cfg.model.n_layer))
+    modules[name] = matmul_precision_label(module_precision(p, cfg.precision.fp32, name));
+  nlohmann::ordered_json j = {{"mode", cfg.train.precision}, {"modules", modules}};
+  if (loss_scale > 0) j["loss_scale"] = loss_scale;
+  return j;
+}
+
+}  // namespace
 
 void add_info_command(CLI::App& app) {
   struct Args {
@@ -27,14 +43,19 @@ void add_info_command(CLI::App& app) {
                                   {"tokens_seen", ck.state.tokens_seen},
                                   {"tokenizer", ck.tokenizer->kind()},
                                   {"vocab_size", ck.tokenizer->vocab_size()},
+                                  {"precision", precision_json(ck.config, ck.state.loss_scale)},
                                   {"config", config_to_json(ck.config)}};
       std::printf("%s\n", j.dump(2).c_str());
       return;
     }
-    std::printf("checkpoint  %s\nstep        %lld\nparameters  %lld (%.2fM)\ntokens seen %lld\ntokenizer   %s, vocab %lld\n\n%s",
+    const std::string precision = precision_summary(parse_precision(ck.config.train.precision),
+                                                    ck.config.precision.fp32, ck.config.model.n_layer);
+    std::printf("checkpoint  %s\nstep        %lld\nparameters  %lld (%.2fM)\ntokens seen %lld\ntokenizer   %s, vocab %lld\n"
+                "precision   %s\n\n%s",
                 ck.dir.string().c_str(), static_cast<long long>(ck.state.step), params, params / 1e6,
                 static_cast<long long>(ck.state.tokens_seen), ck.tokenizer->kind().c_str(),
-                static_cast<long long>(ck.tokenizer->vocab_size()), config_to_toml(ck.config).c_str());
+                static_cast<long long>(ck.tokenizer->vocab_size()), precision.c_str(),
+                config_to_toml(ck.config).c_str());
   });
 }
 

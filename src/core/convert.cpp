@@ -1,5 +1,7 @@
 #include "core/convert.h"
 
+#include <omp.h>
+
 #include <immintrin.h>
 
 #include <algorithm>
@@ -87,7 +89,14 @@ constexpr int64_t kConvertChunk = 1 << 16;
 template <class Fn>
 void for_chunks(int64_t n, Fn fn) {
   const int64_t chunks = (n + kConvertChunk - 1) / kConvertChunk;
-#pragma omp parallel for schedule(static) if (chunks > 1)
+  // No parallel construct at all for one chunk or inside a parallel region:
+  // even a one-thread team costs libgomp a team start, and the per-run
+  // calls of the 16-bit kernels (ops/gelu.cpp) made that cost dominate.
+  if (chunks <= 1 || omp_in_parallel()) {
+    for (int64_t c = 0; c < chunks; ++c) fn(c * kConvertChunk, std::min(kConvertChunk, n - c * kConvertChunk));
+    return;
+  }
+#pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < chunks; ++c) fn(c * kConvertChunk, std::min(kConvertChunk, n - c * kConvertChunk));
 }
 

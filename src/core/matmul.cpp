@@ -107,7 +107,7 @@ Problem make_problem(const Dims& d, const MatRef& a, const MatRef& b, const MatO
 
 struct Primitive {
   std::optional<dnnl::matmul> matmul;  // empty: oneDNN has no implementation of this problem
-  memory::desc a, b, bias, c;
+  memory::desc a, b, bias, c, scratchpad;
   std::string impl;
 };
 
@@ -137,11 +137,16 @@ std::shared_ptr<const Primitive> create_primitive(const Problem& p) {
   if (p.gelu) post_ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_tanh, 0.0f, 0.0f);
   dnnl::primitive_attr attr;
   attr.set_post_ops(post_ops);
+  // Our scratchpad, not oneDNN's: with the library's own, every execution
+  // of a BF16 (brgemm) primitive allocates and page-faults its buffers anew,
+  // which cost as much time as the products at the bench GPT's sizes.
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   try {
     const auto desc = p.bias ? dnnl::matmul::desc(prim->a, prim->b, prim->bias, prim->c)
                              : dnnl::matmul::desc(prim->a, prim->b, prim->c);
     const dnnl::matmul::primitive_desc pd(desc, attr, cpu_engine());
     prim->impl = pd.impl_info_str();
+    prim->scratchpad = pd.scratchpad_desc();
     prim->matmul.emplace(pd);
   } catch (const dnnl::error& e) {
     SPARTA_CHECK(e.status == dnnl_unimplemented && p.ab != DType::F32, "[matmul] oneDNN could not create a ",
@@ -165,6 +170,13 @@ void execute(const Primitive& prim, const void* a, const void* b, const float* b
                                        {DNNL_ARG_WEIGHTS, memory(prim.b, engine, const_cast<void*>(b))},
                                        {DNNL_ARG_DST, memory(prim.c, engine, c)}};
   if (bias) args.emplace(DNNL_ARG_BIAS, memory(prim.bias, engine, const_cast<float*>(bias)));
+  // One per calling thread, kept between calls and grown to the largest
+  // primitive's need (concurrent executions never share it).
+  thread_local std::vector<std::byte> scratchpad;
+  if (const size_t bytes = prim.scratchpad.get_size(); bytes > 0) {
+    if (scratchpad.size() < bytes) scratchpad.resize(bytes);
+    args.emplace(DNNL_ARG_SCRATCHPAD, memory(prim.scratchpad, engine, scratchpad.data()));
+  }
   try {
     prim.matmul->execute(thread_stream(), args);
     thread_stream().wait();

@@ -24,11 +24,11 @@ double lm_forward_backward(GPT& model, GPTActivations& acts, const int32_t* toke
 }
 
 float lm_loss_and_gradients(GPT& model, GPTActivations& acts, const int32_t* tokens, const int32_t* targets,
-                            int64_t B, int64_t T, uint64_t selection_seed, int64_t micro_batches) {
+                            int64_t B, int64_t T, uint64_t selection_seed, int64_t micro_batches, double loss_scale) {
   const int64_t rows = B * T, counted = count_targets(targets, micro_batches * rows);
   SPARTA_CHECK(counted > 0, "[gpt] the batch has no target tokens (all targets are ignored)");
   model.params().zero_grad();
-  const float scale = 1.0f / static_cast<float>(counted);
+  const float scale = static_cast<float>(loss_scale / static_cast<double>(counted));
   double sum = 0.0;
   for (int64_t m = 0; m < micro_batches; ++m)
     sum += lm_forward_backward(model, acts, tokens + m * rows, targets + m * rows, B, T, scale, selection_seed,

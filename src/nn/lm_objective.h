@@ -23,10 +23,12 @@ double lm_forward_backward(GPT& model, GPTActivations& acts, const int32_t* toke
 // One optimizer step's gradients from `micro_batches` micro-batches of B
 // rows (tokens/targets hold micro_batches·B rows): zeroes the gradients once,
 // then each micro-batch adds its share scaled by 1 / (targets counted over
-// the whole step). Returns the mean loss over the step. sparta::Error if no
-// target counts.
+// the whole step), times loss_scale (fp16 loss scaling: the gradients come
+// out multiplied by it; train/loss_scaler.h divides them again). Returns the
+// mean loss over the step (unscaled). sparta::Error if no target counts.
 float lm_loss_and_gradients(GPT& model, GPTActivations& acts, const int32_t* tokens, const int32_t* targets,
-                            int64_t B, int64_t T, uint64_t selection_seed = 0, int64_t micro_batches = 1);
+                            int64_t B, int64_t T, uint64_t selection_seed = 0, int64_t micro_batches = 1,
+                            double loss_scale = 1.0);
 
 // Evaluation (Infer mode unless acts already hold Train-mode buffers that
 // fit): the SUM of token losses; *count = targets counted.

@@ -5,12 +5,13 @@
 namespace sparta {
 
 namespace {
-constexpr Precision kAll[] = {Precision::FP32, Precision::BF16, Precision::FP32Fast};
+constexpr Precision kAll[] = {Precision::FP32, Precision::BF16, Precision::FP16, Precision::FP32Fast};
 }  // namespace
 
 std::string_view precision_name(Precision p) {
   switch (p) {
     case Precision::BF16: return "bf16";
+    case Precision::FP16: return "fp16";
     case Precision::FP32Fast: return "fp32-fast";
     default: return "fp32";
   }
@@ -56,7 +57,7 @@ MatmulPrecision module_precision(Precision p, const std::vector<std::string>& fp
   for (const std::string& pattern : fp32_modules)
     if (glob_match(pattern, name)) return {};
   if (p == Precision::FP32Fast) return {DType::F32, MatmulMath::Bf16};
-  return {DType::BF16, MatmulMath::Strict};
+  return {p == Precision::FP16 ? DType::F16 : DType::BF16, MatmulMath::Strict};
 }
 
 std::vector<std::string> matmul_module_names(int64_t n_layer) {
@@ -66,6 +67,30 @@ std::vector<std::string> matmul_module_names(int64_t n_layer) {
       names.push_back("h." + std::to_string(l) + "." + m);
   names.push_back("head");
   return names;
+}
+
+std::string matmul_precision_label(const MatmulPrecision& m) {
+  if (m.operands == DType::BF16) return "bf16";
+  if (m.operands == DType::F16) return "fp16";
+  return m.math == MatmulMath::Bf16 ? "fp32 (bf16 math)" : "fp32";
+}
+
+std::string precision_summary(Precision p, const std::vector<std::string>& fp32_modules, int64_t n_layer) {
+  const std::vector<std::string> names = matmul_module_names(n_layer);
+  std::string kept;
+  int64_t reduced = 0;
+  for (const std::string& n : names) {
+    if (module_precision(p, fp32_modules, n) != MatmulPrecision{}) {
+      ++reduced;
+    } else if (p != Precision::FP32) {
+      kept += (kept.empty() ? "" : ", ") + n;
+    }
+  }
+  std::string out(precision_name(p));
+  if (p == Precision::FP32) return out + ": every matrix product in FP32";
+  out += cat(": ", reduced, " of ", names.size(), " matrix products ",
+             p == Precision::FP32Fast ? "with BF16 math" : "with 16-bit operands");
+  return out + "; FP32: " + (kept.empty() ? "none" : kept);
 }
 
 void check_fp32_modules(const std::vector<std::string>& fp32_modules, int64_t n_layer) {

@@ -36,6 +36,8 @@ GPTConfig gpt_config_from(const Config& cfg, int64_t vocab_size) {
   g.dsa = cfg.model.dsa;
   g.rope_base = static_cast<float>(cfg.model.rope_base);
   g.rope_dims = cfg.model.rope_dims;
+  g.precision = parse_precision(cfg.train.precision);
+  g.fp32_modules = cfg.precision.fp32;
   return g;
 }
 
@@ -140,8 +142,20 @@ LoadedCheckpoint load_checkpoint(const fs::path& path, const std::vector<std::st
     const int64_t* cur = s.get("data_cursor", {2}, DType::I64).data<int64_t>();
     out.state.cursor = {cur[0], cur[1]};
     out.state.tokens_seen = checkpoint_metadata_int(s, "tokens_seen", 0);
+    out.state.loss_scale_good_steps = checkpoint_metadata_int(s, "loss_scale_good_steps", 0);
+    if (auto it = s.metadata().find("loss_scale"); it != s.metadata().end()) {
+      const std::string& text = it->second;
+      double v = 0;
+      const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+      SPARTA_CHECK(ec == std::errc() && end == text.data() + text.size() && std::isfinite(v) && v > 0,
+                   "[checkpoint] ", state_file.string(), ": metadata 'loss_scale' is '", text.substr(0, 40),
+                   "', not a positive number");
+      out.state.loss_scale = v;
+    }
     SPARTA_CHECK(out.state.step >= 0 && out.state.cursor.epoch >= 0 && out.state.cursor.index >= 0,
                  "[checkpoint] ", state_file.string(), ": negative step or data position");
+    SPARTA_CHECK(out.state.loss_scale_good_steps >= 0, "[checkpoint] ", state_file.string(),
+                 ": metadata 'loss_scale_good_steps' is negative");
     SPARTA_CHECK(out.state.tokens_seen >= 0, "[checkpoint] ", state_file.string(), ": metadata 'tokens_seen' is ",
                  out.state.tokens_seen, ", negative");
   }

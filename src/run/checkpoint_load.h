@@ -26,6 +26,11 @@ struct TrainState {
   std::array<uint64_t, 4> rng{};
   DataCursor cursor;
   int64_t tokens_seen = 0;
+  // fp16 dynamic loss scaling (train/loss_scaler.h): the scale and its
+  // growth counter; loss_scale 0 = none saved (another precision, or a
+  // checkpoint from before loss scaling).
+  double loss_scale = 0.0;
+  int64_t loss_scale_good_steps = 0;
 };
 
 GPTConfig gpt_config_from(const Config& cfg, int64_t vocab_size);

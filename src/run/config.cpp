@@ -15,6 +15,7 @@
 #include "data/utf8.h"
 #include "io/atomic_file.h"
 #include "ops/attention_registry.h"
+#include "nn/precision.h"
 #include "run/toml_guard.h"
 
 namespace sparta {
@@ -23,7 +24,7 @@ namespace {
 // One descriptor per key: how to set it from a TOML node or a --set string,
 // and how to print it back. A single table keeps parse, override and
 // serialisation in agreement.
-enum class Kind { Int, Float, Bool, String };
+enum class Kind { Int, Float, Bool, String, StringList };
 
 struct Key {
   std::string section, name;
@@ -149,6 +150,57 @@ Key make_key(std::string section, std::string name, Field field) {
     };
     k.print = [=](const Config& c) { return std::string(field(c) ? "true" : "false"); };
     k.to_json = [=](const Config& c) { return nlohmann::ordered_json(field(c)); };
+  } else if constexpr (std::is_same_v<V, std::vector<std::string>>) {
+    k.kind = Kind::StringList;
+    k.set_node = [=](Config& c, const toml::node& n) {
+      const toml::array* arr = n.as_array();
+      SPARTA_CHECK(arr, "[config] ", where, " must be an array of strings, e.g. [\"head\"]");
+      std::vector<std::string> v;
+      for (const toml::node& e : *arr) {
+        auto s = e.value_exact<std::string>();
+        SPARTA_CHECK(s.has_value(), "[config] ", where, " must be an array of strings, e.g. [\"head\"]");
+        v.push_back(*s);
+      }
+      field(c) = v;
+    };
+    // --set accepts a TOML array (["head", "h.0.*"]) or a comma-separated
+    // list (head,h.0.*); "" or [] is the empty list.
+    k.set_text = [=](Config& c, const std::string& s) {
+      std::vector<std::string> v;
+      if (!s.empty() && s.front() == '[') {
+        toml::table t;
+        try {
+          t = toml::parse("v = " + s);
+        } catch (const toml::parse_error& e) {
+          throw Error(cat("[config] ", where, " must be an array of strings, got '", s, "': ", e.description()));
+        }
+        const toml::array* arr = t["v"].as_array();
+        SPARTA_CHECK(arr, "[config] ", where, " must be an array of strings, got '", s, "'");
+        for (const toml::node& e : *arr) {
+          auto str = e.value_exact<std::string>();
+          SPARTA_CHECK(str.has_value(), "[config] ", where, " must be an array of strings, got '", s, "'");
+          v.push_back(*str);
+        }
+      } else {
+        for (size_t start = 0; start < s.size();) {
+          const size_t comma = s.find(',', start);
+          const size_t end = comma == std::string::npos ? s.size() : comma;
+          v.push_back(s.substr(start, end - start));
+          start = end + 1;
+        }
+      }
+      for (const std::string& e : v) {
+        SPARTA_CHECK(utf8_first_invalid(e) == e.size(), "[config] ", where, " must be UTF-8 text");
+        SPARTA_CHECK(!e.empty(), "[config] ", where, " has an empty entry in '", s, "'");
+      }
+      field(c) = v;
+    };
+    k.print = [=](const Config& c) {
+      std::string out = "[";
+      for (const std::string& e : field(c)) out += (out.size() > 1 ? ", " : "") + quote(e);
+      return out + "]";
+    };
+    k.to_json = [=](const Config& c) { return nlohmann::ordered_json(field(c)); };
   } else {
     k.kind = Kind::String;
     k.set_node = [=](Config& c, const toml::node& n) {
@@ -228,9 +280,27 @@ const std::vector<Key>& keys() {
     t.push_back(make_key("train", "eval_batches", [](auto& c) -> auto& { return c.train.eval_batches; }));
     t.push_back(make_key("train", "init_from", [](auto& c) -> auto& { return c.train.init_from; }));
     t.push_back(make_key("train", "max_bad_steps", [](auto& c) -> auto& { return c.train.max_bad_steps; }));
+    t.push_back(make_key("train", "precision", [](auto& c) -> auto& { return c.train.precision; }));
+    t.push_back(make_key("precision", "fp32", [](auto& c) -> auto& { return c.precision.fp32; }));
+    t.push_back(make_key("precision", "loss_scaling", [](auto& c) -> auto& { return c.precision.loss_scaling; }));
+    t.push_back(make_key("precision", "init_scale", [](auto& c) -> auto& { return c.precision.init_scale; }));
+    t.push_back(make_key("precision", "growth_factor", [](auto& c) -> auto& { return c.precision.growth_factor; }));
+    t.push_back(make_key("precision", "backoff_factor", [](auto& c) -> auto& { return c.precision.backoff_factor; }));
+    t.push_back(make_key("precision", "growth_interval", [](auto& c) -> auto& { return c.precision.growth_interval; }));
     return t;
   }();
   return table;
+}
+
+// "model, model.dsa, tokenizer, data, train, precision": the sections in table order.
+std::string known_sections() {
+  std::string s, last;
+  for (const Key& k : keys())
+    if (k.section != last) {
+      s += (s.empty() ? "" : ", ") + k.section;
+      last = k.section;
+    }
+  return s;
 }
 
 std::string known_in(const std::string& section) {
@@ -254,7 +324,7 @@ const Key* find_key(const std::string& section, const std::string& name) {
 
 const Key& require_key(const std::string& section, const std::string& name) {
   SPARTA_CHECK(is_section(section), "[config] unknown section [", section,
-               "] (known: model, model.dsa, tokenizer, data, train)");
+               "] (known: ", known_sections(), ")");
   const Key* k = find_key(section, name);
   SPARTA_CHECK(k, "[config] unknown key '", section, ".", name, "' (known keys in [", section,
                "]: ", known_in(section), ")");
@@ -307,7 +377,7 @@ Config parse_config(std::string_view toml_text, const std::string& source,
   for (auto&& [sec_name, sec_node] : root) {
     std::string section(sec_name.str());
     SPARTA_CHECK(is_section(section), "[config] ", source, ": unknown section [", section,
-                 "] (known: model, model.dsa, tokenizer, data, train)");
+                 "] (known: ", known_sections(), ")");
     const toml::table* tbl = sec_node.as_table();
     SPARTA_CHECK(tbl, "[config] ", source, ": '", section, "' must be a table ([", section, "])");
     parse_table(cfg, *tbl, section, source);
@@ -404,6 +474,30 @@ void validate_config(const Config& c) {
   SPARTA_CHECK(t.keep_checkpoints >= 1, "[config] train.keep_checkpoints must be >= 1, got ", t.keep_checkpoints);
   SPARTA_CHECK(t.eval_batches >= 0, "[config] train.eval_batches must be >= 0, got ", t.eval_batches);
   SPARTA_CHECK(t.max_bad_steps >= 1, "[config] train.max_bad_steps must be >= 1, got ", t.max_bad_steps);
+  try {
+    parse_precision(t.precision);
+  } catch (const Error& e) {
+    throw Error(cat("[config] train.precision: ", e.what()));
+  }
+  try {
+    check_fp32_modules(c.precision.fp32, m.n_layer);
+  } catch (const Error& e) {
+    throw Error(cat("[config] ", e.what()));
+  }
+  // The DSA scorer's auxiliary gradient is formed inside the attention
+  // backward, outside the scaled loss gradient.
+  SPARTA_CHECK(!(t.precision == "fp16" && c.precision.loss_scaling && m.dsa.scorer_loss > 0.0 &&
+                 m.attention == "dsa"),
+               "[config] train.precision = \"fp16\" with loss scaling does not support model.dsa.scorer_loss > 0 "
+               "yet; use bf16 (no loss scaling needed) or set model.dsa.scorer_loss = 0");
+  const PrecisionConfig& p = c.precision;
+  SPARTA_CHECK(p.init_scale >= 1.0 && p.init_scale <= 1e30, "[config] precision.init_scale must be in [1, 1e30], got ",
+               p.init_scale);
+  SPARTA_CHECK(p.growth_factor >= 1.0 && p.growth_factor <= 1e6, "[config] precision.growth_factor must be in [1, 1e6], got ",
+               p.growth_factor);
+  SPARTA_CHECK(p.backoff_factor > 0.0 && p.backoff_factor < 1.0,
+               "[config] precision.backoff_factor must be in (0, 1), got ", p.backoff_factor);
+  SPARTA_CHECK(p.growth_interval >= 1, "[config] precision.growth_interval must be >= 1, got ", p.growth_interval);
 }
 
 std::vector<std::string> config_warnings(const Config& c) {

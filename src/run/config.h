@@ -72,6 +72,23 @@ struct TrainConfig {
   // init; "" = none. Its model shape and tokenizer must match; model.context
   // and the attention settings may differ. Optimizer and step start fresh.
   std::string init_from;
+  // What the matrix products compute in: "fp32" | "bf16" | "fp16" |
+  // "fp32-fast" (nn/precision.h; docs/config.md). Master weights, optimizer
+  // state and checkpoints are FP32 in every precision.
+  std::string precision = "fp32";
+};
+
+// [precision]: the per-module policy and fp16's dynamic loss scaling
+// (PyTorch GradScaler semantics; train/loss_scaler.h).
+struct PrecisionConfig {
+  // Matrix-product modules kept FP32 under bf16/fp16/fp32-fast, as glob
+  // patterns over h.<layer>.attn.qkv|attn.proj|mlp.fc|mlp.proj and head.
+  std::vector<std::string> fp32 = {"head"};
+  bool loss_scaling = true;       // fp16 only: scale the loss, unscale the gradients
+  double init_scale = 65536.0;    // 2^16
+  double growth_factor = 2.0;     // after growth_interval finite steps in a row
+  double backoff_factor = 0.5;    // on a step with an inf/NaN gradient (skipped)
+  int64_t growth_interval = 2000;
 };
 
 struct Config {
@@ -79,6 +96,7 @@ struct Config {
   TokenizerConfig tokenizer;
   DataConfig data;
   TrainConfig train;
+  PrecisionConfig precision;
 };
 
 // Parses TOML text (`source` names it in errors), applies overrides of the

@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <cstring>
+#include <map>
 #include <optional>
 
 #include "core/error.h"
@@ -56,9 +57,14 @@ fs::path save_checkpoint(const fs::path& out_dir, const Config& cfg, GPT& model,
         Tensor t_cur = Tensor::empty({2}, DType::I64);
         t_cur.data<int64_t>()[0] = st.cursor.epoch;
         t_cur.data<int64_t>()[1] = st.cursor.index;
+        std::map<std::string, std::string> meta = {{"tokens_seen", std::to_string(st.tokens_seen)}};
+        if (st.loss_scale > 0) {
+          char buf[32];
+          meta["loss_scale"] = std::string(buf, std::to_chars(buf, buf + sizeof buf, st.loss_scale).ptr);
+          meta["loss_scale_good_steps"] = std::to_string(st.loss_scale_good_steps);
+        }
         write_safetensors(dir / "train_state.safetensors",
-                          {{"step", t_step}, {"rng", t_rng}, {"data_cursor", t_cur}},
-                          {{"tokens_seen", std::to_string(st.tokens_seen)}});
+                          {{"step", t_step}, {"rng", t_rng}, {"data_cursor", t_cur}}, meta);
         write_file_atomic(dir / "config.toml", config_to_toml(cfg));
         tok.save(dir);
       },

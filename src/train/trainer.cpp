@@ -28,6 +28,7 @@
 #include "run/checkpoint_load.h"
 #include "run/run_setup.h"
 #include "train/checkpoint_save.h"
+#include "train/loss_scaler.h"
 #include "train/lr_schedule.h"
 #include "train/optimizer.h"
 #include "train/train_memory.h"
@@ -299,6 +300,15 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
   const int64_t stop = opt.until > 0 ? std::min(opt.until, total) : total;
   int64_t saved_step = latest ? state.step : -1;
   int64_t bad_in_row = 0;
+  // fp16 dynamic loss scaling; its state lives in TrainState (checkpointed).
+  std::optional<LossScaler> scaler;
+  if (parse_precision(cfg.train.precision) == Precision::FP16 && cfg.precision.loss_scaling) {
+    scaler.emplace(LossScalerConfig{cfg.precision.init_scale, cfg.precision.growth_factor,
+                                    cfg.precision.backoff_factor, cfg.precision.growth_interval});
+    if (state.loss_scale > 0) scaler->restore(state.loss_scale, state.loss_scale_good_steps);
+  } else {
+    state.loss_scale = 0.0;
+  }
   for (int64_t step = state.step; step < stop; ++step) {
     auto t0 = clock::now();
     // The whole step's rows are drawn at once, so grad_accum micro-batches of
@@ -312,18 +322,37 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
     // Exploration noise of sparse attention: a pure function of (seed, step),
     // so a resumed run draws exactly what the uninterrupted one did.
     const uint64_t selection_seed = (seed * 0xd1342543de82ef95ULL + static_cast<uint64_t>(step)) | 1;
-    const float loss = lm_loss_and_gradients(*model, acts, inputs.data(), targets.data(), B, T, selection_seed, accum);
-    const double norm = std::isfinite(loss)
+    const double scale_used = scaler ? scaler->scale() : 1.0;
+    const float loss =
+        lm_loss_and_gradients(*model, acts, inputs.data(), targets.data(), B, T, selection_seed, accum, scale_used);
+    // fp16: back to true gradients; an inf/NaN among them means the scale
+    // was too large for FP16's range: the step is skipped, the scale lowered.
+    bool overflow = false;
+    if (scaler) {
+      overflow = !std::isfinite(loss) ||
+                 !LossScaler::unscale(model->params().grad(), model->params().size(), scale_used);
+      scaler->update(overflow);
+      state.loss_scale = scaler->scale();
+      state.loss_scale_good_steps = scaler->good_steps();
+    }
+    const double norm = std::isfinite(loss) && !overflow
                             ? ops::clip_grad_norm(model->params().grad(), model->params().size(), cfg.train.grad_clip)
                             : std::nan("");
     // A non-finite loss or gradient would poison the weights and the AdamW
     // moments for good: skip the update; several in a row mean divergence.
-    const bool skipped = !std::isfinite(loss) || !std::isfinite(norm);
+    const bool skipped = !std::isfinite(loss) || overflow || !std::isfinite(norm);
     std::string skip_reason;
     if (skipped) {
       const auto text = [](double v) { return std::isnan(v) ? "NaN" : v > 0 ? "+inf" : "-inf"; };
-      skip_reason = !std::isfinite(loss) ? cat("loss is ", text(loss)) : cat("gradient norm is ", text(norm));
-      ++bad_in_row;
+      if (!std::isfinite(loss))
+        skip_reason = cat("loss is ", text(loss));
+      else if (overflow)
+        skip_reason = cat("gradient overflow at loss scale ", scale_used, "; scale lowered to ", scaler->scale());
+      else
+        skip_reason = cat("gradient norm is ", text(norm));
+      // Backing off from too large a scale is routine; a scale below 1
+      // that still overflows is divergence like any other.
+      if (!overflow || !std::isfinite(loss) || scale_used < 1.0) ++bad_in_row;
       report.step_skipped(step + 1, skip_reason);
     } else {
       bad_in_row = 0;
@@ -341,6 +370,10 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
                               {"tokens_per_s", tps}, {"step_ms", secs * 1e3}}
                        : json{{"step", state.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
                               {"tokens_per_s", tps}, {"step_ms", secs * 1e3}};
+    if (scaler) {
+      rec["loss_scale"] = scale_used;
+      rec["skipped"] = skipped;
+    }
     if (skipped && bad_in_row >= cfg.train.max_bad_steps) {
       metrics << rec.dump() << "\n";
       metrics.flush();

@@ -75,6 +75,11 @@ def losses(metrics_path):
     return out
 
 
+def records(metrics_path):
+    with open(metrics_path) as f:
+        return [json.loads(line) for line in f]
+
+
 class CliCase(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="sparta_cli_")
@@ -417,6 +422,106 @@ class TaskTest(CliCase):
         self.assertIn("data.task", p.stderr)
         p = run(["eval", "--checkpoint", out, "--task", "passkey", "--set", "model.context=32"], check=False)
         self.assertNotEqual(p.returncode, 0)
+
+
+class PrecisionTest(CliCase):
+    """train.precision end to end: bf16/fp16/fp32-fast train, resume bit-exact,
+    record the policy, run in another precision, and fp16's loss scaler."""
+
+    def test_reduced_precision_trains_and_resumes_bit_exact(self):
+        for prec in ("bf16", "fp16", "fp32-fast"):
+            sets = ["--set", f"train.precision={prec}", "--set", "precision.fp32=[]"]
+            cfg_a, out_a = self.config(f"{prec}_straight", steps=8, eval_every=4, ckpt_every=3)
+            run(["train", cfg_a, "--quiet"] + sets)
+            cfg_b, out_b = self.config(f"{prec}_resumed", steps=8, eval_every=4, ckpt_every=3)
+            run(["train", cfg_b, "--quiet", "--until", "4"] + sets)
+            run(["train", cfg_b, "--quiet", "--resume"])
+            a, b = losses(os.path.join(out_a, "metrics.jsonl")), losses(os.path.join(out_b, "metrics.jsonl"))
+            self.assertEqual(len(a), 8, prec)
+            self.assertEqual(a, b, prec)
+            info = json.loads(run(["info", "--checkpoint", out_b, "--json"]).stdout)
+            self.assertEqual(info["config"]["train"]["precision"], prec)
+            self.assertEqual(info["config"]["precision"]["fp32"], [])
+            self.assertEqual(info["precision"]["mode"], prec)
+            expect = {"bf16": "bf16", "fp16": "fp16", "fp32-fast": "fp32 (bf16 math)"}[prec]
+            self.assertEqual(set(info["precision"]["modules"].values()), {expect})
+            recs = records(os.path.join(out_b, "metrics.jsonl"))
+            if prec == "fp16":
+                self.assertTrue(all(r["loss_scale"] == 65536.0 and r["skipped"] is False for r in recs))
+                self.assertEqual(info["precision"]["loss_scale"], 65536.0)
+            else:
+                self.assertTrue(all("loss_scale" not in r for r in recs))
+        # The reduced precisions are not the FP32 run (the test can fail),
+        # but close to it after 8 steps.
+        cfg, out = self.config("fp32_ref", steps=8, eval_every=4, ckpt_every=0)
+        run(["train", cfg, "--quiet"])
+        ref = losses(os.path.join(out, "metrics.jsonl"))
+        bf16 = losses(os.path.join(self.tmp, "bf16_straight", "metrics.jsonl"))
+        self.assertNotEqual(ref, bf16)
+        for (_, l32, _), (_, l16, _) in zip(ref, bf16):
+            self.assertAlmostEqual(float(l32), float(l16), delta=0.02 * float(l32))
+
+    def test_policy_is_shown_and_eval_runs_in_another_precision(self):
+        cfg, out = self.config("bf16_run", steps=3, eval_every=0, ckpt_every=0)
+        run(["train", cfg, "--quiet", "--set", "train.precision=bf16"])
+        text = run(["info", "--checkpoint", out]).stdout
+        self.assertIn("precision   bf16: 4 of 5 matrix products with 16-bit operands; FP32: head", text)
+        self.assertIn('precision = "bf16"', text)
+        self.assertIn('fp32 = ["head"]', text)
+        evals = {}
+        for prec in ("fp32", "bf16", "fp16", "fp32-fast"):
+            evals[prec] = json.loads(run(["eval", "--checkpoint", out, "--data", self.corpus, "--json",
+                                          "--set", f"train.precision={prec}"]).stdout)["loss"]
+        self.assertEqual(len(set(evals.values())), 4, evals)  # each really ran in its precision
+        for prec, loss in evals.items():
+            self.assertAlmostEqual(loss, evals["fp32"], delta=0.01 * evals["fp32"], msg=prec)
+        g = run(["generate", "--checkpoint", out, "--prompt", "the ", "--max-tokens", "8", "--temperature", "0",
+                 "--set", "train.precision=fp32"])
+        self.assertTrue(g.stdout.startswith("the "))
+
+    def test_fp16_overflow_skips_the_step_and_lowers_the_scale(self):
+        # A scale of 1e12 makes the 16-bit gradients overflow: those steps are
+        # skipped (no update) and the scale backs off until they fit; two
+        # clean steps in a row then double it.
+        cfg, out = self.config("fp16_scaler", steps=12, eval_every=0, ckpt_every=0)
+        p = run(["train", cfg, "--set", "train.precision=fp16", "--set", "precision.init_scale=1e12",
+                 "--set", "precision.backoff_factor=0.01", "--set", "precision.growth_interval=2"])
+        recs = records(os.path.join(out, "metrics.jsonl"))
+        self.assertEqual(len(recs), 12)
+        skipped = [r for r in recs if r["skipped"]]
+        self.assertGreaterEqual(len(skipped), 1)
+        self.assertEqual(recs[0]["loss_scale"], 1e12)
+        self.assertTrue(recs[0]["skipped"])
+        self.assertIn("gradient overflow at loss scale", recs[0]["reason"])
+        self.assertIn("gradient overflow", p.stderr)
+        # The scale each step used follows GradScaler's rule from the skips.
+        scale, good = 1e12, 0
+        for r in recs:
+            self.assertEqual(r["loss_scale"], scale, r)
+            self.assertEqual("loss" in r, not r["skipped"], r)
+            if r["skipped"]:
+                scale, good = scale * 0.01, 0
+            else:
+                good += 1
+                if good == 2:
+                    scale, good = scale * 2, 0
+        self.assertGreaterEqual(sum(not r["skipped"] for r in recs), 6)
+
+    def test_precision_errors(self):
+        cfg, _ = self.config("prec_bad")
+        for sets, needle in ((["train.precision=fp8"], 'unknown precision "fp8"'),
+                             (["precision.fp32=h.7.*"], '"h.7.*" matches no matrix-product module'),
+                             (["precision.fp32=[1]"], "precision.fp32 must be an array of strings"),
+                             (["precision.backoff_factor=1.5"], "precision.backoff_factor must be in (0, 1)"),
+                             (["train.precision=fp16", "model.attention=dsa", "model.dsa.summary=true",
+                               "model.dsa.scorer_loss=0.1"], "does not support model.dsa.scorer_loss")):
+            args = ["train", cfg, "--quiet"]
+            for s in sets:
+                args += ["--set", s]
+            p = run(args, check=False)
+            self.assertNotEqual(p.returncode, 0, sets)
+            self.assertIn(needle, p.stderr)
+            self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
 
 
 if __name__ == "__main__":

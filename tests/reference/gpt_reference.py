@@ -21,6 +21,8 @@ File contents (float tensors F32, integer tensors I32), in this order:
     tokens, targets        (B, T)  targets[b, t] = tokens of position t + 1
     logits                 (B, T, V)
     loss                   (1,)    mean cross-entropy over all B*T positions
+    logits_bf16_autocast   (B, T, V) the float32 model under torch.autocast(cpu, bfloat16)
+    loss_bf16_autocast     (1,)    its loss
     grad.<param>           gradient of `loss`
     adamw_losses           (10,)   loss before each of 10 AdamW steps on the same batch
     adamw_lrs              (10,)   learning rate used by each step
@@ -324,11 +326,29 @@ def main() -> int:
     for s, lr in enumerate(lrs):
         assert math.isclose(lr, lr_at(s, HP)), (s, lr)
 
+    # The same model in float32 under PyTorch's BF16 autocast (its linear
+    # layers, attention products and LM head in BF16): what sparta's bf16
+    # precision is compared with, besides the float64 truth.
+    model32 = GPT(CFG, dtype=torch.float32)
+    with torch.no_grad():
+        for n, p in model32.named_parameters():
+            p.copy_(start[n].float())
+    with torch.no_grad(), torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        logits_ac = model32(tokens)
+        loss_ac = torch.nn.functional.cross_entropy(logits_ac.float().reshape(-1, CFG.vocab_size),
+                                                    targets.reshape(-1))
+    ac_err = float((logits_ac.double() - logits).abs().max())
+    # Autocast must have changed the numbers (or the comparison tests nothing)
+    # yet stay near the truth.
+    assert 1e-4 < ac_err < 0.5, f"BF16 autocast logits differ from float64 by {ac_err}"
+
     f32 = lambda t: t.detach().numpy().astype(np.float32)  # noqa: E731
     i32 = lambda t: t.numpy().astype(np.int32)             # noqa: E731
     tensors: list[tuple[str, np.ndarray]] = [(n, f32(start[n])) for n in names]
     tensors += [("tokens", i32(tokens)), ("targets", i32(targets)),
-                ("logits", f32(logits)), ("loss", np.array([float(loss)], dtype=np.float32))]
+                ("logits", f32(logits)), ("loss", np.array([float(loss)], dtype=np.float32)),
+                ("logits_bf16_autocast", f32(logits_ac.float())),
+                ("loss_bf16_autocast", np.array([float(loss_ac)], dtype=np.float32))]
     tensors += [(f"grad.{n}", f32(grads[n])) for n in names]
     tensors += [("adamw_losses", np.array(losses, dtype=np.float32)),
                 ("adamw_lrs", np.array(lrs, dtype=np.float32)),

@@ -13,6 +13,7 @@
 #include "io/safetensors.h"
 #include "nn/gpt.h"
 #include "nn/lm_objective.h"
+#include "nn/precision.h"
 #include "ops/grad_clip.h"
 #include "train/lr_schedule.h"
 #include "train/optimizer.h"
@@ -74,6 +75,39 @@ TEST(TorchReference, LogitsAndLoss) {
   expect_close(logits, ref.data<float>(), ref.numel(), 1e-5, 1e-5, "logits");
   float loss = lm_loss_and_gradients(m, m_acts, f.tokens(), f.targets(), f.B, f.T);
   EXPECT_NEAR(loss, f.ref.get("loss", {1}).data<float>()[0], 1e-5);
+}
+
+double max_abs_diff(const float* a, const float* b, int64_t n) {
+  double m = 0;
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, std::fabs(static_cast<double>(a[i]) - b[i]));
+  return m;
+}
+
+// sparta in bf16 (every matrix product of the linear layers and the head in
+// BF16, attention in FP32) against PyTorch's BF16 autocast of the same
+// weights: both round to BF16, so both are off from the float64 truth by a
+// BF16-sized error; sparta's must be no larger than autocast's (which also
+// rounds the attention products) and the two must agree within BF16 error.
+TEST(TorchReference, Bf16LogitsAndLossMatchTorchAutocast) {
+  Fixture f(g_ref_file);
+  GPTConfig c = f.cfg;
+  c.precision = Precision::BF16;
+  c.fp32_modules.clear();
+  GPT m(c);
+  f.load_params(m);
+  GPTActivations acts;
+  const int64_t n = f.B * f.T * f.cfg.vocab_size;
+  const float* truth = f.ref.get("logits", {f.B, f.T, f.cfg.vocab_size}).data<float>();
+  const float* autocast = f.ref.get("logits_bf16_autocast", {f.B, f.T, f.cfg.vocab_size}).data<float>();
+  const float* logits = lm_logits(m, acts, f.tokens(), f.B, f.T);
+  const double err = max_abs_diff(logits, truth, n), autocast_err = max_abs_diff(autocast, truth, n);
+  EXPECT_GT(err, 1e-5) << "bf16 gave FP32 logits: the 16-bit path did not run";
+  EXPECT_LE(err, 1.5 * autocast_err) << "sparta bf16 max logit error " << err << ", PyTorch autocast " << autocast_err;
+  expect_close(logits, autocast, n, 0.05, 0.02, "bf16 logits vs PyTorch autocast");
+  const float loss = lm_loss_and_gradients(m, acts, f.tokens(), f.targets(), f.B, f.T);
+  const float autocast_loss = f.ref.get("loss_bf16_autocast", {1}).data<float>()[0];
+  EXPECT_NEAR(loss, autocast_loss, 0.01 * autocast_loss);
+  EXPECT_NEAR(loss, f.ref.get("loss", {1}).data<float>()[0], 0.01 * autocast_loss);
 }
 
 TEST(TorchReference, EveryParameterGradient) {

@@ -325,7 +325,7 @@ TEST(Config, JsonIsAnObjectNestedLikeTheTomlTables) {
   ASSERT_TRUE(j.is_object());
   std::vector<std::string> sections;
   for (const auto& [k, v] : j.items()) sections.push_back(k);
-  EXPECT_EQ(sections, (std::vector<std::string>{"model", "tokenizer", "data", "train"}));
+  EXPECT_EQ(sections, (std::vector<std::string>{"model", "tokenizer", "data", "train", "precision"}));
   EXPECT_EQ(j["model"]["n_layer"], 3);
   EXPECT_TRUE(j["model"]["n_layer"].is_number_integer());
   EXPECT_EQ(j["model"]["dsa"]["rank"], "bound");
@@ -364,4 +364,34 @@ TEST(Config, AFolderGivenAsConfigFileIsNamedAFolder) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("does not exist"), std::string::npos) << e.what();
   }
+}
+
+TEST(Config, PrecisionTableParsesOverridesAndRoundTrips) {
+  const Config d = parse_config(kGood, "test.toml");
+  EXPECT_EQ(d.train.precision, "fp32");
+  EXPECT_EQ(d.precision.fp32, (std::vector<std::string>{"head"}));
+  const std::string text = std::string(kGood) +
+                           "\n[precision]\nfp32 = [\"head\", \"h.0.*\"]\ninit_scale = 1024.0\ngrowth_interval = 10\n";
+  Config c = parse_config(text, "test.toml", {"train.precision=bf16"});
+  EXPECT_EQ(c.train.precision, "bf16");
+  EXPECT_EQ(c.precision.fp32, (std::vector<std::string>{"head", "h.0.*"}));
+  EXPECT_EQ(c.precision.init_scale, 1024.0);
+  EXPECT_EQ(c.precision.growth_interval, 10);
+  const Config back = parse_config(config_to_toml(c), "back.toml");
+  EXPECT_EQ(config_to_toml(back), config_to_toml(c));
+  EXPECT_EQ(config_value(c, "precision.fp32"), "[\"head\", \"h.0.*\"]");
+  // --set takes a TOML array, a comma-separated list, or nothing.
+  apply_overrides(c, {"precision.fp32=h.*.mlp.fc,head"});
+  EXPECT_EQ(c.precision.fp32, (std::vector<std::string>{"h.*.mlp.fc", "head"}));
+  apply_overrides(c, {"precision.fp32=[\"h.1.attn.*\"]"});
+  EXPECT_EQ(c.precision.fp32, (std::vector<std::string>{"h.1.attn.*"}));
+  apply_overrides(c, {"precision.fp32="});
+  EXPECT_TRUE(c.precision.fp32.empty());
+  apply_overrides(c, {"precision.fp32=[]"});
+  EXPECT_TRUE(c.precision.fp32.empty());
+  EXPECT_THROW(apply_overrides(c, {"precision.fp32=head,,x"}), Error);
+  EXPECT_THROW(parse_config(std::string(kGood) + "\n[precision]\nfp32 = \"head\"\n", "t.toml"), Error);
+  EXPECT_THROW(parse_config(kGood, "t.toml", {"train.precision=int8"}), Error);
+  EXPECT_THROW(parse_config(kGood, "t.toml", {"precision.fp32=h.99.*"}), Error);
+  EXPECT_THROW(parse_config(kGood, "t.toml", {"precision.growth_interval=0"}), Error);
 }

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "core/convert.h"
@@ -14,6 +15,7 @@
 #include "nn/precision.h"
 #include "ops/gelu.h"
 #include "ops/linear.h"
+#include "train/loss_scaler.h"
 
 using namespace sparta;
 
@@ -64,7 +66,7 @@ double max_abs_diff(const float* a, const float* b, int64_t n) {
 }  // namespace
 
 TEST(Precision, NamesRoundTripAndUnknownNamesAreNamed) {
-  for (Precision p : {Precision::FP32, Precision::BF16, Precision::FP32Fast})
+  for (Precision p : {Precision::FP32, Precision::BF16, Precision::FP16, Precision::FP32Fast})
     EXPECT_EQ(parse_precision(precision_name(p)), p);
   try {
     parse_precision("bf17");
@@ -209,4 +211,75 @@ TEST(Precision, WeightCopiesFollowTheMasterWeights) {
   KVCache cache = fresh.make_cache(32);
   const float* dec = fresh.forward_cached(cache, d, tok.data(), 32);
   EXPECT_LT(max_abs_diff(dec, last.data(), 64), 1e-5);
+}
+
+TEST(LossScaler, FollowsGradScalerSemantics) {
+  LossScaler s(LossScalerConfig{65536.0, 2.0, 0.5, 3});
+  EXPECT_EQ(s.scale(), 65536.0);
+  s.update(true);  // overflow: halve, counter reset
+  EXPECT_EQ(s.scale(), 32768.0);
+  s.update(false);
+  s.update(false);
+  EXPECT_EQ(s.scale(), 32768.0);
+  EXPECT_EQ(s.good_steps(), 2);
+  s.update(true);  // an overflow resets the run of clean steps
+  EXPECT_EQ(s.scale(), 16384.0);
+  for (int i = 0; i < 3; ++i) s.update(false);
+  EXPECT_EQ(s.scale(), 32768.0);  // grows after growth_interval clean steps
+  EXPECT_EQ(s.good_steps(), 0);
+  s.restore(8.0, 2);
+  s.update(false);
+  EXPECT_EQ(s.scale(), 16.0);
+  EXPECT_THROW(s.restore(0.0, 0), Error);
+  std::vector<float> g{65536.0f, -32768.0f, 0.0f};
+  EXPECT_TRUE(LossScaler::unscale(g.data(), 3, 65536.0));
+  EXPECT_EQ(g, (std::vector<float>{1.0f, -0.5f, 0.0f}));
+  g = {1.0f, std::numeric_limits<float>::infinity(), 2.0f};
+  EXPECT_FALSE(LossScaler::unscale(g.data(), 3, 2.0));
+  g = {std::nanf(""), 1.0f};
+  EXPECT_FALSE(LossScaler::unscale(g.data(), 2, 2.0));
+}
+
+// Small gradients (here: the loss weighted by 1e-5, as an auxiliary loss
+// would be) fall below FP16's smallest subnormal (~6e-8) inside the 16-bit
+// products and come out as zeros; scaled by 2^16 first and divided again in
+// FP32 afterwards, they match the FP32 gradients.
+TEST(Precision, Fp16GradientsUnderflowWithoutLossScaling) {
+  const int64_t B = 2, T = 24;
+  const double weight = 1e-5;
+  GPT ref(small(Precision::FP32));
+  ref.init_weights(11);
+  const auto tok = random_tokens(B * T, 64, 12), tgt = random_tokens(B * T, 64, 13);
+  GPTActivations ra;
+  lm_loss_and_gradients(ref, ra, tok.data(), tgt.data(), B, T, 0, 1, weight);
+  GPTConfig c = small(Precision::FP16);
+  c.fp32_modules.clear();
+  GPT m(c);
+  copy_weights(ref, m);
+  GPTActivations a;
+  // Only the weights of the 16-bit products lose their gradients: the
+  // embedding, LayerNorm and bias gradients are formed in FP32.
+  const ParamInfo& w = m.params().info("h.0.attn.qkv.weight");
+  const float* g_ref = ref.params().grad() + w.offset;
+  auto zeros_where_fp32_is_not = [&](const float* g) {
+    int64_t z = 0;
+    for (int64_t i = 0; i < w.numel; ++i) z += g[i] == 0.0f && g_ref[i] != 0.0f;
+    return static_cast<double>(z) / static_cast<double>(w.numel);
+  };
+  lm_loss_and_gradients(m, a, tok.data(), tgt.data(), B, T, 0, 1, weight);
+  const float* g = m.params().grad() + w.offset;
+  const double lost = zeros_where_fp32_is_not(g);
+  const double cos_unscaled = cosine(g, g_ref, w.numel);
+  EXPECT_GT(lost, 0.5) << "most small gradients should vanish without scaling";
+  EXPECT_LT(cos_unscaled, 0.9);
+  const double scale = 65536.0;
+  lm_loss_and_gradients(m, a, tok.data(), tgt.data(), B, T, 0, 1, weight * scale);
+  ASSERT_TRUE(LossScaler::unscale(m.params().grad(), m.params().size(), scale));
+  EXPECT_LT(zeros_where_fp32_is_not(g), 0.01);
+  EXPECT_GT(cosine(g, g_ref, w.numel), 0.999);
+  EXPECT_GT(cosine(m.params().grad(), ref.params().grad(), ref.params().size()), 0.999);
+  // Scaled so far that a 16-bit value passes 65504, the gradients overflow:
+  // the scaler's signal to skip the step and back off.
+  lm_loss_and_gradients(m, a, tok.data(), tgt.data(), B, T, 0, 1, 1e12);
+  EXPECT_FALSE(LossScaler::unscale(m.params().grad(), m.params().size(), 1e12));
 }
