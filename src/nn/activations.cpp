@@ -74,7 +74,6 @@ size_t GPTActivations::layout(char* base, const GPTConfig& cfg, int64_t B, int64
   scratch_.proj = c.take(N * d);
   scratch_.gelu = c.take(N * 4 * d, widest[3]);
   if (any_16bit) {
-    scratch_.ln32 = c.take(N * d);
     scratch_.att32 = c.take(N * d);
     scratch_.stage = c.take(N * 4 * d);
   }

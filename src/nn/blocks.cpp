@@ -80,6 +80,15 @@ float* fp32_target(void* dst, DType t, float* staging) {
   return t == DType::F32 ? static_cast<float*>(dst) : staging;
 }
 
+// LayerNorm of x into y of type t; a 16-bit y is written by the fused
+// LayerNorm + rounding kernel (equal to normalising in FP32, then rounding).
+void layernorm_typed(void* y, DType t, float* mean, float* rstd, const float* x, const LayerNormParams& p,
+                     int64_t N, int64_t d, float eps) {
+  if (t == DType::F32)
+    return ops::layernorm_forward(static_cast<float*>(y), mean, rstd, x, p.weight.w, p.bias.w, N, d, eps);
+  ops::layernorm_forward(static_cast<uint16_t*>(y), t, mean, rstd, x, p.weight.w, p.bias.w, N, d, eps);
+}
+
 // y (type yt) = GELU(x (type xt)); stage: (n,) FP32 scratch for mixed types.
 void gelu_typed(void* y, DType yt, const void* x, DType xt, int64_t n, float* stage) {
   if (xt == DType::F32 && yt == DType::F32) return ops::gelu_forward(static_cast<float*>(y), static_cast<const float*>(x), n);
@@ -180,9 +189,7 @@ void TransformerBlock::forward(float* y, const float* x, BlockActivations& a, Bl
   const int64_t pos0 = src.cache ? src.cache->len() : 0;
   SPARTA_CHECK(!src.cache || dims.B == 1, "[gpt] decoding with a KV cache takes one sequence, got B=", dims.B);
   const auto [t_qkv, t_proj, t_fc, t_mlp] = operand_types();
-  float* ln1 = fp32_target(a.ln1, t_qkv, s.ln32);
-  ops::layernorm_forward(ln1, a.ln1_mean, a.ln1_rstd, x, ln1_.weight.w, ln1_.bias.w, N, d, shape_.ln_eps);
-  store_as(a.ln1, t_qkv, ln1, N * d);
+  layernorm_typed(a.ln1, t_qkv, a.ln1_mean, a.ln1_rstd, x, ln1_, N, d, shape_.ln_eps);
   linear_fwd(a.qkv, DType::F32, a.ln1, qkv_, N, d, 3 * d);
   ops::rope_forward(a.qkv, dims.B, dims.T, H, D, 3 * d, pos0, shape_.rope_base, shape_.rope_dims);      // q
   ops::rope_forward(a.qkv + d, dims.B, dims.T, H, D, 3 * d, pos0, shape_.rope_base, shape_.rope_dims);  // k
@@ -191,9 +198,7 @@ void TransformerBlock::forward(float* y, const float* x, BlockActivations& a, Bl
   store_as(a.att, t_proj, att, N * d);
   linear_fwd(s.proj, DType::F32, a.att, attn_proj_, N, d, d);
   add_into(a.res_mid, x, s.proj, N * d);
-  float* ln2 = fp32_target(a.ln2, t_fc, s.ln32);
-  ops::layernorm_forward(ln2, a.ln2_mean, a.ln2_rstd, a.res_mid, ln2_.weight.w, ln2_.bias.w, N, d, shape_.ln_eps);
-  store_as(a.ln2, t_fc, ln2, N * d);
+  layernorm_typed(a.ln2, t_fc, a.ln2_mean, a.ln2_rstd, a.res_mid, ln2_, N, d, shape_.ln_eps);
   // The pre-activation is kept in fc's operand type (what PyTorch autocast keeps too).
   linear_fwd(a.fc, t_fc, a.ln2, fc_, N, d, 4 * d);
   gelu_typed(s.gelu, t_mlp, a.fc, t_fc, N * 4 * d, s.stage);

@@ -75,12 +75,13 @@ struct BlockActivations {
 // before the residual add, the GELU output (recomputed in backward: cheaper
 // than keeping 4·N·d floats per layer; in mlp.proj's operand type), the
 // backward's gradients, and under mixed precision FP32 staging for results
-// that are rounded to 16 bits (LayerNorm and attention outputs, GELU inputs).
+// that are rounded to 16 bits (attention outputs, GELU inputs; LayerNorm
+// rounds its own output, ops/layernorm.h).
 struct BlockScratch {
   float* proj = nullptr;
   void* gelu = nullptr;
   float *dln = nullptr, *datt = nullptr, *dqkv = nullptr, *dfc = nullptr;
-  float *ln32 = nullptr, *att32 = nullptr, *stage = nullptr;  // (N, d), (N, d), (N, 4d); mixed precision only
+  float *att32 = nullptr, *stage = nullptr;  // (N, d), (N, 4d); mixed precision only
 };
 
 struct BlockShape {

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/convert.h"
 #include "core/error.h"
 #include "ops/elementwise.h"
 
@@ -98,6 +99,23 @@ void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const
   SPARTA_CHECK(N >= 0 && C > 0, "[layernorm] invalid sizes N=", N, " C=", C);
 #pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
   for (int64_t r = 0; r < N; ++r) layernorm_row(y + r * C, mean + r, rstd + r, x + r * C, w, b, C, eps);
+}
+
+void layernorm_forward(uint16_t* y16, DType t, float* mean, float* rstd, const float* x, const float* w,
+                       const float* b, int64_t N, int64_t C, float eps) {
+  SPARTA_CHECK(N >= 0 && C > 0, "[layernorm] invalid sizes N=", N, " C=", C);
+  SPARTA_CHECK(t == DType::BF16 || t == DType::F16, "[layernorm] ", dtype_name(t), " is not a 16-bit float type");
+#pragma omp parallel if (N * C >= kParallelMin)
+  {
+    thread_local std::vector<float> row;
+    row.resize(static_cast<size_t>(C));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < N; ++r) {
+      layernorm_row(row.data(), mean + r, rstd + r, x + r * C, w, b, C, eps);
+      // Inside the parallel region: round_to_16bit runs on this thread.
+      round_to_16bit(t, y16 + r * C, row.data(), C);
+    }
+  }
 }
 
 void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,

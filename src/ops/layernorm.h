@@ -3,6 +3,8 @@
 //   y = (x - mean) * rstd * w + b,  rstd = 1 / sqrt(var + eps), biased variance.
 #include <cstdint>
 
+#include "core/dtype.h"
+
 namespace sparta::ops {
 
 // y, x: (N, C); mean, rstd: (N,) saved for the backward; w, b: (C,).
@@ -10,6 +12,14 @@ namespace sparta::ops {
 // the thread count.
 void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b,
                        int64_t N, int64_t C, float eps);
+
+// Fused LayerNorm + rounding to a 16-bit type (mixed precision): y16 (N, C)
+// of type t (BF16 or F16) holds exactly round_to_16bit(t, layernorm_forward
+// (...)) -- each row is normalised in FP32 into a per-thread row buffer and
+// rounded while still in cache, instead of a second pass over an FP32 copy.
+// The FP32 result is not kept.
+void layernorm_forward(uint16_t* y16, DType t, float* mean, float* rstd, const float* x, const float* w,
+                       const float* b, int64_t N, int64_t C, float eps);
 
 // dw += dL/dw, db += dL/db (parameter gradients accumulate); dx = dL/dx,
 // or dx += dL/dx with accumulate_dx (a residual stream's gradient).

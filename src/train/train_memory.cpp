@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "core/error.h"
+#include "nn/precision.h"
 #include "run/checkpoint_load.h"
 
 namespace sparta {
@@ -19,6 +20,15 @@ TrainMemoryEstimate estimate_train_memory(const Config& cfg) {
   // biases and LayerNorms (13 d); the final LayerNorm.
   const double params = V * d + L * (12.0 * d * d + 13.0 * d) + 2.0 * d;
   e.param_bytes = 16.0 * params;
+  // bf16 / fp16: a 2-byte copy of each weight of the 16-bit products.
+  const Precision precision = parse_precision(cfg.train.precision);
+  for (const std::string& module : matmul_module_names(cfg.model.n_layer)) {
+    if (!module_precision(precision, cfg.precision.fp32, module).is_16bit()) continue;
+    const bool head = module == "head";
+    const bool wide = module.ends_with("mlp.fc") || module.ends_with("mlp.proj");
+    const double weights = head ? V * d : (module.ends_with("attn.qkv") ? 3.0 : wide ? 4.0 : 1.0) * d * d;
+    e.param_bytes += 2.0 * weights;
+  }
   // Per layer: res, res_mid, ln1, qkv (3d), att, ln2, fc (4d) = 12 d, plus
   // lse (H) and 4 LayerNorm statistics; once: the last residual, final
   // LayerNorm, scratch and gradient buffers (17 d) and logits (V).

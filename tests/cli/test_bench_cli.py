@@ -210,6 +210,56 @@ class BenchGemmTest(unittest.TestCase):
         self.assertEqual(p.stdout, "")
 
 
+class PrecisionQualityTest(unittest.TestCase):
+    """bench/precision_quality.py on a tiny byte-level config: one run per
+    precision, the table, the overlaid plot, --reuse and bad input."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="sparta_precision_quality_")
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def script(self, *args):
+        return subprocess.run(["/usr/bin/python3", os.path.join(REPO, "bench", "precision_quality.py"),
+                               "--sparta", SPARTA] + list(args), capture_output=True, text=True, timeout=300)
+
+    def test_table_plot_and_errors(self):
+        corpus = os.path.join(self.tmp, "corpus.txt")
+        with open(corpus, "w") as f:
+            f.write("the quick brown fox jumps over the lazy dog. " * 400)
+        cfg = os.path.join(self.tmp, "q.toml")
+        with open(cfg, "w") as f:
+            f.write(f"""[model]\nn_layer = 1\nn_head = 2\nd_model = 32\ncontext = 32\n
+[data]\ntrain = "{corpus}"\nval_fraction = 0.1\n
+[train]\nbatch_size = 4\nsteps = 6\nwarmup = 1\neval_every = 3\nckpt_every = 0\n""")
+        out = os.path.join(self.tmp, "out")
+        p = self.script("--config", cfg, "--precision", "fp32,bf16", "--out", out, "--threads", "1")
+        self.assertEqual(p.returncode, 0, p.stderr[-2000:])
+        rows = [l for l in p.stdout.splitlines() if l.startswith("| fp32 ") or l.startswith("| bf16 ")]
+        self.assertEqual(len(rows), 2, p.stdout)
+        self.assertIn("| +0.00% | yes |", rows[0])
+        texts = svg_texts(os.path.join(out, "precision-quality.svg"))
+        self.assertIn("fp32", texts)
+        self.assertIn("bf16", texts)
+        with open(os.path.join(out, "bf16", "metrics.jsonl")) as f:
+            self.assertEqual(len(f.readlines()), 6)
+        with open(os.path.join(out, "bf16", "ckpt-00000006", "config.toml")) as f:
+            self.assertIn('precision = "bf16"', f.read())
+        # --reuse trains nothing: the runs are left as they are.
+        before = os.path.getmtime(os.path.join(out, "bf16", "summary.json"))
+        p = self.script("--config", cfg, "--precision", "fp32,bf16", "--out", out, "--reuse")
+        self.assertEqual(p.returncode, 0, p.stderr[-2000:])
+        self.assertEqual(os.path.getmtime(os.path.join(out, "bf16", "summary.json")), before)
+        for args, needle in ((["--precision", "fp32,int8"], "unknown 'int8'"),
+                             (["--precision", "bf16"], "must include fp32"),
+                             (["--config", os.path.join(self.tmp, "none.toml")], "does not exist")):
+            p = self.script(*args, "--out", os.path.join(self.tmp, "bad"))
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn(needle, p.stderr)
+            self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
+
+
 if __name__ == "__main__":
     SPARTA = os.path.abspath(sys.argv.pop(1))
     unittest.main()

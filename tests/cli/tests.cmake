@@ -16,6 +16,10 @@ set_tests_properties(cli_BenchAttentionTest PROPERTIES TIMEOUT 600)
 add_test(NAME cli_BenchGemmTest
          COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/test_bench_cli.py $<TARGET_FILE:sparta> -v BenchGemmTest)
 set_tests_properties(cli_BenchGemmTest PROPERTIES TIMEOUT 600)
+# bench/precision_quality.py end to end on a tiny config (table, overlaid plot, --reuse, bad input).
+add_test(NAME cli_PrecisionQualityTest
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/test_bench_cli.py $<TARGET_FILE:sparta> -v PrecisionQualityTest)
+set_tests_properties(cli_PrecisionQualityTest PROPERTIES TIMEOUT 600)
 # Hostile checkpoint folders: nested JSON, huge headers, mismatched config, bad state numbers, short eval files.
 add_test(NAME cli_HostileCheckpointTest
          COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/test_checkpoint_input_cli.py $<TARGET_FILE:sparta> -v

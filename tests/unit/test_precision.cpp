@@ -14,6 +14,7 @@
 #include "nn/lm_objective.h"
 #include "nn/precision.h"
 #include "ops/gelu.h"
+#include "ops/layernorm.h"
 #include "ops/linear.h"
 #include "train/loss_scaler.h"
 
@@ -282,4 +283,29 @@ TEST(Precision, Fp16GradientsUnderflowWithoutLossScaling) {
   // the scaler's signal to skip the step and back off.
   lm_loss_and_gradients(m, a, tok.data(), tgt.data(), B, T, 0, 1, 1e12);
   EXPECT_FALSE(LossScaler::unscale(m.params().grad(), m.params().size(), 1e12));
+}
+
+// The fused LayerNorm + rounding kernel is exactly the unfused reference:
+// LayerNorm in FP32, then round_to_16bit (and the same saved statistics).
+TEST(Precision, FusedLayerNormTo16BitEqualsNormaliseThenRound) {
+  for (DType t : {DType::BF16, DType::F16}) {
+    for (const auto [N, C] : {std::pair<int64_t, int64_t>{3, 7}, {257, 384}, {1030, 64}}) {
+      SCOPED_TRACE(std::string(dtype_name(t)) + " N=" + std::to_string(N) + " C=" + std::to_string(C));
+      const auto x = random_floats(N * C, 21, 2.0), w = random_floats(C, 22), b = random_floats(C, 23);
+      std::vector<float> y32(N * C), mean(N), rstd(N), mean16(N), rstd16(N);
+      ops::layernorm_forward(y32.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, C, 1e-5f);
+      std::vector<uint16_t> ref(N * C), fused(N * C);
+      round_to_16bit(t, ref.data(), y32.data(), N * C);
+      ops::layernorm_forward(fused.data(), t, mean16.data(), rstd16.data(), x.data(), w.data(), b.data(), N, C,
+                             1e-5f);
+      EXPECT_EQ(fused, ref);
+      EXPECT_EQ(mean16, mean);
+      EXPECT_EQ(rstd16, rstd);
+    }
+  }
+  std::vector<float> x(4, 1.0f), w(4, 1.0f), b(4, 0.0f), m(1), r(1);
+  std::vector<uint16_t> y(4);
+  EXPECT_THROW(ops::layernorm_forward(y.data(), DType::F32, m.data(), r.data(), x.data(), w.data(), b.data(), 1, 4,
+                                      1e-5f),
+               Error);
 }
