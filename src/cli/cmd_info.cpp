@@ -4,6 +4,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "core/error.h"
 #include "nn/precision.h"
 #include "run/checkpoint_load.h"
 
@@ -48,8 +49,9 @@ void add_info_command(CLI::App& app) {
       std::printf("%s\n", j.dump(2).c_str());
       return;
     }
-    const std::string precision = precision_summary(parse_precision(ck.config.train.precision),
-                                                    ck.config.precision.fp32, ck.config.model.n_layer);
+    std::string precision = precision_summary(parse_precision(ck.config.train.precision), ck.config.precision.fp32,
+                                              ck.config.model.n_layer);
+    if (ck.state.loss_scale > 0) precision += cat("; loss scale ", ck.state.loss_scale);
     std::printf("checkpoint  %s\nstep        %lld\nparameters  %lld (%.2fM)\ntokens seen %lld\ntokenizer   %s, vocab %lld\n"
                 "precision   %s\n\n%s",
                 ck.dir.string().c_str(), static_cast<long long>(ck.state.step), params, params / 1e6,

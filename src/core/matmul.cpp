@@ -1,5 +1,7 @@
 #include "core/matmul.h"
 
+#include <omp.h>
+
 #include <bit>
 #include <cmath>
 #include <cstddef>
@@ -202,8 +204,11 @@ void convert_elements(void* dst, DType to, const void* src, DType from, int64_t 
 }
 
 // Row-by-row conversion of a rows x cols matrix between strided buffers.
+// Rows in parallel when the matrix is large and the caller is not already in
+// a parallel region (each row's conversion is independent).
 void convert_matrix(void* dst, DType to, int64_t ld_dst, const void* src, DType from, int64_t ld_src, int64_t rows,
                     int64_t cols) {
+#pragma omp parallel for schedule(static) if (rows * cols >= (int64_t{1} << 16) && rows > 1 && !omp_in_parallel())
   for (int64_t r = 0; r < rows; ++r)
     convert_elements(static_cast<std::byte*>(dst) + r * ld_dst * dtype_size(to), to,
                      static_cast<const std::byte*>(src) + r * ld_src * dtype_size(from), from, cols);

@@ -197,8 +197,8 @@ void TransformerBlock::forward(float* y, const float* x, BlockActivations& a, Bl
   attend(att, a, src, pos0);
   store_as(a.att, t_proj, att, N * d);
   linear_fwd(s.proj, DType::F32, a.att, attn_proj_, N, d, d);
-  add_into(a.res_mid, x, s.proj, N * d);
-  layernorm_typed(a.ln2, t_fc, a.ln2_mean, a.ln2_rstd, a.res_mid, ln2_, N, d, shape_.ln_eps);
+  ops::residual_layernorm_forward(a.res_mid, a.ln2, t_fc, a.ln2_mean, a.ln2_rstd, x, s.proj, ln2_.weight.w,
+                                  ln2_.bias.w, N, d, shape_.ln_eps);
   // The pre-activation is kept in fc's operand type (what PyTorch autocast keeps too).
   linear_fwd(a.fc, t_fc, a.ln2, fc_, N, d, 4 * d);
   gelu_typed(s.gelu, t_mlp, a.fc, t_fc, N * 4 * d, s.stage);

@@ -118,6 +118,31 @@ void layernorm_forward(uint16_t* y16, DType t, float* mean, float* rstd, const f
   }
 }
 
+void residual_layernorm_forward(float* sum, void* y, DType t, float* mean, float* rstd, const float* x,
+                                const float* r, const float* w, const float* b, int64_t N, int64_t C, float eps) {
+  SPARTA_CHECK(N >= 0 && C > 0, "[layernorm] invalid sizes N=", N, " C=", C);
+  SPARTA_CHECK(t == DType::F32 || t == DType::BF16 || t == DType::F16, "[layernorm] output type ", dtype_name(t),
+               " is not F32, BF16 or F16");
+#pragma omp parallel if (N * C >= kParallelMin)
+  {
+    thread_local std::vector<float> row;
+    if (t != DType::F32) row.resize(static_cast<size_t>(C));
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < N; ++i) {
+      float* s = sum + i * C;
+      const float* xi = x + i * C;
+      const float* ri = r + i * C;
+      for (int64_t c = 0; c < C; ++c) s[c] = xi[c] + ri[c];
+      if (t == DType::F32) {
+        layernorm_row(static_cast<float*>(y) + i * C, mean + i, rstd + i, s, w, b, C, eps);
+      } else {
+        layernorm_row(row.data(), mean + i, rstd + i, s, w, b, C, eps);
+        round_to_16bit(t, static_cast<uint16_t*>(y) + i * C, row.data(), C);
+      }
+    }
+  }
+}
+
 void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
                         const float* mean, const float* rstd, int64_t N, int64_t C, bool accumulate_dx) {
   SPARTA_CHECK(N >= 0 && C > 0, "[layernorm backward] invalid sizes N=", N, " C=", C);

@@ -21,6 +21,14 @@ void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const
 void layernorm_forward(uint16_t* y16, DType t, float* mean, float* rstd, const float* x, const float* w,
                        const float* b, int64_t N, int64_t C, float eps);
 
+// Fused residual add + LayerNorm (the pre-LN block's second half starts with
+// both): sum = x + r, then y = LayerNorm(sum) in type t (F32, or BF16/F16
+// rounded as above), one pass over each row while it is in cache. Equal bit
+// for bit to the unfused sum, layernorm_forward and rounding. sum: (N, C)
+// kept (the residual stream); y must not alias sum, x or r.
+void residual_layernorm_forward(float* sum, void* y, DType t, float* mean, float* rstd, const float* x,
+                                const float* r, const float* w, const float* b, int64_t N, int64_t C, float eps);
+
 // dw += dL/dw, db += dL/db (parameter gradients accumulate); dx = dL/dx,
 // or dx += dL/dx with accumulate_dx (a residual stream's gradient).
 // dx, dy, x: (N, C); w, dw, db: (C,); mean, rstd: (N,) from the forward.

@@ -449,6 +449,7 @@ class PrecisionTest(CliCase):
             if prec == "fp16":
                 self.assertTrue(all(r["loss_scale"] == 65536.0 and r["skipped"] is False for r in recs))
                 self.assertEqual(info["precision"]["loss_scale"], 65536.0)
+                self.assertIn("; loss scale 65536\n", run(["info", "--checkpoint", out_b]).stdout)
             else:
                 self.assertTrue(all("loss_scale" not in r for r in recs))
         # The reduced precisions are not the FP32 run (the test can fail),

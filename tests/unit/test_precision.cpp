@@ -309,3 +309,32 @@ TEST(Precision, FusedLayerNormTo16BitEqualsNormaliseThenRound) {
                                       1e-5f),
                Error);
 }
+
+// The fused residual add + LayerNorm equals the unfused add, LayerNorm and
+// rounding, bit for bit, in every output type.
+TEST(Precision, FusedResidualLayerNormEqualsAddThenNormalise) {
+  for (DType t : {DType::F32, DType::BF16, DType::F16}) {
+    for (const auto [N, C] : {std::pair<int64_t, int64_t>{3, 7}, {513, 384}}) {
+      SCOPED_TRACE(std::string(dtype_name(t)) + " N=" + std::to_string(N) + " C=" + std::to_string(C));
+      const auto x = random_floats(N * C, 31, 2.0), r = random_floats(N * C, 32), w = random_floats(C, 33),
+                 b = random_floats(C, 34);
+      std::vector<float> sum_ref(N * C), y32(N * C), mean(N), rstd(N);
+      for (int64_t i = 0; i < N * C; ++i) sum_ref[i] = x[i] + r[i];
+      ops::layernorm_forward(y32.data(), mean.data(), rstd.data(), sum_ref.data(), w.data(), b.data(), N, C, 1e-5f);
+      std::vector<float> sum(N * C), mean_f(N), rstd_f(N), y_f32(N * C);
+      std::vector<uint16_t> y_f16(N * C), ref16(N * C);
+      void* y = t == DType::F32 ? static_cast<void*>(y_f32.data()) : static_cast<void*>(y_f16.data());
+      ops::residual_layernorm_forward(sum.data(), y, t, mean_f.data(), rstd_f.data(), x.data(), r.data(), w.data(),
+                                      b.data(), N, C, 1e-5f);
+      EXPECT_EQ(sum, sum_ref);
+      EXPECT_EQ(mean_f, mean);
+      EXPECT_EQ(rstd_f, rstd);
+      if (t == DType::F32) {
+        EXPECT_EQ(y_f32, y32);
+      } else {
+        round_to_16bit(t, ref16.data(), y32.data(), N * C);
+        EXPECT_EQ(y_f16, ref16);
+      }
+    }
+  }
+}
