@@ -256,7 +256,7 @@ AttentionBenchRecord measure_attention(const std::string& impl, int64_t seq, con
         },
         spec.min_time_s, spec.max_runs));
     mem.end();
-    if (impl == "dsa") {
+    if (impl == "dsa" && !dsa_attends_all(dsa, T)) {  // otherwise DSA runs the dense kernel: no selection
       mem.begin();
       r.selection_ms = ms(time_runs([&] { (void)dsa_plan(q, k, v, d, dsa); }, spec.min_time_s, spec.max_runs));
       mem.end();

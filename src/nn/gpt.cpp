@@ -126,7 +126,8 @@ void GPT::forward(GPTActivations& acts, const int32_t* tokens, int64_t B, int64_
                  N);
 }
 
-void GPT::backward(GPTActivations& acts, const int32_t* tokens, int64_t B, int64_t T, uint64_t selection_seed) {
+void GPT::backward(GPTActivations& acts, const int32_t* tokens, int64_t B, int64_t T, uint64_t selection_seed,
+                   double aux_grad_scale) {
   SPARTA_CHECK(acts.mode() == ActivationMode::Train && acts.fits(B, T, ActivationMode::Train),
                "[gpt] backward needs the Train-mode activations of a forward on the same batch");
   const int64_t N = B * T, Ly = cfg_.n_layer;
@@ -134,7 +135,8 @@ void GPT::backward(GPTActivations& acts, const int32_t* tokens, int64_t B, int64
   head_->backward(dres, acts.scratch().dln, acts.logits(), acts.residual(Ly), acts.lnf(), acts.lnf16(),
                   acts.lnf_mean(), acts.lnf_rstd(), N);
   for (int64_t l = Ly - 1; l >= 0; --l) {
-    const AttentionSource src{attn_.get(), layer_dims(B, T, l, selection_seed)};
+    AttentionSource src{attn_.get(), layer_dims(B, T, l, selection_seed)};
+    src.dims.aux_grad_scale = aux_grad_scale;
     blocks_[l].backward(dres, acts.residual(l), acts.block(l), acts.scratch(), src);
   }
   embedding_->backward(dres, tokens, N);

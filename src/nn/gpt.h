@@ -73,8 +73,12 @@ class GPT {
                ActivationMode mode = ActivationMode::Train, uint64_t selection_seed = 0);
   // Backward of the Train-mode forward on the same acts, tokens, (B, T) and
   // selection_seed, from dL/dlogits that the caller wrote over
-  // acts.logits(). Adds to params().grad().
-  void backward(GPTActivations& acts, const int32_t* tokens, int64_t B, int64_t T, uint64_t selection_seed = 0);
+  // acts.logits(). Adds to params().grad(). aux_grad_scale: the factor on
+  // gradients of auxiliary losses the attention adds on its own (DSA's scorer
+  // loss), passed on as AttnDims::aux_grad_scale (fp16 loss scale / micro-
+  // batches per step; see there).
+  void backward(GPTActivations& acts, const int32_t* tokens, int64_t B, int64_t T, uint64_t selection_seed = 0,
+                double aux_grad_scale = 1.0);
 
   // Decoding: feeds n new tokens of one sequence at positions [cache.len(), +n),
   // appending their keys/values, and returns the logits (V) of the last one

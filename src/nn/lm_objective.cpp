@@ -12,13 +12,14 @@ int64_t count_targets(const int32_t* targets, int64_t n) {
 }
 
 double lm_forward_backward(GPT& model, GPTActivations& acts, const int32_t* tokens, const int32_t* targets,
-                           int64_t B, int64_t T, float grad_scale, uint64_t selection_seed, int64_t* count) {
+                           int64_t B, int64_t T, float grad_scale, uint64_t selection_seed, int64_t* count,
+                           double aux_grad_scale) {
   model.forward(acts, tokens, B, T, ActivationMode::Train, selection_seed);
   int64_t counted = 0;
   // dL/dlogits overwrites the logits in place: they are not needed after.
   const double sum = ops::softmax_xent_forward_backward(acts.logits(), acts.logits(), targets, B * T,
                                                         model.config().vocab_size, grad_scale, &counted);
-  model.backward(acts, tokens, B, T, selection_seed);
+  model.backward(acts, tokens, B, T, selection_seed, aux_grad_scale);
   if (count) *count = counted;
   return sum;
 }
@@ -32,7 +33,7 @@ float lm_loss_and_gradients(GPT& model, GPTActivations& acts, const int32_t* tok
   double sum = 0.0;
   for (int64_t m = 0; m < micro_batches; ++m)
     sum += lm_forward_backward(model, acts, tokens + m * rows, targets + m * rows, B, T, scale, selection_seed,
-                               nullptr);
+                               nullptr, loss_scale / static_cast<double>(micro_batches));
   return static_cast<float>(sum / static_cast<double>(counted));
 }
 

@@ -17,15 +17,22 @@ int64_t count_targets(const int32_t* targets, int64_t n);
 // Forward, cross-entropy and backward of one micro-batch (B, T) in Train
 // mode: params().grad() += grad_scale · d(sum of token losses)/dθ. Returns
 // the sum of the token losses; *count = targets counted (may be null).
+// aux_grad_scale: the factor on gradients of auxiliary losses the model
+// adds in its backward (DSA's scorer loss, a mean over this micro-batch's
+// rows): the fp16 loss scale included in grad_scale, divided by the number
+// of micro-batches whose gradients one step adds up.
 double lm_forward_backward(GPT& model, GPTActivations& acts, const int32_t* tokens, const int32_t* targets,
-                           int64_t B, int64_t T, float grad_scale, uint64_t selection_seed, int64_t* count);
+                           int64_t B, int64_t T, float grad_scale, uint64_t selection_seed, int64_t* count,
+                           double aux_grad_scale = 1.0);
 
 // One optimizer step's gradients from `micro_batches` micro-batches of B
 // rows (tokens/targets hold micro_batches·B rows): zeroes the gradients once,
 // then each micro-batch adds its share scaled by 1 / (targets counted over
 // the whole step), times loss_scale (fp16 loss scaling: the gradients come
-// out multiplied by it; train/loss_scaler.h divides them again). Returns the
-// mean loss over the step (unscaled). sparta::Error if no target counts.
+// out multiplied by it, the DSA scorer loss's included; train/loss_scaler.h
+// divides them again). The DSA scorer loss is a mean over the whole step's
+// rows, as if the micro-batches were one batch. Returns the mean loss over the step (unscaled).
+// sparta::Error if no target counts.
 float lm_loss_and_gradients(GPT& model, GPTActivations& acts, const int32_t* tokens, const int32_t* targets,
                             int64_t B, int64_t T, uint64_t selection_seed = 0, int64_t micro_batches = 1,
                             double loss_scale = 1.0);

@@ -7,6 +7,7 @@
 // Every implementation computes softmax(scale * q·kᵀ + mask) · v with
 // scale = 1/sqrt(D) and keeps only the per-row log-sum-exp for backward (no
 // T×T matrix is ever saved).
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -26,6 +27,14 @@ struct AttnDims {
   // block scores (DsaConfig::explore); forward and backward of one step get
   // the same value. 0 = no noise (evaluation, decoding).
   uint64_t selection_seed = 0;
+  // Backward only: the factor on gradients an implementation forms on its
+  // own, outside dout (DSA's scorer loss). The trainer sets it to the fp16
+  // loss scale that dout carries (train/loss_scaler.h), so these gradients
+  // leave backward at the same scale as the rest and are unscaled with them,
+  // divided by the number of micro-batches one optimizer step adds up, so an
+  // auxiliary loss is a mean over the step's rows as the main loss is.
+  // 1 = neither; must be finite and > 0.
+  double aux_grad_scale = 1.0;
 };
 
 // Throws sparta::Error naming `op` when d is not a valid problem
@@ -102,6 +111,8 @@ inline void check_attn_dims(const AttnDims& d, const char* op) {
   SPARTA_CHECK(d.B >= 0 && d.T >= 0, "[", op, "] B and T must be >= 0, got B=", d.B, " T=", d.T);
   SPARTA_CHECK(d.H >= 1 && d.D >= 1, "[", op, "] H and D must be >= 1, got H=", d.H, " D=", d.D);
   SPARTA_CHECK(d.ld >= d.H * d.D, "[", op, "] token stride ld=", d.ld, " is smaller than H*D=", d.H * d.D);
+  SPARTA_CHECK(std::isfinite(d.aux_grad_scale) && d.aux_grad_scale > 0.0, "[", op,
+               "] aux_grad_scale must be finite and > 0, got ", d.aux_grad_scale);
 }
 
 }  // namespace sparta

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "ops/attention_dense.h"
 #include "ops/attention_dsa_internal.h"
 #include "ops/row_sparse_attention.h"
 
@@ -63,9 +64,17 @@ struct DsaSaved final : AttnSaved {
 // `block` query rows (every row of a block has the same window), the far
 // part on the row-sparse kernel (each row has its own selection and summary
 // key); merge_parts joins them by their log-sum-exps.
+// When the budget covers every candidate (dsa_attends_all), DSA is dense
+// attention: no summary remains and every key is attended, so the dense
+// kernel computes it in one pass, without scoring blocks nobody drops.
 void DsaAttention::forward(float* out, float* lse, const float* q, const float* k, const float* v,
                            const AttnDims& d, std::unique_ptr<AttnSaved>* saved) {
   if (saved) saved->reset();  // a failed call must not leave a stale plan behind
+  check_attn_dims(d, "attention.dsa");
+  if (dsa_attends_all(cfg_, d.T)) {
+    DenseAttention().forward(out, lse, q, k, v, d, saved);
+    return;
+  }
   DsaPlan plan = dsa_plan(q, k, v, d, cfg_);
   ops::block_sparse_attention_forward(out, lse, q, k, v, d,
                                       local_window_selection(d, cfg_.block, dsa_window_blocks(cfg_)));
@@ -90,6 +99,10 @@ void DsaAttention::backward(float* dq, float* dk, float* dv, const float* dout, 
   // and lse, each part's backward is exactly its share of the gradient of
   // the joint softmax, so the far part simply accumulates.
   check_attn_dims(d, "attention.dsa");
+  if (dsa_attends_all(cfg_, d.T)) {
+    DenseAttention().backward(dq, dk, dv, dout, out, lse, q, k, v, d, saved);
+    return;
+  }
   DsaPlan recomputed;
   const DsaPlan* plan_ptr = nullptr;
   if (saved) {

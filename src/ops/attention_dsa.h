@@ -64,8 +64,10 @@
 //     gets a higher score and is selected (exactly) next time. The top-k
 //     choice itself is a hard, straight-through step. Backward uses the plan
 //     forward saved (AttnSaved) or recomputes the same one from q, k, v.
-//     When the budget covers every candidate, no summary remains and the
-//     result equals dense attention (forward and gradients).
+//     When the budget covers every candidate (dsa_attends_all: always up to
+//     cfg.dense_len tokens), no summary remains and the result equals dense
+//     attention; forward and backward then run DenseAttention's kernel
+//     (bit-identical to it), and so does decode for such a cache length.
 //     Decode computes exactly what forward computes for the last row of a
 //     sequence of len tokens (up to float rounding: one softmax instead of
 //     two merged parts, group scores by dot product instead of sgemm).

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "ops/attention_dense.h"
 #include "ops/attention_dsa_internal.h"
 #include "ops/attention_rows.h"
 
@@ -148,6 +149,13 @@ void DsaAttention::decode(float* out, const float* q, const float* k_cache, cons
   if (memo_base) {
     memo = dynamic_cast<DsaDecodeMemo*>(memo_base);
     SPARTA_CHECK(memo, "[attention.dsa] decode memo was made by another attention implementation");
+  }
+  // A budget that covers every key (short caches, dense_len): exactly dense
+  // attention, on the dense decode kernel, which skips the scoring. The memo
+  // is left as it is; extend() catches up on the blocks once selection starts.
+  if (dsa_attends_all(cfg_, len)) {
+    DenseAttention().decode(out, q, k_cache, v_cache, len, H, D, nullptr);
+    return;
   }
   // The last row of a causal sequence of len tokens, exactly as dsa_plan
   // treats it, for one head at a time.

@@ -303,7 +303,7 @@ struct RowPlan {
 struct ScorerMasses {
   std::vector<float> selected;  // aligned with plan.far.keys
   std::vector<float> summary;   // (B, H, T)
-  float weight = 0.0f;          // loss weight / number of rows
+  float weight = 0.0f;          // loss weight · AttnDims::aux_grad_scale / number of rows
 };
 
 // Attention mass exp(score - lse_t) of each row on each of its selected far

@@ -23,6 +23,7 @@ void check_dsa_config(const DsaConfig& c) {
   SPARTA_CHECK(c.keep_long > 0.0 && c.keep_long <= c.keep_short && c.keep_short <= 1.0,
                "[attention.dsa] need 0 < keep_long <= keep_short <= 1, got keep_short=", c.keep_short,
                " keep_long=", c.keep_long);
+  SPARTA_CHECK(c.dense_len >= 0, "[attention.dsa] dense_len must be >= 0, got ", c.dense_len);
   SPARTA_CHECK(c.short_len >= 2 && c.short_len < c.long_len,
                "[attention.dsa] need 2 <= short_len < long_len, got short_len=", c.short_len,
                " long_len=", c.long_len);
@@ -32,6 +33,7 @@ int64_t dsa_key_budget(const DsaConfig& c, int64_t T) {
   check_dsa_config(c);
   SPARTA_CHECK(T >= 0, "[attention.dsa] context length must be >= 0, got ", T);
   if (T == 0) return 0;
+  if (T <= c.dense_len) return T;
   const double t = static_cast<double>(T);
   double raw;
   if (T <= c.short_len) {
@@ -58,6 +60,11 @@ int64_t dsa_window_blocks(const DsaConfig& c) {
 int64_t dsa_top_blocks(const DsaConfig& c, int64_t T) {
   const int64_t extra = dsa_key_budget(c, T) - c.window;
   return extra <= 0 ? 0 : (extra + c.block - 1) / c.block;
+}
+
+bool dsa_attends_all(const DsaConfig& c, int64_t T) {
+  const int64_t blocks = (T + c.block - 1) / c.block;
+  return dsa_window_blocks(c) + dsa_top_blocks(c, T) >= blocks;
 }
 
 }  // namespace sparta

@@ -5,7 +5,8 @@
 // until, past long_len, the budget only grows like O(log T), so attention
 // cost per token is O(log T) instead of O(T).
 //
-// Budget (keys per query), with raw(T):
+// Budget (keys per query): every key (budget = T) while T <= dense_len;
+// beyond it, with raw(T):
 //   T <= short_len:             raw = keep_short · T
 //   short_len < T <= long_len:  raw = f(T) · T, the kept fraction f
 //                               interpolated log-linearly in T:
@@ -16,8 +17,15 @@
 // The selected key blocks per query row are the local window
 // (dsa_window_blocks) plus dsa_top_blocks(T) = max(0, ceil((budget - window)/block))
 // blocks picked by score.
-// Defaults: 205 keys at T = 256 (80%) and at T = 1024 (20%; with the
-// defaults f·T is constant in between), 246 at 4096 (6%), 287 at 16384
+// Why dense_len: below some length selecting keys costs more than it saves
+// (scoring every block, two kernels and a merge instead of one dense pass);
+// measured on a 2-core AVX-512 CPU, the sparse path only overtakes the dense
+// kernel past ~1K tokens (docs/benchmarks.md), so by default DSA attends
+// every key up to 1024 tokens and runs on the dense kernel there. 0 = the
+// formula from the first token on.
+// Defaults: every key up to T = 1024; with dense_len = 0, 205 keys at
+// T = 256 (80%) and at T = 1024 (20%; with the defaults f·T is constant in
+// between). Beyond: 246 at 4096 (6%), 287 at 16384
 // (1.75%), 328 at 65536 (0.5%; 1.14× the budget at 16384, so going from 16K
 // to 64K tokens costs 4 × 1.14 = 4.6× the attention work, not 16×).
 // Per query the kernel visits the whole window blocks and whole selected
@@ -36,6 +44,8 @@ struct DsaConfig {
   double keep_long = 0.2;   // fraction of keys kept at T = long_len
   int64_t short_len = 256;
   int64_t long_len = 1024;
+  // Contexts of at most dense_len tokens attend every key (see above); 0 = off.
+  int64_t dense_len = 1024;
   // Coarse step (hierarchical scoring): consecutive key blocks form groups
   // of `group` blocks; a query row whose candidates contain more than
   // max(group_keep, ceil(top blocks / group)) whole groups scores those
@@ -52,7 +62,8 @@ struct DsaConfig {
   // Weight of the scorer loss (needs summary): in training, each query
   // row's score distribution over {its selected far blocks, the summary}
   // is pulled toward where its attention mass actually went (KL, targets
-  // not differentiated), so blocks the queries use get higher scores. 0 = off.
+  // not differentiated), so blocks the queries use get higher scores. Its
+  // gradient is formed in backward, times AttnDims::aux_grad_scale. 0 = off.
   double scorer_loss = 0.0;
   // Exploration (training only, AttnDims::selection_seed != 0): blocks are
   // ranked by score + explore · Gumbel noise, fresh every step, so blocks the
@@ -72,8 +83,8 @@ struct DsaConfig {
 
 // Throws sparta::Error "[attention.dsa] ..." naming the bad field unless
 // block >= 1, window >= 1, top_k >= 0, 0 < keep_long <= keep_short <= 1,
-// 2 <= short_len < long_len, group >= 1, group_keep >= 1 and rank is
-// "mean" or "bound".
+// 2 <= short_len < long_len, dense_len >= 0, group >= 1, group_keep >= 1 and
+// rank is "mean" or "bound".
 void check_dsa_config(const DsaConfig& cfg);
 
 // Keys per query for context length T >= 0 (formula above); 0 for T = 0.
@@ -85,5 +96,10 @@ int64_t dsa_window_blocks(const DsaConfig& cfg);
 // Key blocks picked by score per query row at context length T:
 // max(0, ceil((dsa_key_budget(T) - window) / block)).
 int64_t dsa_top_blocks(const DsaConfig& cfg, int64_t T);
+
+// True when at context length T the budget covers every key block any query
+// row could select (window blocks + top blocks >= all blocks): DSA then
+// equals dense attention, and DsaAttention runs the dense kernel.
+bool dsa_attends_all(const DsaConfig& cfg, int64_t T);
 
 }  // namespace sparta

@@ -45,7 +45,9 @@ namespace {
 
 // Settings whose default changed after checkpoints without them were
 // written: such a checkpoint gets the value it was trained with, before the
-// caller's overrides. model.dsa.rank defaulted to "mean" until 2026-11-29.
+// caller's overrides. model.dsa.rank defaulted to "mean" until 2026-11-29;
+// model.dsa.dense_len did not exist (= 0: the budget formula from the first
+// token) until 2026-12-06.
 std::vector<std::string> with_legacy_defaults(const fs::path& config_file, const std::vector<std::string>& overrides) {
   std::vector<std::string> all;
   if (fs::is_regular_file(config_file)) {
@@ -56,6 +58,7 @@ std::vector<std::string> with_legacy_defaults(const fs::path& config_file, const
       return overrides;  // load_config reports the error with its position
     }
     if (!root["model"]["dsa"]["rank"]) all.push_back("model.dsa.rank=mean");
+    if (!root["model"]["dsa"]["dense_len"]) all.push_back("model.dsa.dense_len=0");
   }
   all.insert(all.end(), overrides.begin(), overrides.end());
   return all;

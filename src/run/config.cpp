@@ -245,6 +245,7 @@ const std::vector<Key>& keys() {
     t.push_back(make_key("model.dsa", "keep_long", [](auto& c) -> auto& { return c.model.dsa.keep_long; }));
     t.push_back(make_key("model.dsa", "short_len", [](auto& c) -> auto& { return c.model.dsa.short_len; }));
     t.push_back(make_key("model.dsa", "long_len", [](auto& c) -> auto& { return c.model.dsa.long_len; }));
+    t.push_back(make_key("model.dsa", "dense_len", [](auto& c) -> auto& { return c.model.dsa.dense_len; }));
     t.push_back(make_key("model.dsa", "group", [](auto& c) -> auto& { return c.model.dsa.group; }));
     t.push_back(make_key("model.dsa", "group_keep", [](auto& c) -> auto& { return c.model.dsa.group_keep; }));
     t.push_back(make_key("model.dsa", "rank", [](auto& c) -> auto& { return c.model.dsa.rank; }));
@@ -484,12 +485,6 @@ void validate_config(const Config& c) {
   } catch (const Error& e) {
     throw Error(cat("[config] ", e.what()));
   }
-  // The DSA scorer's auxiliary gradient is formed inside the attention
-  // backward, outside the scaled loss gradient.
-  SPARTA_CHECK(!(t.precision == "fp16" && c.precision.loss_scaling && m.dsa.scorer_loss > 0.0 &&
-                 m.attention == "dsa"),
-               "[config] train.precision = \"fp16\" with loss scaling does not support model.dsa.scorer_loss > 0 "
-               "yet; use bf16 (no loss scaling needed) or set model.dsa.scorer_loss = 0");
   const PrecisionConfig& p = c.precision;
   SPARTA_CHECK(p.init_scale >= 1.0 && p.init_scale <= 1e30, "[config] precision.init_scale must be in [1, 1e30], got ",
                p.init_scale);
@@ -575,6 +570,8 @@ void copy_weightless_model_settings(const Config& from, Config& to) {
   to.model.rope_dims = from.model.rope_dims;
   to.model.attention = from.model.attention;
   to.model.dsa = from.model.dsa;
+  to.train.precision = from.train.precision;
+  to.precision.fp32 = from.precision.fp32;
 }
 
 const std::vector<std::string>& resume_safe_keys() {
@@ -582,7 +579,8 @@ const std::vector<std::string>& resume_safe_keys() {
       "train.steps",          "train.eval_every",        "train.ckpt_every",     "train.threads",
       "train.eval_batches",   "train.keep_checkpoints",  "train.max_bad_steps",  "train.out",
       "data.task_eval_examples", "model.dsa.window",     "model.dsa.top_k",      "model.dsa.keep_short",
-      "model.dsa.keep_long",  "model.dsa.short_len",     "model.dsa.long_len",   "model.dsa.group_keep"};
+      "model.dsa.keep_long",  "model.dsa.short_len",     "model.dsa.long_len",   "model.dsa.group_keep",
+      "model.dsa.dense_len"};
   return safe;
 }
 

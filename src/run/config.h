@@ -138,9 +138,11 @@ std::string config_difference(const Config& a, const Config& b, const std::vecto
 const std::vector<std::string>& weight_shape_keys();
 
 // Copies the model settings that carry no weights — model.context, RoPE
-// (rope_base, rope_dims), model.attention and every model.dsa key — from one
-// config to another: a checkpoint's weights run with another run's choice
-// of them (train.init_from: dense pre-training, then DSA at a longer context).
+// (rope_base, rope_dims), model.attention, every model.dsa key and the
+// compute precision (train.precision, precision.fp32) — from one config to
+// another: a checkpoint's weights run with another run's choice of them
+// (train.init_from: dense FP32 pre-training, then DSA in bf16 at a longer
+// context).
 void copy_weightless_model_settings(const Config& from, Config& to);
 
 // The keys `train --resume` may change with --set: they carry no weights,

@@ -14,12 +14,6 @@ int64_t key_blocks(const DsaConfig& d, int64_t T) { return (T + d.block - 1) / d
 
 bool window_covers(const ModelConfig& m) { return dsa_window_blocks(m.dsa) >= key_blocks(m.dsa, m.context); }
 
-// The last query row has the most candidates (key blocks before its
-// window); when all of them are selected, every row attends every key.
-bool dsa_covers(const ModelConfig& m) {
-  return dsa_window_blocks(m.dsa) + dsa_top_blocks(m.dsa, m.context) >= key_blocks(m.dsa, m.context);
-}
-
 // The config with its attention replaced by what it amounts to and train.out
 // cleared: equal keys train the same model.
 std::string run_key(const Config& c) {
@@ -45,7 +39,7 @@ std::string join_runs(const std::vector<int64_t>& runs) {
 std::string effective_attention(const ModelConfig& m) {
   const DsaConfig& d = m.dsa;
   if (m.attention == "dense" || (m.attention == "window" && window_covers(m)) ||
-      (m.attention == "dsa" && dsa_covers(m)))
+      (m.attention == "dsa" && dsa_attends_all(m.dsa, m.context)))
     return "dense";
   if (m.attention == "window") return cat("window(W=", dsa_window_blocks(d), ", block=", d.block, ")");
   return cat("dsa(W=", dsa_window_blocks(d), ", top=", dsa_top_blocks(d, m.context), ", block=", d.block,

@@ -209,8 +209,8 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
     state = resumed->state;
   } else if (!cfg.train.init_from.empty()) {
     // Weights only (e.g. a model trained on short sequences, continued on
-    // long ones): the checkpoint is rebuilt with this run's context, RoPE
-    // and attention settings, which carry no weights (raising the RoPE base
+    // long ones): the checkpoint is rebuilt with this run's context, RoPE,
+    // attention and precision settings, which carry no weights (raising the RoPE base
     // when extending the context is a known way to continue a model on
     // longer sequences).
     LoadedCheckpoint ck = load_checkpoint(cfg.train.init_from, {},

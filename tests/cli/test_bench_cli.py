@@ -22,7 +22,13 @@ os.environ["SPARTA_LOAD_WARNING"] = "0"
 
 SPARTA = None
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY = ["--heads", "2", "--head-dim", "16", "--min-time", "0", "--decode-steps", "2", "--threads", "2"]
+# A DSA budget below the context at these short lengths, so DSA runs its
+# sparse kernels (by default it attends every key up to 1024 tokens and runs
+# the dense kernel, see test_short_default_dsa_is_dense).
+SPARSE_DSA = ["--set", "model.dsa.dense_len=0", "--set", "model.dsa.block=16", "--set", "model.dsa.window=16",
+              "--set", "model.dsa.top_k=16", "--set", "model.dsa.keep_short=0.25"]
+BASE = ["--heads", "2", "--head-dim", "16", "--min-time", "0", "--decode-steps", "2", "--threads", "2"]
+TINY = BASE + SPARSE_DSA
 KEYS = {"impl", "seq", "fwd_ms", "bwd_ms", "decode_ms", "peak_mb", "batch", "heads", "head_dim", "threads",
         "causal", "peak_reset"}
 
@@ -103,6 +109,14 @@ class BenchAttentionTest(unittest.TestCase):
         p = run(["bench", "attention", "--rounds", "0"] + TINY, check=False)
         self.assertEqual(p.returncode, 1)
         self.assertEqual(p.stderr.strip().splitlines()[-1], "sparta: error: [bench] --rounds must be in [1, 100], got 0")
+
+    def test_short_default_dsa_is_dense(self):
+        # With the default dense_len DSA attends every key at 128 tokens and
+        # runs the dense kernel: no selection step to report.
+        p = run(["bench", "attention", "--seqs", "128", "--impls", "dsa", "--json"] + BASE)
+        r = json.loads(p.stdout)
+        self.assertNotIn("selection_ms", r)
+        self.assertTrue(math.isfinite(r["fwd_ms"]) and r["fwd_ms"] > 0, r)
 
     def test_bidirectional_has_no_decode(self):
         p = run(["bench", "attention", "--seqs", "64", "--impls", "dense", "--json", "--bidirectional"] + TINY)

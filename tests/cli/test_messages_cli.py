@@ -222,7 +222,7 @@ class SweepMessagesTest(MessagesCase):
         cfg, _ = self.config("tiny")
         p = run(["sweep", cfg, "--dry-run", "--set", "model.context=64", "--set", "model.dsa.block=8",
                  "--set", "model.dsa.window=8", "--set", "model.dsa.keep_short=0.25",
-                 "--set", "model.dsa.keep_long=0.2", "--grid", "model.attention=dsa",
+                 "--set", "model.dsa.keep_long=0.2", "--set", "model.dsa.dense_len=0", "--grid", "model.attention=dsa",
                  "--grid", "model.dsa.top_k=8,24"])
         self.assertNotIn("equivalent", p.stdout)
         self.assertIn("2 runs into", p.stdout)

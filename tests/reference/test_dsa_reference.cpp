@@ -79,6 +79,8 @@ RefCase parse_case(const nlohmann::json& j) {
   c.cfg.keep_long = j.at("keep_long").get<double>();
   c.cfg.short_len = j.at("short_len").get<int64_t>();
   c.cfg.long_len = j.at("long_len").get<int64_t>();
+  // The script's budget is the formula from the first token (no dense_len).
+  c.cfg.dense_len = j.value("dense_len", int64_t{0});
   c.cfg.summary = j.at("summary").get<bool>();
   c.cfg.group = j.at("group").get<int64_t>();
   c.cfg.group_keep = j.at("group_keep").get<int64_t>();

@@ -238,6 +238,14 @@ TEST(AttentionFactory, RejectsBadDimensions) {
                             buf.data(), buf.data(), d),
                Error);
   EXPECT_THROW(att.decode(buf.data(), buf.data(), buf.data(), buf.data(), 0, 2, 4), Error);
+  d = AttnDims{1, 2, 2, 4, 8, true};
+  for (double bad : {0.0, -1.0, std::nan(""), HUGE_VAL}) {
+    d.aux_grad_scale = bad;
+    EXPECT_THROW(att.backward(buf.data(), buf.data(), buf.data(), buf.data(), buf.data(), buf.data(), buf.data(),
+                              buf.data(), buf.data(), d),
+                 Error)
+        << bad;
+  }
 }
 
 TEST(AttentionReference, MaskSelectsKeys) {

@@ -94,9 +94,18 @@ std::vector<int32_t> list_of(const BlockSelection& sel, int64_t list) {
 }
 
 
+// The default config with the budget formula from the first token
+// (dense_len = 0): at the short lengths these tests use, the default would
+// attend every key and run the dense kernel.
+DsaConfig formula_budget() {
+  DsaConfig c;
+  c.dense_len = 0;
+  return c;
+}
+
 // A config whose budget is every key at any T (top_k huge).
 DsaConfig covering(int64_t block, int64_t window) {
-  DsaConfig c;
+  DsaConfig c = formula_budget();
   c.block = block, c.window = window, c.top_k = int64_t{1} << 40;
   return c;
 }
@@ -104,7 +113,7 @@ DsaConfig covering(int64_t block, int64_t window) {
 // Small-scale config with a real budget: key blocks of 16, 2 window blocks,
 // and at T = 200: budget max(32 + 48, 43) = 80 keys -> 3 top blocks.
 DsaConfig small_budget(bool summary = true) {
-  DsaConfig c;
+  DsaConfig c = formula_budget();
   c.block = 16, c.window = 32, c.top_k = 48, c.keep_short = 0.5, c.keep_long = 0.25,
   c.short_len = 32, c.long_len = 64, c.summary = summary;
   return c;
@@ -144,7 +153,7 @@ double dotd(const std::vector<double>& a, const std::vector<double>& b) {
 // ------------------------------------------------------------------ budget
 
 TEST(DsaBudget, DefaultNumbers) {
-  const DsaConfig c;
+  const DsaConfig c = formula_budget();
   // T <= short_len: 80%, but never below window + top_k = 192 nor above T.
   EXPECT_EQ(dsa_key_budget(c, 0), 0);
   EXPECT_EQ(dsa_key_budget(c, 1), 1);
@@ -172,10 +181,26 @@ TEST(DsaBudget, DefaultNumbers) {
   EXPECT_EQ(dsa_top_blocks(c, 4096), 2);
   EXPECT_EQ(dsa_top_blocks(c, 16384), 3);
   EXPECT_EQ(dsa_top_blocks(c, 65536), 4);
+  // The default dense_len = 1024: every key up to 1024 tokens, the formula beyond.
+  const DsaConfig d;
+  EXPECT_EQ(d.dense_len, 1024);
+  for (int64_t T : {1, 200, 256, 512, 1000, 1024}) {
+    EXPECT_EQ(dsa_key_budget(d, T), T) << T;
+    EXPECT_TRUE(dsa_attends_all(d, T)) << T;
+  }
+  for (int64_t T : {1025, 2048, 4096, 65536}) {
+    EXPECT_EQ(dsa_key_budget(d, T), dsa_key_budget(c, T)) << T;
+    EXPECT_FALSE(dsa_attends_all(d, T)) << T;
+  }
+  // Without dense_len the formula covers every candidate only while the
+  // window plus the top blocks span the sequence (256 = 2 + 2 blocks).
+  EXPECT_TRUE(dsa_attends_all(c, 256));
+  EXPECT_FALSE(dsa_attends_all(c, 257));
+  EXPECT_FALSE(dsa_attends_all(c, 512));
 }
 
 TEST(DsaBudget, InterpolatesLogLinearly) {
-  DsaConfig c;
+  DsaConfig c = formula_budget();
   c.block = 10, c.window = 1, c.top_k = 0, c.keep_short = 0.5, c.keep_long = 0.125,
   c.short_len = 100, c.long_len = 1600;
   EXPECT_EQ(dsa_key_budget(c, 100), 50);
@@ -196,7 +221,7 @@ TEST(DsaBudget, RejectsBadConfigs) {
       EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
     }
   };
-  DsaConfig c;
+  DsaConfig c = formula_budget();
   c.block = 0;
   expect_msg(c, "[attention.dsa] block must be >= 1, got 0");
   c = {}, c.window = 0;
@@ -211,9 +236,11 @@ TEST(DsaBudget, RejectsBadConfigs) {
   expect_msg(c, "[attention.dsa] group must be >= 1, got 0");
   c = {}, c.group_keep = -2;
   expect_msg(c, "[attention.dsa] group_keep must be >= 1, got -2");
+  c = {}, c.dense_len = -1;
+  expect_msg(c, "[attention.dsa] dense_len must be >= 0, got -1");
   c = {}, c.rank = "max";
   expect_msg(c, "[attention.dsa] rank must be \"mean\" or \"bound\", got 'max'");
-  EXPECT_THROW(dsa_key_budget(DsaConfig{}, -1), Error);
+  EXPECT_THROW(dsa_key_budget(formula_budget(), -1), Error);
   c = {}, c.block = 0;
   EXPECT_THROW(DsaAttention{c}, Error);
   EXPECT_THROW(make_attention("window", c), Error);
@@ -228,7 +255,7 @@ TEST(AttentionDsaFactory, MakesAllThreeAndPassesTheConfig) {
   EXPECT_EQ(a->name(), "dsa");
   ASSERT_NE(dynamic_cast<DsaAttention*>(a.get()), nullptr);
   EXPECT_EQ(dynamic_cast<DsaAttention*>(a.get())->config().block, 64);
-  DsaConfig c;
+  DsaConfig c = formula_budget();
   c.block = 32;
   auto b = make_attention("dsa", c);
   EXPECT_EQ(dynamic_cast<DsaAttention&>(*b).config().block, 32);
@@ -247,7 +274,7 @@ TEST(AttentionWindow, MatchesSlidingWindowReference) {
     for (int64_t window : {16, 40, 64}) {  // 1, 3 and 4 blocks of 16
       const Problem p(2, 170, 2, 8, causal, true, 50 + window);
       const int64_t block = 16, W = (window + block - 1) / block;
-      DsaConfig c;
+      DsaConfig c = formula_budget();
       c.block = block, c.window = window;
       WindowAttention att(c);
       const AttnMask band = [&](int64_t, int64_t, int64_t i, int64_t j) {
@@ -264,7 +291,7 @@ TEST(AttentionWindow, MatchesSlidingWindowReference) {
 TEST(AttentionWindow, DecodeEqualsForwardAtEveryPrefix) {
   const int64_t H = 2, D = 8, T = 150;
   const Problem p(1, T, H, D, true, false, 61);
-  DsaConfig c;
+  DsaConfig c = formula_budget();
   c.block = 16, c.window = 40;
   WindowAttention att(c);
   std::vector<float> out(p.out_size()), lse(p.lse_size()), dec(H * D);
@@ -279,7 +306,7 @@ TEST(AttentionWindow, DecodeEqualsForwardAtEveryPrefix) {
 TEST(AttentionWindow, WindowCoveringEverythingEqualsDense) {
   for (bool causal : {true, false}) {
     const Problem p(1, 200, 3, 16, causal, true, 71);
-    DsaConfig c;
+    DsaConfig c = formula_budget();
     c.block = 64, c.window = 256;
     WindowAttention att(c);
     auto dense = make_attention("dense");
@@ -294,7 +321,7 @@ TEST(AttentionWindow, ResultsIndependentOfThreadCount) {
   const Problem p(2, T, H, D, true, false, 81);
   Rng rng(82);
   const std::vector<float> dout = test::random_normal(p.out_size(), rng);
-  DsaConfig c;
+  DsaConfig c = formula_budget();
   c.block = 32, c.window = 80;
   AttnResult r[2];
   std::vector<float> dec[2];
@@ -313,7 +340,7 @@ TEST(AttentionWindow, ResultsIndependentOfThreadCount) {
 
 // ------------------------------------------------------------------ dsa
 
-TEST(AttentionDsa, FullBudgetEqualsDenseKernel) {
+TEST(AttentionDsa, FullBudgetRunsTheDenseKernel) {
   auto dense = make_attention("dense");
   for (bool causal : {true, false})
     for (int64_t T : {256, 200, 70}) {
@@ -322,12 +349,18 @@ TEST(AttentionDsa, FullBudgetEqualsDenseKernel) {
       const std::vector<float> dout = test::random_normal(p.out_size(), rng);
       const AttnResult want = run(*dense, p, dout);
       // Covered by the window alone, and by the top-k budget alone.
-      DsaConfig by_window;
+      DsaConfig by_window = formula_budget();
       by_window.window = 256;
-      for (const DsaConfig& c : {by_window, covering(64, 64), covering(32, 32)}) {
+      // And the default, which attends every key up to dense_len = 1024 tokens.
+      for (const DsaConfig& c : {by_window, covering(64, 64), covering(32, 32), DsaConfig{}}) {
+        ASSERT_TRUE(dsa_attends_all(c, T));
+        // DSA then runs the dense kernel itself: the same bits, not just close.
         DsaAttention att(c);
-        expect_results_close(run(att, p, dout), want, kSameSumsTol, kSameSumsTol,
-                             cat("causal=", causal, " T=", T, " block=", c.block, " window=", c.window));
+        const AttnResult got = run(att, p, dout);
+        const std::string where = cat("causal=", causal, " T=", T, " block=", c.block, " window=", c.window);
+        test::expect_bitwise_equal("out " + where, got.out, want.out);
+        test::expect_bitwise_equal("lse " + where, got.lse, want.lse);
+        test::expect_bitwise_equal("dqkv " + where, got.dqkv, want.dqkv);
       }
     }
 }
@@ -522,7 +555,7 @@ TEST(AttentionDsa, PlantedKeyBlockIsSelected) {
     const int64_t hd = H * D;
     for (int64_t t = 15 * 64; t < T; ++t) p.q()[t * p.d.ld + hd - D] += 3.0f;
     for (int64_t t = 2 * 64; t < 3 * 64; ++t) p.k()[t * p.d.ld + hd - D] += 4.0f;
-    const BlockSelection sel = dsa_select(p.q(), p.k(), p.d, DsaConfig{});
+    const BlockSelection sel = dsa_select(p.q(), p.k(), p.d, formula_budget());
     ASSERT_EQ(sel.nqb, T);
     for (int64_t j = 15 * 64; j < T; ++j) {  // the rows of key block 15
       const std::vector<int32_t> h1 = list_of(sel, 1 * T + j);
@@ -544,7 +577,7 @@ TEST(AttentionDsa, CoarseStepKeepsTheGroupOfAPlantedKeyBlock) {
   const int64_t hd = H * D;
   for (int64_t t = 63 * 64; t < T; ++t) p.q()[t * p.d.ld + hd - D] += 3.0f;
   for (int64_t t = 5 * 64; t < 6 * 64; ++t) p.k()[t * p.d.ld + hd - D] += 4.0f;
-  const DsaConfig c;
+  const DsaConfig c = formula_budget();
   ASSERT_EQ(c.group, 8);
   ASSERT_EQ(dsa_top_blocks(c, T), 2);
   const DsaPlan plan = dsa_plan(p.q(), p.k(), p.v(), p.d, c);
@@ -569,7 +602,7 @@ TEST(AttentionDsa, BoundRankingFindsASingleMatchingTokenThatTheMeanDilutes) {
   const int64_t hd = H * D, needle = 5 * 64 + 37;
   for (int64_t t = 63 * 64; t < T; ++t) p.q()[t * p.d.ld + hd - D] += 3.0f;
   p.k()[needle * p.d.ld + hd - D] += 8.0f;
-  DsaConfig mean_cfg, bound_cfg;
+  DsaConfig mean_cfg = formula_budget(), bound_cfg = formula_budget();
   mean_cfg.rank = "mean";
   bound_cfg.rank = "bound";
   const DsaPlan by_mean = dsa_plan(p.q(), p.k(), p.v(), p.d, mean_cfg);
@@ -630,7 +663,7 @@ TEST(AttentionDsa, GradientsMatchFiniteDifferences) {
     for (bool summary : {true, false})
       for (int64_t seed : {1, 2}) {
         Problem p(1, 13, 2, 4, causal, true, 800 + causal + 2 * summary + 4 * seed + 100 * (group - 1), 1.0);
-        DsaConfig c;
+        DsaConfig c = formula_budget();
         c.block = 2, c.window = 2, c.top_k = 1, c.keep_short = 0.2, c.keep_long = 0.1,
         c.short_len = 2, c.long_len = 4, c.summary = summary;  // budget at T = 13: window + top_k = 3
         c.group = group, c.group_keep = 1, c.rank = rank;
@@ -669,7 +702,7 @@ TEST(AttentionDsa, ScorerLossGradientMatchesFiniteDifferencesOfItsKl) {
   // compare its finite differences with (backward with the loss) - (without).
   for (bool causal : {true, false}) {
     Problem p(1, 24, 2, 4, causal, true, 870 + causal, 1.0);
-    DsaConfig c;
+    DsaConfig c = formula_budget();
     c.block = 4, c.window = 4, c.top_k = 2, c.keep_short = 0.2, c.keep_long = 0.1,
     c.short_len = 4, c.long_len = 8;
     ASSERT_EQ(dsa_top_blocks(c, 24), 1);
@@ -755,6 +788,50 @@ TEST(AttentionDsa, ScorerLossGradientMatchesFiniteDifferencesOfItsKl) {
   }
 }
 
+TEST(AttentionDsa, ScorerLossGradientCarriesTheLossScale) {
+  // fp16 loss scaling multiplies dout by S and, through AttnDims::aux_grad_scale,
+  // the scorer loss's own gradient too: backward with (S·dout, S) is S times
+  // backward with (dout, 1), so unscaling by 1/S gives the unscaled run.
+  for (bool causal : {true, false}) {
+    Problem p(2, 200, 2, 8, causal, true, 890 + causal);
+    DsaConfig c = coarse_budget();
+    c.scorer_loss = 100.0;  // weight / 800 rows: a visible share of the gradient
+    DsaAttention att(c);
+    Rng rng(91);
+    const std::vector<float> R = test::random_normal(p.out_size(), rng);
+    const AttnResult base = run(att, p, R);
+    // The scorer loss is a visible part of the gradient (so a backward that
+    // ignored aux_grad_scale would miss the check below by far).
+    DsaConfig off = c;
+    off.scorer_loss = 0.0;
+    DsaAttention att_off(off);
+    const AttnResult plain = run(att_off, p, R);
+    double scale = 0.0, diff = 0.0;
+    for (size_t i = 0; i < base.dqkv.size(); ++i) {
+      scale = std::max(scale, std::fabs(double(base.dqkv[i])));
+      diff = std::max(diff, std::fabs(double(base.dqkv[i]) - plain.dqkv[i]));
+    }
+    EXPECT_GT(diff, 1e-3 * scale) << "causal=" << causal << ": the scorer loss barely moves the gradient";
+    for (double S : {65536.0, 3000.0}) {
+      const std::string what = cat("causal=", causal, " S=", S);
+      std::vector<float> SR(R.size());
+      for (size_t i = 0; i < R.size(); ++i) SR[i] = static_cast<float>(S * R[i]);
+      Problem ps = p;
+      ps.d.aux_grad_scale = S;
+      const AttnResult scaled = run(att, ps, SR);
+      EXPECT_EQ(scaled.out, base.out) << what;  // forward ignores the scale
+      EXPECT_EQ(scaled.lse, base.lse) << what;
+      std::vector<float> want(base.dqkv.size());
+      for (size_t i = 0; i < want.size(); ++i) want[i] = static_cast<float>(S * base.dqkv[i]);
+      expect_rel_close(scaled.dqkv, want, 1e-5, what + " dqkv");
+    }
+    // S = 1 spelled out is the default: bit for bit.
+    Problem p1 = p;
+    p1.d.aux_grad_scale = 1.0;
+    EXPECT_EQ(run(att, p1, R).dqkv, base.dqkv) << "causal=" << causal;
+  }
+}
+
 TEST(AttentionDsa, ExplorationPerturbsTheRankingOnlyInTraining) {
   Problem p(2, 200, 2, 8, true, true, 880);
   DsaConfig c = small_budget();
@@ -774,7 +851,7 @@ TEST(AttentionDsa, ExplorationPerturbsTheRankingOnlyInTraining) {
   // Forward and backward of one step agree (backward recomputes the same
   // noisy choice): gradients match finite differences with the seed set.
   Problem small(1, 13, 2, 4, true, true, 881, 1.0);
-  DsaConfig t;
+  DsaConfig t = formula_budget();
   t.block = 2, t.window = 2, t.top_k = 1, t.keep_short = 0.2, t.keep_long = 0.1,
   t.short_len = 2, t.long_len = 4, t.explore = 2.0;
   small.d.selection_seed = 99;
@@ -844,14 +921,14 @@ TEST(AttentionDsa, ShortSequences) {
       const Problem p(2, T, 2, 8, causal, true, 900 + T);
       Rng rng(91);
       const std::vector<float> dout = test::random_normal(p.out_size(), rng);
-      DsaAttention att{DsaConfig{}};
+      DsaAttention att{formula_budget()};
       const AttnResult got = run(att, p, dout);
       expect_results_close(got, run(*dense, p, dout), kSameSumsTol, kSameSumsTol, cat("T=", T, " causal=", causal));
       EXPECT_TRUE(all_finite(got.out) && all_finite(got.lse) && all_finite(got.dqkv));
     }
   // B = 0 / T = 0: nothing to do, nothing thrown.
   Problem p(1, 0, 2, 8, true, true, 1);
-  DsaAttention att{DsaConfig{}};
+  DsaAttention att{formula_budget()};
   EXPECT_NO_THROW(att.forward(nullptr, nullptr, p.q(), p.k(), p.v(), p.d));
 }
 
@@ -865,6 +942,33 @@ TEST(AttentionDsa, DecodeEqualsForwardWhenBudgetCoversAll) {
     att.decode(dec.data(), p.q() + (len - 1) * H * D, p.k(), p.v(), len, H, D);
     const std::vector<float> want(out.begin() + (len - 1) * H * D, out.begin() + len * H * D);
     expect_rel_close(dec, want, 1e-5, cat("dsa decode len=", len));
+  }
+}
+
+TEST(AttentionDsa, DecodeRunsTheDenseKernelWhileTheBudgetCoversAll) {
+  // Default dense_len (1024): every cache length up to it decodes exactly as
+  // dense attention does, bit for bit; past it the selection takes over and
+  // the memo, untouched until then, catches up.
+  const int64_t H = 2, D = 8, T = 1100, HD = H * D;
+  const Problem p(1, T, H, D, true, false, 1003);
+  DsaConfig c;
+  c.block = 16, c.window = 16, c.top_k = 16;
+  DsaAttention att(c);
+  const auto dense = make_attention("dense");
+  std::unique_ptr<DecodeMemo> memo = att.make_decode_memo();
+  std::vector<float> got(HD), want(HD), without(HD);
+  for (int64_t len : {1, 2, 17, 500, 1023, 1024}) {
+    att.decode(got.data(), p.q() + (len - 1) * HD, p.k(), p.v(), len, H, D, memo.get());
+    dense->decode(want.data(), p.q() + (len - 1) * HD, p.k(), p.v(), len, H, D);
+    test::expect_bitwise_equal(cat("len=", len), got, want);
+  }
+  for (int64_t len : {1025, 1100}) {
+    ASSERT_FALSE(dsa_attends_all(c, len));
+    att.decode(got.data(), p.q() + (len - 1) * HD, p.k(), p.v(), len, H, D, memo.get());
+    att.decode(without.data(), p.q() + (len - 1) * HD, p.k(), p.v(), len, H, D);
+    test::expect_bitwise_equal(cat("memo len=", len), got, without);
+    dense->decode(want.data(), p.q() + (len - 1) * HD, p.k(), p.v(), len, H, D);
+    EXPECT_NE(got, want) << "len " << len << " should select, not attend every key";
   }
 }
 
@@ -1003,7 +1107,7 @@ TEST(AttentionDsa, BackwardWithForwardsSavedPlanGivesTheSameBits) {
 }
 
 TEST(AttentionDsa, RejectsBadArguments) {
-  DsaAttention att{DsaConfig{}};
+  DsaAttention att{formula_budget()};
   std::vector<float> buf(64, 0.0f);
   const AttnDims d{1, 2, 2, 4, 6, true};  // ld = 6 < H*D = 8
   try {
@@ -1018,7 +1122,7 @@ TEST(AttentionDsa, RejectsBadArguments) {
   } catch (const Error& e) {
     EXPECT_STREQ(e.what(), "[attention.dsa] decode needs at least one cached position, got len=0");
   }
-  WindowAttention win{DsaConfig{}};
+  WindowAttention win{formula_budget()};
   EXPECT_THROW(win.forward(buf.data(), buf.data(), buf.data(), buf.data(), buf.data(), d), Error);
   EXPECT_THROW(win.decode(buf.data(), buf.data(), buf.data(), buf.data(), 1, 0, 4), Error);
 }

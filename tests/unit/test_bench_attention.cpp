@@ -60,7 +60,12 @@ TEST(BenchAttention, Median) {
 
 TEST(BenchAttention, MeasuresEveryImplementationOnATinyProblem) {
   for (const std::string impl : {"dense", "window", "dsa"}) {
-    const AttentionBenchRecord r = measure_attention(impl, 128, tiny_spec(), DsaConfig{});
+    // Really sparse at 128 tokens (the default would attend every key there
+    // and run the dense kernel, with no selection to time): 1 window block
+    // + 6 of 8 blocks selected.
+    DsaConfig sparse;
+    sparse.dense_len = 0, sparse.block = 16, sparse.window = 16, sparse.top_k = 0;
+    const AttentionBenchRecord r = measure_attention(impl, 128, tiny_spec(), sparse);
     EXPECT_EQ(r.impl, impl);
     EXPECT_EQ(r.seq, 128);
     EXPECT_EQ(r.heads, 2);
@@ -89,6 +94,8 @@ TEST(BenchAttention, MeasuresEveryImplementationOnATinyProblem) {
     EXPECT_EQ(j["seq"], 128);
     EXPECT_EQ(j["fwd_ms"].get<double>(), r.fwd_ms);
   }
+  // Where DSA attends every key it runs the dense kernel: nothing is selected.
+  EXPECT_FALSE(measure_attention("dsa", 128, tiny_spec(), DsaConfig{}).selection_ms.has_value());
 }
 
 TEST(BenchAttention, BidirectionalHasNoDecode) {

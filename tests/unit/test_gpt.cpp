@@ -133,6 +133,44 @@ TEST(GPT, MicroBatchGradientsAddUpToTheWholeBatch) {
     ASSERT_NEAR(m.params().grad()[i], 2.0f * whole[i], 1e-6 + 1e-5 * std::fabs(whole[i])) << "index " << i;
 }
 
+TEST(GPT, MicroBatchesGiveTheWholeBatchGradientsWithTheDsaScorerLoss) {
+  // The scorer loss is a mean over its rows; with grad_accum micro-batches
+  // it must still be the mean over the whole step's rows, not their sum
+  // (each micro-batch's mean counted once per micro-batch).
+  GPTConfig c = tiny();
+  c.context = 64;
+  c.attention = "dsa";
+  c.dsa.block = 8, c.dsa.window = 8, c.dsa.top_k = 8, c.dsa.keep_short = 0.3, c.dsa.keep_long = 0.3;
+  c.dsa.dense_len = 0;  // select at this short context
+  c.dsa.scorer_loss = 5.0;
+  GPT m(c);
+  randomize(m, 41);
+  const int64_t B = 4, T = 64, V = 13;
+  auto tok = random_tokens(B * T, V, 42), tgt = random_tokens(B * T, V, 43);
+  GPTActivations acts;
+  const float whole_loss = lm_loss_and_gradients(m, acts, tok.data(), tgt.data(), B, T);
+  const std::vector<float> whole(m.params().grad(), m.params().grad() + m.params().size());
+  // The scorer loss moves the gradients (else this test proves nothing).
+  GPTConfig no_scorer = c;
+  no_scorer.dsa.scorer_loss = 0.0;
+  GPT plain(no_scorer);
+  randomize(plain, 41);
+  GPTActivations plain_acts;
+  lm_loss_and_gradients(plain, plain_acts, tok.data(), tgt.data(), B, T);
+  double moved = 0.0;
+  for (int64_t i = 0; i < m.params().size(); ++i)
+    moved = std::max(moved, static_cast<double>(std::fabs(plain.params().grad()[i] - whole[i])));
+  ASSERT_GT(moved, 1e-3);
+  for (int64_t micro : {2, 4}) {
+    SCOPED_TRACE(micro);
+    GPTActivations micro_acts;
+    const float loss = lm_loss_and_gradients(m, micro_acts, tok.data(), tgt.data(), B / micro, T, 0, micro);
+    EXPECT_NEAR(loss, whole_loss, 1e-6);
+    for (int64_t i = 0; i < m.params().size(); ++i)
+      ASSERT_NEAR(m.params().grad()[i], whole[i], 1e-6 + 1e-5 * std::fabs(whole[i])) << "index " << i;
+  }
+}
+
 TEST(GPT, ActivationBytesAreKnownBeforeAllocating) {
   const GPTConfig c = tiny();
   GPT m(c);

@@ -2,6 +2,7 @@
 // bf16 / fp32-fast against the same GPT in FP32.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -285,11 +286,56 @@ TEST(Precision, Fp16GradientsUnderflowWithoutLossScaling) {
   EXPECT_FALSE(LossScaler::unscale(m.params().grad(), m.params().size(), 1e12));
 }
 
+// Loss scaling must scale every gradient, the DSA scorer loss's included:
+// that one is formed inside the attention backward, outside dL/dlogits, and
+// gets the scale through GPT::backward → AttnDims::aux_grad_scale. In FP32 the
+// scaled gradients, unscaled, are the S = 1 ones.
+TEST(Precision, LossScaleReachesTheDsaScorerLoss) {
+  const int64_t B = 2, T = 64;
+  GPTConfig c = small(Precision::FP32);
+  c.context = T;
+  c.attention = "dsa";
+  c.dsa.block = 8, c.dsa.window = 8, c.dsa.top_k = 8, c.dsa.keep_short = 0.3, c.dsa.keep_long = 0.3;
+  c.dsa.dense_len = 0;  // select at this short T (2 of up to 7 far blocks)
+  c.dsa.scorer_loss = 1.0;
+  GPTConfig off = c;
+  off.dsa.scorer_loss = 0.0;
+  GPT m(c), m_off(off);
+  m.init_weights(31);
+  // Peaked attention: at init (q·k ≈ 0) the masses already match the scores
+  // and the scorer loss has next to no gradient.
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    const ParamInfo& w = m.params().info(cat("h.", l, ".attn.qkv.weight"));
+    float* x = m.params().data() + w.offset;
+    for (int64_t i = 0; i < w.numel; ++i) x[i] *= 25.0f;
+  }
+  copy_weights(m, m_off);
+  const auto tok = random_tokens(B * T, 64, 32), tgt = random_tokens(B * T, 64, 33);
+  const int64_t n = m.params().size();
+  GPTActivations a, a_off;
+  lm_loss_and_gradients(m, a, tok.data(), tgt.data(), B, T);
+  const std::vector<float> want(m.params().grad(), m.params().grad() + n);
+  lm_loss_and_gradients(m_off, a_off, tok.data(), tgt.data(), B, T);
+  const auto max_diff = [&](const float* g) {
+    double d = 0.0;
+    for (int64_t i = 0; i < n; ++i) d = std::max(d, std::fabs(double(g[i]) - want[i]));
+    return d;
+  };
+  double scale = 0.0;
+  for (float g : want) scale = std::max(scale, std::fabs(double(g)));
+  EXPECT_GT(max_diff(m_off.params().grad()), 1e-3 * scale) << "the scorer loss barely moves the gradients";
+  for (double S : {65536.0, 3000.0}) {
+    lm_loss_and_gradients(m, a, tok.data(), tgt.data(), B, T, 0, 1, S);
+    ASSERT_TRUE(LossScaler::unscale(m.params().grad(), n, S));
+    EXPECT_LE(max_diff(m.params().grad()), 1e-5 * scale) << "S=" << S;
+  }
+}
+
 // The fused LayerNorm + rounding kernel is exactly the unfused reference:
 // LayerNorm in FP32, then round_to_16bit (and the same saved statistics).
 TEST(Precision, FusedLayerNormTo16BitEqualsNormaliseThenRound) {
   for (DType t : {DType::BF16, DType::F16}) {
-    for (const auto [N, C] : {std::pair<int64_t, int64_t>{3, 7}, {257, 384}, {1030, 64}}) {
+    for (const auto& [N, C] : {std::pair<int64_t, int64_t>{3, 7}, {257, 384}, {1030, 64}}) {
       SCOPED_TRACE(std::string(dtype_name(t)) + " N=" + std::to_string(N) + " C=" + std::to_string(C));
       const auto x = random_floats(N * C, 21, 2.0), w = random_floats(C, 22), b = random_floats(C, 23);
       std::vector<float> y32(N * C), mean(N), rstd(N), mean16(N), rstd16(N);
@@ -314,7 +360,7 @@ TEST(Precision, FusedLayerNormTo16BitEqualsNormaliseThenRound) {
 // rounding, bit for bit, in every output type.
 TEST(Precision, FusedResidualLayerNormEqualsAddThenNormalise) {
   for (DType t : {DType::F32, DType::BF16, DType::F16}) {
-    for (const auto [N, C] : {std::pair<int64_t, int64_t>{3, 7}, {513, 384}}) {
+    for (const auto& [N, C] : {std::pair<int64_t, int64_t>{3, 7}, {513, 384}}) {
       SCOPED_TRACE(std::string(dtype_name(t)) + " N=" + std::to_string(N) + " C=" + std::to_string(C));
       const auto x = random_floats(N * C, 31, 2.0), r = random_floats(N * C, 32), w = random_floats(C, 33),
                  b = random_floats(C, 34);

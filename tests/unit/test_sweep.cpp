@@ -587,9 +587,12 @@ TEST(SweepEquivalence, ADsaBudgetCoveringTheContextIsDense) {
   EXPECT_EQ(effective_attention(m), "dense");
   m.attention = "window";
   EXPECT_EQ(effective_attention(m), "dense");
-  // At 1024 tokens the budget (20%) leaves most blocks out: really sparse.
+  // Up to dense_len (1024) tokens DSA attends every key.
   m.context = 1024;
   m.attention = "dsa";
+  EXPECT_EQ(effective_attention(m), "dense");
+  // Without it, at 1024 tokens the budget (20%) leaves most blocks out: really sparse.
+  m.dsa.dense_len = 0;
   const std::string eff = effective_attention(m);
   EXPECT_EQ(eff.rfind("dsa(W=2, top=2, block=64", 0), 0u) << eff;  // 205 keys: 128 window + 2 blocks
   m.attention = "window";
@@ -617,11 +620,12 @@ TEST(SweepEquivalence, PlanNamesRunsThatTrainTheSameModel) {
   EXPECT_EQ(plan.equivalence.notes[0],
             "runs 2, 3 and 4 are equivalent to run 1: dense attention ignores the model.dsa settings; "
             "the DSA budget covers the whole context of 16");
-  // Long enough that DSA selects: dense runs still repeat each other, the
+  // Long enough that DSA selects (with dense_len = 0; the default 1024 would
+  // attend every key at 64 tokens): dense runs still repeat each other, the
   // DSA runs differ from them and from each other.
   plan = plan_sweep(cfg, {"model.attention=dense,dsa", "model.dsa.top_k=8,24"},
                     {"model.dsa.block=8", "model.dsa.window=8", "model.context=64", "model.dsa.keep_short=0.25",
-                     "model.dsa.keep_long=0.2"},
+                     "model.dsa.keep_long=0.2", "model.dsa.dense_len=0"},
                     dir.path / "out");
   EXPECT_EQ(plan.equivalence.same_as, (std::vector<int64_t>{0, 1, 0, 0}));
   EXPECT_EQ(plan.equivalence.notes, (std::vector<std::string>{
