@@ -8,16 +8,13 @@
 #include "core/error.h"
 #include "io/atomic_file.h"
 #include "plot/loss_plot.h"
+#include "plot/svg_frame.h"
 
 namespace sparta {
 namespace {
 
 using Points = std::vector<std::pair<double, double>>;
-
-// Chart geometry (SVG user units = px), as in the loss plot.
-constexpr double kWidth = 800, kHeight = 480;
-constexpr double kLeft = 72, kRight = 24, kTop = 44, kBottom = 56;
-constexpr double kPlotW = kWidth - kLeft - kRight, kPlotH = kHeight - kTop - kBottom;
+using namespace svg;
 // matplotlib's "tab10": distinguishable, and readable on white.
 constexpr const char* kPalette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
                                     "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
@@ -25,12 +22,6 @@ constexpr const char* kPalette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", 
 constexpr double kMaxMagnitude = 1e300;
 
 bool usable(double v) { return std::isfinite(v) && std::fabs(v) <= kMaxMagnitude; }
-
-std::string num(double v) {  // SVG coordinate
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.1f", v);
-  return buf;
-}
 
 
 // Every m·10^e (m from `mantissas`, e a multiple of decade_step) with
@@ -161,25 +152,14 @@ std::string line_chart_svg(const std::vector<ChartSeries>& series_in, const Line
   auto px = [&](double x) { return kLeft + axis_pos(x, xt, opt.log_x) * kPlotW; };
   auto py = [&](double y) { return kTop + kPlotH - axis_pos(y, yt, opt.log_y) * kPlotH; };
 
-  std::string s;
-  s += cat("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n",
-           "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"", kWidth, "\" height=\"", kHeight,
-           "\" viewBox=\"0 0 ", kWidth, " ", kHeight,
-           "\" font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\" font-size=\"12\">\n");
-  s += cat("<rect width=\"", kWidth, "\" height=\"", kHeight, "\" fill=\"#ffffff\"/>\n");
-  s += cat("<text x=\"", num(kLeft + kPlotW / 2),
-           "\" y=\"26\" text-anchor=\"middle\" font-size=\"16\" font-weight=\"bold\" fill=\"#222\">",
-           xml_escape(opt.title), "</text>\n");
+  std::string s = document_head(opt.title);
 
   // Grid and tick labels.
-  s += "<g stroke=\"#e6e6e6\" stroke-width=\"1\">\n";
-  for (double v : xt.values)
-    s += cat("<line x1=\"", num(px(v)), "\" y1=\"", num(kTop), "\" x2=\"", num(px(v)), "\" y2=\"",
-             num(kTop + kPlotH), "\"/>\n");
-  for (double v : yt.values)
-    s += cat("<line x1=\"", num(kLeft), "\" y1=\"", num(py(v)), "\" x2=\"", num(kLeft + kPlotW), "\" y2=\"",
-             num(py(v)), "\"/>\n");
-  s += "</g>\n<g fill=\"#444\">\n";
+  std::vector<double> grid_x, grid_y;
+  for (double v : xt.values) grid_x.push_back(px(v));
+  for (double v : yt.values) grid_y.push_back(py(v));
+  s += grid(grid_x, grid_y);
+  s += "<g fill=\"#444\">\n";
   for (size_t i = 0; i < xt.values.size(); ++i)
     s += cat("<text x=\"", num(px(xt.values[i])), "\" y=\"", num(kTop + kPlotH + 18),
              "\" text-anchor=\"middle\">", xml_escape(xt.labels[i]), "</text>\n");

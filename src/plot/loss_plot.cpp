@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/plural.h"
 #include "io/atomic_file.h"
+#include "plot/svg_frame.h"
 
 namespace sparta {
 namespace {
@@ -18,10 +19,7 @@ using Points = std::vector<std::pair<double, double>>;
 // overflow on them, and a loss that large is a diverged run anyway.
 constexpr double kMaxMagnitude = 1e300;
 
-// Chart geometry (SVG user units = px).
-constexpr double kWidth = 800, kHeight = 480;
-constexpr double kLeft = 72, kRight = 24, kTop = 44, kBottom = 56;
-constexpr double kPlotW = kWidth - kLeft - kRight, kPlotH = kHeight - kTop - kBottom;
+using namespace svg;
 constexpr const char* kTrainColor = "#1f77b4";
 constexpr const char* kValColor = "#e8710a";
 
@@ -54,7 +52,6 @@ std::string fmt(const char* f, double v) {
   return buf;
 }
 
-std::string num(double v) { return fmt("%.1f", v); }  // SVG coordinate
 
 
 // Pixel coordinates for a series. Long series are thinned to the lowest and
@@ -216,25 +213,14 @@ std::string loss_plot_svg(const Points& train_in, const Points& val_in, const st
   auto px = [&](double x) { return kLeft + (x - xt.lo) / (xt.hi - xt.lo) * kPlotW; };
   auto py = [&](double y) { return kTop + kPlotH - (y - yt.lo) / (yt.hi - yt.lo) * kPlotH; };
 
-  std::string s;
-  s += cat("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n",
-           "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"", kWidth, "\" height=\"", kHeight,
-           "\" viewBox=\"0 0 ", kWidth, " ", kHeight,
-           "\" font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\" font-size=\"12\">\n");
-  s += cat("<rect width=\"", kWidth, "\" height=\"", kHeight, "\" fill=\"#ffffff\"/>\n");
-  s += cat("<text x=\"", num(kLeft + kPlotW / 2),
-           "\" y=\"26\" text-anchor=\"middle\" font-size=\"16\" font-weight=\"bold\" fill=\"#222\">",
-           xml_escape(title), "</text>\n");
+  std::string s = document_head(title);
 
   // Grid and tick labels.
-  s += "<g stroke=\"#e6e6e6\" stroke-width=\"1\">\n";
-  for (double v : xt.values)
-    s += cat("<line x1=\"", num(px(v)), "\" y1=\"", num(kTop), "\" x2=\"", num(px(v)), "\" y2=\"",
-             num(kTop + kPlotH), "\"/>\n");
-  for (double v : yt.values)
-    s += cat("<line x1=\"", num(kLeft), "\" y1=\"", num(py(v)), "\" x2=\"", num(kLeft + kPlotW), "\" y2=\"",
-             num(py(v)), "\"/>\n");
-  s += "</g>\n<g fill=\"#444\">\n";
+  std::vector<double> grid_x, grid_y;
+  for (double v : xt.values) grid_x.push_back(px(v));
+  for (double v : yt.values) grid_y.push_back(py(v));
+  s += grid(grid_x, grid_y);
+  s += "<g fill=\"#444\">\n";
   for (double v : xt.values)
     s += cat("<text x=\"", num(px(v)), "\" y=\"", num(kTop + kPlotH + 18), "\" text-anchor=\"middle\">",
              format_tick(v, xt.step), "</text>\n");
