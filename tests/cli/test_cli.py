@@ -249,6 +249,30 @@ class InitFromTest(CliCase):
                              "--set", "model.attention=dsa", "--set", "model.dsa.rank=bound"]).stdout)
         self.assertTrue(0 < ev["loss"] < 10)
 
+    def test_a_checkpoint_without_the_dense_len_key_keeps_its_sparse_budget(self):
+        # model.dsa.dense_len did not exist before 2026-12-07 (DSA then used
+        # the budget formula at every length): such a checkpoint loads with 0,
+        # new runs get 1024, and --set still applies on top.
+        cfg, out = self.config("legacy-dense-len", steps=1, eval_every=100, ckpt_every=1)
+        run(["train", cfg, "--quiet"])
+        info = json.loads(run(["info", "--checkpoint", out, "--json"]).stdout)
+        self.assertEqual(info["config"]["model"]["dsa"]["dense_len"], 1024)
+        path = os.path.join(info["checkpoint"], "config.toml")
+        with open(path) as f:
+            lines = [l for l in f if not l.strip().startswith("dense_len ")]
+        with open(path, "w") as f:
+            f.writelines(lines)
+        info = json.loads(run(["info", "--checkpoint", out, "--json"]).stdout)
+        self.assertEqual(info["config"]["model"]["dsa"]["dense_len"], 0)
+        sparse = ["--set", "model.attention=dsa", "--set", "model.dsa.block=8", "--set", "model.dsa.window=8",
+                  "--set", "model.dsa.top_k=8", "--set", "model.dsa.keep_short=0.3"]
+        losses = [json.loads(run(["eval", "--checkpoint", out, "--data", self.corpus, "--json"] + sparse + extra)
+                             .stdout)["loss"]
+                  for extra in ([], ["--set", "model.dsa.dense_len=1024"],
+                                ["--set", "model.attention=dense"])]
+        self.assertNotEqual(losses[0], losses[2])  # the legacy budget selects
+        self.assertEqual(losses[1], losses[2])     # dense_len >= context: the dense kernel
+
 
 class CrashTest(CliCase):
     def test_sigkill_during_checkpoint_writes(self):
