@@ -52,8 +52,9 @@ void scorer_masses(ScorerMasses& m, const DsaPlan& plan, const float* q, const f
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   m.selected.assign(plan.far.keys.size(), 0.0f);
   m.summary.assign(static_cast<size_t>(BH * T), 0.0f);
-  // Times the loss scale dout carries, so the scorer loss is unscaled with the
-  // main loss's gradient (S = 1: the same float as without it).
+  // Times aux_grad_scale (the loss scale dout carries, over the step's
+  // micro-batches), so the scorer loss is unscaled and averaged with the main
+  // loss's gradient (1: the same float as without it).
   m.weight = static_cast<float>(cfg.scorer_loss * d.aux_grad_scale / static_cast<double>(std::max<int64_t>(1, BH * T)));
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t bh = 0; bh < BH; ++bh) {

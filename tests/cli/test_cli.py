@@ -167,6 +167,23 @@ class ResumeTest(CliCase):
 
 
 class InitFromTest(CliCase):
+    def train_and_drop_saved_key(self, name, key):
+        """Trains one step, then removes `key = ...` from the checkpoint's
+        config.toml, as a checkpoint written before the key existed; returns
+        (run folder, the key's section of `info --json` before the removal)."""
+        cfg, out = self.config(name, steps=1, eval_every=100, ckpt_every=1)
+        run(["train", cfg, "--quiet"])
+        info = json.loads(run(["info", "--checkpoint", out, "--json"]).stdout)
+        path = os.path.join(info["checkpoint"], "config.toml")
+        with open(path) as f:
+            lines = [l for l in f if not l.strip().startswith(key + " ")]
+        with open(path, "w") as f:
+            f.writelines(lines)
+        return out, info["config"]["model"]["dsa"]
+
+    def saved_dsa_settings(self, out):
+        return json.loads(run(["info", "--checkpoint", out, "--json"]).stdout)["config"]["model"]["dsa"]
+
     def test_starts_from_a_checkpoints_weights_at_another_context(self):
         cfg_a, out_a = self.config("short", steps=24, eval_every=12, ckpt_every=12)
         run(["train", cfg_a, "--quiet"])
@@ -234,17 +251,9 @@ class InitFromTest(CliCase):
         # such a checkpoint must load with the ranking it was trained with,
         # while new runs get the current default ("bound") and --set still
         # applies on top.
-        cfg, out = self.config("legacy", steps=1, eval_every=100, ckpt_every=1)
-        run(["train", cfg, "--quiet"])
-        info = json.loads(run(["info", "--checkpoint", out, "--json"]).stdout)
-        self.assertEqual(info["config"]["model"]["dsa"]["rank"], "bound")
-        path = os.path.join(info["checkpoint"], "config.toml")
-        with open(path) as f:
-            lines = [l for l in f if not l.strip().startswith("rank ")]
-        with open(path, "w") as f:
-            f.writelines(lines)
-        info = json.loads(run(["info", "--checkpoint", out, "--json"]).stdout)
-        self.assertEqual(info["config"]["model"]["dsa"]["rank"], "mean")
+        out, before = self.train_and_drop_saved_key("legacy", "rank")
+        self.assertEqual(before["rank"], "bound")
+        self.assertEqual(self.saved_dsa_settings(out)["rank"], "mean")
         ev = json.loads(run(["eval", "--checkpoint", out, "--data", self.corpus, "--json",
                              "--set", "model.attention=dsa", "--set", "model.dsa.rank=bound"]).stdout)
         self.assertTrue(0 < ev["loss"] < 10)
@@ -253,17 +262,9 @@ class InitFromTest(CliCase):
         # model.dsa.dense_len did not exist before 2026-12-07 (DSA then used
         # the budget formula at every length): such a checkpoint loads with 0,
         # new runs get 1024, and --set still applies on top.
-        cfg, out = self.config("legacy-dense-len", steps=1, eval_every=100, ckpt_every=1)
-        run(["train", cfg, "--quiet"])
-        info = json.loads(run(["info", "--checkpoint", out, "--json"]).stdout)
-        self.assertEqual(info["config"]["model"]["dsa"]["dense_len"], 1024)
-        path = os.path.join(info["checkpoint"], "config.toml")
-        with open(path) as f:
-            lines = [l for l in f if not l.strip().startswith("dense_len ")]
-        with open(path, "w") as f:
-            f.writelines(lines)
-        info = json.loads(run(["info", "--checkpoint", out, "--json"]).stdout)
-        self.assertEqual(info["config"]["model"]["dsa"]["dense_len"], 0)
+        out, before = self.train_and_drop_saved_key("legacy-dense-len", "dense_len")
+        self.assertEqual(before["dense_len"], 1024)
+        self.assertEqual(self.saved_dsa_settings(out)["dense_len"], 0)
         sparse = ["--set", "model.attention=dsa", "--set", "model.dsa.block=8", "--set", "model.dsa.window=8",
                   "--set", "model.dsa.top_k=8", "--set", "model.dsa.keep_short=0.3"]
         losses = [json.loads(run(["eval", "--checkpoint", out, "--data", self.corpus, "--json"] + sparse + extra)
