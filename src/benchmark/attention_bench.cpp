@@ -91,7 +91,8 @@ std::optional<double> AttentionBenchRecord::selection_share() const {
 }
 
 nlohmann::json attention_record_json(const AttentionBenchRecord& r) {
-  nlohmann::json j = {{"impl", r.impl}, {"seq", r.seq}, {"fwd_ms", r.fwd_ms}, {"bwd_ms", r.bwd_ms}};
+  nlohmann::json j = {{"impl", r.impl}, {"precision", r.precision}, {"seq", r.seq}, {"fwd_ms", r.fwd_ms},
+                      {"bwd_ms", r.bwd_ms}};
   j["decode_ms"] = r.decode_ms ? nlohmann::json(*r.decode_ms) : nlohmann::json(nullptr);
   j["peak_mb"] = r.peak_mb;
   if (r.selection_ms) j["selection_ms"] = *r.selection_ms;
@@ -127,6 +128,11 @@ AttentionBenchRecord attention_record_from_json(const nlohmann::json& j, const s
                "[bench] ", where, ": record needs a non-empty string 'impl'");
   AttentionBenchRecord r;
   r.impl = j["impl"].get<std::string>();
+  if (j.contains("precision")) {
+    SPARTA_CHECK(j["precision"].is_string() && !j["precision"].get<std::string>().empty(), "[bench] ", where,
+                 ": 'precision' must be a non-empty string, got ", j["precision"].dump());
+    r.precision = j["precision"].get<std::string>();
+  }
   SPARTA_CHECK(j.contains("seq") && j["seq"].is_number_integer() && j["seq"].get<int64_t>() >= 1, "[bench] ",
                where, ": record needs an integer 'seq' >= 1");
   r.seq = j["seq"].get<int64_t>();
@@ -170,10 +176,10 @@ AttentionBenchRecord median_record(const std::vector<AttentionBenchRecord>& roun
   AttentionBenchRecord r = rounds.front();
   std::vector<double> fwd, bwd, dec, sel;
   for (const AttentionBenchRecord& x : rounds) {
-    SPARTA_CHECK(x.impl == r.impl && x.seq == r.seq && x.batch == r.batch && x.heads == r.heads &&
+    SPARTA_CHECK(x.impl == r.impl && x.precision == r.precision && x.seq == r.seq && x.batch == r.batch && x.heads == r.heads &&
                      x.head_dim == r.head_dim && x.causal == r.causal,
-                 "[bench] median_record: rounds of different problems (", r.impl, " seq ", r.seq, " vs ", x.impl,
-                 " seq ", x.seq, ")");
+                 "[bench] median_record: rounds of different problems (", r.label(), " seq ", r.seq, " vs ",
+                 x.label(), " seq ", x.seq, ")");
     fwd.push_back(x.fwd_ms);
     bwd.push_back(x.bwd_ms);
     if (x.decode_ms) dec.push_back(*x.decode_ms);
@@ -219,12 +225,16 @@ AttentionBenchRecord measure_attention(const std::string& impl, int64_t seq, con
                spec.min_time_s);
   SPARTA_CHECK(spec.max_runs >= 1, "[bench] max runs must be >= 1, got ", spec.max_runs);
   SPARTA_CHECK(spec.decode_steps >= 1, "[bench] --decode-steps must be >= 1, got ", spec.decode_steps);
+  SPARTA_CHECK(spec.precision == "fp32" || spec.precision == "bf16", "[bench] precision must be fp32 or bf16, got '",
+               spec.precision, "'");
   std::unique_ptr<Attention> attn = make_attention(impl, dsa);
   const int64_t B = spec.batch, T = seq, H = spec.heads, D = spec.head_dim, HD = H * D;
-  const AttnDims d{B, T, H, D, 3 * HD, spec.causal};
+  AttnDims d{B, T, H, D, 3 * HD, spec.causal};
+  d.bf16_products = spec.precision == "bf16";
 
   AttentionBenchRecord r;
   r.impl = impl;
+  r.precision = spec.precision;
   r.seq = seq;
   r.batch = B;
   r.heads = H;
@@ -302,6 +312,17 @@ std::vector<int64_t> parse_seq_list(const std::string& text) {
   return seqs;
 }
 
+std::vector<std::string> parse_attention_precision_list(const std::string& text) {
+  std::vector<std::string> out;
+  for (const std::string& s : split_commas(text)) {
+    SPARTA_CHECK(s == "fp32" || s == "bf16", "[bench] --precision: unknown precision '", s,
+                 "' (the attention kernels compute in fp32 or bf16)");
+    if (std::find(out.begin(), out.end(), s) == out.end()) out.push_back(s);
+  }
+  SPARTA_CHECK(!out.empty(), "[bench] --precision is empty (give fp32, bf16 or fp32,bf16)");
+  return out;
+}
+
 std::vector<std::string> parse_impl_list(const std::string& text) {
   std::vector<std::string> impls;
   for (const std::string& s : split_commas(text)) {
@@ -329,11 +350,11 @@ std::string seq_label(int64_t seq) {
 }
 
 std::string attention_bench_table(const std::vector<AttentionBenchRecord>& records) {
-  std::map<int64_t, double> dense;  // seq -> fwd+bwd ms
+  std::map<std::pair<int64_t, std::string>, double> dense;  // (seq, precision) -> fwd+bwd ms
   for (const auto& r : records)
-    if (r.impl == "dense") dense.emplace(r.seq, r.fwd_bwd_ms());
+    if (r.impl == "dense") dense.emplace(std::pair(r.seq, r.precision), r.fwd_bwd_ms());
   size_t w = 6;
-  for (const auto& r : records) w = std::max(w, r.impl.size());
+  for (const auto& r : records) w = std::max(w, r.label().size());
   auto row = [&](const std::vector<std::string>& cells) {
     std::string line;
     char buf[64];
@@ -349,9 +370,9 @@ std::string attention_bench_table(const std::vector<AttentionBenchRecord>& recor
   std::string s = row({"impl", "seq", "fwd ms", "bwd ms", "fwd+bwd", "decode ms/t", "sel %", "peak MB", "speed-up"});
   for (const auto& r : records) {
     const auto share = r.selection_share();
-    const auto it = dense.find(r.seq);
+    const auto it = dense.find(std::pair(r.seq, r.precision));
     const bool speedup = r.impl != "dense" && it != dense.end() && r.fwd_bwd_ms() > 0;
-    s += row({r.impl, std::to_string(r.seq), fmt_ms(r.fwd_ms), fmt_ms(r.bwd_ms), fmt_ms(r.fwd_bwd_ms()),
+    s += row({r.label(), std::to_string(r.seq), fmt_ms(r.fwd_ms), fmt_ms(r.bwd_ms), fmt_ms(r.fwd_bwd_ms()),
               r.decode_ms ? fmt_ms(*r.decode_ms) : "-", share ? fmt("%.1f%%", 100 * *share) : "-",
               std::isfinite(r.peak_mb) ? fmt("%.1f", r.peak_mb) : "-",
               speedup ? fmt("%.2fx", it->second / r.fwd_bwd_ms()) : "-"});
@@ -363,9 +384,9 @@ std::string attention_bench_svg(const std::vector<AttentionBenchRecord>& records
   std::vector<ChartSeries> series;
   std::vector<int64_t> seqs;
   for (const auto& r : records) {
-    auto it = std::find_if(series.begin(), series.end(), [&](const ChartSeries& c) { return c.name == r.impl; });
+    auto it = std::find_if(series.begin(), series.end(), [&](const ChartSeries& c) { return c.name == r.label(); });
     if (it == series.end()) {
-      series.push_back({r.impl, {}, ""});
+      series.push_back({r.label(), {}, ""});
       it = series.end() - 1;
     }
     it->points.emplace_back(static_cast<double>(r.seq), r.fwd_bwd_ms());

@@ -25,10 +25,14 @@ struct AttentionBenchSpec {
   int max_runs = 20;        // timed runs per timing at most (>= 1)
   int decode_steps = 16;    // decode calls per decode sample (>= 1)
   uint64_t seed = 1;        // inputs are N(0, 1) from this seed
+  // "fp32", or "bf16": the kernels' products take BF16 operands
+  // (AttnDims::bf16_products, what a bf16 training run computes).
+  std::string precision = "fp32";
 };
 
 struct AttentionBenchRecord {
   std::string impl;
+  std::string precision = "fp32";  // AttentionBenchSpec::precision
   int64_t seq = 0;
   double fwd_ms = 0, bwd_ms = 0;
   std::optional<double> decode_ms;     // ms per decoded token; none when bidirectional
@@ -40,6 +44,8 @@ struct AttentionBenchRecord {
   int threads = 0;
 
   double fwd_bwd_ms() const { return fwd_ms + bwd_ms; }
+  // The impl, with "/bf16" appended for a bf16 record (tables, chart series).
+  std::string label() const { return precision == "fp32" ? impl : impl + "/" + precision; }
   // selection_ms / (fwd_ms + bwd_ms): forward runs the selection once;
   // backward replays forward's choice without ranking (the block scores it
   // recomputes for the summary's gradient count as backward). None without
@@ -47,12 +53,12 @@ struct AttentionBenchRecord {
   std::optional<double> selection_share() const;
 };
 
-// {"impl","seq","fwd_ms","bwd_ms","decode_ms" (null when bidirectional),
+// {"impl","precision","seq","fwd_ms","bwd_ms","decode_ms" (null when bidirectional),
 //  "peak_mb","selection_ms" (only when set),"batch","heads","head_dim",
 //  "threads","causal","peak_reset"}.
 nlohmann::json attention_record_json(const AttentionBenchRecord& r);
 // Inverse of attention_record_json. impl, seq, fwd_ms and bwd_ms are
-// required; other fields default (so records of other tools, e.g. PyTorch
+// required; other fields default (precision to "fp32") (so records of other tools, e.g. PyTorch
 // rows written by bench/bench_attention.py, can be read). Throws
 // sparta::Error naming `where` and the field on a missing or mistyped field.
 AttentionBenchRecord attention_record_from_json(const nlohmann::json& j, const std::string& where);
@@ -116,6 +122,10 @@ AttentionBenchRecord median_record(const std::vector<AttentionBenchRecord>& roun
 // "1024,4096" -> {1024, 4096}: sorted ascending, duplicates removed.
 // sparta::Error "[bench] --seqs ..." on an empty list, a non-integer or a value < 1.
 std::vector<int64_t> parse_seq_list(const std::string& text);
+// "fp32,bf16" -> {"fp32", "bf16"} in the given order, duplicates removed.
+// sparta::Error on an empty list or another name (the attention kernels
+// compute in FP32 or with BF16 products; fp16 training runs them in FP32).
+std::vector<std::string> parse_attention_precision_list(const std::string& text);
 // "dense,dsa" -> {"dense", "dsa"} in the given order, duplicates removed.
 // sparta::Error on an empty list or a name attention_registry() lacks
 // (the message lists the available ones).
@@ -127,13 +137,13 @@ DsaConfig dsa_config_from_overrides(const std::vector<std::string>& sets);
 
 // 1024 -> "1K", 65536 -> "64K", 1000 -> "1000", 3145728 -> "3M".
 std::string seq_label(int64_t seq);
-// Human table, one row per record in order: impl, seq, fwd/bwd/fwd+bwd ms,
-// decode ms per token, selection share, peak MB and, for non-dense rows,
-// the speed-up of fwd+bwd over the "dense" record with the same seq (when
-// there is one). Missing values print as "-".
+// Human table, one row per record in order: impl (label()), seq,
+// fwd/bwd/fwd+bwd ms, decode ms per token, selection share, peak MB and, for
+// non-dense rows, the speed-up of fwd+bwd over the "dense" record with the
+// same seq and precision (when there is one). Missing values print as "-".
 std::string attention_bench_table(const std::vector<AttentionBenchRecord>& records);
-// Line chart of fwd+bwd ms (log) against seq (log), one series per impl in
-// order of first appearance, x ticks at the measured sequence lengths.
+// Line chart of fwd+bwd ms (log) against seq (log), one series per label()
+// in order of first appearance, x ticks at the measured sequence lengths.
 std::string attention_bench_svg(const std::vector<AttentionBenchRecord>& records, const std::string& title);
 
 }  // namespace sparta

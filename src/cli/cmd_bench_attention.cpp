@@ -26,6 +26,7 @@ namespace {
 struct BenchAttentionArgs {
   std::string seqs = "1024,4096,16384,65536";
   std::string impls = "dense,dsa";
+  std::string precision = "fp32";
   int64_t heads = 8, head_dim = 64, batch = 1;
   int threads = 0;
   double min_time = 1.0;
@@ -104,7 +105,10 @@ void run(const BenchAttentionArgs& a) {
   }
 
   const std::vector<int64_t> seqs = parse_seq_list(a.seqs);
-  const std::vector<std::string> impls = parse_impl_list(a.impls);
+  // Every (impl, precision) pair is one measured problem, precisions outer.
+  std::vector<std::pair<std::string, std::string>> problems;
+  for (const std::string& p : parse_attention_precision_list(a.precision))
+    for (const std::string& impl : parse_impl_list(a.impls)) problems.emplace_back(impl, p);
   SPARTA_CHECK(a.heads >= 1, "[bench] --heads must be >= 1, got ", a.heads);
   SPARTA_CHECK(a.head_dim >= 1, "[bench] --head-dim must be >= 1, got ", a.head_dim);
   SPARTA_CHECK(a.batch >= 1, "[bench] --batch must be >= 1, got ", a.batch);
@@ -134,7 +138,10 @@ void run(const BenchAttentionArgs& a) {
   {
     AttentionBenchSpec warm = spec;
     warm.min_time_s = 0;
-    for (const std::string& impl : impls) (void)measure_attention(impl, std::min<int64_t>(seqs.front(), 256), warm, dsa);
+    for (const auto& [impl, precision] : problems) {
+      warm.precision = precision;
+      (void)measure_attention(impl, std::min<int64_t>(seqs.front(), 256), warm, dsa);
+    }
   }
 
   // Which sequence lengths fit in memory, decided once for every round.
@@ -151,18 +158,19 @@ void run(const BenchAttentionArgs& a) {
     }
     fitting.push_back(seq);
   }
-  // rounds[i]: every round's record of problem i (seq-major, impls in order).
-  std::vector<std::vector<AttentionBenchRecord>> rounds(fitting.size() * impls.size());
+  // rounds[i]: every round's record of problem i (seq-major, problems in order).
+  std::vector<std::vector<AttentionBenchRecord>> rounds(fitting.size() * problems.size());
   std::vector<AttentionBenchRecord> recs;
   bool warned_reset = false;
   for (int round = 1; round <= a.rounds && !interrupt_requested(); ++round) {
     if (a.rounds > 1) std::fprintf(stderr, "round %d of %d\n", round, a.rounds);
     for (size_t si = 0; si < fitting.size() && !interrupt_requested(); ++si)
-      for (size_t ii = 0; ii < impls.size() && !interrupt_requested(); ++ii) {
-        const std::string& impl = impls[ii];
-        const AttentionBenchRecord r = measure_attention(impl, fitting[si], spec, dsa);
+      for (size_t ii = 0; ii < problems.size() && !interrupt_requested(); ++ii) {
+        AttentionBenchSpec problem_spec = spec;
+        problem_spec.precision = problems[ii].second;
+        const AttentionBenchRecord r = measure_attention(problems[ii].first, fitting[si], problem_spec, dsa);
         if (interrupt_requested()) break;  // cut short by Ctrl-C: fewer runs than asked, not recorded
-        std::string line = cat(impl, " seq=", fitting[si], ": fwd ", g4(r.fwd_ms), " ms, bwd ", g4(r.bwd_ms), " ms");
+        std::string line = cat(r.label(), " seq=", fitting[si], ": fwd ", g4(r.fwd_ms), " ms, bwd ", g4(r.bwd_ms), " ms");
         if (r.decode_ms) line += cat(", decode ", g4(*r.decode_ms), " ms/token");
         if (r.selection_ms)
           line += cat(", selection ", g4(*r.selection_ms), " ms (", g4(100 * *r.selection_share()), "% of fwd+bwd)");
@@ -173,7 +181,7 @@ void run(const BenchAttentionArgs& a) {
                                "VmHWM minus the RSS before each problem (an upper bound)\n");
           warned_reset = true;
         }
-        rounds[si * impls.size() + ii].push_back(r);
+        rounds[si * problems.size() + ii].push_back(r);
         if (a.json && a.rounds == 1) {
           std::printf("%s\n", attention_record_json(r).dump().c_str());
           std::fflush(stdout);
@@ -210,6 +218,9 @@ void add_bench_attention_command(CLI::App& bench) {
       "attention", "Attention forward/backward/decode time and peak memory per sequence length (docs/bench-attention.md)");
   c->add_option("--seqs", a->seqs, "Comma-separated sequence lengths")->capture_default_str();
   c->add_option("--impls", a->impls, "Comma-separated implementations:\n" + attention_descriptions_text())
+      ->capture_default_str();
+  c->add_option("--precision", a->precision,
+                "Comma-separated: fp32, bf16 (products with BF16 operands, as bf16 training runs them)")
       ->capture_default_str();
   c->add_option("--heads", a->heads, "Attention heads H")->capture_default_str();
   c->add_option("--head-dim", a->head_dim, "Head dimension D")->capture_default_str();

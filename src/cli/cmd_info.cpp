@@ -12,13 +12,17 @@ namespace sparta::cli {
 namespace {
 
 // {"mode": "bf16", "modules": {"h.0.attn.qkv": "bf16", ..., "head": "fp32"},
+//  "attention": {"h.0.attn.core": "bf16", ...},
 //  "loss_scale": 65536.0 (fp16 with loss scaling, when checkpointed)}
 nlohmann::ordered_json precision_json(const Config& cfg, double loss_scale) {
   const Precision p = parse_precision(cfg.train.precision);
   nlohmann::ordered_json modules = nlohmann::ordered_json::object();
   for (const std::string& name : matmul_module_names(cfg.model.n_layer))
     modules[name] = matmul_precision_label(module_precision(p, cfg.precision.fp32, name));
-  nlohmann::ordered_json j = {{"mode", cfg.train.precision}, {"modules", modules}};
+  nlohmann::ordered_json attention = nlohmann::ordered_json::object();
+  for (int64_t l = 0; l < cfg.model.n_layer; ++l)
+    attention[attention_module_name(l)] = attention_precision_label(p, cfg.precision.fp32, l);
+  nlohmann::ordered_json j = {{"mode", cfg.train.precision}, {"modules", modules}, {"attention", attention}};
   if (loss_scale > 0) j["loss_scale"] = loss_scale;
   return j;
 }

@@ -56,7 +56,7 @@ void count_source_hits(const GPT& model, const GPTActivations& acts, const std::
   const GPTConfig& m = model.config();
   const int64_t H = m.n_head;
   for (int64_t l = 0; l < m.n_layer; ++l) {
-    const ops::BlockSelection sel = attended_blocks(m, acts.layer_qkv(l), rows, T);
+    const ops::BlockSelection sel = attended_blocks(m, acts.layer_qkv(l).data(), rows, T);
     const int64_t qblock = ops::query_block(sel);
     for (int64_t i = 0; i < rows; ++i) {
       const TaskExample& e = ex[static_cast<size_t>(i)];

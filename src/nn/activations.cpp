@@ -1,7 +1,9 @@
 #include "nn/activations.h"
 
+#include <algorithm>
 #include <array>
 
+#include "core/convert.h"
 #include "core/error.h"
 #include "nn/gpt.h"
 
@@ -39,23 +41,29 @@ size_t GPTActivations::layout(char* base, const GPTConfig& cfg, int64_t B, int64
   blocks_.resize(static_cast<size_t>(kept_layers));
   // With kept_layers == 1 (Infer, Decode) every layer uses one set, sized
   // for the widest operand types of any layer.
-  bool any_16bit = false;
+  bool any_16bit = false, mixed_gelu = false;
   std::array<DType, 4> widest{DType::BF16, DType::BF16, DType::BF16, DType::BF16};
   for (int64_t l = 0; l < cfg.n_layer; ++l) {
     const auto types = block_operand_types(cfg, l);
+    mixed_gelu = mixed_gelu || types[2] != types[3];  // GELU from fc's type into mlp.proj's
     for (size_t i = 0; i < 4; ++i) {
       if (types[i] == DType::F32) widest[i] = DType::F32;
       any_16bit = any_16bit || types[i] != DType::F32;
     }
   }
+  bool any_16bit_qkv = false;
   for (size_t i = 0; i < blocks_.size(); ++i) {
     BlockActivations& a = blocks_[i];
     const auto t = train ? block_operand_types(cfg, static_cast<int64_t>(i)) : widest;
+    // Train mode keeps q|k|v for backward in the attention input type; the
+    // Infer buffer is FP32 (the block rounds in place).
+    a.qkv_type = train ? attention_input_type(cfg.precision, cfg.fp32_modules, static_cast<int64_t>(i)) : DType::F32;
+    any_16bit_qkv = any_16bit_qkv || a.qkv_type != DType::F32;
     a.res_mid = c.take(N * d);
     a.ln1 = c.take(N * d, t[0]);
     a.ln1_mean = c.take(N);
     a.ln1_rstd = c.take(N);
-    a.qkv = c.take(N * 3 * d);
+    a.qkv = c.take(N * 3 * d, a.qkv_type);
     a.att = c.take(N * d, t[1]);
     a.lse = c.take(B * H * T);
     a.ln2 = c.take(N * d, t[2]);
@@ -73,17 +81,22 @@ size_t GPTActivations::layout(char* base, const GPTConfig& cfg, int64_t B, int64
   scratch_ = BlockScratch{};
   scratch_.proj = c.take(N * d);
   scratch_.gelu = c.take(N * 4 * d, widest[3]);
-  if (any_16bit) {
-    scratch_.att32 = c.take(N * d);
-    scratch_.stage = c.take(N * 4 * d);
-  }
+  if (any_16bit) scratch_.att32 = c.take(N * d);
+  // One (N, 4d) FP32 buffer serves, in turn, the GELU staging of mixed types
+  // (inside a GELU call), the MLP's backward gradient dfc (from the
+  // mlp.proj backward to the mlp.fc backward) and the widened q|k|v
+  // (during an attention call): a block never needs two of them at once.
+  const bool shared = mixed_gelu || any_16bit_qkv || train;
+  float* fp32_scratch = shared ? c.take(N * 4 * d) : nullptr;
+  if (mixed_gelu) scratch_.stage = fp32_scratch;
+  if (any_16bit_qkv) scratch_.qkv32 = fp32_scratch;
   dres_ = nullptr;
   if (train) {
     dres_ = c.take(N * d);
     scratch_.dln = c.take(N * d);
     scratch_.datt = c.take(N * d);
     scratch_.dqkv = c.take(N * 3 * d);
-    scratch_.dfc = c.take(N * 4 * d);
+    scratch_.dfc = fp32_scratch;
   }
   return c.used();
 }
@@ -126,10 +139,17 @@ void GPTActivations::reserve(const GPTConfig& cfg, int64_t B, int64_t T, Activat
 
 namespace sparta {
 
-const float* GPTActivations::layer_qkv(int64_t layer) const {
+std::vector<float> GPTActivations::layer_qkv(int64_t layer) const {
   SPARTA_CHECK(train(), "[gpt] layer_qkv: per-layer q|k|v are kept only in Train mode");
   SPARTA_CHECK(layer >= 0 && layer < n_layer_, "[gpt] layer_qkv: layer ", layer, " is outside [0, ", n_layer_, ")");
-  return blocks_[static_cast<size_t>(layer)].qkv;
+  const BlockActivations& a = blocks_[static_cast<size_t>(layer)];
+  const int64_t n = B_ * T_ * 3 * d_;
+  std::vector<float> out(static_cast<size_t>(n));
+  if (a.qkv_type == DType::F32)
+    std::copy_n(static_cast<const float*>(a.qkv), n, out.data());
+  else
+    widen_16bit(a.qkv_type, out.data(), static_cast<const uint16_t*>(a.qkv), n);
+  return out;
 }
 
 }  // namespace sparta

@@ -58,8 +58,10 @@ class GPTActivations {
   float *lnf_mean() { return lnf_mean_; }
   float *lnf_rstd() { return lnf_rstd_; }
   // The fused q|k|v of layer `layer`, (B, T, 3, H, D) after RoPE, as the
-  // attention saw it in the last forward (Train mode only).
-  const float* layer_qkv(int64_t layer) const;
+  // attention saw it in the last forward (Train mode only), in FP32 (a
+  // widened copy when the layer keeps them in 16 bits). B, T: the reserved
+  // batch; the last forward's rows come first.
+  std::vector<float> layer_qkv(int64_t layer) const;
   // Gradient of the residual stream (Train mode only).
   float* dres() { return dres_; }
 

@@ -1,5 +1,6 @@
 #include "nn/blocks.h"
 
+#include <algorithm>
 #include <cstring>
 #include <tuple>
 
@@ -80,6 +81,23 @@ float* fp32_target(void* dst, DType t, float* staging) {
   return t == DType::F32 ? static_cast<float*>(dst) : staging;
 }
 
+// x = widen(round(x)) to type t (BF16 or F16), in place.
+void round_in_place(DType t, float* x, int64_t n) {
+  constexpr int64_t kChunk = 4096;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; i += kChunk) {
+    uint16_t tmp[kChunk];
+    const int64_t c = std::min(kChunk, n - i);
+    if (t == DType::BF16) {
+      f32_to_bf16(tmp, x + i, c);
+      bf16_to_f32(x + i, tmp, c);
+    } else {
+      f32_to_f16(tmp, x + i, c);
+      f16_to_f32(x + i, tmp, c);
+    }
+  }
+}
+
 // LayerNorm of x into y of type t; a 16-bit y is written by the fused
 // LayerNorm + rounding kernel (equal to normalising in FP32, then rounding).
 void layernorm_typed(void* y, DType t, float* mean, float* rstd, const float* x, const LayerNormParams& p,
@@ -145,23 +163,24 @@ void TransformerBlock::declare(const DeclareParam& declare, const std::string& p
 }
 
 TransformerBlock::TransformerBlock(ParamStore& store, const std::string& prefix, const BlockShape& shape,
-                                   const LinearBinder& bind)
+                                   const LinearBinder& bind, DType attention_inputs)
     : ln1_(bind_layernorm(store, prefix + "ln1")),
       ln2_(bind_layernorm(store, prefix + "ln2")),
       qkv_(bind_linear(store, prefix + "attn.qkv", bind)),
       attn_proj_(bind_linear(store, prefix + "attn.proj", bind)),
       fc_(bind_linear(store, prefix + "mlp.fc", bind)),
       mlp_proj_(bind_linear(store, prefix + "mlp.proj", bind)),
-      shape_(shape) {}
+      shape_(shape),
+      attention_inputs_(attention_inputs) {}
 
 std::array<DType, 4> TransformerBlock::operand_types() const {
   return {qkv_.operand_type(), attn_proj_.operand_type(), fc_.operand_type(), mlp_proj_.operand_type()};
 }
 
-void TransformerBlock::attend(float* att, BlockActivations& a, const AttentionSource& src, int64_t pos0) const {
+void TransformerBlock::attend(float* att, float* qkv, BlockActivations& a, const AttentionSource& src,
+                              int64_t pos0) const {
   const AttnDims& dims = src.dims;
   const int64_t d = shape_.d_model, H = dims.H, D = dims.D, n = dims.T;
-  float* qkv = a.qkv;
   if (src.cache == nullptr) {
     src.attention->forward(att, a.lse, qkv, qkv + d, qkv + 2 * d, dims, &a.attn_saved);
     return;
@@ -190,11 +209,20 @@ void TransformerBlock::forward(float* y, const float* x, BlockActivations& a, Bl
   SPARTA_CHECK(!src.cache || dims.B == 1, "[gpt] decoding with a KV cache takes one sequence, got B=", dims.B);
   const auto [t_qkv, t_proj, t_fc, t_mlp] = operand_types();
   layernorm_typed(a.ln1, t_qkv, a.ln1_mean, a.ln1_rstd, x, ln1_, N, d, shape_.ln_eps);
-  linear_fwd(a.qkv, DType::F32, a.ln1, qkv_, N, d, 3 * d);
-  ops::rope_forward(a.qkv, dims.B, dims.T, H, D, 3 * d, pos0, shape_.rope_base, shape_.rope_dims);      // q
-  ops::rope_forward(a.qkv + d, dims.B, dims.T, H, D, 3 * d, pos0, shape_.rope_base, shape_.rope_dims);  // k
+  float* qkv = fp32_target(a.qkv, a.qkv_type, s.qkv32);
+  linear_fwd(qkv, DType::F32, a.ln1, qkv_, N, d, 3 * d);
+  ops::rope_forward(qkv, dims.B, dims.T, H, D, 3 * d, pos0, shape_.rope_base, shape_.rope_dims);      // q
+  ops::rope_forward(qkv + d, dims.B, dims.T, H, D, 3 * d, pos0, shape_.rope_base, shape_.rope_dims);  // k
+  // 16-bit attention inputs: the attention reads the rounded values, the
+  // same ones backward widens from the saved 16-bit copy.
+  if (a.qkv_type != DType::F32) {
+    store_as(a.qkv, a.qkv_type, qkv, N * 3 * d);
+    widen_16bit(a.qkv_type, qkv, static_cast<const uint16_t*>(a.qkv), N * 3 * d);
+  } else if (attention_inputs_ != DType::F32) {
+    round_in_place(attention_inputs_, qkv, N * 3 * d);
+  }
   float* att = fp32_target(a.att, t_proj, s.att32);
-  attend(att, a, src, pos0);
+  attend(att, qkv, a, src, pos0);
   store_as(a.att, t_proj, att, N * d);
   linear_fwd(s.proj, DType::F32, a.att, attn_proj_, N, d, d);
   ops::residual_layernorm_forward(a.res_mid, a.ln2, t_fc, a.ln2_mean, a.ln2_rstd, x, s.proj, ln2_.weight.w,
@@ -227,8 +255,13 @@ void TransformerBlock::backward(float* dres, const float* x, const BlockActivati
     widen_16bit(t_proj, s.att32, static_cast<const uint16_t*>(a.att), N * d);
     att = s.att32;
   }
-  src.attention->backward(s.dqkv, s.dqkv + d, s.dqkv + 2 * d, s.datt, att, a.lse, a.qkv, a.qkv + d, a.qkv + 2 * d,
-                          dims, a.attn_saved.get());
+  const float* qkv = static_cast<const float*>(a.qkv);
+  if (a.qkv_type != DType::F32) {
+    widen_16bit(a.qkv_type, s.qkv32, static_cast<const uint16_t*>(a.qkv), N * 3 * d);
+    qkv = s.qkv32;
+  }
+  src.attention->backward(s.dqkv, s.dqkv + d, s.dqkv + 2 * d, s.datt, att, a.lse, qkv, qkv + d, qkv + 2 * d, dims,
+                          a.attn_saved.get());
   ops::rope_backward(s.dqkv, dims.B, dims.T, H, D, 3 * d, 0, shape_.rope_base, shape_.rope_dims);
   ops::rope_backward(s.dqkv + d, dims.B, dims.T, H, D, 3 * d, 0, shape_.rope_base, shape_.rope_dims);
   linear_bwd(s.dln, s.dqkv, a.ln1, qkv_, N, d, 3 * d);

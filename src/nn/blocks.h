@@ -61,7 +61,10 @@ using LinearBinder = std::function<std::pair<MatmulPrecision, const uint16_t*>(c
 struct BlockActivations {
   void* ln1 = nullptr;  // (N, d) in attn.qkv's operand type
   float *ln1_mean = nullptr, *ln1_rstd = nullptr;
-  float* qkv = nullptr;  // (N, 3d): q|k|v after RoPE
+  // (N, 3d): q|k|v after RoPE, in qkv_type: the layer's attention input
+  // type (nn/precision.h) in Train mode, FP32 otherwise.
+  void* qkv = nullptr;
+  DType qkv_type = DType::F32;
   void* att = nullptr;   // (N, d) attention output, in attn.proj's operand type
   float* lse = nullptr;  // (B, H, T) log-sum-exp of each attention row
   float* res_mid = nullptr;  // residual after the attention sub-layer
@@ -79,9 +82,15 @@ struct BlockActivations {
 // rounds its own output, ops/layernorm.h).
 struct BlockScratch {
   float* proj = nullptr;
+  // (N, 3d): FP32 q|k|v of a layer whose saved ones are 16-bit (Train mode
+  // only). qkv32, stage and dfc may share memory (nn/activations.cpp says
+  // why they can).
+  float* qkv32 = nullptr;
   void* gelu = nullptr;
   float *dln = nullptr, *datt = nullptr, *dqkv = nullptr, *dfc = nullptr;
-  float *att32 = nullptr, *stage = nullptr;  // (N, d), (N, 4d); mixed precision only
+  // (N, d) attention-output staging (mixed precision); (N, 4d) GELU staging
+  // when a layer's GELU mixes operand types.
+  float *att32 = nullptr, *stage = nullptr;
 };
 
 struct BlockShape {
@@ -120,7 +129,10 @@ class TokenEmbedding {
 class TransformerBlock {
  public:
   static void declare(const DeclareParam& declare, const std::string& prefix, int64_t d);
-  TransformerBlock(ParamStore& store, const std::string& prefix, const BlockShape& shape, const LinearBinder& bind);
+  // attention_inputs: the type q|k|v are rounded to before the attention
+  // reads them (attention_input_type in nn/precision.h).
+  TransformerBlock(ParamStore& store, const std::string& prefix, const BlockShape& shape, const LinearBinder& bind,
+                   DType attention_inputs = DType::F32);
   // Operand types of the four products, in order qkv, attn.proj, mlp.fc, mlp.proj.
   std::array<DType, 4> operand_types() const;
 
@@ -135,10 +147,11 @@ class TransformerBlock {
                 const AttentionSource& src) const;
 
  private:
-  void attend(float* att, BlockActivations& a, const AttentionSource& src, int64_t pos0) const;
+  void attend(float* att, float* qkv, BlockActivations& a, const AttentionSource& src, int64_t pos0) const;
   LayerNormParams ln1_, ln2_;
   LinearParams qkv_, attn_proj_, fc_, mlp_proj_;
   BlockShape shape_;
+  DType attention_inputs_ = DType::F32;
 };
 
 // Final LayerNorm, then logits = lnf · wteᵀ (the head shares the embedding

@@ -71,7 +71,8 @@ GPT::GPT(const GPTConfig& cfg) : cfg_(cfg) {
   embedding_ = std::make_unique<TokenEmbedding>(params_, cfg.vocab_size, cfg.d_model);
   const BlockShape shape{cfg.d_model, cfg.n_head, cfg.ln_eps, cfg.rope_base, cfg.rope_dims};
   blocks_.reserve(static_cast<size_t>(cfg.n_layer));
-  for (int64_t i = 0; i < cfg.n_layer; ++i) blocks_.emplace_back(params_, layer_prefix(i), shape, bind);
+  for (int64_t i = 0; i < cfg.n_layer; ++i)
+    blocks_.emplace_back(params_, layer_prefix(i), shape, bind, attention_input_type(cfg.precision, cfg.fp32_modules, i));
   head_ = std::make_unique<OutputHead>(params_, embedding_->table(), cfg.vocab_size, cfg.d_model, cfg.ln_eps, bind);
 }
 
@@ -105,6 +106,7 @@ void GPT::init_weights(uint64_t seed) {
 AttnDims GPT::layer_dims(int64_t B, int64_t T, int64_t layer, uint64_t selection_seed) const {
   const int64_t d = cfg_.d_model, H = cfg_.n_head;
   AttnDims dims{B, T, H, d / H, 3 * d, true};
+  dims.bf16_products = attention_bf16_products(cfg_.precision, cfg_.fp32_modules, layer);
   // Each layer explores differently; a zero result is bumped so that a
   // non-zero seed always means "explore".
   if (selection_seed != 0) dims.selection_seed = (selection_seed * 0x9e3779b97f4a7c15ULL + static_cast<uint64_t>(layer)) | 1;

@@ -69,6 +69,29 @@ std::vector<std::string> matmul_module_names(int64_t n_layer) {
   return names;
 }
 
+std::string attention_module_name(int64_t layer) { return "h." + std::to_string(layer) + ".attn.core"; }
+
+bool attention_bf16_products(Precision p, const std::vector<std::string>& fp32_modules, int64_t layer) {
+  if (p != Precision::BF16 && p != Precision::FP32Fast) return false;
+  const std::string name = attention_module_name(layer);
+  for (const std::string& pattern : fp32_modules)
+    if (glob_match(pattern, name)) return false;
+  return true;
+}
+
+DType attention_input_type(Precision p, const std::vector<std::string>& fp32_modules, int64_t layer) {
+  if (p != Precision::BF16 && p != Precision::FP16) return DType::F32;
+  const std::string name = attention_module_name(layer);
+  for (const std::string& pattern : fp32_modules)
+    if (glob_match(pattern, name)) return DType::F32;
+  return p == Precision::BF16 ? DType::BF16 : DType::F16;
+}
+
+std::string attention_precision_label(Precision p, const std::vector<std::string>& fp32_modules, int64_t layer) {
+  if (attention_bf16_products(p, fp32_modules, layer)) return p == Precision::BF16 ? "bf16" : "fp32 (bf16 math)";
+  return attention_input_type(p, fp32_modules, layer) == DType::F16 ? "fp32 (fp16 inputs)" : "fp32";
+}
+
 std::string matmul_precision_label(const MatmulPrecision& m) {
   if (m.operands == DType::BF16) return "bf16";
   if (m.operands == DType::F16) return "fp16";
@@ -90,16 +113,21 @@ std::string precision_summary(Precision p, const std::vector<std::string>& fp32_
   if (p == Precision::FP32) return out + ": every matrix product in FP32";
   out += cat(": ", reduced, " of ", names.size(), " matrix products ",
              p == Precision::FP32Fast ? "with BF16 math" : "with 16-bit operands");
-  return out + "; FP32: " + (kept.empty() ? "none" : kept);
+  out += "; FP32: " + (kept.empty() ? "none" : kept);
+  int64_t attn = 0;
+  for (int64_t l = 0; l < n_layer; ++l) attn += attention_bf16_products(p, fp32_modules, l);
+  return out + cat("; attention products BF16 in ", attn, " of ", n_layer, " layers");
 }
 
 void check_fp32_modules(const std::vector<std::string>& fp32_modules, int64_t n_layer) {
-  const std::vector<std::string> names = matmul_module_names(n_layer);
+  std::vector<std::string> names = matmul_module_names(n_layer);
+  for (int64_t l = 0; l < n_layer; ++l) names.push_back(attention_module_name(l));
   for (const std::string& pattern : fp32_modules) {
     bool hit = false;
     for (const std::string& n : names) hit = hit || glob_match(pattern, n);
-    SPARTA_CHECK(hit, "precision.fp32: \"", pattern, "\" matches no matrix-product module (they are h.<layer>.attn.qkv, ",
-                 "h.<layer>.attn.proj, h.<layer>.mlp.fc, h.<layer>.mlp.proj and head; layers 0..", n_layer - 1, ")");
+    SPARTA_CHECK(hit, "precision.fp32: \"", pattern, "\" matches no module (they are h.<layer>.attn.qkv, ",
+                 "h.<layer>.attn.proj, h.<layer>.mlp.fc, h.<layer>.mlp.proj, head and h.<layer>.attn.core; layers 0..",
+                 n_layer - 1, ")");
   }
 }
 

@@ -19,14 +19,22 @@
 //              CPU analogue of TF32: about 3 significant digits per product
 //              term; core/matmul.h says exactly what it computes).
 //
-// Always FP32, whatever the precision: the token embedding, LayerNorm
-// (statistics and output), softmax, the loss, attention (its own kernels),
-// the residual stream, gradient norms and the optimizer.
+// Attention's own products ("h.<layer>.attn.core": q·kᵀ and p·v, and the
+// four products of their backward) take BF16 operands with FP32
+// accumulation in bf16 and fp32-fast (AttnDims::bf16_products); they are
+// FP32 in fp32 and in fp16 (there is no FP16 attention kernel).
+// Under bf16 and fp16 the attention inputs q|k|v are stored for backward in
+// the 16-bit type and the attention runs on their widened values.
 //
-// The policy names the matrix-product modules that stay FP32 in bf16, fp16 and
-// fp32-fast, by glob pattern ('*' any run of characters, '?' one) over the
+// Always FP32, whatever the precision: the token embedding, LayerNorm
+// (statistics and output), softmax and its statistics, the loss, the
+// residual stream, gradient norms and the optimizer.
+//
+// The policy names the modules that stay FP32 in bf16, fp16 and fp32-fast,
+// by glob pattern ('*' any run of characters, '?' one) over the matrix-product
 // module names "h.<layer>.attn.qkv", "h.<layer>.attn.proj",
-// "h.<layer>.mlp.fc", "h.<layer>.mlp.proj" and "head" (the logits).
+// "h.<layer>.mlp.fc", "h.<layer>.mlp.proj", "head" (the logits) and the
+// attention modules "h.<layer>.attn.core".
 #include <string>
 #include <string_view>
 #include <vector>
@@ -66,16 +74,32 @@ MatmulPrecision module_precision(Precision p, const std::vector<std::string>& fp
 // The matrix-product module names of a model with n_layer blocks, in order.
 std::vector<std::string> matmul_module_names(int64_t n_layer);
 
+// "h.<layer>.attn.core": the attention products of a layer.
+std::string attention_module_name(int64_t layer);
+// Whether layer `layer`'s attention products take BF16 operands
+// (AttnDims::bf16_products): bf16 or fp32-fast, and no pattern of
+// `fp32_modules` matches attention_module_name(layer).
+bool attention_bf16_products(Precision p, const std::vector<std::string>& fp32_modules, int64_t layer);
+
+// The type layer `layer` keeps its attention inputs q|k|v in (for backward,
+// and rounded to it before the attention reads them): BF16 in bf16, F16 in
+// fp16, F32 in fp32 and fp32-fast and where the policy keeps
+// attention_module_name(layer) FP32.
+DType attention_input_type(Precision p, const std::vector<std::string>& fp32_modules, int64_t layer);
+// For people: "fp32", "bf16", "fp32 (bf16 math)" (fp32-fast) or
+// "fp32 (fp16 inputs)" (fp16: there is no FP16 attention kernel).
+std::string attention_precision_label(Precision p, const std::vector<std::string>& fp32_modules, int64_t layer);
+
 // What a product computes in, for people: "fp32", "bf16", "fp16" or
 // "fp32 (bf16 math)".
 std::string matmul_precision_label(const MatmulPrecision& m);
 
 // One line for `sparta info` and logs, e.g. "bf16: 24 of 25 matrix products
-// in 16 bits; FP32: head".
+// with 16-bit operands; FP32: head; attention products BF16 in 6 of 6 layers".
 std::string precision_summary(Precision p, const std::vector<std::string>& fp32_modules, int64_t n_layer);
 
-// sparta::Error naming the first pattern that matches no module of a model
-// with n_layer blocks (a typo would otherwise silently keep nothing FP32).
+// sparta::Error naming the first pattern that matches no module (matrix
+// product or attention) of a model with n_layer blocks (a typo would otherwise silently keep nothing FP32).
 void check_fp32_modules(const std::vector<std::string>& fp32_modules, int64_t n_layer);
 
 }  // namespace sparta

@@ -35,6 +35,12 @@ struct AttnDims {
   // auxiliary loss is a mean over the step's rows as the main loss is.
   // 1 = neither; must be finite and > 0.
   double aux_grad_scale = 1.0;
+  // Mixed precision: forward and backward products (q·kᵀ, p·v and the four
+  // products of backward) take BF16 operands (q, k, v, dout, probabilities
+  // and score gradients rounded to nearest even) with FP32 accumulation
+  // (ops/tile_gemm_bf16.h); softmax statistics, outputs and gradients stay
+  // FP32. false = FP32 products. Decode ignores it.
+  bool bf16_products = false;
 };
 
 // Throws sparta::Error naming `op` when d is not a valid problem

@@ -11,6 +11,7 @@
 
 #include "core/gemm.h"
 #include "core/memory.h"
+#include "ops/block_sparse_attention.h"
 
 namespace sparta {
 namespace {
@@ -291,6 +292,7 @@ void DenseAttention::forward(float* out, float* lse, const float* q, const float
   check_attn_dims(d, "attention.dense");
   if (saved) saved->reset();
   if (d.B == 0 || d.T == 0) return;
+  if (d.bf16_products) return ops::block_sparse_attention_forward(out, lse, q, k, v, d, ops::full_selection(d, kBq));
   const int64_t nqb = (d.T + kBq - 1) / kBq;
   const int64_t items = d.B * d.H * nqb;
   const int nthreads = omp_get_max_threads();
@@ -313,6 +315,8 @@ void DenseAttention::backward(float* dq, float* dk, float* dv, const float* dout
                               const AttnDims& d, const AttnSaved*) {
   check_attn_dims(d, "attention.dense");
   if (d.B == 0 || d.T == 0) return;
+  if (d.bf16_products)
+    return ops::block_sparse_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, d, ops::full_selection(d, kBq));
   const int64_t B = d.B, T = d.T, H = d.H, D = d.D, BH = B * H;
   const int nthreads = omp_get_max_threads();
 

@@ -6,6 +6,11 @@
 // inputs with few heads, a few dQ partial sums). The only saved statistic
 // is lse.
 //
+// With AttnDims::bf16_products, forward and backward run the block-sparse
+// kernel (block_sparse_attention.h) with every permitted 64-token block
+// selected, which computes the same attention with BF16 products; decode is
+// FP32 either way.
+//
 // Determinism: forward, backward and decode give bit-identical results for
 // any OpenMP thread count on a given machine (work is split by shape only,
 // and every sum is taken in a fixed order). Results can differ in the last

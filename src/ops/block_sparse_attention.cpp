@@ -6,12 +6,14 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <vector>
 
 #include "core/error.h"
 #include "ops/attention_rows.h"
-#include "ops/tile_gemm.h"
 #include "ops/elementwise.h"
+#include "ops/tile_gemm.h"
+#include "ops/attention_bf16_operands.h"
 
 #pragma GCC diagnostic ignored "-Wpsabi"  // see elementwise.h: vectors never cross a call boundary
 
@@ -98,11 +100,22 @@ SPARTA_KERNEL_CLONES void scale_row(float* x, int64_t n, float a) {
   for (int64_t j = 0; j < n; ++j) x[j] *= a;
 }
 
+// Per-thread scratch of the BF16 forward: the query tile as rows, the
+// probabilities as rows, a value piece as pairs (odd positions only).
+struct Bf16ForwardScratch {
+  std::unique_ptr<uint16_t[]> Q, P, V;
+  explicit Bf16ForwardScratch(const Bf16HeadLayout& L)
+      : Q(bf16_buffer(kQ * L.Dp)), P(bf16_buffer(kQ * kK)), V(bf16_buffer((kK + 2) * L.D)) {}
+};
+
 // Forward of the query rows [q0, q0 + nq) (nq <= kQ) of one (b, h) against
-// the key blocks ids[0 .. count).
+// the key blocks ids[0 .. count). With bf16 set, the two products take the
+// BF16 operands of bf16 (bf16_scratch then non-null); else Kt (Kᵀ per head,
+// FP32) is used.
 void forward_rows(float* out, float* lse, const float* q, const float* Kt, const float* v, const AttnDims& d,
                   int64_t b, int64_t h, int64_t q0, int64_t nq, const int32_t* ids, int64_t count, int64_t block,
-                  float extra_logit, const float* extra_value, float* S, std::vector<Piece>& pieces) {
+                  float extra_logit, const float* extra_value, float* S, std::vector<Piece>& pieces,
+                  const Bf16KeysValues* bf16, Bf16ForwardScratch* bf16_scratch) {
   const int64_t T = d.T, H = d.H, D = d.D, ld = d.ld, ldo = H * D;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const int64_t head = b * T * ld + h * D;  // token (b, 0), head h
@@ -119,13 +132,26 @@ void forward_rows(float* out, float* lse, const float* q, const float* Kt, const
     for (int64_t i = 0; i < nq; ++i) std::memcpy(O + i * ldo, extra_value, sizeof(float) * static_cast<size_t>(D));
     first = false;
   }
+  const Bf16HeadLayout L(d);
+  if (bf16) pack_bf16_rows(bf16_scratch->Q.get(), L.Dp, Q, ld, nq, D);
   for (const Piece& pc : pieces) {
-    tile_gemm_nn(nq, pc.n, D, scale, Q, ld, Kt + (b * H + h) * D * T + pc.k0, T, 0.0f, S, kK);
+    if (bf16)
+      tile_gemm_bf16(nq, pc.n, D, scale, bf16_scratch->Q.get(), L.Dp,
+                     bf16->k_pairs_d(b * H + h) + 2 * pc.k0, 2 * T, 0.0f, S, kK);
+    else
+      tile_gemm_nn(nq, pc.n, D, scale, Q, ld, Kt + (b * H + h) * D * T + pc.k0, T, 0.0f, S, kK);
     for (int64_t i = 0; i < nq; ++i) {
       const float alpha = softmax_piece_row(S + i * kK, pc.n, visible(d.causal, q0 + i, pc.k0, pc.n), &m[i], &l[i]);
       if (!first && alpha != 1.0f) scale_row(O + i * ldo, D, alpha);
     }
-    tile_gemm_nn(nq, D, pc.n, 1.0f, S, kK, v + head + pc.k0 * ld, ld, first ? 0.0f : 1.0f, O, ldo);
+    if (bf16) {
+      pack_bf16_rows(bf16_scratch->P.get(), kK, S, kK, nq, pc.n);
+      const uint16_t* V = L.pairs_t_at(bf16->v_pairs_t(b * H + h), v + head, ld, pc.k0, pc.n,
+                                       bf16_scratch->V.get());
+      tile_gemm_bf16(nq, D, pc.n, 1.0f, bf16_scratch->P.get(), kK, V, 2 * D, first ? 0.0f : 1.0f, O, ldo);
+    } else {
+      tile_gemm_nn(nq, D, pc.n, 1.0f, S, kK, v + head + pc.k0 * ld, ld, first ? 0.0f : 1.0f, O, ldo);
+    }
     first = false;
   }
   float* lse_row = lse + (b * H + h) * T + q0;
@@ -143,14 +169,49 @@ void forward_rows(float* out, float* lse, const float* q, const float* Kt, const
 // Recomputes, for query rows [q0, q0 + nq) against keys [k0, k0 + nk), P in
 // S and dS in dP (kQ × kK tiles). Rows whose lse is -inf had no allowed key
 // and are masked entirely (their P would be exp(+inf)).
+// With bf16 set, the two score products take the head's BF16 operands.
+struct Bf16Head;
 void grad_scores(float* S, float* dP, const float* dout, const float* lse, const float* Di, const float* q,
                  const float* Kt, const float* Vt, const AttnDims& d, int64_t b, int64_t h, int64_t q0, int64_t nq,
-                 int64_t k0, int64_t nk) {
+                 int64_t k0, int64_t nk, const Bf16Head* bf16);
+
+// The BF16 operands of the head one backward pass owns (one per thread).
+struct Bf16Head {
+  Bf16HeadLayout L;
+  std::unique_ptr<uint16_t[]> q_rows, dout_rows, k_d, v_d, q_t, dout_t, k_t;  // see attention_bf16_operands.h
+  std::unique_ptr<uint16_t[]> A, Bq, Bk;  // per tile: a transposed or rounded score tile; odd-position pairs
+  explicit Bf16Head(const AttnDims& d) : L(d) {
+    for (auto* x : {&q_rows, &dout_rows, &k_d, &v_d, &q_t, &dout_t, &k_t}) *x = bf16_buffer(L.head_elems());
+    A = bf16_buffer(kK * bf16_pairs_len(kQ) + kQ * kK);
+    Bq = bf16_buffer((kQ + 2) * L.D);
+    Bk = bf16_buffer((kK + 2) * L.D);
+  }
+  void pack(const float* q, const float* k, const float* v, const float* dout, int64_t ld, int64_t ldo) {
+    L.rows(q_rows.get(), q, ld);
+    L.rows(dout_rows.get(), dout, ldo);
+    L.pairs_d(k_d.get(), k, ld);
+    L.pairs_d(v_d.get(), v, ld);
+    L.pairs_t(q_t.get(), q, ld);
+    L.pairs_t(dout_t.get(), dout, ldo);
+    L.pairs_t(k_t.get(), k, ld);
+  }
+};
+
+void grad_scores(float* S, float* dP, const float* dout, const float* lse, const float* Di, const float* q,
+                 const float* Kt, const float* Vt, const AttnDims& d, int64_t b, int64_t h, int64_t q0, int64_t nq,
+                 int64_t k0, int64_t nk, const Bf16Head* bf16) {
   const int64_t T = d.T, H = d.H, D = d.D, ld = d.ld;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const int64_t head = b * T * ld + h * D, headt = (b * H + h) * D * T;
-  tile_gemm_nn(nq, nk, D, scale, q + head + q0 * ld, ld, Kt + headt + k0, T, 0.0f, S, kK);
-  tile_gemm_nn(nq, nk, D, 1.0f, dout + ((b * T + q0) * H + h) * D, H * D, Vt + headt + k0, T, 0.0f, dP, kK);
+  if (bf16) {
+    const int64_t Dp = bf16->L.Dp;
+    tile_gemm_bf16(nq, nk, D, scale, bf16->q_rows.get() + q0 * Dp, Dp, bf16->k_d.get() + 2 * k0, 2 * T, 0.0f, S, kK);
+    tile_gemm_bf16(nq, nk, D, 1.0f, bf16->dout_rows.get() + q0 * Dp, Dp, bf16->v_d.get() + 2 * k0, 2 * T, 0.0f, dP,
+                   kK);
+  } else {
+    tile_gemm_nn(nq, nk, D, scale, q + head + q0 * ld, ld, Kt + headt + k0, T, 0.0f, S, kK);
+    tile_gemm_nn(nq, nk, D, 1.0f, dout + ((b * T + q0) * H + h) * D, H * D, Vt + headt + k0, T, 0.0f, dP, kK);
+  }
   const float* lse_row = lse + (b * H + h) * T + q0;
   const float* di_row = Di + (b * H + h) * T + q0;
   for (int64_t i = 0; i < nq; ++i) {
@@ -224,11 +285,19 @@ void block_sparse_attention_forward(float* out, float* lse, const float* q, cons
   const int64_t block = sel.block, qblock = query_block(sel), nqb = sel.nqb;
   const int64_t tiles = (qblock + kQ - 1) / kQ;  // kQ-row tiles per query block
   const int64_t items = d.B * d.H * nqb * tiles;
-  const std::vector<float> Kt = transposed_heads(k, d);
+  const Bf16HeadLayout L(d);
+  std::optional<Bf16KeysValues> bf16;
+  std::vector<float> Kt;
+  if (d.bf16_products)
+    bf16.emplace(k, v, d);
+  else
+    Kt = transposed_heads(k, d);
 #pragma omp parallel
   {
     std::vector<float> S(static_cast<size_t>(kQ * kK), 0.0f);
     std::vector<Piece> pieces;
+    std::optional<Bf16ForwardScratch> scratch;
+    if (bf16) scratch.emplace(L);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < items; ++it) {
       const int64_t list = it / tiles, qb = list % nqb, bh = list / nqb;
@@ -239,7 +308,7 @@ void block_sparse_attention_forward(float* out, float* lse, const float* q, cons
       const float xl = extra.logit ? extra.logit[list] : kNegInf;
       forward_rows(out, lse, q, Kt.data(), v, d, bh / d.H, bh % d.H, q0, std::min(kQ, qe - q0), sel.keys.data() + a,
                    sel.offsets[list + 1] - a, block, xl, extra.value ? extra.value + list * d.D : nullptr, S.data(),
-                   pieces);
+                   pieces, bf16 ? &*bf16 : nullptr, scratch ? &*scratch : nullptr);
     }
   }
 }
@@ -278,7 +347,11 @@ void block_sparse_attention_backward(float* dq, float* dk, float* dv, const floa
   }
 
   const std::vector<float> Di = softmax_backward_di(dout, out, d);
-  const std::vector<float> Kt = transposed_heads(k, d), Vt = transposed_heads(v, d);
+  std::vector<float> Kt, Vt;
+  if (!d.bf16_products) {
+    Kt = transposed_heads(k, d);
+    Vt = transposed_heads(v, d);
+  }
   const int64_t ktiles = (block + kK - 1) / kK;
 #pragma omp parallel
   {
@@ -309,6 +382,8 @@ void block_sparse_attention_backward(float* dq, float* dk, float* dv, const floa
     }
 
     std::vector<float> S(static_cast<size_t>(kQ * kK), 0.0f), dP(static_cast<size_t>(kQ * kK), 0.0f);
+    std::optional<Bf16Head> bf16;
+    if (d.bf16_products) bf16.emplace(d);
 
     // One pass per (b, h): its key tiles in ascending order, each against
     // the query tiles of the blocks that selected it. dQ, dK and dV of the
@@ -319,6 +394,8 @@ void block_sparse_attention_backward(float* dq, float* dk, float* dv, const floa
 #pragma omp for schedule(dynamic, 1)
     for (int64_t bh = 0; bh < BH; ++bh) {
       const int64_t b = bh / H, h = bh % H, head = b * T * ld + h * D;
+      const float* dO_head = dout + (b * T * H + h) * D;
+      if (bf16) bf16->pack(q + head, k + head, v + head, dO_head, ld, H * D);
       for (int64_t t = 0; t < T; ++t) {
         std::memset(dq + head + t * ld, 0, row_bytes);
         std::memset(dk + head + t * ld, 0, row_bytes);
@@ -332,6 +409,8 @@ void block_sparse_attention_backward(float* dq, float* dk, float* dv, const floa
         const int64_t nk = std::min(kK, ke - k0);
         float* dK = dk + head + k0 * ld;
         float* dV = dv + head + k0 * ld;
+        const uint16_t* k_pairs =
+            bf16 ? bf16->L.pairs_t_at(bf16->k_t.get(), k + head, ld, k0, nk, bf16->Bk.get()) : nullptr;
         for (int64_t x = inv_off[list]; x < inv_off[list + 1]; ++x) {
           const int64_t qb = inv[static_cast<size_t>(x)];
           const int64_t qe = std::min(qb * qblock + qblock, T);
@@ -340,10 +419,27 @@ void block_sparse_attention_backward(float* dq, float* dk, float* dv, const floa
             // Causal: keys past the tile's last query are masked for every row.
             const int64_t nke = d.causal ? std::min(nk, q0 + nq - k0) : nk;
             if (nke <= 0) continue;
-            grad_scores(S.data(), dP.data(), dout, lse, Di.data(), q, Kt.data(), Vt.data(), d, b, h, q0, nq, k0, nke);
-            tile_gemm_tn(nke, D, nq, 1.0f, S.data(), kK, dout + ((b * T + q0) * H + h) * D, H * D, 1.0f, dV, ld);
-            tile_gemm_tn(nke, D, nq, scale, dP.data(), kK, q + head + q0 * ld, ld, 1.0f, dK, ld);
-            tile_gemm_nn(nq, D, nke, scale, dP.data(), kK, k + head + k0 * ld, ld, 1.0f, dq + head + q0 * ld, ld);
+            grad_scores(S.data(), dP.data(), dout, lse, Di.data(), q, Kt.data(), Vt.data(), d, b, h, q0, nq, k0, nke,
+                        bf16 ? &*bf16 : nullptr);
+            if (bf16) {
+              // dV += Pᵀ·dO and dK += scale·dSᵀ·Q sum over the tile's queries,
+              // dQ += scale·dS·K over its keys: the score tiles are the left
+              // operands (transposed, rounded), the head's pairs the right ones.
+              const int64_t nqp = bf16_pairs_len(nq), nkep = bf16_pairs_len(nke);
+              uint16_t* A = bf16->A.get();
+              const uint16_t* dO_pairs = bf16->L.pairs_t_at(bf16->dout_t.get(), dO_head, H * D, q0, nq, bf16->Bq.get());
+              pack_bf16_rows_t(A, nqp, S.data(), kK, nke, nq);
+              tile_gemm_bf16(nke, D, nq, 1.0f, A, nqp, dO_pairs, 2 * D, 1.0f, dV, ld);
+              const uint16_t* q_pairs = bf16->L.pairs_t_at(bf16->q_t.get(), q + head, ld, q0, nq, bf16->Bq.get());
+              pack_bf16_rows_t(A, nqp, dP.data(), kK, nke, nq);
+              tile_gemm_bf16(nke, D, nq, scale, A, nqp, q_pairs, 2 * D, 1.0f, dK, ld);
+              pack_bf16_rows(A, nkep, dP.data(), kK, nq, nke);
+              tile_gemm_bf16(nq, D, nke, scale, A, nkep, k_pairs, 2 * D, 1.0f, dq + head + q0 * ld, ld);
+            } else {
+              tile_gemm_tn(nke, D, nq, 1.0f, S.data(), kK, dout + ((b * T + q0) * H + h) * D, H * D, 1.0f, dV, ld);
+              tile_gemm_tn(nke, D, nq, scale, dP.data(), kK, q + head + q0 * ld, ld, 1.0f, dK, ld);
+              tile_gemm_nn(nq, D, nke, scale, dP.data(), kK, k + head + k0 * ld, ld, 1.0f, dq + head + q0 * ld, ld);
+            }
           }
         }
       }

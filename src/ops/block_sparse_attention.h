@@ -35,6 +35,11 @@ inline int64_t query_block(const BlockSelection& sel) { return sel.qblock > 0 ? 
 // row value[i*D .. i*D + D), i = (b*H + h)*nqb + qb. DSA uses it for the
 // summary of the far context it did not select. logit -inf = no extra key
 // for that query block. Both pointers null = no extra keys at all.
+//
+// With d.bf16_products the products take BF16 operands (ops/tile_gemm_bf16.h;
+// each head's q, k, v and dout packed once per call,
+// ops/attention_bf16_operands.h); extra keys, softmax statistics and every
+// output stay FP32.
 struct ExtraKeys {
   const float* logit = nullptr;  // (B, H, nqb)
   const float* value = nullptr;  // (B, H, nqb, D)

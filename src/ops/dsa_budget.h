@@ -19,11 +19,13 @@
 // blocks picked by score.
 // Why dense_len: below some length selecting keys costs more than it saves
 // (scoring every block, two kernels and a merge instead of one dense pass);
-// measured on a 2-core AVX-512 CPU, the sparse path only overtakes the dense
-// kernel past ~1K tokens (docs/benchmarks.md), so by default DSA attends
-// every key up to 1024 tokens and runs on the dense kernel there. 0 = the
-// formula from the first token on.
-// Defaults: every key up to T = 1024; with dense_len = 0, 205 keys at
+// measured on a 2-core AVX-512 CPU, the sparse path overtakes the dense
+// kernel past ~1K tokens with FP32 products and past ~1.4K with BF16 ones
+// (where the dense kernel's products are faster and the selection is not;
+// docs/benchmarks.md), so by default DSA attends every key up to 1536 tokens
+// and runs on the dense kernel there, in every precision. 0 = the formula
+// from the first token on.
+// Defaults: every key up to T = 1536; with dense_len = 0, 205 keys at
 // T = 256 (80%) and at T = 1024 (20%; with the defaults f·T is constant in
 // between). Beyond: 246 at 4096 (6%), 287 at 16384
 // (1.75%), 328 at 65536 (0.5%; 1.14× the budget at 16384, so going from 16K
@@ -45,7 +47,7 @@ struct DsaConfig {
   int64_t short_len = 256;
   int64_t long_len = 1024;
   // Contexts of at most dense_len tokens attend every key (see above); 0 = off.
-  int64_t dense_len = 1024;
+  int64_t dense_len = 1536;
   // Coarse step (hierarchical scoring): consecutive key blocks form groups
   // of `group` blocks; a query row whose candidates contain more than
   // max(group_keep, ceil(top blocks / group)) whole groups scores those

@@ -6,9 +6,12 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
+#include <optional>
 #include <vector>
 
 #include "core/error.h"
+#include "ops/attention_bf16_operands.h"
 #include "ops/attention_rows.h"
 #include "ops/elementwise.h"
 #include "ops/tile_gemm.h"
@@ -84,6 +87,20 @@ struct Scratch {
       : Q(kSub * D), G(kSub * D), S(kSub * block), dP(kSub * block), O2(kSub * D) {}
 };
 
+// Per-thread BF16 operands of one tile (AttnDims::bf16_products): the
+// gathered rows and score tiles as left operands (A: up to block × kSub or
+// kSub × block), gathered rows as pairs (Bq, Bg), and a key block as pairs
+// when it starts at an odd position (Bk).
+struct Bf16Scratch {
+  Bf16HeadLayout L;
+  int64_t bp;  // block rounded up to even
+  std::unique_ptr<uint16_t[]> Q, G, A, Bq, Bg, Bk;
+  Bf16Scratch(const AttnDims& d, int64_t block)
+      : L(d), bp(bf16_pairs_len(block)), Q(bf16_buffer(kSub * L.Dp)), G(bf16_buffer(kSub * L.Dp)),
+        A(bf16_buffer(std::max(kSub * bp, block * bf16_pairs_len(kSub)))), Bq(bf16_buffer((kSub + 2) * L.D)),
+        Bg(bf16_buffer((kSub + 2) * L.D)), Bk(bf16_buffer((block + 2) * L.D)) {}
+};
+
 }  // namespace
 
 void row_sparse_attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
@@ -94,10 +111,17 @@ void row_sparse_attention_forward(float* out, float* lse, const float* q, const 
   const int64_t T = d.T, H = d.H, D = d.D, ld = d.ld, block = sel.block;
   const int64_t chunk = chunk_rows(T), chunks = (T + chunk - 1) / chunk, items = d.B * H * chunks;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  const std::vector<float> Kt = transposed_heads(k, d);  // (B, H, D, T)
+  std::optional<Bf16KeysValues> kv;
+  std::vector<float> Kt;
+  if (d.bf16_products)
+    kv.emplace(k, v, d);
+  else
+    Kt = transposed_heads(k, d);  // (B, H, D, T)
 #pragma omp parallel
   {
     Scratch sc(block, D);
+    std::optional<Bf16Scratch> bf;
+    if (kv) bf.emplace(d, block);
     std::vector<Pair> pairs;
     std::vector<int64_t> count;
     const int64_t rows = std::min(chunk, T);
@@ -126,7 +150,13 @@ void row_sparse_attention_forward(float* out, float* lse, const float* q, const 
         for (size_t s0 = g0; s0 < g1; s0 += kSub) {
           const int64_t n = std::min<int64_t>(kSub, static_cast<int64_t>(g1 - s0));
           gather_rows(sc.Q.data(), q + head, ld, &pairs[s0], n, D);
-          tile_gemm_nn(n, nk, D, scale, sc.Q.data(), D, Kt.data() + bh * D * T + k0, T, 0.0f, sc.S.data(), block);
+          if (kv) {
+            pack_bf16_rows(bf->Q.get(), bf->L.Dp, sc.Q.data(), D, n, D);
+            tile_gemm_bf16(n, nk, D, scale, bf->Q.get(), bf->L.Dp, kv->k_pairs_d(bh) + 2 * k0, 2 * T, 0.0f,
+                           sc.S.data(), block);
+          } else {
+            tile_gemm_nn(n, nk, D, scale, sc.Q.data(), D, Kt.data() + bh * D * T + k0, T, 0.0f, sc.S.data(), block);
+          }
           for (int64_t i = 0; i < n; ++i) {
             const int64_t t = pairs[s0 + i].row, r = t - r0;
             float sum;
@@ -144,7 +174,13 @@ void row_sparse_attention_forward(float* out, float* lse, const float* q, const 
             if (f != 1.0f)
               for (int64_t j = 0; j < nk; ++j) s[j] *= f;
           }
-          tile_gemm_nn(n, D, nk, 1.0f, sc.S.data(), block, v + head + k0 * ld, ld, 0.0f, sc.O2.data(), D);
+          if (kv) {
+            pack_bf16_rows(bf->A.get(), bf->bp, sc.S.data(), block, n, nk);
+            const uint16_t* V = bf->L.pairs_t_at(kv->v_pairs_t(bh), v + head, ld, k0, nk, bf->Bk.get());
+            tile_gemm_bf16(n, D, nk, 1.0f, bf->A.get(), bf->bp, V, 2 * D, 0.0f, sc.O2.data(), D);
+          } else {
+            tile_gemm_nn(n, D, nk, 1.0f, sc.S.data(), block, v + head + k0 * ld, ld, 0.0f, sc.O2.data(), D);
+          }
           for (int64_t i = 0; i < n; ++i) {
             const int64_t r = pairs[s0 + i].row - r0;
             for (int64_t e = 0; e < D; ++e) O[r * D + e] += sc.O2[i * D + e];
@@ -200,7 +236,11 @@ void row_sparse_attention_backward(float* dq, float* dk, float* dv, const float*
   }
 
   const std::vector<float> Di = softmax_backward_di(dout, out, d);
-  const std::vector<float> Kt = transposed_heads(k, d), Vt = transposed_heads(v, d);  // (B, H, D, T)
+  std::vector<float> Kt, Vt;  // (B, H, D, T), FP32 products only
+  if (!d.bf16_products) {
+    Kt = transposed_heads(k, d);
+    Vt = transposed_heads(v, d);
+  }
 #pragma omp parallel
   {
     // Extra keys, per row: p = exp(logit - lse), d logit = p (dO·value - Di),
@@ -224,6 +264,15 @@ void row_sparse_attention_backward(float* dq, float* dk, float* dv, const float*
     }
 
     Scratch sc(block, D);
+    // BF16 products: the owned head's K and V as pairs along D, K as pairs along T.
+    std::optional<Bf16Scratch> bf;
+    std::unique_ptr<uint16_t[]> k_d, v_d, k_t;
+    if (d.bf16_products) {
+      bf.emplace(d, block);
+      k_d = bf16_buffer(bf->L.head_elems());
+      v_d = bf16_buffer(bf->L.head_elems());
+      k_t = bf16_buffer(bf->L.head_elems());
+    }
     // Recomputes P (into sc.S) and dS (into sc.dP) of the gathered rows
     // pr[0..n) against the keys [k0, k0 + nk); gathers their queries into
     // sc.Q and output gradients into sc.G.
@@ -232,8 +281,16 @@ void row_sparse_attention_backward(float* dq, float* dk, float* dv, const float*
       gather_rows(sc.Q.data(), q + head, ld, pr, n, D);
       for (int64_t i = 0; i < n; ++i)
         std::memcpy(sc.G.data() + i * D, dout + ((b * T + pr[i].row) * H + h) * D, row_bytes);
-      tile_gemm_nn(n, nk, D, scale, sc.Q.data(), D, Kt.data() + bh * D * T + k0, T, 0.0f, sc.S.data(), block);
-      tile_gemm_nn(n, nk, D, 1.0f, sc.G.data(), D, Vt.data() + bh * D * T + k0, T, 0.0f, sc.dP.data(), block);
+      if (bf) {
+        const int64_t Dp = bf->L.Dp;
+        pack_bf16_rows(bf->Q.get(), Dp, sc.Q.data(), D, n, D);
+        pack_bf16_rows(bf->G.get(), Dp, sc.G.data(), D, n, D);
+        tile_gemm_bf16(n, nk, D, scale, bf->Q.get(), Dp, k_d.get() + 2 * k0, 2 * T, 0.0f, sc.S.data(), block);
+        tile_gemm_bf16(n, nk, D, 1.0f, bf->G.get(), Dp, v_d.get() + 2 * k0, 2 * T, 0.0f, sc.dP.data(), block);
+      } else {
+        tile_gemm_nn(n, nk, D, scale, sc.Q.data(), D, Kt.data() + bh * D * T + k0, T, 0.0f, sc.S.data(), block);
+        tile_gemm_nn(n, nk, D, 1.0f, sc.G.data(), D, Vt.data() + bh * D * T + k0, T, 0.0f, sc.dP.data(), block);
+      }
       for (int64_t i = 0; i < n; ++i) {
         const int64_t t = pr[i].row;
         const float lt = lse[bh * T + t];
@@ -251,6 +308,11 @@ void row_sparse_attention_backward(float* dq, float* dk, float* dv, const float*
 #pragma omp for schedule(dynamic, 1)
     for (int64_t bh = 0; bh < BH; ++bh) {
       const int64_t b = bh / H, h = bh % H, head = b * T * ld + h * D;
+      if (bf) {
+        bf->L.pairs_d(k_d.get(), k + head, ld);
+        bf->L.pairs_d(v_d.get(), v + head, ld);
+        bf->L.pairs_t(k_t.get(), k + head, ld);
+      }
       if (!accumulate)
         for (int64_t t = 0; t < T; ++t) {
           std::memset(dq + head + t * ld, 0, row_bytes);
@@ -262,13 +324,30 @@ void row_sparse_attention_backward(float* dq, float* dk, float* dv, const float*
         float* dK = dk + head + k0 * ld;
         float* dV = dv + head + k0 * ld;
         const int64_t x0 = inv_off[list], x1 = inv_off[list + 1];
+        const uint16_t* k_pairs =
+            bf && x1 > x0 ? bf->L.pairs_t_at(k_t.get(), k + head, ld, k0, nk, bf->Bk.get()) : nullptr;
         for (int64_t s0 = x0; s0 < x1; s0 += kSub) {
           const int64_t n = std::min(kSub, x1 - s0);
           const Pair* pr = &inv[static_cast<size_t>(s0)];
           grad_tile(pr, n, bh, k0, nk);
-          tile_gemm_tn(nk, D, n, 1.0f, sc.S.data(), block, sc.G.data(), D, 1.0f, dV, ld);
-          tile_gemm_tn(nk, D, n, scale, sc.dP.data(), block, sc.Q.data(), D, 1.0f, dK, ld);
-          tile_gemm_nn(n, D, nk, scale, sc.dP.data(), block, k + head + k0 * ld, ld, 0.0f, sc.O2.data(), D);
+          if (bf) {
+            // The score tiles as left operands (transposed for the sums over
+            // the gathered rows), the gathered rows and the block as pairs.
+            const int64_t np = bf16_pairs_len(n), nkp = bf16_pairs_len(nk);
+            uint16_t* A = bf->A.get();
+            pack_bf16_pairs(bf->Bg.get(), 2 * D, sc.G.data(), D, n, D);
+            pack_bf16_pairs(bf->Bq.get(), 2 * D, sc.Q.data(), D, n, D);
+            pack_bf16_rows_t(A, np, sc.S.data(), block, nk, n);
+            tile_gemm_bf16(nk, D, n, 1.0f, A, np, bf->Bg.get(), 2 * D, 1.0f, dV, ld);
+            pack_bf16_rows_t(A, np, sc.dP.data(), block, nk, n);
+            tile_gemm_bf16(nk, D, n, scale, A, np, bf->Bq.get(), 2 * D, 1.0f, dK, ld);
+            pack_bf16_rows(A, nkp, sc.dP.data(), block, n, nk);
+            tile_gemm_bf16(n, D, nk, scale, A, nkp, k_pairs, 2 * D, 0.0f, sc.O2.data(), D);
+          } else {
+            tile_gemm_tn(nk, D, n, 1.0f, sc.S.data(), block, sc.G.data(), D, 1.0f, dV, ld);
+            tile_gemm_tn(nk, D, n, scale, sc.dP.data(), block, sc.Q.data(), D, 1.0f, dK, ld);
+            tile_gemm_nn(n, D, nk, scale, sc.dP.data(), block, k + head + k0 * ld, ld, 0.0f, sc.O2.data(), D);
+          }
           for (int64_t i = 0; i < n; ++i) {
             float* g = dq + head + pr[i].row * ld;
             for (int64_t e = 0; e < D; ++e) g[e] += sc.O2[i * D + e];

@@ -13,7 +13,8 @@
 // online softmax merges its blocks as they come. Backward walks each (b, h)
 // by key block over the rows that chose it: one thread owns the head's dQ,
 // dK and dV (no races, no atomics, thread-count independent) and computes
-// each tile's scores once for all three.
+// each tile's scores once for all three. d.bf16_products: BF16 operands, as
+// in the block-sparse kernel.
 #include <cstdint>
 
 #include "ops/attention.h"

@@ -30,7 +30,7 @@ SPARSE_DSA = ["--set", "model.dsa.dense_len=0", "--set", "model.dsa.block=16", "
 BASE = ["--heads", "2", "--head-dim", "16", "--min-time", "0", "--decode-steps", "2", "--threads", "2"]
 TINY = BASE + SPARSE_DSA
 KEYS = {"impl", "seq", "fwd_ms", "bwd_ms", "decode_ms", "peak_mb", "batch", "heads", "head_dim", "threads",
-        "causal", "peak_reset"}
+        "causal", "peak_reset", "precision"}
 
 
 def run(args, check=True, timeout=120):
@@ -52,15 +52,35 @@ class BenchAttentionTest(unittest.TestCase):
     def tearDown(self):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def check_record(self, r, impl, seq):
+    def check_record(self, r, impl, seq, precision="fp32"):
         want = KEYS | ({"selection_ms"} if impl == "dsa" else set())
         self.assertEqual(set(r), want, r)
+        self.assertEqual(r["precision"], precision, r)
         self.assertEqual((r["impl"], r["seq"], r["heads"], r["head_dim"], r["batch"], r["threads"]),
                          (impl, seq, 2, 16, 1, 2))
         for k in ("fwd_ms", "bwd_ms", "decode_ms") + (("selection_ms",) if impl == "dsa" else ()):
             self.assertTrue(math.isfinite(r[k]) and r[k] > 0, (k, r))
         self.assertTrue(math.isfinite(r["peak_mb"]) and r["peak_mb"] >= 0, r)
         self.assertIs(r["causal"], True)
+
+    def test_precisions_are_measured_side_by_side(self):
+        p = run(["bench", "attention", "--seqs", "128", "--impls", "dense,dsa", "--precision", "fp32,bf16",
+                 "--json"] + TINY)
+        recs = [json.loads(l) for l in p.stdout.splitlines()]
+        self.assertEqual([(r["impl"], r["precision"]) for r in recs],
+                         [("dense", "fp32"), ("dsa", "fp32"), ("dense", "bf16"), ("dsa", "bf16")])
+        for r in recs:
+            self.check_record(r, r["impl"], 128, r["precision"])
+        self.assertIn("dsa/bf16 seq=128: fwd ", p.stderr)
+        # The table labels bf16 rows and compares them with dense of the same precision.
+        table = run(["bench", "attention", "--seqs", "128", "--impls", "dense,dsa", "--precision", "bf16"] + TINY).stdout
+        rows = {line.split()[0]: line.split() for line in table.splitlines()[1:]}
+        self.assertEqual(set(rows), {"dense/bf16", "dsa/bf16"})
+        self.assertTrue(rows["dsa/bf16"][-1].endswith("x"), table)
+        for bad in ("fp16", "fp32,fp16", "float"):
+            r = run(["bench", "attention", "--seqs", "128", "--precision", bad] + TINY, check=False)
+            self.assertNotEqual(r.returncode, 0, bad)
+            self.assertIn("--precision", r.stderr)
 
     def test_json_records_and_outputs(self):
         out = os.path.join(self.tmp, "res")

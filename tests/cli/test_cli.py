@@ -263,7 +263,7 @@ class InitFromTest(CliCase):
         # the budget formula at every length): such a checkpoint loads with 0,
         # new runs get 1024, and --set still applies on top.
         out, before = self.train_and_drop_saved_key("legacy-dense-len", "dense_len")
-        self.assertEqual(before["dense_len"], 1024)
+        self.assertEqual(before["dense_len"], 1536)
         self.assertEqual(self.saved_dsa_settings(out)["dense_len"], 0)
         sparse = ["--set", "model.attention=dsa", "--set", "model.dsa.block=8", "--set", "model.dsa.window=8",
                   "--set", "model.dsa.top_k=8", "--set", "model.dsa.keep_short=0.3"]
@@ -487,6 +487,8 @@ class PrecisionTest(CliCase):
             self.assertEqual(info["precision"]["mode"], prec)
             expect = {"bf16": "bf16", "fp16": "fp16", "fp32-fast": "fp32 (bf16 math)"}[prec]
             self.assertEqual(set(info["precision"]["modules"].values()), {expect})
+            attention = {"bf16": "bf16", "fp16": "fp32 (fp16 inputs)", "fp32-fast": "fp32 (bf16 math)"}[prec]
+            self.assertEqual(set(info["precision"]["attention"].values()), {attention})
             recs = records(os.path.join(out_b, "metrics.jsonl"))
             if prec == "fp16":
                 self.assertTrue(all(r["loss_scale"] == 65536.0 and r["skipped"] is False for r in recs))
@@ -508,7 +510,8 @@ class PrecisionTest(CliCase):
         cfg, out = self.config("bf16_run", steps=3, eval_every=0, ckpt_every=0)
         run(["train", cfg, "--quiet", "--set", "train.precision=bf16"])
         text = run(["info", "--checkpoint", out]).stdout
-        self.assertIn("precision   bf16: 4 of 5 matrix products with 16-bit operands; FP32: head", text)
+        self.assertIn("precision   bf16: 4 of 5 matrix products with 16-bit operands; FP32: head; "
+                      "attention products BF16 in 1 of 1 layers", text)
         self.assertIn('precision = "bf16"', text)
         self.assertIn('fp32 = ["head"]', text)
         evals = {}
@@ -581,7 +584,7 @@ class PrecisionTest(CliCase):
     def test_precision_errors(self):
         cfg, _ = self.config("prec_bad")
         for sets, needle in ((["train.precision=fp8"], 'unknown precision "fp8"'),
-                             (["precision.fp32=h.7.*"], '"h.7.*" matches no matrix-product module'),
+                             (["precision.fp32=h.7.*"], '"h.7.*" matches no module'),
                              (["precision.fp32=[1]"], "precision.fp32 must be an array of strings"),
                              (["precision.backoff_factor=1.5"], "precision.backoff_factor must be in (0, 1)")):
             args = ["train", cfg, "--quiet"]

@@ -181,14 +181,14 @@ TEST(DsaBudget, DefaultNumbers) {
   EXPECT_EQ(dsa_top_blocks(c, 4096), 2);
   EXPECT_EQ(dsa_top_blocks(c, 16384), 3);
   EXPECT_EQ(dsa_top_blocks(c, 65536), 4);
-  // The default dense_len = 1024: every key up to 1024 tokens, the formula beyond.
+  // The default dense_len = 1536: every key up to 1536 tokens, the formula beyond.
   const DsaConfig d;
-  EXPECT_EQ(d.dense_len, 1024);
-  for (int64_t T : {1, 200, 256, 512, 1000, 1024}) {
+  EXPECT_EQ(d.dense_len, 1536);
+  for (int64_t T : {1, 200, 256, 512, 1000, 1024, 1536}) {
     EXPECT_EQ(dsa_key_budget(d, T), T) << T;
     EXPECT_TRUE(dsa_attends_all(d, T)) << T;
   }
-  for (int64_t T : {1025, 2048, 4096, 65536}) {
+  for (int64_t T : {1537, 2048, 4096, 65536}) {
     EXPECT_EQ(dsa_key_budget(d, T), dsa_key_budget(c, T)) << T;
     EXPECT_FALSE(dsa_attends_all(d, T)) << T;
   }
@@ -351,7 +351,7 @@ TEST(AttentionDsa, FullBudgetRunsTheDenseKernel) {
       // Covered by the window alone, and by the top-k budget alone.
       DsaConfig by_window = formula_budget();
       by_window.window = 256;
-      // And the default, which attends every key up to dense_len = 1024 tokens.
+      // And the default, which attends every key up to dense_len = 1536 tokens.
       for (const DsaConfig& c : {by_window, covering(64, 64), covering(32, 32), DsaConfig{}}) {
         ASSERT_TRUE(dsa_attends_all(c, T));
         // DSA then runs the dense kernel itself: the same bits, not just close.
@@ -946,13 +946,13 @@ TEST(AttentionDsa, DecodeEqualsForwardWhenBudgetCoversAll) {
 }
 
 TEST(AttentionDsa, DecodeRunsTheDenseKernelWhileTheBudgetCoversAll) {
-  // Default dense_len (1024): every cache length up to it decodes exactly as
-  // dense attention does, bit for bit; past it the selection takes over and
-  // the memo, untouched until then, catches up.
+  // dense_len 1024: every cache length up to it decodes exactly as dense
+  // attention does, bit for bit; past it the selection takes over and the
+  // memo, untouched until then, catches up.
   const int64_t H = 2, D = 8, T = 1100, HD = H * D;
   const Problem p(1, T, H, D, true, false, 1003);
   DsaConfig c;
-  c.block = 16, c.window = 16, c.top_k = 16;
+  c.block = 16, c.window = 16, c.top_k = 16, c.dense_len = 1024;
   DsaAttention att(c);
   const auto dense = make_attention("dense");
   std::unique_ptr<DecodeMemo> memo = att.make_decode_memo();

@@ -81,7 +81,7 @@ TEST(BenchAttention, MeasuresEveryImplementationOnATinyProblem) {
     EXPECT_EQ(r.selection_ms.has_value(), impl == "dsa");
     const nlohmann::json j = attention_record_json(r);
     std::set<std::string> want = {"impl", "seq", "fwd_ms", "bwd_ms", "decode_ms", "peak_mb", "batch",
-                                  "heads", "head_dim", "threads", "causal", "peak_reset"};
+                                  "heads", "head_dim", "threads", "causal", "peak_reset", "precision"};
     if (impl == "dsa") {
       want.insert("selection_ms");
       EXPECT_GT(*r.selection_ms, 0);

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/convert.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "ops/attention.h"
@@ -225,6 +226,44 @@ TEST(BlockSparseAttention, ResultsIndependentOfThreadCount) {
   test::expect_bitwise_equal("out", r1.out, r2.out);
   test::expect_bitwise_equal("lse", r1.lse, r2.lse);
   test::expect_bitwise_equal("dqkv", r1.dqkv, r2.dqkv);
+}
+
+// BF16 products (AttnDims::bf16_products): q, k, v and dout are rounded to
+// BF16 before any product, so the double reference on the rounded inputs
+// differs from the kernel only by what the kernel rounds inside (the
+// probabilities for p·v, the score gradients for the backward products):
+// relative 2^-9 per term. Odd head dims, odd blocks and odd lengths put the
+// zero padding of the k pairs and the separately packed odd-position tiles
+// to work.
+TEST(BlockSparseAttention, Bf16ProductsMatchReferenceOnRoundedInputs) {
+  struct Case {
+    int64_t B, T, H, D, block, qblock;
+    bool causal;
+  };
+  const Case cases[] = {{2, 160, 2, 8, 16, 0, true},  {1, 300, 2, 64, 64, 0, true}, {1, 131, 2, 7, 5, 0, true},
+                        {1, 97, 1, 9, 15, 7, false}, {1, 1300, 1, 8, 600, 0, true}};
+  uint64_t seed = 70;
+  for (const Case& c : cases) {
+    Problem p(c.B, c.T, c.H, c.D, c.causal, ++seed);
+    const BlockSelection sel = random_selection(p.d, c.block, 0.5, -1, ++seed, c.qblock);
+    Rng rng(seed);
+    std::vector<float> dout = test::random_normal(p.out_size(), rng);
+    const std::string what = cat("T=", c.T, " D=", c.D, " block=", c.block, " causal=", c.causal);
+    const AttnResult fp32 = run_sparse(p, sel, dout);
+    for (float& x : p.qkv) x = bf16_bits_to_f32(f32_to_bf16_bits(x));
+    for (float& x : dout) x = bf16_bits_to_f32(f32_to_bf16_bits(x));
+    const AttnResult want = run_reference(p, mask_of(p.d, sel), dout);
+    p.d.bf16_products = true;
+    const AttnResult got = run_sparse(p, sel, dout);
+    expect_rel_close(got.out, want.out, 1e-2, what + " out");
+    expect_rel_close(got.lse, want.lse, 1e-5, what + " lse");
+    expect_rel_close(got.dqkv, want.dqkv, 3e-2, what + " dqkv");
+    EXPECT_NE(got.out, fp32.out) << what << ": bf16 products must not be the FP32 kernel";
+    AttnResult one_thread;
+    test::with_threads(1, [&] { one_thread = run_sparse(p, sel, dout); });
+    test::expect_bitwise_equal("out", one_thread.out, got.out);
+    test::expect_bitwise_equal("dqkv", one_thread.dqkv, got.dqkv);
+  }
 }
 
 TEST(BlockSparseAttention, QueryBlocksOfOtherSizeMatchMaskedReference) {

@@ -192,6 +192,63 @@ TEST(Precision, Bf16ActivationsTakeLessMemory) {
   EXPECT_EQ(a.bytes(), bf16);
 }
 
+// bf16 keeps each layer's attention inputs q|k|v in BF16 for backward (half
+// the bytes of FP32), widened into an FP32 buffer the MLP backward's
+// gradient also uses; a policy that keeps "*.attn.core" FP32 keeps them FP32.
+TEST(Precision, Bf16KeepsAttentionInputsIn16Bits) {
+  const int64_t B = 8, T = 32;
+  GPTConfig h = small(Precision::BF16), kept = h;
+  kept.fp32_modules.push_back("*.attn.core");
+  const int64_t qkv = B * T * 3 * h.d_model;  // elements of one layer's q|k|v (a multiple of 32)
+  const int64_t saved = GPTActivations::bytes_for(kept, B, T, ActivationMode::Train) -
+                        GPTActivations::bytes_for(h, B, T, ActivationMode::Train);
+  EXPECT_EQ(saved, h.n_layer * qkv * 2);
+  GPT m(h);
+  m.init_weights(5);
+  const auto tok = random_tokens(B * T, 64, 6);
+  GPTActivations a;
+  m.forward(a, tok.data(), B, T);
+  for (int64_t l = 0; l < h.n_layer; ++l)
+    for (float x : a.layer_qkv(l)) ASSERT_EQ(x, bf16_bits_to_f32(f32_to_bf16_bits(x))) << "layer " << l;
+  EXPECT_EQ(precision_summary(Precision::BF16, kept.fp32_modules, 2),
+            "bf16: 8 of 9 matrix products with 16-bit operands; FP32: head; attention products BF16 in 0 of 2 layers");
+  EXPECT_EQ(attention_input_type(Precision::FP16, {}, 0), DType::F16);
+  EXPECT_EQ(attention_input_type(Precision::FP32Fast, {}, 0), DType::F32);
+  EXPECT_TRUE(attention_bf16_products(Precision::FP32Fast, {}, 0));
+  EXPECT_FALSE(attention_bf16_products(Precision::FP16, {}, 0));
+  EXPECT_FALSE(attention_bf16_products(Precision::BF16, {"h.1.attn.core"}, 1));
+  EXPECT_TRUE(attention_bf16_products(Precision::BF16, {"h.1.attn.core"}, 0));
+}
+
+// The window and DSA kernels with BF16 products (and, in bf16, BF16 q|k|v)
+// inside the whole model: loss, logits and gradients stay close to FP32.
+TEST(Precision, GptWithSparseAttentionInBf16TracksFp32) {
+  const int64_t B = 2, T = 32;
+  for (const char* attention : {"window", "dsa"}) {
+    GPTConfig c32 = small(Precision::FP32);
+    c32.attention = attention;
+    c32.dsa.block = 8, c32.dsa.window = 8, c32.dsa.top_k = 8, c32.dsa.dense_len = 0, c32.dsa.keep_short = 0.25;
+    GPT ref(c32);
+    ref.init_weights(11);
+    const auto tok = random_tokens(B * T, 64, 12), tgt = random_tokens(B * T, 64, 13);
+    GPTActivations ra;
+    const float ref_loss = lm_loss_and_gradients(ref, ra, tok.data(), tgt.data(), B, T);
+    for (Precision p : {Precision::BF16, Precision::FP32Fast}) {
+      SCOPED_TRACE(std::string(attention) + " " + std::string(precision_name(p)));
+      GPTConfig c = c32;
+      c.precision = p;
+      c.fp32_modules.clear();
+      GPT m(c);
+      copy_weights(ref, m);
+      GPTActivations a;
+      const float loss = lm_loss_and_gradients(m, a, tok.data(), tgt.data(), B, T);
+      EXPECT_NE(loss, ref_loss);
+      EXPECT_NEAR(loss, ref_loss, 2e-2 * ref_loss);
+      EXPECT_GT(cosine(m.params().grad(), ref.params().grad(), ref.params().size()), 0.999);
+    }
+  }
+}
+
 // The 16-bit weight copies follow the master weights: a change made through
 // the ParamStore shows in the next forward.
 TEST(Precision, WeightCopiesFollowTheMasterWeights) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "attention_test_util.h"
+#include "core/convert.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "op_test_harness.h"
@@ -74,6 +75,34 @@ KernelRun run(Fwd fwd, Bwd bwd, const AttnDims& d, const std::vector<float>& qkv
   return x;
 }
 
+// The kernel under test and its oracle (the block-sparse kernel, which
+// always overwrites) through run().
+KernelRun run_row_sparse(const AttnDims& d, const BlockSelection& sel, const std::vector<float>& qkv,
+                         const std::vector<float>& dout, const ExtraKeys& extra, float init, bool accumulate) {
+  return run(
+      [&](float* o, float* l, const float* q, const float* k, const float* v, const AttnDims& dd, const ExtraKeys& e) {
+        row_sparse_attention_forward(o, l, q, k, v, dd, sel, e);
+      },
+      [&](float* dq, float* dk, float* dv, const float* go, const float* o, const float* l, const float* q,
+          const float* k, const float* v, const AttnDims& dd, const ExtraKeys& e, float* gl, float* gv, bool acc) {
+        row_sparse_attention_backward(dq, dk, dv, go, o, l, q, k, v, dd, sel, e, gl, gv, acc);
+      },
+      d, qkv, dout, extra, init, accumulate);
+}
+
+KernelRun run_block_sparse(const AttnDims& d, const BlockSelection& sel, const std::vector<float>& qkv,
+                           const std::vector<float>& dout, const ExtraKeys& extra) {
+  return run(
+      [&](float* o, float* l, const float* q, const float* k, const float* v, const AttnDims& dd, const ExtraKeys& e) {
+        block_sparse_attention_forward(o, l, q, k, v, dd, sel, e);
+      },
+      [&](float* dq, float* dk, float* dv, const float* go, const float* o, const float* l, const float* q,
+          const float* k, const float* v, const AttnDims& dd, const ExtraKeys& e, float* gl, float* gv, bool) {
+        block_sparse_attention_backward(dq, dk, dv, go, o, l, q, k, v, dd, sel, e, gl, gv);
+      },
+      d, qkv, dout, extra, 0.0f, false);
+}
+
 TEST(RowSparseAttention, MatchesBlockSparseKernelWithOneRowQueryBlocks) {
   struct Case {
     int64_t B, T, H, D, block;
@@ -99,21 +128,9 @@ TEST(RowSparseAttention, MatchesBlockSparseKernelWithOneRowQueryBlocks) {
         const ExtraKeys extra = with_extra ? ExtraKeys{xl.data(), xv.data()} : ExtraKeys{};
         const BlockSelection sel = random_rows(d, c.block, c.density, c.T + c.block);
         const float init = accumulate ? 0.25f : 777.0f;  // overwrite mode must not read it
-        const KernelRun got = run(
-            [&](float* o, float* l, const float* q, const float* k, const float* v, const AttnDims& dd,
-                const ExtraKeys& e) { row_sparse_attention_forward(o, l, q, k, v, dd, sel, e); },
-            [&](float* dq, float* dk, float* dv, const float* go, const float* o, const float* l, const float* q,
-                const float* k, const float* v, const AttnDims& dd, const ExtraKeys& e, float* gl, float* gv,
-                bool acc) { row_sparse_attention_backward(dq, dk, dv, go, o, l, q, k, v, dd, sel, e, gl, gv, acc); },
-            d, qkv, dout, extra, init, accumulate);
+        const KernelRun got = run_row_sparse(d, sel, qkv, dout, extra, init, accumulate);
         // The oracle overwrites; accumulate mode must equal init + its result.
-        KernelRun want = run(
-            [&](float* o, float* l, const float* q, const float* k, const float* v, const AttnDims& dd,
-                const ExtraKeys& e) { block_sparse_attention_forward(o, l, q, k, v, dd, sel, e); },
-            [&](float* dq, float* dk, float* dv, const float* go, const float* o, const float* l, const float* q,
-                const float* k, const float* v, const AttnDims& dd, const ExtraKeys& e, float* gl, float* gv,
-                bool) { block_sparse_attention_backward(dq, dk, dv, go, o, l, q, k, v, dd, sel, e, gl, gv); },
-            d, qkv, dout, extra, 0.0f, false);
+        KernelRun want = run_block_sparse(d, sel, qkv, dout, extra);
         if (accumulate)
           for (float& g : want.r.dqkv) g += init;
         const std::string what = cat("T=", c.T, " block=", c.block, " causal=", c.causal, " extra=", with_extra,
@@ -124,6 +141,49 @@ TEST(RowSparseAttention, MatchesBlockSparseKernelWithOneRowQueryBlocks) {
           expect_rel_close(got.d_value, want.d_value, 1e-5, what + " d_extra_value");
         }
       }
+}
+
+// BF16 products (AttnDims::bf16_products) against the FP32 block-sparse
+// kernel on the BF16-rounded q, k, v and dout: what remains is the kernel's
+// own rounding of probabilities and score gradients (2^-9 relative per
+// term). An odd block size (10) packs key blocks at odd positions on their
+// own; D 9 pads the pairs of the head dimension.
+TEST(RowSparseAttention, Bf16ProductsMatchFp32KernelOnRoundedInputs) {
+  struct Case {
+    int64_t T, H, D, block;
+    bool causal;
+  };
+  const Case cases[] = {{300, 2, 16, 32, true}, {203, 2, 9, 10, false}, {600, 1, 64, 64, true}};
+  for (const Case& c : cases)
+    for (bool accumulate : {false, true}) {
+      AttnDims d;
+      d.B = 1, d.T = c.T, d.H = c.H, d.D = c.D, d.ld = 3 * c.H * c.D, d.causal = c.causal;
+      Rng rng(c.T * 7 + c.block);
+      std::vector<float> qkv = test::random_normal(static_cast<size_t>(d.B * d.T * d.ld), rng, 1.5);
+      std::vector<float> dout = test::random_normal(static_cast<size_t>(d.B * d.T * d.H * d.D), rng);
+      std::vector<float> xl = test::random_normal(static_cast<size_t>(d.B * d.H * d.T), rng, 2.0);
+      const std::vector<float> xv = test::random_normal(static_cast<size_t>(d.B * d.H * d.T * d.D), rng);
+      for (size_t i = 0; i < xl.size(); i += 5) xl[i] = kNegInf;
+      for (auto* x : {&qkv, &dout})
+        for (float& e : *x) e = bf16_bits_to_f32(f32_to_bf16_bits(e));
+      const ExtraKeys extra{xl.data(), xv.data()};
+      const BlockSelection sel = random_rows(d, c.block, 0.3, c.T + c.block);
+      const float init = accumulate ? 0.25f : 777.0f;
+      AttnDims d16 = d;
+      d16.bf16_products = true;
+      const KernelRun got = run_row_sparse(d16, sel, qkv, dout, extra, init, accumulate);
+      KernelRun want = run_block_sparse(d, sel, qkv, dout, extra);
+      if (accumulate)
+        for (float& g : want.r.dqkv) g += init;
+      const std::string what = cat("T=", c.T, " D=", c.D, " block=", c.block, " accumulate=", accumulate);
+      expect_rel_close(got.r.out, want.r.out, 1e-2, what + " out");
+      expect_rel_close(got.r.lse, want.r.lse, 1e-5, what + " lse");
+      expect_rel_close(got.r.dqkv, want.r.dqkv, 3e-2, what + " dqkv");
+      expect_rel_close(got.d_logit, want.d_logit, 3e-2, what + " d_extra_logit");
+      expect_rel_close(got.d_value, want.d_value, 1e-2, what + " d_extra_value");
+      EXPECT_NE(got.r.out, run_row_sparse(d, sel, qkv, dout, extra, init, accumulate).r.out)
+          << what << ": bf16 products must not be the FP32 kernel";
+    }
 }
 
 TEST(RowSparseAttention, ManyRowsOnOneBlockAndEmptyRows) {

@@ -587,7 +587,7 @@ TEST(SweepEquivalence, ADsaBudgetCoveringTheContextIsDense) {
   EXPECT_EQ(effective_attention(m), "dense");
   m.attention = "window";
   EXPECT_EQ(effective_attention(m), "dense");
-  // Up to dense_len (1024) tokens DSA attends every key.
+  // Up to dense_len (1536) tokens DSA attends every key.
   m.context = 1024;
   m.attention = "dsa";
   EXPECT_EQ(effective_attention(m), "dense");
