@@ -98,13 +98,20 @@ TaskEvalResult evaluate_task(GPT& model, GPTActivations& acts, const TaskConfig&
       std::copy(ex[i].inputs.begin(), ex[i].inputs.end(), in.begin() + i * T);
       std::copy(ex[i].targets.begin(), ex[i].targets.end(), tg.begin() + i * T);
     }
-    // The source-recall diagnostic reads every layer's q|k: Train-mode buffers.
-    model.forward(acts, in.data(), rows, T, sparse ? ActivationMode::Train : ActivationMode::Infer);
-    const float* logits = acts.logits();
-    int64_t c = 0;
-    sum += ops::softmax_xent_forward(nullptr, logits, tg.data(), rows * T, V, &c);
-    r.tokens += c;
-    for (int64_t i = 0; i < rows; ++i) correct += task_example_correct(ex[i], logits + i * T * V, V);
+    // The source-recall diagnostic reads every layer's q|k: Train-mode
+    // buffers. The logits come a few whole examples at a time, as the
+    // training loss takes them (the trainer's activations serve both).
+    const int64_t per_chunk = std::max<int64_t>(1, logit_chunk_rows(V, rows * T) / T);
+    model.forward_features(acts, in.data(), rows, T, sparse ? ActivationMode::Train : ActivationMode::Infer, 0,
+                           per_chunk * T);
+    for (int64_t e0 = 0; e0 < rows; e0 += per_chunk) {
+      const int64_t examples = std::min(per_chunk, rows - e0);
+      const float* logits = model.head_logits(acts, e0 * T, examples * T);
+      int64_t c = 0;
+      sum += ops::softmax_xent_forward(nullptr, logits, tg.data() + e0 * T, examples * T, V, &c);
+      r.tokens += c;
+      for (int64_t i = 0; i < examples; ++i) correct += task_example_correct(ex[e0 + i], logits + i * T * V, V);
+    }
     if (sparse) count_source_hits(model, acts, ex, rows, T, hits, any);
   }
   if (sparse && r.tokens > 0) {

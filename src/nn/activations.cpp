@@ -30,7 +30,19 @@ class Carver {
 
 }  // namespace
 
-size_t GPTActivations::layout(char* base, const GPTConfig& cfg, int64_t B, int64_t T, ActivationMode mode) {
+int64_t logit_chunk_rows(int64_t vocab, int64_t N) {
+  constexpr int64_t kChunkBytes = int64_t{16} << 20, kMinRows = 64;
+  return std::min(N, std::max(kMinRows, kChunkBytes / (static_cast<int64_t>(sizeof(float)) * vocab)));
+}
+
+// The logits rows a (B, T) batch in `mode` asked to hold `logit_rows` gets.
+static int64_t logit_capacity(int64_t B, int64_t T, ActivationMode mode, int64_t logit_rows) {
+  const int64_t all = mode == ActivationMode::Decode ? 1 : B * T;
+  return logit_rows > 0 ? std::min(logit_rows, all) : all;
+}
+
+size_t GPTActivations::layout(char* base, const GPTConfig& cfg, int64_t B, int64_t T, ActivationMode mode,
+                              int64_t logit_rows) {
   const int64_t N = B * T, d = cfg.d_model, H = cfg.n_head, V = cfg.vocab_size;
   const bool train = mode == ActivationMode::Train;
   const int64_t kept_layers = train ? cfg.n_layer : 1;
@@ -77,7 +89,7 @@ size_t GPTActivations::layout(char* base, const GPTConfig& cfg, int64_t B, int64
   lnf_ = c.take(head_rows * d);
   lnf_mean_ = c.take(head_rows);
   lnf_rstd_ = c.take(head_rows);
-  logits_ = c.take(head_rows * V);
+  logits_ = c.take(logit_capacity(B, T, mode, logit_rows) * V);
   scratch_ = BlockScratch{};
   scratch_.proj = c.take(N * d);
   scratch_.gelu = c.take(N * 4 * d, widest[3]);
@@ -101,32 +113,35 @@ size_t GPTActivations::layout(char* base, const GPTConfig& cfg, int64_t B, int64
   return c.used();
 }
 
-size_t GPTActivations::bytes_for(const GPTConfig& cfg, int64_t B, int64_t T, ActivationMode mode) {
+size_t GPTActivations::bytes_for(const GPTConfig& cfg, int64_t B, int64_t T, ActivationMode mode,
+                                 int64_t logit_rows) {
   GPTActivations probe;
-  return probe.layout(nullptr, cfg, B, T, mode);
+  return probe.layout(nullptr, cfg, B, T, mode, logit_rows);
 }
 
-bool GPTActivations::fits(int64_t B, int64_t T, ActivationMode mode) const {
+bool GPTActivations::fits(int64_t B, int64_t T, ActivationMode mode, int64_t logit_rows) const {
   // Train-mode buffers are a superset of Infer-mode ones.
   const bool mode_ok = mode == mode_ || (mode == ActivationMode::Infer && mode_ == ActivationMode::Train);
-  return arena_.defined() && mode_ok && B <= B_ && T <= T_;
+  return arena_.defined() && mode_ok && B <= B_ && T <= T_ &&
+         logit_capacity(B, T, mode, logit_rows) <= logit_rows_;
 }
 
-void GPTActivations::reserve(const GPTConfig& cfg, int64_t B, int64_t T, ActivationMode mode) {
+void GPTActivations::reserve(const GPTConfig& cfg, int64_t B, int64_t T, ActivationMode mode, int64_t logit_rows) {
   SPARTA_CHECK(B >= 1 && T >= 1, "[gpt] batch and sequence length must be positive, got B=", B, " T=", T);
   SPARTA_CHECK(T <= cfg.context, "[gpt] sequence length ", T, " exceeds the model context ", cfg.context);
   const bool same_model = n_layer_ == cfg.n_layer && d_ == cfg.d_model && vocab_ == cfg.vocab_size &&
                           heads_ == cfg.n_head && precision_ == cfg.precision && fp32_modules_ == cfg.fp32_modules;
   // Every buffer is indexed from its start with the batch's own (B, T), so a
   // smaller batch uses a prefix of each.
-  if (same_model && fits(B, T, mode)) return;
+  if (same_model && fits(B, T, mode, logit_rows)) return;
   arena_ = Tensor();  // free the old set before allocating the new one
-  const size_t bytes = layout(nullptr, cfg, B, T, mode);
+  const size_t bytes = layout(nullptr, cfg, B, T, mode, logit_rows);
   arena_ = Tensor::empty({static_cast<int64_t>((bytes + sizeof(float) - 1) / sizeof(float))});
-  layout(reinterpret_cast<char*>(arena_.data<float>()), cfg, B, T, mode);
+  layout(reinterpret_cast<char*>(arena_.data<float>()), cfg, B, T, mode, logit_rows);
   mode_ = mode;
   B_ = B;
   T_ = T;
+  logit_rows_ = logit_capacity(B, T, mode, logit_rows);
   n_layer_ = cfg.n_layer;
   d_ = cfg.d_model;
   vocab_ = cfg.vocab_size;

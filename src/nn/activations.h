@@ -17,6 +17,13 @@ namespace sparta {
 
 struct GPTConfig;
 
+// Rows of logits that a loss computed chunk by chunk keeps at once for a
+// batch of N rows and vocabulary V: about 16 MiB of FP32 logits (at V =
+// 4096, 1024 rows), at least 64 rows (a product too thin runs far below the
+// GEMM rate), at most N. Without chunks the logits of a batch of 32 × 256
+// tokens at V = 4096 take 128 MiB, as much as two layers' saved activations.
+int64_t logit_chunk_rows(int64_t vocab, int64_t N);
+
 enum class ActivationMode {
   Train,   // every layer keeps what its backward needs, plus gradient buffers
   Infer,   // forward only: one layer's buffers, reused by every layer
@@ -31,15 +38,21 @@ class GPTActivations {
   GPTActivations(GPTActivations&&) = default;
   GPTActivations& operator=(GPTActivations&&) = default;
 
-  // Bytes reserve(cfg, B, T, mode) allocates (every buffer 64-byte aligned).
-  static size_t bytes_for(const GPTConfig& cfg, int64_t B, int64_t T, ActivationMode mode);
+  // Bytes reserve(cfg, B, T, mode, logit_rows) allocates (every buffer
+  // 64-byte aligned).
+  static size_t bytes_for(const GPTConfig& cfg, int64_t B, int64_t T, ActivationMode mode, int64_t logit_rows = 0);
 
   // Makes room for a (B, T) batch in `mode`; keeps the current buffers when
-  // they are large enough (same config and mode, B <= and T <= the reserved).
-  void reserve(const GPTConfig& cfg, int64_t B, int64_t T, ActivationMode mode);
+  // they are large enough (same config and mode, B <= and T <= the reserved,
+  // logits for at least as many rows). logit_rows: the rows of logits held at
+  // once; 0 = every row (B·T; 1 in Decode mode). A loss computed chunk by
+  // chunk (nn/lm_objective.h) needs only logit_chunk_rows.
+  void reserve(const GPTConfig& cfg, int64_t B, int64_t T, ActivationMode mode, int64_t logit_rows = 0);
   // Whether a (B, T) batch in `mode` fits without reallocating (Train-mode
   // buffers also serve Infer-mode forwards).
-  bool fits(int64_t B, int64_t T, ActivationMode mode) const;
+  bool fits(int64_t B, int64_t T, ActivationMode mode, int64_t logit_rows = 0) const;
+  // Rows of logits the buffer holds.
+  int64_t logit_rows() const { return logit_rows_; }
   size_t bytes() const { return arena_.defined() ? arena_.nbytes() : 0; }
   ActivationMode mode() const { return mode_; }
 
@@ -49,8 +62,9 @@ class GPTActivations {
   BlockActivations& block(int64_t l) { return blocks_[train() ? l : 0]; }
   const BlockActivations& block(int64_t l) const { return blocks_[train() ? l : 0]; }
   BlockScratch& scratch() { return scratch_; }
-  // (rows, V) logits; rows = B*T, or 1 in Decode mode. The lm objective
-  // overwrites them in place with dL/dlogits before the backward.
+  // (logit_rows(), V) logits: every row of the batch (B*T; 1 in Decode
+  // mode) or a chunk of them. The lm objective overwrites them in place with
+  // dL/dlogits before the head's backward.
   float* logits() { return logits_; }
   float *lnf() { return lnf_; }
   // lnf rounded to the head's 16-bit operand type; nullptr when the head is FP32.
@@ -69,11 +83,11 @@ class GPTActivations {
   bool train() const { return mode_ == ActivationMode::Train; }
   // Assigns every pointer at base + a 64-byte aligned offset; returns the
   // total size. With base == nullptr it only measures.
-  size_t layout(char* base, const GPTConfig& cfg, int64_t B, int64_t T, ActivationMode mode);
+  size_t layout(char* base, const GPTConfig& cfg, int64_t B, int64_t T, ActivationMode mode, int64_t logit_rows);
 
   Tensor arena_;
   ActivationMode mode_ = ActivationMode::Train;
-  int64_t B_ = 0, T_ = 0, n_layer_ = 0, d_ = 0, vocab_ = 0, heads_ = 0;
+  int64_t B_ = 0, T_ = 0, logit_rows_ = 0, n_layer_ = 0, d_ = 0, vocab_ = 0, heads_ = 0;
   Precision precision_ = Precision::FP32;
   std::vector<std::string> fp32_modules_;
   std::vector<float*> res_;

@@ -283,22 +283,31 @@ OutputHead::OutputHead(ParamStore& store, ParamView wte, int64_t vocab, int64_t 
                "[gpt] the head computes in 16 bits but has no 16-bit weight copy");
 }
 
-void OutputHead::forward(float* logits, float* lnf, uint16_t* lnf16, float* mean, float* rstd, const float* x,
-                         int64_t N) const {
+void OutputHead::normalize(float* lnf, uint16_t* lnf16, float* mean, float* rstd, const float* x,
+                           int64_t N) const {
   ops::layernorm_forward(lnf, mean, rstd, x, ln_f_.weight.w, ln_f_.bias.w, N, d_, eps_);
-  const DType t = operand_type();
-  const void* in = lnf;
-  if (t != DType::F32) {
-    store_as(lnf16, t, lnf, N * d_);
-    in = lnf16;
-  }
-  linear_fwd(logits, DType::F32, in, logits_, N, d_, vocab_);
+  if (operand_type() != DType::F32) store_as(lnf16, operand_type(), lnf, N * d_);
 }
 
-void OutputHead::backward(float* dx, float* dln, const float* dlogits, const float* x, const float* lnf,
-                          const uint16_t* lnf16, const float* mean, const float* rstd, int64_t N) const {
-  const void* in = operand_type() == DType::F32 ? static_cast<const void*>(lnf) : lnf16;
-  linear_bwd(dln, dlogits, in, logits_, N, d_, vocab_);
+namespace {
+// Rows [row0, ...) of the head's saved input in its operand type.
+const void* head_input_rows(DType t, const float* lnf, const uint16_t* lnf16, int64_t row0, int64_t d) {
+  return t == DType::F32 ? static_cast<const void*>(lnf + row0 * d) : lnf16 + row0 * d;
+}
+}  // namespace
+
+void OutputHead::logits(float* logits, const float* lnf, const uint16_t* lnf16, int64_t row0, int64_t rows) const {
+  linear_fwd(logits, DType::F32, head_input_rows(operand_type(), lnf, lnf16, row0, d_), logits_, rows, d_, vocab_);
+}
+
+void OutputHead::backward_logits(float* dln, const float* dlogits, const float* lnf, const uint16_t* lnf16,
+                                 int64_t row0, int64_t rows) const {
+  linear_bwd(dln + row0 * d_, dlogits, head_input_rows(operand_type(), lnf, lnf16, row0, d_), logits_, rows, d_,
+             vocab_);
+}
+
+void OutputHead::backward_normalize(float* dx, const float* dln, const float* x, const float* mean,
+                                    const float* rstd, int64_t N) const {
   ops::layernorm_backward(dx, ln_f_.weight.g, ln_f_.bias.g, dln, x, ln_f_.weight.w, mean, rstd, N, d_,
                           /*accumulate_dx=*/false);
 }

@@ -160,14 +160,22 @@ class OutputHead {
  public:
   static void declare(const DeclareParam& declare, int64_t d);
   OutputHead(ParamStore& store, ParamView wte, int64_t vocab, int64_t d, float ln_eps, const LinearBinder& bind);
-  // logits (N, V) FP32; lnf (N, d) FP32, mean, rstd (N,) saved for backward;
-  // lnf16 (N, d): lnf rounded to the product's operand type when that is
-  // 16-bit (saved too), unused otherwise.
-  void forward(float* logits, float* lnf, uint16_t* lnf16, float* mean, float* rstd, const float* x,
-               int64_t N) const;
-  // dx (N, d) = dL/dx, overwritten; dlogits (N, V); dln: (N, d) scratch.
-  void backward(float* dx, float* dln, const float* dlogits, const float* x, const float* lnf, const uint16_t* lnf16,
-                const float* mean, const float* rstd, int64_t N) const;
+  // The head in two stages, so that the logits of a long batch can be made
+  // (and consumed by the loss) a chunk of rows at a time:
+  //   normalize: lnf (N, d) FP32, mean, rstd (N,) saved for backward; lnf16
+  //     (N, d): lnf rounded to the product's operand type when that is
+  //     16-bit (saved too), unused otherwise;
+  //   logits: rows [row0, row0 + rows) of the (N, V) FP32 logits, written to
+  //     logits[0, rows · V).
+  void normalize(float* lnf, uint16_t* lnf16, float* mean, float* rstd, const float* x, int64_t N) const;
+  void logits(float* logits, const float* lnf, const uint16_t* lnf16, int64_t row0, int64_t rows) const;
+  // Backward in the same stages: backward_logits writes rows [row0, +rows)
+  // of dln (N, d) from dlogits (rows, V) and adds to wte's gradient;
+  // backward_normalize turns the whole dln into dx (N, d), overwritten.
+  void backward_logits(float* dln, const float* dlogits, const float* lnf, const uint16_t* lnf16, int64_t row0,
+                       int64_t rows) const;
+  void backward_normalize(float* dx, const float* dln, const float* x, const float* mean, const float* rstd,
+                          int64_t N) const;
   DType operand_type() const { return logits_.operand_type(); }
 
  private:

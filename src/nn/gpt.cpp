@@ -113,10 +113,10 @@ AttnDims GPT::layer_dims(int64_t B, int64_t T, int64_t layer, uint64_t selection
   return dims;
 }
 
-void GPT::forward(GPTActivations& acts, const int32_t* tokens, int64_t B, int64_t T, ActivationMode mode,
-                  uint64_t selection_seed) {
+void GPT::forward_features(GPTActivations& acts, const int32_t* tokens, int64_t B, int64_t T, ActivationMode mode,
+                           uint64_t selection_seed, int64_t logit_rows) {
   SPARTA_CHECK(mode != ActivationMode::Decode, "[gpt] forward: Decode mode is for forward_cached");
-  acts.reserve(cfg_, B, T, mode);
+  acts.reserve(cfg_, B, T, mode, logit_rows);
   refresh_weight_copies();
   const int64_t N = B * T;
   embedding_->forward(acts.residual(0), tokens, N);
@@ -124,24 +124,50 @@ void GPT::forward(GPTActivations& acts, const int32_t* tokens, int64_t B, int64_
     const AttentionSource src{attn_.get(), layer_dims(B, T, l, selection_seed)};
     blocks_[l].forward(acts.residual(l + 1), acts.residual(l), acts.block(l), acts.scratch(), src);
   }
-  head_->forward(acts.logits(), acts.lnf(), acts.lnf16(), acts.lnf_mean(), acts.lnf_rstd(), acts.residual(cfg_.n_layer),
-                 N);
+  head_->normalize(acts.lnf(), acts.lnf16(), acts.lnf_mean(), acts.lnf_rstd(), acts.residual(cfg_.n_layer), N);
 }
 
-void GPT::backward(GPTActivations& acts, const int32_t* tokens, int64_t B, int64_t T, uint64_t selection_seed,
-                   double aux_grad_scale) {
-  SPARTA_CHECK(acts.mode() == ActivationMode::Train && acts.fits(B, T, ActivationMode::Train),
+float* GPT::head_logits(GPTActivations& acts, int64_t row0, int64_t rows) {
+  SPARTA_CHECK(rows >= 1 && rows <= acts.logit_rows(), "[gpt] head_logits: ", rows,
+               " rows do not fit the logits buffer of ", acts.logit_rows());
+  head_->logits(acts.logits(), acts.lnf(), acts.lnf16(), row0, rows);
+  return acts.logits();
+}
+
+void GPT::head_backward(GPTActivations& acts, int64_t row0, int64_t rows) {
+  SPARTA_CHECK(acts.mode() == ActivationMode::Train && rows >= 1 && rows <= acts.logit_rows(),
+               "[gpt] head_backward needs the Train-mode activations of a forward and at most ",
+               acts.logit_rows(), " rows");
+  head_->backward_logits(acts.scratch().dln, acts.logits(), acts.lnf(), acts.lnf16(), row0, rows);
+}
+
+void GPT::backward_features(GPTActivations& acts, const int32_t* tokens, int64_t B, int64_t T,
+                            uint64_t selection_seed, double aux_grad_scale) {
+  SPARTA_CHECK(acts.mode() == ActivationMode::Train && acts.fits(B, T, ActivationMode::Train, 1),
                "[gpt] backward needs the Train-mode activations of a forward on the same batch");
   const int64_t N = B * T, Ly = cfg_.n_layer;
   float* dres = acts.dres();
-  head_->backward(dres, acts.scratch().dln, acts.logits(), acts.residual(Ly), acts.lnf(), acts.lnf16(),
-                  acts.lnf_mean(), acts.lnf_rstd(), N);
+  head_->backward_normalize(dres, acts.scratch().dln, acts.residual(Ly), acts.lnf_mean(), acts.lnf_rstd(), N);
   for (int64_t l = Ly - 1; l >= 0; --l) {
     AttentionSource src{attn_.get(), layer_dims(B, T, l, selection_seed)};
     src.dims.aux_grad_scale = aux_grad_scale;
     blocks_[l].backward(dres, acts.residual(l), acts.block(l), acts.scratch(), src);
   }
   embedding_->backward(dres, tokens, N);
+}
+
+void GPT::forward(GPTActivations& acts, const int32_t* tokens, int64_t B, int64_t T, ActivationMode mode,
+                  uint64_t selection_seed) {
+  forward_features(acts, tokens, B, T, mode, selection_seed, 0);
+  head_logits(acts, 0, B * T);
+}
+
+void GPT::backward(GPTActivations& acts, const int32_t* tokens, int64_t B, int64_t T, uint64_t selection_seed,
+                   double aux_grad_scale) {
+  SPARTA_CHECK(acts.mode() == ActivationMode::Train && acts.fits(B, T, ActivationMode::Train),
+               "[gpt] backward needs the Train-mode activations of a forward on the same batch");
+  head_backward(acts, 0, B * T);
+  backward_features(acts, tokens, B, T, selection_seed, aux_grad_scale);
 }
 
 KVCache GPT::make_cache(int64_t max_len) const {
@@ -167,7 +193,8 @@ const float* GPT::forward_cached(KVCache& cache, GPTActivations& acts, const int
     blocks_[l].forward(x, x, acts.block(l), acts.scratch(), src);
   }
   cache.set_len(pos + n);
-  head_->forward(acts.logits(), acts.lnf(), acts.lnf16(), acts.lnf_mean(), acts.lnf_rstd(), x + (n - 1) * d, 1);
+  head_->normalize(acts.lnf(), acts.lnf16(), acts.lnf_mean(), acts.lnf_rstd(), x + (n - 1) * d, 1);
+  head_->logits(acts.logits(), acts.lnf(), acts.lnf16(), 0, 1);
   return acts.logits();
 }
 

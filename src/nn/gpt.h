@@ -80,6 +80,25 @@ class GPT {
   void backward(GPTActivations& acts, const int32_t* tokens, int64_t B, int64_t T, uint64_t selection_seed = 0,
                 double aux_grad_scale = 1.0);
 
+  // The same forward and backward with the logits made a chunk of rows at a
+  // time, so that the (B·T, V) logits never exist at once (nn/lm_objective.h
+  // uses them; the results equal forward/backward's up to the summation order
+  // of wte's gradient):
+  //   forward_features: forward up to the head's LayerNorm; acts hold
+  //     logit_rows rows of logits (0 = all);
+  //   head_logits: the logits of rows [row0, row0 + rows), rows <=
+  //     acts.logit_rows(), into acts.logits() (returned);
+  //   head_backward: from dL/dlogits of those rows written over
+  //     acts.logits(); adds to wte's gradient (Train mode);
+  //   backward_features: once every row went through head_backward, the
+  //     rest of the backward (as backward).
+  void forward_features(GPTActivations& acts, const int32_t* tokens, int64_t B, int64_t T, ActivationMode mode,
+                        uint64_t selection_seed, int64_t logit_rows);
+  float* head_logits(GPTActivations& acts, int64_t row0, int64_t rows);
+  void head_backward(GPTActivations& acts, int64_t row0, int64_t rows);
+  void backward_features(GPTActivations& acts, const int32_t* tokens, int64_t B, int64_t T,
+                         uint64_t selection_seed = 0, double aux_grad_scale = 1.0);
+
   // Decoding: feeds n new tokens of one sequence at positions [cache.len(), +n),
   // appending their keys/values, and returns the logits (V) of the last one
   // (in acts, Decode mode; valid until acts is used again).

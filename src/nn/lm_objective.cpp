@@ -1,5 +1,7 @@
 #include "nn/lm_objective.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "ops/softmax_xent.h"
 
@@ -13,13 +15,22 @@ int64_t count_targets(const int32_t* targets, int64_t n) {
 
 double lm_forward_backward(GPT& model, GPTActivations& acts, const int32_t* tokens, const int32_t* targets,
                            int64_t B, int64_t T, float grad_scale, uint64_t selection_seed, int64_t* count,
-                           double aux_grad_scale) {
-  model.forward(acts, tokens, B, T, ActivationMode::Train, selection_seed);
+                           double aux_grad_scale, int64_t chunk_rows) {
+  const int64_t N = B * T, V = model.config().vocab_size;
+  const int64_t chunk = chunk_rows > 0 ? std::min(chunk_rows, N) : logit_chunk_rows(V, N);
+  model.forward_features(acts, tokens, B, T, ActivationMode::Train, selection_seed, chunk);
   int64_t counted = 0;
-  // dL/dlogits overwrites the logits in place: they are not needed after.
-  const double sum = ops::softmax_xent_forward_backward(acts.logits(), acts.logits(), targets, B * T,
-                                                        model.config().vocab_size, grad_scale, &counted);
-  model.backward(acts, tokens, B, T, selection_seed, aux_grad_scale);
+  double sum = 0.0;
+  for (int64_t row0 = 0; row0 < N; row0 += chunk) {
+    const int64_t rows = std::min(chunk, N - row0);
+    float* logits = model.head_logits(acts, row0, rows);
+    int64_t c = 0;
+    // dL/dlogits overwrites the logits in place: they are not needed after.
+    sum += ops::softmax_xent_forward_backward(logits, logits, targets + row0, rows, V, grad_scale, &c);
+    counted += c;
+    model.head_backward(acts, row0, rows);
+  }
+  model.backward_features(acts, tokens, B, T, selection_seed, aux_grad_scale);
   if (count) *count = counted;
   return sum;
 }
@@ -38,9 +49,20 @@ float lm_loss_and_gradients(GPT& model, GPTActivations& acts, const int32_t* tok
 }
 
 double lm_forward_loss(GPT& model, GPTActivations& acts, const int32_t* tokens, const int32_t* targets, int64_t B,
-                       int64_t T, int64_t* count) {
-  model.forward(acts, tokens, B, T, ActivationMode::Infer);
-  return ops::softmax_xent_forward(nullptr, acts.logits(), targets, B * T, model.config().vocab_size, count);
+                       int64_t T, int64_t* count, int64_t chunk_rows) {
+  const int64_t N = B * T, V = model.config().vocab_size;
+  const int64_t chunk = chunk_rows > 0 ? std::min(chunk_rows, N) : logit_chunk_rows(V, N);
+  model.forward_features(acts, tokens, B, T, ActivationMode::Infer, 0, chunk);
+  int64_t counted = 0;
+  double sum = 0.0;
+  for (int64_t row0 = 0; row0 < N; row0 += chunk) {
+    const int64_t rows = std::min(chunk, N - row0);
+    int64_t c = 0;
+    sum += ops::softmax_xent_forward(nullptr, model.head_logits(acts, row0, rows), targets + row0, rows, V, &c);
+    counted += c;
+  }
+  if (count) *count = counted;
+  return sum;
 }
 
 const float* lm_logits(GPT& model, GPTActivations& acts, const int32_t* tokens, int64_t B, int64_t T) {

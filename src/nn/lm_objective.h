@@ -20,10 +20,13 @@ int64_t count_targets(const int32_t* targets, int64_t n);
 // aux_grad_scale: the factor on gradients of auxiliary losses the model
 // adds in its backward (DSA's scorer loss, a mean over this micro-batch's
 // rows): the fp16 loss scale included in grad_scale, divided by the number
-// of micro-batches whose gradients one step adds up.
+// of micro-batches whose gradients one step adds up. The logits are made,
+// turned into dL/dlogits and run back through the head chunk_rows rows at a
+// time (0 = logit_chunk_rows, nn/activations.h), so the (B·T, V) logits
+// never exist at once.
 double lm_forward_backward(GPT& model, GPTActivations& acts, const int32_t* tokens, const int32_t* targets,
                            int64_t B, int64_t T, float grad_scale, uint64_t selection_seed, int64_t* count,
-                           double aux_grad_scale = 1.0);
+                           double aux_grad_scale = 1.0, int64_t chunk_rows = 0);
 
 // One optimizer step's gradients from `micro_batches` micro-batches of B
 // rows (tokens/targets hold micro_batches·B rows): zeroes the gradients once,
@@ -38,9 +41,10 @@ float lm_loss_and_gradients(GPT& model, GPTActivations& acts, const int32_t* tok
                             double loss_scale = 1.0);
 
 // Evaluation (Infer mode unless acts already hold Train-mode buffers that
-// fit): the SUM of token losses; *count = targets counted.
+// fit): the SUM of token losses; *count = targets counted. Logits in chunks
+// of chunk_rows rows, as lm_forward_backward.
 double lm_forward_loss(GPT& model, GPTActivations& acts, const int32_t* tokens, const int32_t* targets, int64_t B,
-                       int64_t T, int64_t* count);
+                       int64_t T, int64_t* count, int64_t chunk_rows = 0);
 
 // Logits of every position, (B, T, V), in acts (Infer mode unless Train-mode
 // buffers fit); valid until acts is used again.

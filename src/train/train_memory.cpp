@@ -31,15 +31,18 @@ TrainMemoryEstimate estimate_train_memory(const Config& cfg) {
   }
   // Per layer: res, res_mid, ln1, qkv (3d), att, ln2, fc (4d) = 12 d, plus
   // lse (H) and 4 LayerNorm statistics; once: the last residual, final
-  // LayerNorm, scratch and gradient buffers (17 d) and logits (V).
-  const double per_row = L * (12.0 * d + H + 4.0) + 17.0 * d + V + 2.0;
+  // LayerNorm, scratch and gradient buffers (17 d); the logits are made in
+  // chunks (nn/lm_objective.h) and left out here.
+  const double per_row = L * (12.0 * d + H + 4.0) + 17.0 * d + 2.0;
   e.activation_bytes = 4.0 * rows * per_row;
   // Beyond any machine (and near size_t's range) the approximation is enough.
   if (e.activation_bytes > 1e15) return e;
-  // Exactly what the trainer's Train-mode activations reserve for one micro-batch.
+  // Exactly what the trainer's Train-mode activations reserve for one
+  // micro-batch, whose loss takes the logits in chunks.
   const GPTConfig m = gpt_config_from(cfg, cfg.tokenizer.vocab_size);
-  e.activation_bytes = static_cast<double>(
-      GPTActivations::bytes_for(m, cfg.train.batch_size, cfg.model.context, ActivationMode::Train));
+  const int64_t rows_per_batch = cfg.train.batch_size * cfg.model.context;
+  e.activation_bytes = static_cast<double>(GPTActivations::bytes_for(
+      m, cfg.train.batch_size, cfg.model.context, ActivationMode::Train, logit_chunk_rows(m.vocab_size, rows_per_batch)));
   return e;
 }
 

@@ -10,6 +10,7 @@
 #include "nn/generate.h"
 #include "nn/gpt.h"
 #include "nn/lm_objective.h"
+#include "ops/softmax_xent.h"
 
 using namespace sparta;
 
@@ -131,6 +132,69 @@ TEST(GPT, MicroBatchGradientsAddUpToTheWholeBatch) {
   lm_forward_backward(m, whole_acts, tok.data(), tgt.data(), B, T, 1.0f / static_cast<float>(counted), 0, nullptr);
   for (int64_t i = 0; i < m.params().size(); ++i)
     ASSERT_NEAR(m.params().grad()[i], 2.0f * whole[i], 1e-6 + 1e-5 * std::fabs(whole[i])) << "index " << i;
+}
+
+// The objective makes the logits a chunk of rows at a time so that the
+// (B·T, V) logits never exist at once: any chunk size (1 row, one that does
+// not divide B·T, all rows) gives the loss and gradients of the whole-batch
+// forward, softmax cross-entropy and backward, with a 16-bit head as well,
+// and holds only a chunk of logits.
+TEST(GPT, LogitsInChunksGiveTheWholeBatchLossAndGradients) {
+  for (bool bf16_head : {false, true}) {
+    SCOPED_TRACE(bf16_head ? "bf16, 16-bit head" : "fp32");
+    GPTConfig c = tiny();
+    if (bf16_head) {
+      c.precision = Precision::BF16;
+      c.fp32_modules.clear();
+    }
+    GPT m(c);
+    randomize(m, 51);
+    const int64_t B = 3, T = 12, V = 13, N = B * T;
+    auto tok = random_tokens(N, V, 52), tgt = random_tokens(N, V, 53);
+    tgt[7] = -1;
+    const float scale = 1.0f / static_cast<float>(count_targets(tgt.data(), N));
+    // Reference: every logit at once, dL/dlogits written over them.
+    GPTActivations whole;
+    m.params().zero_grad();
+    m.forward(whole, tok.data(), B, T);
+    int64_t counted = 0;
+    const double whole_sum =
+        ops::softmax_xent_forward_backward(whole.logits(), whole.logits(), tgt.data(), N, V, scale, &counted);
+    m.backward(whole, tok.data(), B, T);
+    EXPECT_EQ(whole.logit_rows(), N);
+    const std::vector<float> ref(m.params().grad(), m.params().grad() + m.params().size());
+    double max_g = 0.0;
+    for (float g : ref) max_g = std::max(max_g, static_cast<double>(std::fabs(g)));
+    ASSERT_GT(max_g, 1e-3);
+    for (int64_t chunk : {int64_t{1}, int64_t{5}, N}) {
+      SCOPED_TRACE(chunk);
+      GPTActivations acts;
+      m.params().zero_grad();
+      int64_t c2 = 0;
+      const double sum = lm_forward_backward(m, acts, tok.data(), tgt.data(), B, T, scale, 0, &c2, 1.0, chunk);
+      EXPECT_EQ(c2, counted);
+      EXPECT_NEAR(sum, whole_sum, 1e-9 + 1e-6 * std::fabs(whole_sum));
+      EXPECT_EQ(acts.logit_rows(), chunk);
+      EXPECT_EQ(acts.bytes(), GPTActivations::bytes_for(c, B, T, ActivationMode::Train, chunk));
+      for (int64_t i = 0; i < m.params().size(); ++i)
+        ASSERT_NEAR(m.params().grad()[i], ref[i], 1e-6 + 1e-5 * std::fabs(ref[i])) << "index " << i;
+      GPTActivations infer;
+      int64_t c3 = 0;
+      const double eval_sum = lm_forward_loss(m, infer, tok.data(), tgt.data(), B, T, &c3, chunk);
+      EXPECT_EQ(c3, counted);
+      EXPECT_NEAR(eval_sum, whole_sum, 1e-9 + 1e-6 * std::fabs(whole_sum));
+    }
+  }
+  // A chunk holds about 16 MiB of logits: all of a small batch, 1024 rows at
+  // V = 4096, never fewer than 64 rows.
+  EXPECT_EQ(logit_chunk_rows(13, 36), 36);
+  EXPECT_EQ(logit_chunk_rows(4096, 8192), 1024);
+  EXPECT_EQ(logit_chunk_rows(1 << 20, 8192), 64);
+  GPTConfig big = tiny();
+  big.vocab_size = 4096;
+  EXPECT_EQ(GPTActivations::bytes_for(big, 32, 12, ActivationMode::Train) -
+                GPTActivations::bytes_for(big, 32, 12, ActivationMode::Train, 64),
+            (32 * 12 - 64) * 4096 * sizeof(float));
 }
 
 TEST(GPT, MicroBatchesGiveTheWholeBatchGradientsWithTheDsaScorerLoss) {
