@@ -35,7 +35,7 @@ done
 build=build-fuzz
 if [[ ! -f $build/CMakeCache.txt ]]; then
   cmake -S . -B $build -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DSPARTA_PORTABLE_KERNELS=ON -DSPARTA_FUZZ=ON -DSPARTA_BUILD_TESTS=OFF
+    -DSPARTA_PORTABLE_KERNELS=ON -DSPARTA_FUZZ=ON -DSPARTA_BUILD_TESTS=OFF -DSPARTA_MPI=OFF
 fi
 targets=()
 for n in "${names[@]}"; do targets+=("fuzz_$n"); done

@@ -18,7 +18,9 @@ if [ "${1:-}" = "--tests" ]; then with_tests=1; shift; fi
 RUN_PACKAGES=(build-essential cmake pkg-config g++ libdnnl-dev ocl-icd-opencl-dev
   nlohmann-json3-dev libcli11-dev libtomlplusplus-dev libutf8proc-dev fortunes)
 # python3-torch alone brings ~180 packages, so only the test command installs it.
-TEST_PACKAGES=(libgtest-dev python3 python3-torch python3-numpy libopenblas0-pthread clang libclang-rt-14-dev libomp-14-dev)
+# Open MPI: the process group's tests run real MPI jobs (mpirun -np 2 and 3).
+TEST_PACKAGES=(libgtest-dev python3 python3-torch python3-numpy libopenblas0-pthread clang libclang-rt-14-dev libomp-14-dev
+  libopenmpi-dev openmpi-bin)
 
 wanted=("${RUN_PACKAGES[@]}")
 [ $with_tests -eq 1 ] && wanted+=("${TEST_PACKAGES[@]}")

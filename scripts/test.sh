@@ -5,7 +5,8 @@
 #   build-asan/      the unit tests under AddressSanitizer + UBSan, then the
 #                    CLI end-to-end tests against the sanitized sparta binary
 #   build-portable/  the unit tests with baseline x86-64 kernels (no AVX2 /
-#                    AVX-512 clones), the path a CPU without them takes
+#                    AVX-512 clones), the path a CPU without them takes, in a
+#                    build without MPI (what a machine without Open MPI gets)
 #   build-fuzz/      every libFuzzer harness for a fixed time (clang)
 # A failing stage does not stop the later ones; the exit status is non-zero
 # if any failed, and the last line sums the tests of all stages.
@@ -84,7 +85,8 @@ if [ $quick -eq 0 ]; then
     tail -n 30 build-asan/build.log
     failed=$((failed + 1)); failed_stages+=("build-asan (CLI build)")
   fi
-  unit_stage build-portable "unit tests with portable kernels" -DSPARTA_PORTABLE_KERNELS=ON
+  # Also the build without MPI (single-process only), as a user without Open MPI gets.
+  unit_stage build-portable "unit tests with portable kernels, without MPI" -DSPARTA_PORTABLE_KERNELS=ON -DSPARTA_MPI=OFF
 
   stage "fuzz harnesses, 30 s each (build-fuzz/)"
   if scripts/fuzz.sh --seconds 30 2>&1 | tee build/fuzz.log; then

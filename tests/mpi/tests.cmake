@@ -1,0 +1,13 @@
+# The MPI process group in real MPI jobs (mpirun with 2 and 3 ranks), when
+# the build has MPI. tests/mpi/test_mpi.py drives tests/mpi/collectives_check.cpp.
+if(MPI_CXX_FOUND)
+  add_executable(mpi_collectives_check ${CMAKE_CURRENT_LIST_DIR}/collectives_check.cpp)
+  target_link_libraries(mpi_collectives_check PRIVATE sparta_lib)
+  find_program(SPARTA_MPIEXEC NAMES mpirun mpiexec HINTS ${MPIEXEC_EXECUTABLE})
+  foreach(case CollectivesTest StalledRankTest)
+    add_test(NAME mpi_${case}
+             COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/test_mpi.py ${SPARTA_MPIEXEC}
+                     $<TARGET_FILE:mpi_collectives_check> -v ${case})
+    set_tests_properties(mpi_${case} PROPERTIES TIMEOUT 300)
+  endforeach()
+endif()
