@@ -36,6 +36,16 @@ class CollectivesTest(unittest.TestCase):
                     self.assertIn(f"rank {r} of {np}: all collectives hold", p.stdout)
 
 
+class ExchangeTest(unittest.TestCase):
+    def test_gradient_averaging_in_every_compression_with_2_and_3_ranks(self):
+        for np in (2, 3):
+            with self.subTest(np=np):
+                p, _ = mpirun(np, "exchange")
+                self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+                for r in range(np):
+                    self.assertIn(f"rank {r} of {np}: every exchange holds", p.stdout)
+
+
 class StalledRankTest(unittest.TestCase):
     def test_a_rank_that_stops_taking_part_ends_the_job_with_an_error(self):
         # Rank 1 sleeps 30 s instead of joining a barrier; the others' 3 s

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "dist/gradient_exchange.h"
 #include "dist/process_group.h"
 
 using namespace sparta;
@@ -100,4 +101,27 @@ TEST(ProcessGroup, SeveralProcessesWithoutMpiIsAClearError) {
         << e.what();
   }
   EXPECT_THROW(make_process_group({}, /*want_mpi=*/true), Error);
+}
+
+TEST(GradientExchange, OneRankKeepsTheGradientAndSendsNothing) {
+  auto g = make_local_group();
+  GradientExchange ex(*g, 5, 64);
+  for (Compression mode : {Compression::None, Compression::BF16, Compression::Q4}) {
+    std::vector<float> v = {0.1f, -2.0f, 3.3f, 0.0f, 1e-9f};
+    const std::vector<float> before = v;
+    EXPECT_TRUE(ex.average(v.data(), mode));
+    EXPECT_EQ(v, before) << compression_name(mode);
+    EXPECT_EQ(ex.last_bytes_sent(), 0);
+  }
+  EXPECT_EQ(ex.chunk(), 64);  // one rank's chunk: the 5 values rounded up to whole blocks
+  EXPECT_EQ(parse_compression("q4"), Compression::Q4);
+  EXPECT_EQ(parse_compression("bf16"), Compression::BF16);
+  EXPECT_EQ(parse_compression("none"), Compression::None);
+  try {
+    parse_compression("int8");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "[dist] unknown compress \"int8\": choose none, bf16 or q4");
+  }
+  EXPECT_THROW(GradientExchange(*g, 5, 63), Error);
 }
