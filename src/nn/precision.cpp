@@ -1,5 +1,7 @@
 #include "nn/precision.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 
 namespace sparta {
@@ -52,10 +54,16 @@ bool glob_match(std::string_view pattern, std::string_view name) {
   return p == pattern.size();
 }
 
+namespace {
+// Whether the policy keeps module `name` in FP32.
+bool kept_fp32(const std::vector<std::string>& fp32_modules, std::string_view name) {
+  return std::any_of(fp32_modules.begin(), fp32_modules.end(),
+                     [&](const std::string& pattern) { return glob_match(pattern, name); });
+}
+}  // namespace
+
 MatmulPrecision module_precision(Precision p, const std::vector<std::string>& fp32_modules, std::string_view name) {
-  if (p == Precision::FP32) return {};
-  for (const std::string& pattern : fp32_modules)
-    if (glob_match(pattern, name)) return {};
+  if (p == Precision::FP32 || kept_fp32(fp32_modules, name)) return {};
   if (p == Precision::FP32Fast) return {DType::F32, MatmulMath::Bf16};
   return {p == Precision::FP16 ? DType::F16 : DType::BF16, MatmulMath::Strict};
 }
@@ -72,18 +80,13 @@ std::vector<std::string> matmul_module_names(int64_t n_layer) {
 std::string attention_module_name(int64_t layer) { return "h." + std::to_string(layer) + ".attn.core"; }
 
 bool attention_bf16_products(Precision p, const std::vector<std::string>& fp32_modules, int64_t layer) {
-  if (p != Precision::BF16 && p != Precision::FP32Fast) return false;
-  const std::string name = attention_module_name(layer);
-  for (const std::string& pattern : fp32_modules)
-    if (glob_match(pattern, name)) return false;
-  return true;
+  return (p == Precision::BF16 || p == Precision::FP32Fast) &&
+         !kept_fp32(fp32_modules, attention_module_name(layer));
 }
 
 DType attention_input_type(Precision p, const std::vector<std::string>& fp32_modules, int64_t layer) {
-  if (p != Precision::BF16 && p != Precision::FP16) return DType::F32;
-  const std::string name = attention_module_name(layer);
-  for (const std::string& pattern : fp32_modules)
-    if (glob_match(pattern, name)) return DType::F32;
+  if ((p != Precision::BF16 && p != Precision::FP16) || kept_fp32(fp32_modules, attention_module_name(layer)))
+    return DType::F32;
   return p == Precision::BF16 ? DType::BF16 : DType::F16;
 }
 
