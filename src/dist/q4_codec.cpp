@@ -1,10 +1,10 @@
 #include "dist/q4_codec.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <vector>
 
 #include "core/error.h"
 #include "core/kernel_clones.h"
@@ -13,28 +13,96 @@ namespace sparta::dist {
 
 namespace {
 
-constexpr float kLevels = 7.0f;  // codes in [-7, 7]: symmetric, no lone -8
+constexpr int kLevels = 7;  // codes in [-7, 7]: symmetric, no lone -8
 
-// The values of one block as they will be encoded: x + residual.
-SPARTA_KERNEL_CLONES bool compensate(float* c, const float* x, const float* residual, int64_t len, float* max_abs) {
-  float m = 0.0f;
-  bool finite = true;
-  for (int64_t i = 0; i < len; ++i) {
-    c[i] = residual ? x[i] + residual[i] : x[i];
-    finite &= std::isfinite(c[i]);
-    m = std::fmax(m, std::fabs(c[i]));
+// Whether every x[i] (+ residual[i]) is finite (|v| <= FLT_MAX fails for
+// NaN and for infinities; an integer OR so that it vectorizes).
+SPARTA_KERNEL_CLONES bool all_finite(const float* x, const float* residual, int64_t n) {
+  constexpr float kMax = std::numeric_limits<float>::max();
+  int bad = 0;
+  if (residual) {
+    for (int64_t i = 0; i < n; ++i) bad |= !(std::fabs(x[i] + residual[i]) <= kMax);
+  } else {
+    for (int64_t i = 0; i < n; ++i) bad |= !(std::fabs(x[i]) <= kMax);
   }
-  *max_abs = m;
-  return finite;
+  return bad == 0;
 }
 
-int nibble(float v, float inv_scale) {
-  const float q = std::nearbyint(v * inv_scale);
-  const int qi = static_cast<int>(std::fmax(-kLevels, std::fmin(kLevels, q)));
-  return qi & 0xF;
+// Largest |x + residual| of a block of finite values: the bit patterns of
+// non-negative floats order as the floats do, and an integer max vectorizes.
+SPARTA_KERNEL_CLONES float block_max_abs(const float* x, const float* residual, int64_t len) {
+  uint32_t m = 0;
+  for (int64_t i = 0; i < len; ++i) {
+    const float v = residual ? x[i] + residual[i] : x[i];
+    m = std::max(m, std::bit_cast<uint32_t>(v) & 0x7fffffffu);
+  }
+  return std::bit_cast<float>(m);
 }
 
-float from_nibble(int nib) { return static_cast<float>(nib >= 8 ? nib - 16 : nib); }
+// The scale rounded up to 21 significant bits, so that code · scale (a
+// 3-bit integer times it) is exact in FP32: every rank then decodes the same
+// bytes to the same floats, and y + code · scale is the same whether the
+// compiler fuses it into an FMA (the AVX2 / AVX-512 clones) or not (the
+// baseline one). Rounding up keeps |v| / scale <= 7; only where 7 · scale
+// would then overflow (values near FLT_MAX) is it rounded down, and the
+// largest value's code 7 errs by 7 · 2^-21 of a scale.
+float exact_multiples(float scale) {
+  const uint32_t bits = std::bit_cast<uint32_t>(scale);
+  const float up = std::bit_cast<float>((bits + 7u) & ~7u);
+  return std::isfinite(up * static_cast<float>(kLevels)) ? up : std::bit_cast<float>(bits & ~7u);
+}
+
+int code_of(float v, float inv_scale) {
+  const int q = static_cast<int>(std::nearbyint(v * inv_scale));
+  return std::clamp(q, -kLevels, kLevels);
+}
+
+// Codes of one block (pairs into bytes, the first of a pair in the low
+// nibble) and, with a residual, what they leave out.
+SPARTA_KERNEL_CLONES void encode_block(uint8_t* codes, const float* x, float* residual, int64_t len, float scale) {
+  const float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+  const int64_t pairs = len / 2;
+  for (int64_t j = 0; j < pairs; ++j) {
+    const float a = residual ? x[2 * j] + residual[2 * j] : x[2 * j];
+    const float b = residual ? x[2 * j + 1] + residual[2 * j + 1] : x[2 * j + 1];
+    const int qa = code_of(a, inv), qb = code_of(b, inv);
+    codes[j] = static_cast<uint8_t>((qa & 0xF) | ((qb & 0xF) << 4));
+    if (residual) {
+      residual[2 * j] = a - static_cast<float>(qa) * scale;
+      residual[2 * j + 1] = b - static_cast<float>(qb) * scale;
+    }
+  }
+  if (len % 2) {  // the last value of an odd n: a low nibble alone
+    const int64_t k = len - 1;
+    const float a = residual ? x[k] + residual[k] : x[k];
+    const int qa = code_of(a, inv);
+    codes[pairs] = static_cast<uint8_t>(qa & 0xF);
+    if (residual) residual[k] = a - static_cast<float>(qa) * scale;
+  }
+}
+
+// The signed values of a byte's two nibbles.
+inline int low_code(uint8_t byte) { return static_cast<int8_t>(static_cast<uint8_t>(byte << 4)) >> 4; }
+inline int high_code(uint8_t byte) { return static_cast<int8_t>(byte) >> 4; }
+
+SPARTA_KERNEL_CLONES void decode_block(float* y, const uint8_t* codes, int64_t len, float scale, bool accumulate) {
+  const int64_t pairs = len / 2;
+  if (accumulate) {
+    for (int64_t j = 0; j < pairs; ++j) {
+      y[2 * j] += static_cast<float>(low_code(codes[j])) * scale;
+      y[2 * j + 1] += static_cast<float>(high_code(codes[j])) * scale;
+    }
+  } else {
+    for (int64_t j = 0; j < pairs; ++j) {
+      y[2 * j] = static_cast<float>(low_code(codes[j])) * scale;
+      y[2 * j + 1] = static_cast<float>(high_code(codes[j])) * scale;
+    }
+  }
+  if (len % 2) {
+    const float v = static_cast<float>(low_code(codes[pairs])) * scale;
+    y[len - 1] = accumulate ? y[len - 1] + v : v;
+  }
+}
 
 }  // namespace
 
@@ -47,34 +115,20 @@ Q4Layout q4_layout(int64_t n, int64_t block) {
 
 bool q4_encode(uint8_t* out, const float* x, float* residual, const Q4Layout& layout) {
   const int64_t n = layout.n, block = layout.block, nb = layout.blocks();
-  // Every block is checked before anything is written: a non-finite value
-  // anywhere leaves out and residual as they were.
-  std::vector<float> c(static_cast<size_t>(block));
-  bool finite = true;
-  for (int64_t b = 0; b < nb && finite; ++b) {
-    const int64_t i0 = b * block, len = std::min(block, n - i0);
-    float m = 0.0f;
-    finite = compensate(c.data(), x + i0, residual ? residual + i0 : nullptr, len, &m);
-  }
-  if (!finite) return false;
+  // Checked before anything is written: a non-finite value anywhere leaves
+  // out and residual as they were.
+  if (!all_finite(x, residual, n)) return false;
   uint8_t* codes = out + nb * 4;
-  std::memset(codes, 0, static_cast<size_t>(layout.code_bytes()));
   for (int64_t b = 0; b < nb; ++b) {
     const int64_t i0 = b * block, len = std::min(block, n - i0);
-    float m = 0.0f;
-    compensate(c.data(), x + i0, residual ? residual + i0 : nullptr, len, &m);
-    float scale = m / kLevels;
+    float* r = residual ? residual + i0 : nullptr;
+    float scale = block_max_abs(x + i0, r, len) / static_cast<float>(kLevels);
     // A block whose largest value is so small that its scale underflows is
     // sent as zeros (its values stay in the residual).
     if (!(scale >= std::numeric_limits<float>::min())) scale = 0.0f;
-    const float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+    scale = exact_multiples(scale);
     std::memcpy(out + b * 4, &scale, sizeof(float));
-    for (int64_t i = 0; i < len; ++i) {
-      const int nib = nibble(c[i], inv);
-      const int64_t k = i0 + i;
-      codes[k / 2] |= static_cast<uint8_t>(k % 2 == 0 ? nib : nib << 4);
-      if (residual) residual[k] = c[i] - from_nibble(nib) * scale;
-    }
+    encode_block(codes + i0 / 2, x + i0, r, len, scale);  // i0 is even: blocks start on a byte
   }
   return true;
 }
@@ -85,12 +139,8 @@ void q4_decode(float* y, const uint8_t* in, const Q4Layout& layout, bool accumul
   for (int64_t b = 0; b < nb; ++b) {
     float scale;
     std::memcpy(&scale, in + b * 4, sizeof(float));
-    const int64_t i0 = b * block, end = std::min(n, i0 + block);
-    for (int64_t k = i0; k < end; ++k) {
-      const int nib = k % 2 == 0 ? codes[k / 2] & 0xF : codes[k / 2] >> 4;
-      const float v = from_nibble(nib) * scale;
-      y[k] = accumulate ? y[k] + v : v;
-    }
+    const int64_t i0 = b * block;
+    decode_block(y + i0, codes + i0 / 2, std::min(block, n - i0), scale, accumulate);
   }
 }
 

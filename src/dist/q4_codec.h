@@ -3,7 +3,8 @@
 // exchange sends (dist.compress = "q4").
 //
 // Values go in blocks of `block` (the last one may be shorter). Each block
-// keeps one FP32 scale s = max|x| / 7 and each value one 4-bit signed
+// keeps one FP32 scale s = max|x| / 7 (rounded up to 21 significant bits, so
+// that q · s is exact) and each value one 4-bit signed
 // integer q = round(x / s) in [-7, 7] (two's complement nibbles, two per
 // byte, the first value of a pair in the low nibble), so x ≈ q · s with an
 // error of at most s / 2. Bytes per value: 1/2 + 4 / block (0.5625 at block

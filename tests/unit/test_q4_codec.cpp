@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -119,7 +120,16 @@ TEST(Q4Codec, DecodeAccumulates) {
   std::vector<float> once(200), twice(200, 1.0f);
   q4_decode(once.data(), packed.data(), L);
   q4_decode(twice.data(), packed.data(), L, /*accumulate=*/true);
+  // Exactly, although the AVX2 / AVX-512 clones fuse y + code · scale into
+  // an FMA: the scale makes code · scale exact, so every rank decodes the
+  // same floats whichever clone its CPU runs.
   for (size_t i = 0; i < once.size(); ++i) EXPECT_EQ(twice[i], 1.0f + once[i]);
+  float scale;
+  std::memcpy(&scale, packed.data(), sizeof scale);
+  for (size_t i = 0; i < 64; ++i) {
+    const double code = std::nearbyint(static_cast<double>(once[i]) / scale);
+    EXPECT_EQ(static_cast<double>(once[i]), code * static_cast<double>(scale)) << i;
+  }
 }
 
 // The sum of what error feedback sent over T steps differs from the true
