@@ -15,12 +15,11 @@ if [ "${1:-}" = "--tests" ]; then with_tests=1; shift; fi
 
 # oneDNN's CMake config (dnnl-config.cmake) requires OpenCL headers and the ICD
 # loader even for the CPU engine; --no-install-recommends would skip them.
+# Open MPI: data-parallel training (mpirun -np N build/sparta train ...).
 RUN_PACKAGES=(build-essential cmake pkg-config g++ libdnnl-dev ocl-icd-opencl-dev
-  nlohmann-json3-dev libcli11-dev libtomlplusplus-dev libutf8proc-dev fortunes)
+  nlohmann-json3-dev libcli11-dev libtomlplusplus-dev libutf8proc-dev fortunes libopenmpi-dev openmpi-bin)
 # python3-torch alone brings ~180 packages, so only the test command installs it.
-# Open MPI: the process group's tests run real MPI jobs (mpirun -np 2 and 3).
-TEST_PACKAGES=(libgtest-dev python3 python3-torch python3-numpy libopenblas0-pthread clang libclang-rt-14-dev libomp-14-dev
-  libopenmpi-dev openmpi-bin)
+TEST_PACKAGES=(libgtest-dev python3 python3-torch python3-numpy libopenblas0-pthread clang libclang-rt-14-dev libomp-14-dev)
 
 wanted=("${RUN_PACKAGES[@]}")
 [ $with_tests -eq 1 ] && wanted+=("${TEST_PACKAGES[@]}")

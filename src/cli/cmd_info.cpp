@@ -27,6 +27,27 @@ nlohmann::ordered_json precision_json(const Config& cfg, double loss_scale) {
   return j;
 }
 
+// {"ranks": 2, "compress": "q4", "q4_block": 128, ...}: the processes
+// that wrote the checkpoint and the [dist] settings of the run.
+nlohmann::ordered_json dist_json(const Config& cfg, int64_t ranks) {
+  nlohmann::ordered_json j = {{"ranks", ranks}};
+  const nlohmann::ordered_json all = config_to_json(cfg);
+  for (const auto& [key, value] : all["dist"].items()) j[key] = value;
+  return j;
+}
+
+// "2 processes, gradients exchanged as q4 (blocks of 128, error feedback)"
+std::string dist_summary(const Config& cfg, int64_t ranks) {
+  if (ranks == 1) return "1 process";
+  const DistConfig& d = cfg.dist;
+  std::string s = cat(ranks, " processes, gradients exchanged as ", d.compress);
+  if (d.compress == "q4")
+    s += cat(" (blocks of ", d.q4_block, d.error_feedback ? ", error feedback)" : ", no error feedback)");
+  if (d.compress != "none" && d.compress_after > 0) s += cat(", FP32 for the first ", d.compress_after, " steps");
+  if (d.compress != "none" && d.full_precision_every > 0) s += cat(", FP32 every ", d.full_precision_every, " steps");
+  return s;
+}
+
 }  // namespace
 
 void add_info_command(CLI::App& app) {
@@ -49,6 +70,7 @@ void add_info_command(CLI::App& app) {
                                   {"tokenizer", ck.tokenizer->kind()},
                                   {"vocab_size", ck.tokenizer->vocab_size()},
                                   {"precision", precision_json(ck.config, ck.state.loss_scale)},
+                                  {"dist", dist_json(ck.config, ck.state.ranks)},
                                   {"config", config_to_json(ck.config)}};
       std::printf("%s\n", j.dump(2).c_str());
       return;
@@ -57,10 +79,11 @@ void add_info_command(CLI::App& app) {
                                               ck.config.model.n_layer);
     if (ck.state.loss_scale > 0) precision += cat("; loss scale ", ck.state.loss_scale);
     std::printf("checkpoint  %s\nstep        %lld\nparameters  %lld (%.2fM)\ntokens seen %lld\ntokenizer   %s, vocab %lld\n"
-                "precision   %s\n\n%s",
+                "precision   %s\ntrained on  %s\n\n%s",
                 ck.dir.string().c_str(), static_cast<long long>(ck.state.step), params, params / 1e6,
                 static_cast<long long>(ck.state.tokens_seen), ck.tokenizer->kind().c_str(),
                 static_cast<long long>(ck.tokenizer->vocab_size()), precision.c_str(),
+                dist_summary(ck.config, ck.state.ranks).c_str(),
                 config_to_toml(ck.config).c_str());
   });
 }

@@ -41,7 +41,10 @@ void ConsoleTrainReporter::started(const TrainStart& s) {
                                           : cat("task ", s.task, " (", s.task_tokens, " tokens/example)");
   std::fprintf(stderr, "sparta train: %lld parameters, %s tokenizer (vocab %lld), %s, %s%s\n",
                static_cast<long long>(s.parameters), s.tokenizer.c_str(), static_cast<long long>(s.vocab_size),
-               data.c_str(), count_noun(s.threads, "thread").c_str(),
+               data.c_str(),
+               s.ranks > 1 ? cat(s.ranks, " processes × ", count_noun(s.threads, "thread"), ", gradients exchanged as ",
+                                 s.compress).c_str()
+                           : count_noun(s.threads, "thread").c_str(),
                s.resumed_from ? cat(", resuming from step ", *s.resumed_from).c_str() : "");
 }
 

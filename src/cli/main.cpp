@@ -27,6 +27,8 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const sparta::Interrupted& e) {
     return e.exit_status();  // stopped cleanly on SIGINT/SIGTERM; the command said where
+  } catch (const sparta::AlreadyReported&) {
+    return 1;
   } catch (const sparta::Error& e) {
     std::fprintf(stderr, "sparta: error: %s\n", e.what());
     return 1;

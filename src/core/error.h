@@ -13,6 +13,21 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& msg) : std::runtime_error(msg) {}
 };
 
+// An error every process of a distributed job stops on together (they
+// agreed on it, dist/agreement.h): no process is left waiting for another,
+// so none needs to be killed.
+class JobStopped : public Error {
+ public:
+  using Error::Error;
+};
+
+// A JobStopped that another process of the job has already printed: the
+// CLI exits with status 1 without printing it again.
+class AlreadyReported : public JobStopped {
+ public:
+  using JobStopped::JobStopped;
+};
+
 // Concatenates any streamable values: cat("[linear] got ", n, " features").
 template <typename... Args>
 std::string cat(Args&&... args) {

@@ -39,16 +39,21 @@ const char* compression_name(Compression c);
 
 class GradientExchange {
  public:
-  // n: values per exchange; q4_block: the codec's block (dist/q4_codec.h).
-  GradientExchange(ProcessGroup& group, int64_t n, int64_t q4_block = 128);
+  // n: values per exchange; q4_block: the codec's block (dist/q4_codec.h);
+  // error_feedback: q4 carries what quantization dropped into the next
+  // exchange (off only to measure what error feedback buys).
+  GradientExchange(ProcessGroup& group, int64_t n, int64_t q4_block = 128, bool error_feedback = true);
 
   // g (n) ← the average of every rank's g (n), exchanged as `mode`. Returns
   // false, with g and the residuals unchanged, when q4 meets a NaN or an
   // infinity on this rank (the caller skips the step on every rank: all of
   // them get false, since they agree through one all-reduce first).
-  bool average(float* g, Compression mode);
+  bool average(float* g, Compression mode) { return reduce(g, mode, true); }
+  // The same with the sum instead of the average (a trainer whose ranks
+  // scale their gradients by the whole step's target count).
+  bool sum(float* g, Compression mode) { return reduce(g, mode, false); }
 
-  // Bytes this rank sent in the last average() (what the chosen scheme
+  // Bytes this rank sent in the last exchange (what the chosen scheme
   // sends; MPI's own headers aside).
   int64_t last_bytes_sent() const { return last_bytes_; }
 
@@ -57,12 +62,15 @@ class GradientExchange {
   std::vector<float>& send_residual() { return send_residual_; }
   std::vector<float>& receive_residual() { return receive_residual_; }
   int64_t chunk() const { return chunk_; }
+  bool error_feedback() const { return feedback_; }
 
  private:
-  bool average_compressed(float* g, Compression mode);
+  bool reduce(float* g, Compression mode, bool average);
+  bool reduce_compressed(float* g, Compression mode, float factor);
 
   ProcessGroup& group_;
-  int64_t n_, block_, chunk_;  // chunk_: values per rank's chunk (whole blocks)
+  int64_t n_, block_, chunk_;
+  bool feedback_;  // chunk_: values per rank's chunk (whole blocks)
   std::vector<float> padded_, reduced_, send_residual_, receive_residual_;
   std::vector<uint8_t> send_, recv_, mine_, gathered_;
   int64_t last_bytes_ = 0;

@@ -32,6 +32,11 @@ class ProcessGroup {
   virtual int size() const = 0;
   // "local" or "mpi".
   virtual std::string backend() const = 0;
+  // Processes of the group on this machine (this one included): they share
+  // its cores.
+  virtual int local_size() const { return 1; }
+  // Changes GroupOptions::timeout_s for the collectives that follow.
+  virtual void set_timeout(double seconds) {}
 
   // data (n) = the element-wise sum of every rank's data (n), in place.
   virtual void all_reduce_sum(void* data, int64_t n, Elem e) = 0;

@@ -15,9 +15,11 @@ namespace {
 
 constexpr int kLevels = 7;  // codes in [-7, 7]: symmetric, no lone -8
 
-// Whether every x[i] (+ residual[i]) is finite (|v| <= FLT_MAX fails for
-// NaN and for infinities; an integer OR so that it vectorizes).
-SPARTA_KERNEL_CLONES bool all_finite(const float* x, const float* residual, int64_t n) {
+}  // namespace
+
+// |v| <= FLT_MAX fails for NaN and for infinities; an integer OR so that it
+// vectorizes.
+SPARTA_KERNEL_CLONES bool q4_all_finite(const float* x, const float* residual, int64_t n) {
   constexpr float kMax = std::numeric_limits<float>::max();
   int bad = 0;
   if (residual) {
@@ -27,6 +29,8 @@ SPARTA_KERNEL_CLONES bool all_finite(const float* x, const float* residual, int6
   }
   return bad == 0;
 }
+
+namespace {
 
 // Largest |x + residual| of a block of finite values: the bit patterns of
 // non-negative floats order as the floats do, and an integer max vectorizes.
@@ -117,7 +121,7 @@ bool q4_encode(uint8_t* out, const float* x, float* residual, const Q4Layout& la
   const int64_t n = layout.n, block = layout.block, nb = layout.blocks();
   // Checked before anything is written: a non-finite value anywhere leaves
   // out and residual as they were.
-  if (!all_finite(x, residual, n)) return false;
+  if (!q4_all_finite(x, residual, n)) return false;
   uint8_t* codes = out + nb * 4;
   for (int64_t b = 0; b < nb; ++b) {
     const int64_t i0 = b * block, len = std::min(block, n - i0);

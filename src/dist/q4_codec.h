@@ -34,6 +34,10 @@ struct Q4Layout {
 // Checks n >= 0 and block: an even number in [2, 65536] (sparta::Error).
 Q4Layout q4_layout(int64_t n, int64_t block);
 
+// Whether every x[i] (+ residual[i], when residual is not null) is finite:
+// what q4_encode checks before writing anything.
+bool q4_all_finite(const float* x, const float* residual, int64_t n);
+
 // Encodes x (n) into out (layout.bytes()). With `residual` (n, may be null):
 // encodes x + residual and leaves in residual what the encoding dropped
 // (error feedback, see above). Returns false, writing nothing (residual

@@ -36,15 +36,18 @@ double lm_forward_backward(GPT& model, GPTActivations& acts, const int32_t* toke
 }
 
 float lm_loss_and_gradients(GPT& model, GPTActivations& acts, const int32_t* tokens, const int32_t* targets,
-                            int64_t B, int64_t T, uint64_t selection_seed, int64_t micro_batches, double loss_scale) {
-  const int64_t rows = B * T, counted = count_targets(targets, micro_batches * rows);
+                            int64_t B, int64_t T, uint64_t selection_seed, int64_t micro_batches, double loss_scale,
+                            int64_t step_targets, double aux_share) {
+  const int64_t rows = B * T;
+  const int64_t counted = step_targets > 0 ? step_targets : count_targets(targets, micro_batches * rows);
   SPARTA_CHECK(counted > 0, "[gpt] the batch has no target tokens (all targets are ignored)");
+  SPARTA_CHECK(aux_share > 0.0 && aux_share <= 1.0, "[gpt] aux_share must be in (0, 1], got ", aux_share);
   model.params().zero_grad();
   const float scale = static_cast<float>(loss_scale / static_cast<double>(counted));
   double sum = 0.0;
   for (int64_t m = 0; m < micro_batches; ++m)
     sum += lm_forward_backward(model, acts, tokens + m * rows, targets + m * rows, B, T, scale, selection_seed,
-                               nullptr, loss_scale / static_cast<double>(micro_batches));
+                               nullptr, loss_scale * aux_share / static_cast<double>(micro_batches));
   return static_cast<float>(sum / static_cast<double>(counted));
 }
 

@@ -36,9 +36,15 @@ double lm_forward_backward(GPT& model, GPTActivations& acts, const int32_t* toke
 // divides them again). The DSA scorer loss is a mean over the whole step's
 // rows, as if the micro-batches were one batch. Returns the mean loss over the step (unscaled).
 // sparta::Error if no target counts.
+//
+// Data parallel (R processes, each with its share of the step's rows):
+// step_targets = the targets counted over every process's rows (0 = count
+// these rows) and aux_share = 1/R. Each process then returns its part of the
+// step's mean loss, and the SUM of every process's gradients (and returned
+// losses) is what one process with all the rows would have computed.
 float lm_loss_and_gradients(GPT& model, GPTActivations& acts, const int32_t* tokens, const int32_t* targets,
                             int64_t B, int64_t T, uint64_t selection_seed = 0, int64_t micro_batches = 1,
-                            double loss_scale = 1.0);
+                            double loss_scale = 1.0, int64_t step_targets = 0, double aux_share = 1.0);
 
 // Evaluation (Infer mode unless acts already hold Train-mode buffers that
 // fit): the SUM of token losses; *count = targets counted. Logits in chunks

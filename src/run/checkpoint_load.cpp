@@ -146,6 +146,9 @@ LoadedCheckpoint load_checkpoint(const fs::path& path, const std::vector<std::st
     out.state.cursor = {cur[0], cur[1]};
     out.state.tokens_seen = checkpoint_metadata_int(s, "tokens_seen", 0);
     out.state.loss_scale_good_steps = checkpoint_metadata_int(s, "loss_scale_good_steps", 0);
+    out.state.ranks = checkpoint_metadata_int(s, "ranks", 1);
+    SPARTA_CHECK(out.state.ranks >= 1, "[checkpoint] ", state_file.string(), ": metadata 'ranks' is ",
+                 out.state.ranks, ", not a process count");
     if (auto it = s.metadata().find("loss_scale"); it != s.metadata().end()) {
       const std::string& text = it->second;
       double v = 0;

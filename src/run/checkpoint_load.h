@@ -31,6 +31,8 @@ struct TrainState {
   // checkpoint from before loss scaling).
   double loss_scale = 0.0;
   int64_t loss_scale_good_steps = 0;
+  // Processes that trained it (data parallel; 1 for a single process).
+  int64_t ranks = 1;
 };
 
 GPTConfig gpt_config_from(const Config& cfg, int64_t vocab_size);

@@ -288,6 +288,12 @@ const std::vector<Key>& keys() {
     t.push_back(make_key("precision", "growth_factor", [](auto& c) -> auto& { return c.precision.growth_factor; }));
     t.push_back(make_key("precision", "backoff_factor", [](auto& c) -> auto& { return c.precision.backoff_factor; }));
     t.push_back(make_key("precision", "growth_interval", [](auto& c) -> auto& { return c.precision.growth_interval; }));
+    t.push_back(make_key("dist", "compress", [](auto& c) -> auto& { return c.dist.compress; }));
+    t.push_back(make_key("dist", "q4_block", [](auto& c) -> auto& { return c.dist.q4_block; }));
+    t.push_back(make_key("dist", "error_feedback", [](auto& c) -> auto& { return c.dist.error_feedback; }));
+    t.push_back(make_key("dist", "full_precision_every", [](auto& c) -> auto& { return c.dist.full_precision_every; }));
+    t.push_back(make_key("dist", "compress_after", [](auto& c) -> auto& { return c.dist.compress_after; }));
+    t.push_back(make_key("dist", "timeout_s", [](auto& c) -> auto& { return c.dist.timeout_s; }));
     return t;
   }();
   return table;
@@ -493,6 +499,16 @@ void validate_config(const Config& c) {
   SPARTA_CHECK(p.backoff_factor > 0.0 && p.backoff_factor < 1.0,
                "[config] precision.backoff_factor must be in (0, 1), got ", p.backoff_factor);
   SPARTA_CHECK(p.growth_interval >= 1, "[config] precision.growth_interval must be >= 1, got ", p.growth_interval);
+  const DistConfig& d = c.dist;
+  SPARTA_CHECK(d.compress == "none" || d.compress == "bf16" || d.compress == "q4",
+               "[config] dist.compress must be \"none\", \"bf16\" or \"q4\", got \"", d.compress, "\"");
+  SPARTA_CHECK(d.q4_block >= 8 && d.q4_block <= 65536 && d.q4_block % 2 == 0,
+               "[config] dist.q4_block must be an even number in [8, 65536], got ", d.q4_block);
+  SPARTA_CHECK(d.full_precision_every >= 0, "[config] dist.full_precision_every must be >= 0 (0 = never), got ",
+               d.full_precision_every);
+  SPARTA_CHECK(d.compress_after >= 0, "[config] dist.compress_after must be >= 0, got ", d.compress_after);
+  SPARTA_CHECK(d.timeout_s >= 1.0 && d.timeout_s <= 86400.0, "[config] dist.timeout_s must be in [1, 86400], got ",
+               d.timeout_s);
 }
 
 std::vector<std::string> config_warnings(const Config& c) {
@@ -580,7 +596,7 @@ const std::vector<std::string>& resume_safe_keys() {
       "train.eval_batches",   "train.keep_checkpoints",  "train.max_bad_steps",  "train.out",
       "data.task_eval_examples", "model.dsa.window",     "model.dsa.top_k",      "model.dsa.keep_short",
       "model.dsa.keep_long",  "model.dsa.short_len",     "model.dsa.long_len",   "model.dsa.group_keep",
-      "model.dsa.dense_len"};
+      "model.dsa.dense_len",  "dist.timeout_s"};
   return safe;
 }
 

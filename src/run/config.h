@@ -91,12 +91,26 @@ struct PrecisionConfig {
   int64_t growth_interval = 2000;
 };
 
+// [dist]: data-parallel training over several processes (mpirun -np N
+// sparta train ...); ignored by a run of one process. docs/distributed.md.
+struct DistConfig {
+  // How gradients travel between ranks: "none" (FP32) | "bf16" | "q4"
+  // (4-bit blocks with error feedback; dist/gradient_exchange.h).
+  std::string compress = "none";
+  int64_t q4_block = 128;             // values per FP32 scale in q4
+  bool error_feedback = true;         // q4: carry what quantization dropped into the next step
+  int64_t full_precision_every = 0;   // every K-th step exchanges FP32 (0 = never)
+  int64_t compress_after = 0;         // the first W steps exchange FP32 (warm-up)
+  double timeout_s = 60.0;            // a collective waiting longer fails the job
+};
+
 struct Config {
   ModelConfig model;
   TokenizerConfig tokenizer;
   DataConfig data;
   TrainConfig train;
   PrecisionConfig precision;
+  DistConfig dist;
 };
 
 // Parses TOML text (`source` names it in errors), applies overrides of the

@@ -26,7 +26,8 @@ std::string float_text(float v) {
 }  // namespace
 
 fs::path save_checkpoint(const fs::path& out_dir, const Config& cfg, GPT& model, AdamW& opt,
-                         const TrainState& st, const Tokenizer& tok) {
+                         const TrainState& st, const Tokenizer& tok,
+                         const std::function<void(const fs::path&)>& extra) {
   ParamStore& P = model.params();
   // A checkpoint is what --resume, eval and init_from trust: never one that
   // cannot be used.
@@ -57,7 +58,8 @@ fs::path save_checkpoint(const fs::path& out_dir, const Config& cfg, GPT& model,
         Tensor t_cur = Tensor::empty({2}, DType::I64);
         t_cur.data<int64_t>()[0] = st.cursor.epoch;
         t_cur.data<int64_t>()[1] = st.cursor.index;
-        std::map<std::string, std::string> meta = {{"tokens_seen", std::to_string(st.tokens_seen)}};
+        std::map<std::string, std::string> meta = {{"tokens_seen", std::to_string(st.tokens_seen)},
+                                                   {"ranks", std::to_string(st.ranks)}};
         if (st.loss_scale > 0) {
           char buf[32];
           meta["loss_scale"] = std::string(buf, std::to_chars(buf, buf + sizeof buf, st.loss_scale).ptr);
@@ -67,6 +69,7 @@ fs::path save_checkpoint(const fs::path& out_dir, const Config& cfg, GPT& model,
                           {{"step", t_step}, {"rng", t_rng}, {"data_cursor", t_cur}}, meta);
         write_file_atomic(dir / "config.toml", config_to_toml(cfg));
         tok.save(dir);
+        if (extra) extra(dir);
       },
       static_cast<int>(cfg.train.keep_checkpoints));
 }

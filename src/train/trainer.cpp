@@ -8,12 +8,16 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <thread>
+#include <utility>
 
 #include "core/error.h"
 #include "core/interrupt.h"
 #include "core/memory.h"
 #include "core/parallel.h"
 #include "core/rng.h"
+#include "dist/agreement.h"
+#include "dist/process_group.h"
 #include "data/synthetic_tasks.h"
 #include "data/text_corpus.h"
 #include "data/token_dataset.h"
@@ -28,6 +32,7 @@
 #include "run/checkpoint_load.h"
 #include "run/run_setup.h"
 #include "train/checkpoint_save.h"
+#include "train/data_parallel.h"
 #include "train/loss_scaler.h"
 #include "train/lr_schedule.h"
 #include "train/optimizer.h"
@@ -143,24 +148,44 @@ double peak_rss_mb() {
   return static_cast<double>(ru.ru_maxrss) / 1024.0;
 }
 
-}  // namespace
 
-TrainResult run_training(const Config& requested, const TrainOptions& opt) {
-  using clock = std::chrono::steady_clock;
-  TrainReporter& report = reporter_of(opt);
+// Everything a run needs before its first step. Built by set_up_run on every
+// rank; only rank 0 (the writer) touches the run folder.
+struct RunSetup {
+  Config cfg;
+  std::optional<RunLock> lock;
+  std::optional<NewFolderGuard> new_folder;
+  std::optional<fs::path> latest;  // the checkpoint resumed from
+  std::vector<std::string> notices;  // from reading the data, shown once the run starts
+  std::unique_ptr<Tokenizer> tok;
+  std::unique_ptr<GPT> model;
+  TrainState state;
+  bool is_task = false;
+  TokenSplit split;
+  std::optional<BatchSampler> sampler;
+  TaskConfig task;
+  std::optional<AdamW> adamw;
+  std::optional<DataParallel> dp;
+};
+
+void set_up_run(RunSetup& s, const Config& requested, const TrainOptions& opt, dist::ProcessGroup& group) {
+  const bool writer = group.rank() == 0;
   const fs::path out = requested.train.out;
   SPARTA_CHECK(!(opt.resume && opt.force), "[train] --resume continues the run in '", out.string(),
                "' and --force deletes it; pass one of them");
   SPARTA_CHECK(!opt.resume || fs::is_directory(out), "[train] --resume: run folder '", out.string(),
                "' (train.out) does not exist; start without --resume");
-  std::error_code ec;
-  const bool created = !fs::exists(out);
-  fs::create_directories(out, ec);
-  SPARTA_CHECK(!ec, "[train] cannot create output folder '", out.string(), "': ", ec.message());
-  const RunLock lock(out, "train", "wait for it or use another train.out");
-  NewFolderGuard new_folder(out, created);
+  if (writer) {
+    std::error_code ec;
+    const bool created = !fs::exists(out);
+    fs::create_directories(out, ec);
+    SPARTA_CHECK(!ec, "[train] cannot create output folder '", out.string(), "': ", ec.message());
+    s.lock.emplace(out, "train", "wait for it or use another train.out");
+    s.new_folder.emplace(out, created);
+  }
 
-  std::optional<fs::path> latest = latest_checkpoint(out);
+  std::optional<fs::path>& latest = s.latest;
+  latest = latest_checkpoint(out);
   SPARTA_CHECK(latest || !opt.resume, "[train] --resume: '", out.string(),
                "' holds no checkpoint to resume (no LATEST); start without --resume");
   if (latest && !opt.resume && !opt.force)
@@ -170,7 +195,8 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
 
   // A resumed run is the interrupted run: its config comes from the
   // checkpoint; --set may only change what resume_safe_keys() lists.
-  Config cfg = requested;
+  Config& cfg = s.cfg;
+  cfg = requested;
   std::optional<LoadedCheckpoint> resumed;
   if (latest) {
     resumed = load_checkpoint(*latest, resume_overrides(opt.sets));
@@ -185,11 +211,19 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
     SPARTA_CHECK(opt.until == 0 || opt.until > at, "[train] --resume --until ", opt.until, ": the run in '",
                  out.string(), "' is already at step ", at);
   }
+  SPARTA_CHECK(cfg.train.batch_size % group.size() == 0, "[train] train.batch_size = ", cfg.train.batch_size,
+               " does not split over ", group.size(), " processes: make it a multiple of ", group.size(),
+               " (it is the global batch; each process takes batch_size / ", group.size(), " rows)");
+  group.set_timeout(cfg.dist.timeout_s);
   // Before reading the corpus or allocating anything.
   check_train_memory(cfg, mem_available_bytes());
-  init_compute_threads(static_cast<int>(cfg.train.threads));
+  const int machine_cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  init_compute_threads(cfg.train.threads > 0 ? static_cast<int>(cfg.train.threads)
+                                             : data_parallel_threads(usable_cores(), machine_cores,
+                                                                     group.local_size()));
 
-  const bool is_task = !cfg.data.task.empty();
+  s.is_task = !cfg.data.task.empty();
+  const bool is_task = s.is_task;
   // A synthetic task needs text only to train a WordPiece vocabulary.
   const bool needs_text = !is_task || (cfg.tokenizer.kind == "wordpiece" && cfg.tokenizer.vocab_file.empty());
   TextCorpus corpus;
@@ -197,12 +231,12 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
     SPARTA_CHECK(!cfg.data.train.empty(), "[train] data.train is not set (a UTF-8 text file or folder)",
                  is_task ? " — the task needs it to train the WordPiece vocabulary" : "");
     corpus = read_text_corpus(cfg.data.train, "data.train");
-    for (const std::string& line : corpus.notices) report.notice(line);
+    s.notices = corpus.notices;
   }
 
-  std::unique_ptr<Tokenizer> tok;
-  std::unique_ptr<GPT> model;
-  TrainState state;
+  std::unique_ptr<Tokenizer>& tok = s.tok;
+  std::unique_ptr<GPT>& model = s.model;
+  TrainState& state = s.state;
   if (resumed) {
     tok = std::move(resumed->tokenizer);
     model = std::move(resumed->model);
@@ -230,17 +264,13 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
     model->init_weights(init_rng.next_u64());
     state.rng = init_rng.state();
   }
-  const int64_t B = cfg.train.batch_size, T = cfg.model.context, accum = cfg.train.grad_accum;
   const uint64_t seed = static_cast<uint64_t>(cfg.train.seed);
-  TokenSplit split;
-  std::optional<BatchSampler> sampler;
-  TaskConfig task;
   if (is_task) {
-    task = task_config_from(cfg);
-    check_task_config(task, *tok);
+    s.task = task_config_from(cfg);
+    check_task_config(s.task, *tok);
   } else {
-    split = tokenize_and_split(corpus, *tok, cfg.data.val_fraction);
-    sampler.emplace(split.train, T, seed);
+    s.split = tokenize_and_split(corpus, *tok, cfg.data.val_fraction);
+    s.sampler.emplace(s.split.train, cfg.model.context, seed);
   }
 
   AdamWHyper hyper;
@@ -248,20 +278,73 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
   hyper.beta2 = static_cast<float>(cfg.train.beta2);
   hyper.eps = static_cast<float>(cfg.train.eps);
   hyper.weight_decay = static_cast<float>(cfg.train.weight_decay);
-  AdamW adamw(model->params(), hyper);
-  if (latest) load_optimizer_state(*latest, adamw, *model);
+  s.adamw.emplace(model->params(), hyper);
+  if (latest) load_optimizer_state(*latest, *s.adamw, *model);
+
+  s.dp.emplace(group, cfg, model->params().size());
+  if (latest)
+    if (std::string note = s.dp->restore_residuals(*latest, state.ranks); !note.empty()) s.notices.push_back(note);
+  state.ranks = group.size();
+
+  if (writer) {
+    const fs::path metrics_file = out / "metrics.jsonl";
+    if (latest) {
+      truncate_metrics(metrics_file, state.step);
+    } else {
+      // Starting over (--force, or leftovers of a run killed before its first
+      // checkpoint): nothing of an earlier run may remain beside the new one.
+      remove_run_outputs(out);
+      write_file_atomic(metrics_file, "");
+    }
+  }
+}
+
+}  // namespace
+
+TrainResult run_training(const Config& requested, const TrainOptions& opt) {
+  using clock = std::chrono::steady_clock;
+  TrainReporter& report = reporter_of(opt);
+  std::unique_ptr<dist::ProcessGroup> own_group;
+  dist::ProcessGroup& group = opt.group ? *opt.group : *(own_group = dist::make_local_group());
+  const bool writer = group.rank() == 0;
+  const fs::path out = requested.train.out;
+
+  // Every rank sets up, then they agree: a rank that failed (a bad
+  // checkpoint, too little memory) stops every rank at once instead of
+  // leaving them waiting in the first step's collectives.
+  RunSetup s;
+  std::exception_ptr setup_error;
+  try {
+    set_up_run(s, requested, opt, group);
+  } catch (...) {
+    setup_error = std::current_exception();
+  }
+  dist::agree_on_failure(group, setup_error);
+  const Config& cfg = s.cfg;
+  const std::optional<fs::path>& latest = s.latest;
+  Tokenizer* tok = s.tok.get();
+  GPT* model = s.model.get();
+  TrainState& state = s.state;
+  const bool is_task = s.is_task;
+  const TokenSplit& split = s.split;
+  std::optional<BatchSampler>& sampler = s.sampler;
+  const TaskConfig& task = s.task;
+  AdamW& adamw = *s.adamw;
+  DataParallel& dp = *s.dp;
+  for (const std::string& line : s.notices) report.notice(line);
+  // The ranks start from the same weights (and then take the same updates).
+  dp.check_identical(std::as_const(model->params()).data(), model->params().size(), "before the first step");
+
+  const int64_t B = cfg.train.batch_size, T = cfg.model.context, accum = cfg.train.grad_accum;
+  const int64_t b = dp.local_rows();  // this rank's rows of each micro-batch
+  const uint64_t seed = static_cast<uint64_t>(cfg.train.seed);
 
   const fs::path metrics_file = out / "metrics.jsonl";
-  if (latest) {
-    truncate_metrics(metrics_file, state.step);
-  } else {
-    // Starting over (--force, or leftovers of a run killed before its first
-    // checkpoint): nothing of an earlier run may remain beside the new one.
-    remove_run_outputs(out);
-    write_file_atomic(metrics_file, "");
+  std::ofstream metrics;
+  if (writer) {
+    metrics.open(metrics_file, std::ios::app);
+    SPARTA_CHECK(metrics.good(), "[train] cannot write ", metrics_file.string());
   }
-  std::ofstream metrics(metrics_file, std::ios::app);
-  SPARTA_CHECK(metrics.good(), "[train] cannot write ", metrics_file.string());
 
   TrainStart start;
   start.parameters = model->params().count();
@@ -275,6 +358,8 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
     start.val_tokens = static_cast<int64_t>(split.val.size());
   }
   start.threads = compute_threads();
+  start.ranks = dp.ranks();
+  if (dp.ranks() > 1) start.compress = cfg.dist.compress;
   if (latest) start.resumed_from = state.step;
   start.first_step = state.step;
   start.total_steps = cfg.train.steps;
@@ -287,6 +372,10 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
     if (const std::string w = machine_load_warning_once(); !w.empty()) report.notice("warning: " + w);
 
   std::vector<int32_t> inputs(B * accum * T), targets(B * accum * T);
+  // This rank's slice of them (the same buffers for a single process).
+  std::vector<int32_t> local_inputs(dp.ranks() > 1 ? b * accum * T : 0), local_targets(local_inputs.size());
+  int32_t* my_inputs = dp.ranks() > 1 ? local_inputs.data() : inputs.data();
+  int32_t* my_targets = dp.ranks() > 1 ? local_targets.data() : targets.data();
   GPTActivations acts;  // one micro-batch in Train mode; evaluation reuses it
   const int64_t total = cfg.train.steps;
   std::vector<double> rates;
@@ -323,8 +412,22 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
     // so a resumed run draws exactly what the uninterrupted one did.
     const uint64_t selection_seed = (seed * 0xd1342543de82ef95ULL + static_cast<uint64_t>(step)) | 1;
     const double scale_used = scaler ? scaler->scale() : 1.0;
-    const float loss =
-        lm_loss_and_gradients(*model, acts, inputs.data(), targets.data(), B, T, selection_seed, accum, scale_used);
+    float loss = 0.0f;
+    bool exchanged = true;
+    if (dp.ranks() == 1) {
+      loss = lm_loss_and_gradients(*model, acts, inputs.data(), targets.data(), B, T, selection_seed, accum,
+                                   scale_used);
+    } else {
+      // Each rank: its rows, scaled by the whole step's target count; the
+      // sum over ranks (gradients and loss parts) is the single-process step.
+      dp.take_slice(inputs.data(), my_inputs, accum, T);
+      dp.take_slice(targets.data(), my_targets, accum, T);
+      const int64_t counted = dp.step_targets(count_targets(my_targets, accum * b * T));
+      const float part = lm_loss_and_gradients(*model, acts, my_inputs, my_targets, b, T, selection_seed, accum,
+                                               scale_used, counted, 1.0 / dp.ranks());
+      exchanged = dp.exchange(model->params().grad(), step);
+      loss = static_cast<float>(dp.sum(part));
+    }
     // fp16: back to true gradients; an inf/NaN among them means the scale
     // was too large for FP16's range: the step is skipped, the scale lowered.
     bool overflow = false;
@@ -335,7 +438,7 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
       state.loss_scale = scaler->scale();
       state.loss_scale_good_steps = scaler->good_steps();
     }
-    const double norm = std::isfinite(loss) && !overflow
+    const double norm = std::isfinite(loss) && !overflow && exchanged
                             ? ops::clip_grad_norm(model->params().grad(), model->params().size(), cfg.train.grad_clip)
                             : std::nan("");
     // A non-finite loss or gradient would poison the weights and the AdamW
@@ -374,10 +477,19 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
       rec["loss_scale"] = scale_used;
       rec["skipped"] = skipped;
     }
+    if (dp.ranks() > 1) {
+      rec["comm_bytes"] = dp.last_bytes();
+      rec["comm_ms"] = dp.last_ms();
+      rec["compress"] = dp.last_mode();
+    }
     if (skipped && bad_in_row >= cfg.train.max_bad_steps) {
-      metrics << rec.dump() << "\n";
-      metrics.flush();
-      throw Error(cat("[train] ", bad_in_row, " steps in a row had a non-finite loss or gradient norm (steps ",
+      if (writer) {
+        metrics << rec.dump() << "\n";
+        metrics.flush();
+      }
+      // Every rank stops here alike; rank 0 says why.
+      if (!writer) throw AlreadyReported("[train] training diverged");
+      throw JobStopped(cat("[train] ", bad_in_row, " steps in a row had a non-finite loss or gradient norm (steps ",
                       state.step - bad_in_row + 1, "-", state.step, "): training diverged; lower train.lr, set "
                       "train.grad_clip, or resume from the last checkpoint with a higher train.max_bad_steps"));
     }
@@ -404,24 +516,34 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
       }
       do_eval = rec.contains("val_loss");
     }
-    metrics << rec.dump() << "\n";
-    metrics.flush();
-    new_folder.keep();
-    if (do_eval) {
+    if (writer) {
+      metrics << rec.dump() << "\n";
+      metrics.flush();
+      s.new_folder->keep();
+    }
+    if (do_eval && writer) {
       plot();
       EvalReport ev{state.step, total, loss, rec["val_loss"].get<double>(), std::nullopt};
       if (rec.contains("val_accuracy")) ev.val_accuracy = rec["val_accuracy"].get<double>();
       report.evaluated(ev);
     }
     bool do_ckpt = (cfg.train.ckpt_every > 0 && state.step % cfg.train.ckpt_every == 0) || last || state.step == stop;
-    // Interrupted on the last step, the run simply completes.
-    const bool interrupted = interrupt_requested() && state.step < stop;
+    // Interrupted on the last step, the run simply completes. A signal that
+    // reached one rank stops them all.
+    const bool interrupted = dp.any(interrupt_requested()) && state.step < stop;
     if (do_ckpt || interrupted) {
       fs::path ckpt = out / checkpoint_folder_name(state.step);
-      if (saved_step != state.step) ckpt = save_checkpoint(out, cfg, *model, adamw, state, *tok);
+      if (saved_step != state.step) {
+        dp.check_identical(std::as_const(model->params()).data(), model->params().size(),
+                           cat("after step ", state.step));
+        dp.collect_residuals();
+        if (writer)
+          ckpt = save_checkpoint(out, cfg, *model, adamw, state, *tok,
+                                 [&](const fs::path& dir) { dp.write_residuals(dir); });
+      }
       saved_step = state.step;
       if (interrupted) {
-        plot();
+        if (writer) plot();
         throw Interrupted(interrupt_signal(),
                           cat("[train] ", interrupt_signal_name(), ": stopped after step ", state.step, " of ", total,
                               "; checkpoint ", ckpt.string(), " written"));
@@ -430,7 +552,7 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
     report.step_done({state.step, total, last_loss, step_tokens, secs});
   }
   report.finished();
-  plot();
+  if (writer) plot();
 
   result.steps = state.step;
   result.final_loss = last_loss;
@@ -448,7 +570,11 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
                   {"parameters", model->params().count()},
                   {"threads", compute_threads()}};
   if (result.final_val_loss >= 0) summary["final_val_loss"] = result.final_val_loss;
-  write_file_atomic(out / "summary.json", summary.dump(2) + "\n");
+  if (dp.ranks() > 1) {
+    summary["ranks"] = dp.ranks();
+    summary["compress"] = cfg.dist.compress;
+  }
+  if (writer) write_file_atomic(out / "summary.json", summary.dump(2) + "\n");
   return result;
 }
 

@@ -11,6 +11,9 @@
 #include "run/config.h"
 
 namespace sparta {
+namespace dist {
+class ProcessGroup;
+}
 
 // The facts of a run the trainer hands to its reporter once setup has passed.
 struct TrainStart {
@@ -20,7 +23,9 @@ struct TrainStart {
   std::string task;       // data.task, or "" when training on text
   int64_t task_tokens = 0;                     // task: tokens per example
   int64_t train_tokens = 0, val_tokens = 0;    // text: the split
-  int threads = 0;
+  int threads = 0;                      // compute threads of this process
+  int ranks = 1;                        // processes training together
+  std::string compress;                 // dist.compress when ranks > 1
   std::optional<int64_t> resumed_from;  // the checkpoint's step when resuming
   int64_t first_step = 0, total_steps = 0;
 };
@@ -70,6 +75,11 @@ struct TrainOptions {
   int64_t until = 0;     // > 0: stop (with a checkpoint) once this many steps are done
   std::vector<std::string> sets;  // the --set overrides as given (checked against the checkpoint on resume)
   TrainReporter* reporter = nullptr;  // not owned; nullptr: report nothing
+  // The processes training together, data parallel (dist/process_group.h;
+  // not owned); nullptr: this process alone. Every rank calls run_training
+  // with the same config and options; rank 0 alone writes the run folder,
+  // and the others should be given no reporter.
+  dist::ProcessGroup* group = nullptr;
 };
 
 struct TrainResult {

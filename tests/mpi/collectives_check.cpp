@@ -167,6 +167,31 @@ void check_exchange(ProcessGroup& g) {
   double drift = 0.0;
   for (int64_t i = 0; i < n; ++i) drift = std::max(drift, std::fabs(got_sum[i] - true_sum[i]));
   expect(drift <= 2 * 0.06 / 7.0, "q4 with error feedback drifts by " + std::to_string(drift), me);
+  // Without error feedback the same 40 steps drift further: what each step
+  // drops is lost for good.
+  sparta::dist::GradientExchange no_ef(g, n, 64, /*error_feedback=*/false);
+  std::vector<double> lossy_sum(n, 0.0);
+  for (int s = 0; s < 40; ++s) {
+    std::vector<float> v = gradient(me, s, n);
+    expect(no_ef.average(v.data(), Compression::Q4), "q4 step without error feedback", me);
+    for (int64_t i = 0; i < n; ++i) lossy_sum[i] += v[i];
+  }
+  double lossy_drift = 0.0;
+  for (int64_t i = 0; i < n; ++i) lossy_drift = std::max(lossy_drift, std::fabs(lossy_sum[i] - true_sum[i]));
+  expect(lossy_drift > 2 * drift, "q4 without error feedback drifts by " + std::to_string(lossy_drift) +
+                                      ", not more than with it (" + std::to_string(drift) + ")", me);
+  // sum(): R times the average, in every mode.
+  for (Compression mode : {Compression::None, Compression::BF16, Compression::Q4}) {
+    sparta::dist::GradientExchange sx(g, n, 128);
+    std::vector<float> v = gradient(me, 0, n);
+    expect(sx.sum(v.data(), mode), "sum returned false", me);
+    const double tol = R * (mode == Compression::None ? 1e-7 : mode == Compression::BF16 ? 2e-3 : 0.06 / 7.0);
+    double worst = 0.0;
+    for (int64_t i = 0; i < n; ++i) worst = std::max(worst, std::fabs(v[i] - R * mean[i]));
+    expect(worst <= tol, std::string("sum in ") + sparta::dist::compression_name(mode) + " is off by " +
+                             std::to_string(worst), me);
+    expect(identical_everywhere(g, v), "sum: ranks disagree", me);
+  }
   // A NaN on one rank: every rank refuses the step, nothing changes.
   std::vector<float> v = gradient(me, 0, n);
   if (me == R - 1) v[5] = std::nanf("");

@@ -127,6 +127,22 @@ TEST(Config, RejectsBadValues) {
   EXPECT_NE(error_of("model = 3\n").find("must be a table"), std::string::npos);
 }
 
+TEST(Config, DistSectionIsValidated) {
+  EXPECT_EQ(error_of(kGood, {"dist.compress=q4", "dist.q4_block=64", "dist.full_precision_every=10",
+                             "dist.compress_after=100", "dist.timeout_s=30"}),
+            "");
+  EXPECT_NE(error_of(kGood, {"dist.compress=int8"}).find("dist.compress must be \"none\", \"bf16\" or \"q4\""),
+            std::string::npos);
+  for (const char* bad : {"dist.q4_block=7", "dist.q4_block=4", "dist.q4_block=131072"})
+    EXPECT_NE(error_of(kGood, {bad}).find("dist.q4_block must be an even number in [8, 65536]"), std::string::npos)
+        << bad;
+  EXPECT_NE(error_of(kGood, {"dist.full_precision_every=-1"}).find("dist.full_precision_every must be >= 0"),
+            std::string::npos);
+  EXPECT_NE(error_of(kGood, {"dist.compress_after=-5"}).find("dist.compress_after must be >= 0"), std::string::npos);
+  EXPECT_NE(error_of(kGood, {"dist.timeout_s=0"}).find("dist.timeout_s must be in [1, 86400]"), std::string::npos);
+  EXPECT_NE(error_of(kGood, {"dist.compres=q4"}).find("unknown key 'dist.compres'"), std::string::npos);
+}
+
 TEST(Config, ReportsTomlSyntaxErrorsWithPosition) {
   std::string e = error_of("[model]\nn_layer = = 3\n");
   EXPECT_NE(e.find("test.toml:2:"), std::string::npos) << e;
@@ -325,7 +341,7 @@ TEST(Config, JsonIsAnObjectNestedLikeTheTomlTables) {
   ASSERT_TRUE(j.is_object());
   std::vector<std::string> sections;
   for (const auto& [k, v] : j.items()) sections.push_back(k);
-  EXPECT_EQ(sections, (std::vector<std::string>{"model", "tokenizer", "data", "train", "precision"}));
+  EXPECT_EQ(sections, (std::vector<std::string>{"model", "tokenizer", "data", "train", "precision", "dist"}));
   EXPECT_EQ(j["model"]["n_layer"], 3);
   EXPECT_TRUE(j["model"]["n_layer"].is_number_integer());
   EXPECT_EQ(j["model"]["dsa"]["rank"], "bound");

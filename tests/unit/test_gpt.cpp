@@ -235,6 +235,55 @@ TEST(GPT, MicroBatchesGiveTheWholeBatchGradientsWithTheDsaScorerLoss) {
   }
 }
 
+TEST(GPT, RankSharesSumToTheWholeStep) {
+  // Data parallel: R processes, each with its slice of every micro-batch,
+  // the targets counted over the whole step and the scorer loss's share
+  // 1/R. The sum of their gradients and losses is the single-process step.
+  GPTConfig c = tiny();
+  c.context = 64;
+  c.attention = "dsa";
+  c.dsa.block = 8, c.dsa.window = 8, c.dsa.top_k = 8, c.dsa.keep_short = 0.3, c.dsa.keep_long = 0.3;
+  c.dsa.dense_len = 0;
+  c.dsa.scorer_loss = 5.0;
+  GPT m(c);
+  randomize(m, 51);
+  const int64_t B = 4, T = 64, V = 13, micro = 2;  // 2 micro-batches of B rows
+  auto tok = random_tokens(micro * B * T, V, 52), tgt = random_tokens(micro * B * T, V, 53);
+  for (int64_t i = 0; i < micro * B * T; i += 7) tgt[i] = -1;  // ignored targets count nowhere
+  GPTActivations acts;
+  const float whole_loss = lm_loss_and_gradients(m, acts, tok.data(), tgt.data(), B, T, 0, micro);
+  const std::vector<float> whole(m.params().grad(), m.params().grad() + m.params().size());
+  const int64_t counted = count_targets(tgt.data(), micro * B * T);
+  for (int64_t R : {2, 4}) {
+    SCOPED_TRACE(R);
+    const int64_t b = B / R;
+    std::vector<double> sum(whole.size(), 0.0);
+    double loss = 0.0;
+    for (int64_t r = 0; r < R; ++r) {
+      std::vector<int32_t> my_tok, my_tgt;  // rank r's rows of each micro-batch
+      for (int64_t mb = 0; mb < micro; ++mb) {
+        const int64_t first = (mb * B + r * b) * T;
+        my_tok.insert(my_tok.end(), tok.begin() + first, tok.begin() + first + b * T);
+        my_tgt.insert(my_tgt.end(), tgt.begin() + first, tgt.begin() + first + b * T);
+      }
+      GPTActivations rank_acts;
+      loss += lm_loss_and_gradients(m, rank_acts, my_tok.data(), my_tgt.data(), b, T, 0, micro, 1.0, counted,
+                                    1.0 / static_cast<double>(R));
+      for (size_t i = 0; i < sum.size(); ++i) sum[i] += m.params().grad()[i];
+    }
+    EXPECT_NEAR(loss, whole_loss, 1e-5);
+    for (size_t i = 0; i < sum.size(); ++i)
+      ASSERT_NEAR(sum[i], whole[i], 1e-6 + 1e-5 * std::fabs(whole[i])) << "index " << i;
+  }
+  // Counting the targets of one slice only would scale it wrongly: the test can fail.
+  GPTActivations one;
+  lm_loss_and_gradients(m, one, tok.data(), tgt.data(), B / 2, T, 0, 1, 1.0, 0, 0.5);
+  double off = 0.0;
+  for (size_t i = 0; i < whole.size(); ++i) off = std::max(off, std::fabs(m.params().grad()[i] - whole[i] / 2.0));
+  EXPECT_GT(off, 1e-4);
+  EXPECT_THROW(lm_loss_and_gradients(m, one, tok.data(), tgt.data(), B, T, 0, 1, 1.0, 0, 0.0), Error);
+}
+
 TEST(GPT, ActivationBytesAreKnownBeforeAllocating) {
   const GPTConfig c = tiny();
   GPT m(c);
