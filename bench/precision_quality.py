@@ -61,8 +61,8 @@ def smooth(values: list[float], k: int = 20) -> list[float]:
     return out
 
 
-def svg(curves: dict[str, dict], title: str) -> str:
-    """Validation loss (solid, dots) and smoothed training loss (thin) per precision."""
+def svg(curves: dict[str, dict], title: str, colors: dict[str, str] = COLORS) -> str:
+    """Validation loss (solid, dots) and smoothed training loss (thin) per run (a precision, or any name in colors)."""
     W, H, L, R, T, B = 760, 420, 60, 150, 30, 45
     xs = [s for c in curves.values() for s, _ in c["train"] + c["val"]]
     ys = [v for c in curves.values() for _, v in c["val"]]
@@ -97,7 +97,7 @@ def svg(curves: dict[str, dict], title: str) -> str:
                  f'transform="rotate(-90 14 {(T + H - B) / 2})">loss</text>')
     parts.append(f'<rect x="{L}" y="{T}" width="{W - L - R}" height="{H - T - B}" fill="none" stroke="#888"/>')
     for i, (p, c) in enumerate(curves.items()):
-        color = COLORS.get(p, "#9467bd")
+        color = colors.get(p, "#9467bd")
         tr = c["train"]
         sm = smooth([v for _, v in tr])
         pts = " ".join(f"{px(s):.1f},{py(v):.1f}" for (s, _), v in zip(tr, sm))

@@ -27,6 +27,12 @@ uint64_t fnv1a(const void* data, size_t bytes) {
 
 }  // namespace
 
+void check_batch_splits(int64_t batch_size, int64_t ranks) {
+  SPARTA_CHECK(batch_size % ranks == 0, "[train] train.batch_size = ", batch_size, " does not split over ", ranks,
+               " processes: make it a multiple of ", ranks, " (it is the global batch; each process takes batch_size / ",
+               ranks, " rows)");
+}
+
 int data_parallel_threads(int usable_cores, int machine_cores, int local_ranks) {
   // Bound to cores of its own (mpirun binds to cores by default): all of them.
   if (local_ranks <= 1 || usable_cores < machine_cores) return std::max(1, usable_cores);
@@ -40,9 +46,7 @@ DataParallel::DataParallel(dist::ProcessGroup& group, const Config& cfg, int64_t
       compress_after_(cfg.dist.compress_after),
       batch_(cfg.train.batch_size) {
   const int64_t R = group.size();
-  SPARTA_CHECK(batch_ % R == 0, "[train] train.batch_size = ", batch_, " does not split over ", R,
-               " processes: make it a multiple of ", R, " (it is the global batch; each process takes batch_size / ",
-               R, " rows)");
+  check_batch_splits(batch_, R);
   local_rows_ = batch_ / R;
   if (R > 1)
     exchange_ = std::make_unique<dist::GradientExchange>(group, n_params, cfg.dist.q4_block, cfg.dist.error_feedback);

@@ -85,6 +85,9 @@ class DataParallel {
   std::vector<float> collected_;  // rank 0: every rank's residuals after collect_residuals()
 };
 
+// sparta::Error unless train.batch_size divides by the number of ranks.
+void check_batch_splits(int64_t batch_size, int64_t ranks);
+
 // The compute threads of one rank when train.threads is 0: the cores this
 // process may use, shared with the other ranks on its machine when they
 // are not bound to cores of their own.

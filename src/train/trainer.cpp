@@ -211,9 +211,7 @@ void set_up_run(RunSetup& s, const Config& requested, const TrainOptions& opt, d
     SPARTA_CHECK(opt.until == 0 || opt.until > at, "[train] --resume --until ", opt.until, ": the run in '",
                  out.string(), "' is already at step ", at);
   }
-  SPARTA_CHECK(cfg.train.batch_size % group.size() == 0, "[train] train.batch_size = ", cfg.train.batch_size,
-               " does not split over ", group.size(), " processes: make it a multiple of ", group.size(),
-               " (it is the global batch; each process takes batch_size / ", group.size(), " rows)");
+  check_batch_splits(cfg.train.batch_size, group.size());
   group.set_timeout(cfg.dist.timeout_s);
   // Before reading the corpus or allocating anything.
   check_train_memory(cfg, mem_available_bytes());
