@@ -5,7 +5,8 @@ its schedule and its byte counts, a q4 run resumes bit-exactly (its
 error-feedback residuals are in the checkpoint), a resume on another number
 of processes says that it resets them, only rank 0 writes, and a rank that
 stops or dies ends the job with an error naming it, after which the run
-resumes from its last checkpoint.
+resumes from its last checkpoint, and Ctrl-C on mpirun stops every rank
+with a checkpoint.
 
 Usage: test_train_dp.py MPIRUN SPARTA_BINARY [unittest args]
 """
@@ -67,6 +68,15 @@ def train(np, config, *sets, extra=(), check=True, timeout=240):
 def records(out):
     with open(os.path.join(out, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f]
+
+
+def lines_in(path):
+    """Complete lines in a file being written (0 while it does not exist)."""
+    try:
+        with open(path) as f:
+            return f.read().count("\n")
+    except OSError:
+        return 0
 
 
 def sparta_errors(text):
@@ -271,6 +281,31 @@ class FailureTest(DpCase):
     def test_a_killed_rank_ends_the_job(self):
         stderr = self.run_and_break("killed", signal.SIGKILL)
         self.assertIn("rank 1", stderr)
+
+    def test_ctrl_c_stops_every_rank_with_a_checkpoint(self):
+        # mpirun turns SIGINT into SIGTERM for every rank: they stop together
+        # after the current step and rank 0 writes a checkpoint.
+        cfg, out = self.config("interrupted", steps=100000)
+        cmd = mpirun_cmd(2, ["train", cfg, "--quiet", "--set", "train.eval_every=0", "--set", "train.ckpt_every=0"])
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and lines_in(os.path.join(out, "metrics.jsonl")) < 3:
+                time.sleep(0.2)
+            os.kill(proc.pid, signal.SIGINT)
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        self.assertIn("SIGTERM: stopped after step", stderr)
+        self.assertIn("resume with:", stderr)
+        with open(os.path.join(out, "LATEST")) as f:
+            at = int(f.read().strip().split("-")[1])
+        self.assertGreaterEqual(at, 3)
+        self.assertEqual(records(out)[-1]["step"], at)
+        train(2, cfg, f"train.steps={at + 2}", extra=["--resume"])
+        self.assertEqual(records(out)[-1]["step"], at + 2)
 
 
 if __name__ == "__main__":
