@@ -43,7 +43,9 @@ void ConsoleTrainReporter::started(const TrainStart& s) {
                static_cast<long long>(s.parameters), s.tokenizer.c_str(), static_cast<long long>(s.vocab_size),
                data.c_str(),
                s.ranks > 1 ? cat(s.ranks, " processes × ", count_noun(s.threads, "thread"), ", gradients exchanged as ",
-                                 s.compress).c_str()
+                                 s.compress, " in ", count_noun(s.buckets, "bucket"),
+                                 s.overlapped ? " overlapped with backward" : "")
+                                 .c_str()
                            : count_noun(s.threads, "thread").c_str(),
                s.resumed_from ? cat(", resuming from step ", *s.resumed_from).c_str() : "");
 }

@@ -56,12 +56,16 @@ class MpiGroup final : public ProcessGroup {
     std::lock_guard<std::mutex> lock(g_mutex);
     int initialized = 0;
     MPI_Initialized(&initialized);
+    int provided = 0;
     if (!initialized) {
-      int provided = 0;
-      // OpenMP threads compute; only the thread that made the group calls MPI.
-      const int rc = MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+      // OpenMP threads compute; the gradient exchange runs on a thread of its
+      // own while backward goes on, never two threads in MPI at once.
+      const int rc = MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided);
       SPARTA_CHECK(rc == MPI_SUCCESS, "[dist] MPI failed to start: ", mpi_error_text(rc));
+    } else {
+      MPI_Query_thread(&provided);
     }
+    serialized_ = provided >= MPI_THREAD_SERIALIZED;
     // Errors come back as codes (turned into sparta::Error) instead of
     // aborting the job inside MPI.
     MPI_Comm_dup(MPI_COMM_WORLD, &comm_);
@@ -88,6 +92,7 @@ class MpiGroup final : public ProcessGroup {
   int size() const override { return size_; }
   std::string backend() const override { return "mpi"; }
   int local_size() const override { return local_size_; }
+  bool callable_from_other_threads() const override { return serialized_; }
   void set_timeout(double seconds) override {
     SPARTA_CHECK(seconds > 0, "[dist] timeout_s must be positive, got ", seconds);
     timeout_s_ = seconds;
@@ -207,6 +212,7 @@ class MpiGroup final : public ProcessGroup {
   static constexpr int kProbeTag = 7001;
   MPI_Comm comm_ = MPI_COMM_NULL, probe_comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1, local_size_ = 1;
+  bool serialized_ = false;
   double timeout_s_;
 };
 

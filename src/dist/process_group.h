@@ -35,6 +35,9 @@ class ProcessGroup {
   // Processes of the group on this machine (this one included): they share
   // its cores.
   virtual int local_size() const { return 1; }
+  // Whether a thread other than the one that made the group may run its
+  // collectives (one thread at a time, never two at once).
+  virtual bool callable_from_other_threads() const { return true; }
   // Changes GroupOptions::timeout_s for the collectives that follow.
   virtual void set_timeout(double seconds) {}
 

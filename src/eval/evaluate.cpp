@@ -11,8 +11,28 @@
 
 namespace sparta {
 
+namespace {
+
+void check_shard(const EvalShard& shard) {
+  SPARTA_CHECK(shard.count >= 1 && shard.index >= 0 && shard.index < shard.count, "[eval] shard ", shard.index,
+               " of ", shard.count, " does not exist");
+  SPARTA_CHECK(shard.count == 1 || shard.sum_over_shards, "[eval] a sharded evaluation needs sum_over_shards");
+}
+
+// Sums the shards' values (in place) and says whether any was cut short.
+bool combine(const EvalShard& shard, std::vector<double>& values) {
+  values.push_back(interrupt_requested() ? 1.0 : 0.0);
+  if (shard.count > 1) shard.sum_over_shards(values.data(), static_cast<int64_t>(values.size()));
+  const bool partial = values.back() > 0.0;
+  values.pop_back();
+  return partial;
+}
+
+}  // namespace
+
 EvalResult evaluate_tokens(GPT& model, GPTActivations& acts, const std::vector<int32_t>& tokens, int64_t batch,
-                           int64_t max_batches) {
+                           int64_t max_batches, const EvalShard& shard) {
+  check_shard(shard);
   // Windows are no longer than the data: padding a short stream to the full
   // context would cost a whole-context forward pass for a handful of targets.
   const int64_t n = static_cast<int64_t>(tokens.size());
@@ -23,16 +43,19 @@ EvalResult evaluate_tokens(GPT& model, GPTActivations& acts, const std::vector<i
   std::vector<int32_t> in(batch * T), tg(batch * T);
   double sum = 0.0;
   int64_t count = 0;
-  for (int64_t b = 0; b < batches && !interrupt_requested(); ++b) {  // Ctrl-C: partial result
+  for (int64_t b = shard.index; b < batches && !interrupt_requested(); b += shard.count) {  // Ctrl-C: partial
     int64_t rows = std::min(batch, windows - b * batch);
     for (int64_t r = 0; r < rows; ++r) eval_window(tokens, T, b * batch + r, in.data() + r * T, tg.data() + r * T);
     int64_t c = 0;
     sum += lm_forward_loss(model, acts, in.data(), tg.data(), rows, T, &c);
     count += c;
   }
+  // Integer counts stay exact in a double up to 2^53.
+  std::vector<double> totals = {sum, static_cast<double>(count)};
   EvalResult r;
-  r.tokens = count;
-  r.loss = count ? sum / static_cast<double>(count) : 0.0;
+  r.partial = combine(shard, totals);
+  r.tokens = static_cast<int64_t>(totals[1]);
+  r.loss = r.tokens ? totals[0] / totals[1] : 0.0;
   return r;
 }
 
@@ -80,8 +103,9 @@ void count_source_hits(const GPT& model, const GPTActivations& acts, const std::
 }  // namespace
 
 TaskEvalResult evaluate_task(GPT& model, GPTActivations& acts, const TaskConfig& task, const Tokenizer& tok,
-                             uint64_t seed, int64_t n, int64_t batch) {
+                             uint64_t seed, int64_t n, int64_t batch, const EvalShard& shard) {
   SPARTA_CHECK(n >= 1 && batch >= 1, "[eval] need at least one example and batch >= 1");
+  check_shard(shard);
   check_task_config(task, tok);
   const int64_t T = task.length, V = model.config().vocab_size;
   std::vector<int32_t> in(batch * T), tg(batch * T);
@@ -91,7 +115,8 @@ TaskEvalResult evaluate_task(GPT& model, GPTActivations& acts, const TaskConfig&
   int64_t correct = 0;
   const bool sparse = model.config().attention != "dense";
   std::vector<int64_t> hits(static_cast<size_t>(model.config().n_layer)), any(hits.size());
-  for (int64_t first = 0; first < n && !interrupt_requested(); first += batch) {  // Ctrl-C: partial result
+  for (int64_t first = shard.index * batch; first < n && !interrupt_requested();
+       first += shard.count * batch) {  // Ctrl-C: partial result
     const int64_t rows = std::min(batch, n - first);
     for (int64_t i = 0; i < rows; ++i) {
       ex[i] = make_task_example(task, tok, seed, first + i);
@@ -114,15 +139,24 @@ TaskEvalResult evaluate_task(GPT& model, GPTActivations& acts, const TaskConfig&
     }
     if (sparse) count_source_hits(model, acts, ex, rows, T, hits, any);
   }
+  // Every process's sums: loss, tokens, correct examples, then hits and
+  // any per layer (counts exact in a double up to 2^53).
+  const int64_t L = model.config().n_layer;
+  std::vector<double> totals = {sum, static_cast<double>(r.tokens), static_cast<double>(correct)};
+  for (int64_t l = 0; l < L; ++l) totals.push_back(static_cast<double>(hits[l]));
+  for (int64_t l = 0; l < L; ++l) totals.push_back(static_cast<double>(any[l]));
+  r.partial = combine(shard, totals);
+  const double tokens = totals[1];
+  r.tokens = static_cast<int64_t>(tokens);
   if (sparse && r.tokens > 0) {
-    for (int64_t l = 0; l < model.config().n_layer; ++l) {
-      r.source_recall.push_back(static_cast<double>(hits[l]) / static_cast<double>(r.tokens * model.config().n_head));
-      r.source_recall_any.push_back(static_cast<double>(any[l]) / static_cast<double>(r.tokens));
+    for (int64_t l = 0; l < L; ++l) {
+      r.source_recall.push_back(totals[3 + l] / (tokens * static_cast<double>(model.config().n_head)));
+      r.source_recall_any.push_back(totals[3 + L + l] / tokens);
     }
   }
   r.examples = n;
-  r.loss = r.tokens ? sum / static_cast<double>(r.tokens) : 0.0;
-  r.accuracy = static_cast<double>(correct) / static_cast<double>(n);
+  r.loss = r.tokens ? totals[0] / tokens : 0.0;
+  r.accuracy = totals[2] / static_cast<double>(n);
   return r;
 }
 

@@ -103,18 +103,21 @@ void GPT::init_weights(uint64_t seed) {
   }
 }
 
-AttnDims GPT::layer_dims(int64_t B, int64_t T, int64_t layer, uint64_t selection_seed) const {
+AttnDims GPT::layer_dims(int64_t B, int64_t T, int64_t layer, SelectionNoise selection) const {
   const int64_t d = cfg_.d_model, H = cfg_.n_head;
   AttnDims dims{B, T, H, d / H, 3 * d, true};
   dims.bf16_products = attention_bf16_products(cfg_.precision, cfg_.fp32_modules, layer);
   // Each layer explores differently; a zero result is bumped so that a
   // non-zero seed always means "explore".
-  if (selection_seed != 0) dims.selection_seed = (selection_seed * 0x9e3779b97f4a7c15ULL + static_cast<uint64_t>(layer)) | 1;
+  if (selection.seed != 0) {
+    dims.selection_seed = (selection.seed * 0x9e3779b97f4a7c15ULL + static_cast<uint64_t>(layer)) | 1;
+    dims.first_sequence = selection.first_sequence;
+  }
   return dims;
 }
 
 void GPT::forward_features(GPTActivations& acts, const int32_t* tokens, int64_t B, int64_t T, ActivationMode mode,
-                           uint64_t selection_seed, int64_t logit_rows) {
+                           SelectionNoise selection_seed, int64_t logit_rows) {
   SPARTA_CHECK(mode != ActivationMode::Decode, "[gpt] forward: Decode mode is for forward_cached");
   acts.reserve(cfg_, B, T, mode, logit_rows);
   refresh_weight_copies();
@@ -142,27 +145,47 @@ void GPT::head_backward(GPTActivations& acts, int64_t row0, int64_t rows) {
 }
 
 void GPT::backward_features(GPTActivations& acts, const int32_t* tokens, int64_t B, int64_t T,
-                            uint64_t selection_seed, double aux_grad_scale) {
+                            SelectionNoise selection_seed, double aux_grad_scale, const GradientsFinal* final) {
   SPARTA_CHECK(acts.mode() == ActivationMode::Train && acts.fits(B, T, ActivationMode::Train, 1),
                "[gpt] backward needs the Train-mode activations of a forward on the same batch");
   const int64_t N = B * T, Ly = cfg_.n_layer;
   float* dres = acts.dres();
+  const std::vector<int64_t> order = final ? gradients_final_order() : std::vector<int64_t>{};
+  const auto report = [&](int64_t part) {
+    if (final) (*final)(order[static_cast<size_t>(part)]);
+  };
   head_->backward_normalize(dres, acts.scratch().dln, acts.residual(Ly), acts.lnf_mean(), acts.lnf_rstd(), N);
+  report(0);
   for (int64_t l = Ly - 1; l >= 0; --l) {
     AttentionSource src{attn_.get(), layer_dims(B, T, l, selection_seed)};
     src.dims.aux_grad_scale = aux_grad_scale;
     blocks_[l].backward(dres, acts.residual(l), acts.block(l), acts.scratch(), src);
+    report(Ly - l);
   }
   embedding_->backward(dres, tokens, N);
+  report(Ly + 1);
+}
+
+std::vector<int64_t> GPT::gradients_final_order() const {
+  // Parameters are laid out wte, block 0 … block L−1, ln_f (for_each_parameter),
+  // and backward finishes them in the reverse order (wte last: the tied head
+  // adds to it first, the embedding last).
+  std::vector<int64_t> order;
+  order.push_back(params_.info("ln_f.weight").offset);
+  for (int64_t l = cfg_.n_layer - 1; l >= 0; --l) order.push_back(params_.info(layer_prefix(l) + "ln1.weight").offset);
+  order.push_back(0);
+  for (size_t i = 1; i < order.size(); ++i)
+    SPARTA_CHECK(order[i] < order[i - 1], "[gpt] parameters are not laid out in backward order");
+  return order;
 }
 
 void GPT::forward(GPTActivations& acts, const int32_t* tokens, int64_t B, int64_t T, ActivationMode mode,
-                  uint64_t selection_seed) {
+                  SelectionNoise selection_seed) {
   forward_features(acts, tokens, B, T, mode, selection_seed, 0);
   head_logits(acts, 0, B * T);
 }
 
-void GPT::backward(GPTActivations& acts, const int32_t* tokens, int64_t B, int64_t T, uint64_t selection_seed,
+void GPT::backward(GPTActivations& acts, const int32_t* tokens, int64_t B, int64_t T, SelectionNoise selection_seed,
                    double aux_grad_scale) {
   SPARTA_CHECK(acts.mode() == ActivationMode::Train && acts.fits(B, T, ActivationMode::Train),
                "[gpt] backward needs the Train-mode activations of a forward on the same batch");

@@ -42,6 +42,12 @@ struct GPTConfig {
 std::array<DType, 4> block_operand_types(const GPTConfig& cfg, int64_t layer);
 DType head_operand_type(const GPTConfig& cfg);
 
+// Called during backward each time a part of the gradients is final (no
+// later work of this backward adds to it): every gradient at flat index >=
+// `from` in params().grad(). Data parallelism starts exchanging those while
+// the backward goes on (train/data_parallel.h).
+using GradientsFinal = std::function<void(int64_t from)>;
+
 // A GPT composed of blocks: TokenEmbedding, n_layer TransformerBlocks and
 // an OutputHead. The model holds parameters only; activations belong to the
 // caller (GPTActivations), the loss lives outside (nn/lm_objective.h), and
@@ -70,14 +76,14 @@ class GPT {
   // attention's training-time exploration (AttnDims::selection_seed, mixed
   // with the layer index); 0 = none (evaluation).
   void forward(GPTActivations& acts, const int32_t* tokens, int64_t B, int64_t T,
-               ActivationMode mode = ActivationMode::Train, uint64_t selection_seed = 0);
+               ActivationMode mode = ActivationMode::Train, SelectionNoise selection_seed = {});
   // Backward of the Train-mode forward on the same acts, tokens, (B, T) and
   // selection_seed, from dL/dlogits that the caller wrote over
   // acts.logits(). Adds to params().grad(). aux_grad_scale: the factor on
   // gradients of auxiliary losses the attention adds on its own (DSA's scorer
   // loss), passed on as AttnDims::aux_grad_scale (fp16 loss scale / micro-
   // batches per step; see there).
-  void backward(GPTActivations& acts, const int32_t* tokens, int64_t B, int64_t T, uint64_t selection_seed = 0,
+  void backward(GPTActivations& acts, const int32_t* tokens, int64_t B, int64_t T, SelectionNoise selection_seed = {},
                 double aux_grad_scale = 1.0);
 
   // The same forward and backward with the logits made a chunk of rows at a
@@ -93,11 +99,19 @@ class GPT {
   //   backward_features: once every row went through head_backward, the
   //     rest of the backward (as backward).
   void forward_features(GPTActivations& acts, const int32_t* tokens, int64_t B, int64_t T, ActivationMode mode,
-                        uint64_t selection_seed, int64_t logit_rows);
+                        SelectionNoise selection_seed, int64_t logit_rows);
   float* head_logits(GPTActivations& acts, int64_t row0, int64_t rows);
   void head_backward(GPTActivations& acts, int64_t row0, int64_t rows);
+  //   final (optional): told, in backward order, as each part of the
+  //     gradients becomes final: the final LayerNorm's, then each block's
+  //     from the last to the first, then the embedding's (tied with the
+  //     head, so last); see gradients_final_order().
   void backward_features(GPTActivations& acts, const int32_t* tokens, int64_t B, int64_t T,
-                         uint64_t selection_seed = 0, double aux_grad_scale = 1.0);
+                         SelectionNoise selection_seed = {}, double aux_grad_scale = 1.0,
+                         const GradientsFinal* final = nullptr);
+  // The `from` values backward_features reports, in its order (decreasing,
+  // ending with 0): where a data-parallel exchange may cut the gradients.
+  std::vector<int64_t> gradients_final_order() const;
 
   // Decoding: feeds n new tokens of one sequence at positions [cache.len(), +n),
   // appending their keys/values, and returns the logits (V) of the last one
@@ -106,7 +120,7 @@ class GPT {
   KVCache make_cache(int64_t max_len) const;
 
  private:
-  AttnDims layer_dims(int64_t B, int64_t T, int64_t layer, uint64_t selection_seed) const;
+  AttnDims layer_dims(int64_t B, int64_t T, int64_t layer, SelectionNoise selection_seed) const;
   // Brings the 16-bit weight copies up to date with the FP32 master weights
   // (when the ParamStore's version moved since the last refresh).
   void refresh_weight_copies();

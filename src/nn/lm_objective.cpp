@@ -14,8 +14,8 @@ int64_t count_targets(const int32_t* targets, int64_t n) {
 }
 
 double lm_forward_backward(GPT& model, GPTActivations& acts, const int32_t* tokens, const int32_t* targets,
-                           int64_t B, int64_t T, float grad_scale, uint64_t selection_seed, int64_t* count,
-                           double aux_grad_scale, int64_t chunk_rows) {
+                           int64_t B, int64_t T, float grad_scale, SelectionNoise selection_seed, int64_t* count,
+                           double aux_grad_scale, int64_t chunk_rows, const GradientsFinal* final) {
   const int64_t N = B * T, V = model.config().vocab_size;
   const int64_t chunk = chunk_rows > 0 ? std::min(chunk_rows, N) : logit_chunk_rows(V, N);
   model.forward_features(acts, tokens, B, T, ActivationMode::Train, selection_seed, chunk);
@@ -30,14 +30,15 @@ double lm_forward_backward(GPT& model, GPTActivations& acts, const int32_t* toke
     counted += c;
     model.head_backward(acts, row0, rows);
   }
-  model.backward_features(acts, tokens, B, T, selection_seed, aux_grad_scale);
+  model.backward_features(acts, tokens, B, T, selection_seed, aux_grad_scale, final);
   if (count) *count = counted;
   return sum;
 }
 
 float lm_loss_and_gradients(GPT& model, GPTActivations& acts, const int32_t* tokens, const int32_t* targets,
-                            int64_t B, int64_t T, uint64_t selection_seed, int64_t micro_batches, double loss_scale,
-                            int64_t step_targets, double aux_share) {
+                            int64_t B, int64_t T, SelectionNoise selection_seed, int64_t micro_batches, double loss_scale,
+                            int64_t step_targets, double aux_share, const GradientsFinal* final,
+                            int64_t step_batch) {
   const int64_t rows = B * T;
   const int64_t counted = step_targets > 0 ? step_targets : count_targets(targets, micro_batches * rows);
   SPARTA_CHECK(counted > 0, "[gpt] the batch has no target tokens (all targets are ignored)");
@@ -46,8 +47,11 @@ float lm_loss_and_gradients(GPT& model, GPTActivations& acts, const int32_t* tok
   const float scale = static_cast<float>(loss_scale / static_cast<double>(counted));
   double sum = 0.0;
   for (int64_t m = 0; m < micro_batches; ++m)
-    sum += lm_forward_backward(model, acts, tokens + m * rows, targets + m * rows, B, T, scale, selection_seed,
-                               nullptr, loss_scale * aux_share / static_cast<double>(micro_batches));
+    sum += lm_forward_backward(model, acts, tokens + m * rows, targets + m * rows, B, T, scale,
+                               SelectionNoise{selection_seed.seed,
+                                              selection_seed.first_sequence + m * (step_batch > 0 ? step_batch : B)},
+                               nullptr, loss_scale * aux_share / static_cast<double>(micro_batches), 0,
+                               m + 1 == micro_batches ? final : nullptr);
   return static_cast<float>(sum / static_cast<double>(counted));
 }
 

@@ -25,8 +25,9 @@ int64_t count_targets(const int32_t* targets, int64_t n);
 // time (0 = logit_chunk_rows, nn/activations.h), so the (B·T, V) logits
 // never exist at once.
 double lm_forward_backward(GPT& model, GPTActivations& acts, const int32_t* tokens, const int32_t* targets,
-                           int64_t B, int64_t T, float grad_scale, uint64_t selection_seed, int64_t* count,
-                           double aux_grad_scale = 1.0, int64_t chunk_rows = 0);
+                           int64_t B, int64_t T, float grad_scale, SelectionNoise selection_seed, int64_t* count,
+                           double aux_grad_scale = 1.0, int64_t chunk_rows = 0,
+                           const GradientsFinal* final = nullptr);
 
 // One optimizer step's gradients from `micro_batches` micro-batches of B
 // rows (tokens/targets hold micro_batches·B rows): zeroes the gradients once,
@@ -42,9 +43,18 @@ double lm_forward_backward(GPT& model, GPTActivations& acts, const int32_t* toke
 // these rows) and aux_share = 1/R. Each process then returns its part of the
 // step's mean loss, and the SUM of every process's gradients (and returned
 // losses) is what one process with all the rows would have computed.
+//
+// selection_seed: the step's exploration noise; micro-batch m's sequences
+// are numbered from selection_seed.first_sequence + m · step_batch
+// (step_batch: sequences per micro-batch over all processes; 0 = B), so the
+// noise does not depend on how the step is split.
+//
+// `final` (optional) hears, during the last micro-batch's backward, as each
+// part of the step's gradients becomes final (GPT::backward_features).
 float lm_loss_and_gradients(GPT& model, GPTActivations& acts, const int32_t* tokens, const int32_t* targets,
-                            int64_t B, int64_t T, uint64_t selection_seed = 0, int64_t micro_batches = 1,
-                            double loss_scale = 1.0, int64_t step_targets = 0, double aux_share = 1.0);
+                            int64_t B, int64_t T, SelectionNoise selection_seed = {}, int64_t micro_batches = 1,
+                            double loss_scale = 1.0, int64_t step_targets = 0, double aux_share = 1.0,
+                            const GradientsFinal* final = nullptr, int64_t step_batch = 0);
 
 // Evaluation (Infer mode unless acts already hold Train-mode buffers that
 // fit): the SUM of token losses; *count = targets counted. Logits in chunks

@@ -17,6 +17,16 @@
 
 namespace sparta {
 
+// What seeds a training step's exploration noise (AttnDims::selection_seed
+// and first_sequence) as the model passes it to every layer: the step's seed
+// (0 = no noise) and the index of the first sequence of the rows at hand
+// among the step's sequences. A bare seed converts to the first rows.
+struct SelectionNoise {
+  SelectionNoise(uint64_t s = 0, int64_t first = 0) : seed(s), first_sequence(first) {}  // NOLINT: implicit
+  uint64_t seed;
+  int64_t first_sequence;
+};
+
 struct AttnDims {
   int64_t B = 0, T = 0, H = 0, D = 0;
   // Elements between consecutive tokens in q, k, v (and dq, dk, dv), e.g.
@@ -27,6 +37,12 @@ struct AttnDims {
   // block scores (DsaConfig::explore); forward and backward of one step get
   // the same value. 0 = no noise (evaluation, decoding).
   uint64_t selection_seed = 0;
+  // The index of this call's first sequence among the training step's
+  // sequences (a data-parallel rank's slice, a micro-batch of
+  // train.grad_accum): the exploration noise is drawn per (sequence of the
+  // step, head, position), so how a step's rows are split between calls
+  // does not change it.
+  int64_t first_sequence = 0;
   // Backward only: the factor on gradients an implementation forms on its
   // own, outside dout (DSA's scorer loss). The trainer sets it to the fp16
   // loss scale that dout carries (train/loss_scaler.h), so these gradients

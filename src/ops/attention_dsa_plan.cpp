@@ -57,9 +57,10 @@ DsaPlan dsa_plan(const float* q, const float* k, const float* v, const AttnDims&
       if (s.bound) rank_groups_by_bound(RG.data(), Qa, q + base, d.ld, hs, s, r0, nr, D);
       for (int64_t i = 0; i < nr; ++i) {
         const int64_t t = r0 + i, row = bh * T + t;
+        const int64_t noise_row = ((d.first_sequence + bh / d.H) * d.H + bh % d.H) * T + t;
         if (s.bound) boxes.grank = RG.data() + i * s.ng;
         r.plan(s, t, q + base + t * d.ld, CG.data() + i * s.ng, hs.Kb.data(), D, D, summary,
-               summary ? PG.data() + i * s.ng : nullptr, boxes, ex, row);
+               summary ? PG.data() + i * s.ng : nullptr, boxes, ex, noise_row);
         keys[bh].insert(keys[bh].end(), r.far.begin(), r.far.end());
         counts[bh][t] = static_cast<int64_t>(r.far.size());
         if (!r.kept.empty()) std::copy(r.kept.begin(), r.kept.end(), plan.kept_groups.begin() + row * s.m);

@@ -294,6 +294,7 @@ const std::vector<Key>& keys() {
     t.push_back(make_key("dist", "full_precision_every", [](auto& c) -> auto& { return c.dist.full_precision_every; }));
     t.push_back(make_key("dist", "compress_after", [](auto& c) -> auto& { return c.dist.compress_after; }));
     t.push_back(make_key("dist", "timeout_s", [](auto& c) -> auto& { return c.dist.timeout_s; }));
+    t.push_back(make_key("dist", "bucket_mb", [](auto& c) -> auto& { return c.dist.bucket_mb; }));
     return t;
   }();
   return table;
@@ -509,6 +510,8 @@ void validate_config(const Config& c) {
   SPARTA_CHECK(d.compress_after >= 0, "[config] dist.compress_after must be >= 0, got ", d.compress_after);
   SPARTA_CHECK(d.timeout_s >= 1.0 && d.timeout_s <= 86400.0, "[config] dist.timeout_s must be in [1, 86400], got ",
                d.timeout_s);
+  SPARTA_CHECK(d.bucket_mb >= 0.0 && d.bucket_mb <= 65536.0,
+               "[config] dist.bucket_mb must be in [0, 65536] (0 = one bucket), got ", d.bucket_mb);
 }
 
 std::vector<std::string> config_warnings(const Config& c) {
@@ -596,7 +599,7 @@ const std::vector<std::string>& resume_safe_keys() {
       "train.eval_batches",   "train.keep_checkpoints",  "train.max_bad_steps",  "train.out",
       "data.task_eval_examples", "model.dsa.window",     "model.dsa.top_k",      "model.dsa.keep_short",
       "model.dsa.keep_long",  "model.dsa.short_len",     "model.dsa.long_len",   "model.dsa.group_keep",
-      "model.dsa.dense_len",  "dist.timeout_s"};
+      "model.dsa.dense_len",  "dist.timeout_s",          "dist.bucket_mb"};
   return safe;
 }
 

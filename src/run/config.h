@@ -102,6 +102,10 @@ struct DistConfig {
   int64_t full_precision_every = 0;   // every K-th step exchanges FP32 (0 = never)
   int64_t compress_after = 0;         // the first W steps exchange FP32 (warm-up)
   double timeout_s = 60.0;            // a collective waiting longer fails the job
+  // Gradients are exchanged in buckets of whole layers of at least this
+  // many MiB, each as soon as backward has finished it (0 = one bucket,
+  // after the whole backward).
+  double bucket_mb = 4.0;
 };
 
 struct Config {

@@ -39,7 +39,24 @@ int data_parallel_threads(int usable_cores, int machine_cores, int local_ranks) 
   return std::max(1, usable_cores / local_ranks);
 }
 
-DataParallel::DataParallel(dist::ProcessGroup& group, const Config& cfg, int64_t n_params)
+std::vector<GradientBucket> plan_buckets(const std::vector<int64_t>& cuts, int64_t n, int64_t min_values) {
+  if (min_values <= 0 || cuts.empty()) return {{0, n}};
+  std::vector<GradientBucket> plan;
+  int64_t hi = n;
+  for (const int64_t cut : cuts) {
+    SPARTA_CHECK(cut >= 0 && cut <= hi, "[dist] gradient cut ", cut, " outside [0, ", hi, "]");
+    if (cut == hi) continue;
+    if (hi - cut >= min_values || cut == 0) {
+      plan.push_back({cut, hi});
+      hi = cut;
+    }
+  }
+  if (hi > 0) plan.push_back({0, hi});  // cuts that did not end with 0
+  return plan;
+}
+
+DataParallel::DataParallel(dist::ProcessGroup& group, const Config& cfg, int64_t n_params,
+                           const std::vector<int64_t>& cuts)
     : group_(group),
       compress_(dist::parse_compression(cfg.dist.compress)),
       full_every_(cfg.dist.full_precision_every),
@@ -48,9 +65,29 @@ DataParallel::DataParallel(dist::ProcessGroup& group, const Config& cfg, int64_t
   const int64_t R = group.size();
   check_batch_splits(batch_, R);
   local_rows_ = batch_ / R;
-  if (R > 1)
-    exchange_ = std::make_unique<dist::GradientExchange>(group, n_params, cfg.dist.q4_block, cfg.dist.error_feedback);
   feedback_ = compress_ == dist::Compression::Q4 && cfg.dist.error_feedback;
+  const auto min_values = static_cast<int64_t>(cfg.dist.bucket_mb * 1024.0 * 1024.0 / sizeof(float));
+  plan_ = plan_buckets(cuts, n_params, min_values);
+  if (R == 1) return;
+  for (const GradientBucket& range : plan_) {
+    Bucket b;
+    b.range = range;
+    b.exchange = std::make_unique<dist::GradientExchange>(group, range.hi - range.lo, cfg.dist.q4_block,
+                                                          cfg.dist.error_feedback);
+    buckets_.push_back(std::move(b));
+  }
+  // One bucket has nothing to overlap with: it starts after the backward.
+  if (buckets_.size() > 1 && group.callable_from_other_threads()) worker_ = std::thread([this] { exchange_thread(); });
+}
+
+DataParallel::~DataParallel() {
+  if (!worker_.joinable()) return;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  worker_.join();
 }
 
 void DataParallel::take_slice(const int32_t* all, int32_t* mine, int64_t micro_batches, int64_t T) const {
@@ -75,22 +112,132 @@ bool DataParallel::any(bool local) {
   return v > 0;
 }
 
+EvalShard DataParallel::eval_shard() {
+  EvalShard shard;
+  shard.index = rank();
+  shard.count = ranks();
+  if (ranks() > 1) shard.sum_over_shards = [this](double* values, int64_t n) { group_.all_reduce_sum(values, n); };
+  return shard;
+}
+
 dist::Compression DataParallel::mode_at(int64_t step) const {
   if (step < compress_after_) return dist::Compression::None;
   if (full_every_ > 0 && (step + 1) % full_every_ == 0) return dist::Compression::None;
   return compress_;
 }
 
-bool DataParallel::exchange(float* g, int64_t step) {
+void DataParallel::begin_step(float* g, int64_t step) {
+  g_ = g;
+  mode_ = mode_at(step);
+  started_ = 0;
+  inline_ms_ = 0.0;
+  std::lock_guard<std::mutex> lock(mutex_);
+  queued_ = taken_ = done_ = 0;
+  refused_ = false;
+  refused_at_ = 0;
+  failure_ = nullptr;
+  bytes_ = 0;
+  busy_ms_ = 0.0;
+}
+
+void DataParallel::gradients_final_from(int64_t from) {
+  while (started_ < buckets_.size() && buckets_[started_].range.lo >= from) start_bucket(started_++);
+}
+
+void DataParallel::start_bucket(size_t k) {
+  if (!worker_.joinable()) {  // the step waits for all of it
+    const auto t0 = std::chrono::steady_clock::now();
+    run_bucket(k);
+    inline_ms_ += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    queued_ = k + 1;
+  }
+  wake_.notify_one();
+}
+
+void DataParallel::exchange_thread() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  for (;;) {
+    wake_.wait(lock, [&] { return stop_ || taken_ < queued_; });
+    if (stop_) return;
+    const size_t k = taken_++;
+    lock.unlock();
+    run_bucket(k);
+    lock.lock();
+  }
+}
+
+void DataParallel::run_bucket(size_t k) {
+  Bucket& b = buckets_[k];
+  bool skip;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    // Every rank refused the same bucket (they agree on it inside the
+    // exchange), so every rank skips the same rest.
+    skip = refused_ || failure_;
+  }
+  bool ok = true;
+  int64_t bytes = 0;
+  double ms = 0.0;
+  std::exception_ptr failure;
+  if (!skip) {
+    const auto t0 = std::chrono::steady_clock::now();
+    try {
+      if (feedback_ && mode_ == dist::Compression::Q4) {
+        b.undo_send = b.exchange->send_residual();
+        b.undo_receive = b.exchange->receive_residual();
+      }
+      ok = b.exchange->sum(g_ + b.range.lo, mode_);
+      bytes = b.exchange->last_bytes_sent();
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    bytes_ += bytes;
+    busy_ms_ += ms;
+    if (!ok && !refused_) {
+      refused_ = true;
+      refused_at_ = k;
+    }
+    if (failure && !failure_) failure_ = failure;
+    ++done_;
+  }
+  done_cv_.notify_all();
+}
+
+bool DataParallel::finish_step() {
   last_bytes_ = 0;
-  last_ms_ = 0.0;
-  last_mode_ = mode_at(step);
-  if (!exchange_) return true;
+  last_ms_ = last_wait_ms_ = 0.0;
+  if (buckets_.empty()) return true;
   const auto t0 = std::chrono::steady_clock::now();
-  const bool ok = exchange_->sum(g, last_mode_);
-  last_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  last_bytes_ = exchange_->last_bytes_sent();
-  return ok;
+  gradients_final_from(0);
+  std::unique_lock<std::mutex> lock(mutex_);
+  done_cv_.wait(lock, [&] { return done_ == buckets_.size(); });
+  last_wait_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (!worker_.joinable()) last_wait_ms_ = inline_ms_;
+  last_bytes_ = bytes_;
+  last_ms_ = busy_ms_;
+  if (failure_) std::rethrow_exception(failure_);
+  if (!refused_) return true;
+  // The buckets exchanged before the refused one moved their residuals on
+  // with a step that will not be taken: put them back.
+  if (feedback_ && mode_ == dist::Compression::Q4)
+    for (size_t k = 0; k < refused_at_; ++k) {
+      buckets_[k].exchange->send_residual() = buckets_[k].undo_send;
+      buckets_[k].exchange->receive_residual() = buckets_[k].undo_receive;
+    }
+  return false;
+}
+
+bool DataParallel::exchange(float* g, int64_t step) {
+  begin_step(g, step);
+  return finish_step();
 }
 
 void DataParallel::check_identical(const float* weights, int64_t n, const std::string& when) {
@@ -105,11 +252,21 @@ void DataParallel::check_identical(const float* weights, int64_t n, const std::s
                ": the ranks no longer train the same model (a bug; please report it with the config)");
 }
 
+std::string DataParallel::bucket_layout() const {
+  std::string layout;
+  for (const GradientBucket& b : plan_) layout += cat(layout.empty() ? "" : ",", b.hi - b.lo);
+  return layout;
+}
+
+// The residual file of a rank holds every bucket's send residuals back to
+// back, then every bucket's receive residuals.
 void DataParallel::collect_residuals() {
   collected_.clear();
-  if (!exchange_ || !feedback_) return;
-  std::vector<float> mine = exchange_->send_residual();
-  mine.insert(mine.end(), exchange_->receive_residual().begin(), exchange_->receive_residual().end());
+  if (buckets_.empty() || !feedback_) return;
+  std::vector<float> mine;
+  for (const Bucket& b : buckets_) mine.insert(mine.end(), b.exchange->send_residual().begin(), b.exchange->send_residual().end());
+  for (const Bucket& b : buckets_)
+    mine.insert(mine.end(), b.exchange->receive_residual().begin(), b.exchange->receive_residual().end());
   collected_.resize(mine.size() * static_cast<size_t>(ranks()));
   group_.all_gather(collected_.data(), mine.data(), static_cast<int64_t>(mine.size() * sizeof(float)));
   if (!writer()) collected_ = {};
@@ -117,13 +274,17 @@ void DataParallel::collect_residuals() {
 
 void DataParallel::write_residuals(const fs::path& dir) const {
   if (collected_.empty()) return;
-  const int64_t send = static_cast<int64_t>(exchange_->send_residual().size()), recv = exchange_->chunk();
+  int64_t send = 0, recv = 0;
+  for (const Bucket& b : buckets_) {
+    send += static_cast<int64_t>(b.exchange->send_residual().size());
+    recv += b.exchange->chunk();
+  }
   const int64_t per_rank = send + recv;
   for (int r = 0; r < ranks(); ++r) {
     float* base = const_cast<float*>(collected_.data()) + r * per_rank;
     write_safetensors(dir / residual_file(r),
                       {{"send_residual", Tensor::view(base, {send})}, {"receive_residual", Tensor::view(base + send, {recv})}},
-                      {{"rank", std::to_string(r)}, {"ranks", std::to_string(ranks())}});
+                      {{"rank", std::to_string(r)}, {"ranks", std::to_string(ranks())}, {"buckets", bucket_layout()}});
   }
 }
 
@@ -133,14 +294,30 @@ std::string DataParallel::restore_residuals(const fs::path& dir, int64_t saved_r
     return cat("resumed on ", count_noun(ranks(), "process", "processes"), " from a checkpoint written by ",
                saved_ranks, ": the error-feedback residuals of dist.compress = q4 start from zero (a resume on ",
                count_noun(saved_ranks, "process", "processes"), " keeps them)");
-  if (!exchange_) return {};  // one process, as before: nothing is exchanged
+  if (buckets_.empty()) return {};  // one process, as before: nothing is exchanged
   SafetensorsFile f = SafetensorsFile::read(dir / residual_file(rank()));
-  std::vector<float>& send = exchange_->send_residual();
-  std::vector<float>& recv = exchange_->receive_residual();
-  const Tensor& s = f.get("send_residual", {static_cast<int64_t>(send.size())});
-  const Tensor& r = f.get("receive_residual", {static_cast<int64_t>(recv.size())});
-  std::memcpy(send.data(), s.raw(), s.nbytes());
-  std::memcpy(recv.data(), r.raw(), r.nbytes());
+  // Checkpoints from before buckets hold one bucket of every gradient.
+  const auto saved = f.metadata().find("buckets");
+  const std::string saved_layout =
+      saved != f.metadata().end() ? saved->second : std::to_string(plan_.empty() ? 0 : plan_.back().hi);
+  if (saved_layout != bucket_layout())
+    return cat("the gradient buckets differ from the checkpoint's (dist.bucket_mb changed): the error-feedback "
+               "residuals of dist.compress = q4 start from zero");
+  int64_t send = 0, recv = 0;
+  for (const Bucket& b : buckets_) {
+    send += static_cast<int64_t>(b.exchange->send_residual().size());
+    recv += b.exchange->chunk();
+  }
+  const float* s = f.get("send_residual", {send}).data<float>();
+  const float* r = f.get("receive_residual", {recv}).data<float>();
+  for (Bucket& b : buckets_) {
+    std::vector<float>& bs = b.exchange->send_residual();
+    std::vector<float>& br = b.exchange->receive_residual();
+    std::copy(s, s + bs.size(), bs.begin());
+    std::copy(r, r + br.size(), br.begin());
+    s += bs.size();
+    r += br.size();
+  }
   return {};
 }
 

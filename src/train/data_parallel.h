@@ -6,25 +6,51 @@
 // ranks' gradients is the gradient one process with every row computes,
 // and that sum is what the ranks exchange (dist.compress), before fp16
 // unscaling, clipping and AdamW: every rank then takes the same decisions
-// and keeps identical weights. With one process every call is a no-op or a
-// copy, so the trainer has one code path.
+// and keeps identical weights. The exchange runs in buckets of whole
+// layers, each started on a thread of its own as soon as backward has
+// finished it, so it overlaps the rest of the backward. With one process
+// every call is a no-op or a copy, so the trainer has one code path.
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "dist/gradient_exchange.h"
 #include "dist/process_group.h"
+#include "eval/evaluate.h"
 #include "run/config.h"
 
 namespace sparta {
 
+// One bucket of the gradient exchange: the flat gradient range [lo, hi).
+struct GradientBucket {
+  int64_t lo = 0, hi = 0;
+};
+
+// Cuts n gradient values into buckets at the points backward finishes them
+// (cuts: decreasing, ending with 0, as GPT::gradients_final_order()): each
+// bucket spans whole parts and holds at least min_values values (the last
+// may hold fewer); in the order backward finishes them (highest first).
+// min_values = 0: one bucket of everything.
+std::vector<GradientBucket> plan_buckets(const std::vector<int64_t>& cuts, int64_t n, int64_t min_values);
+
 class DataParallel {
  public:
-  // n_params: gradient values per step. sparta::Error when the batch does
-  // not split evenly over the ranks.
-  DataParallel(dist::ProcessGroup& group, const Config& cfg, int64_t n_params);
+  // n_params: gradient values per step; cuts: where backward finishes parts
+  // of them (GPT::gradients_final_order(); empty: one bucket), bucketed by
+  // dist.bucket_mb. sparta::Error when the batch does not split evenly over
+  // the ranks.
+  DataParallel(dist::ProcessGroup& group, const Config& cfg, int64_t n_params,
+               const std::vector<int64_t>& cuts = {});
+  ~DataParallel();
+  DataParallel(const DataParallel&) = delete;
+  DataParallel& operator=(const DataParallel&) = delete;
 
   int rank() const { return group_.rank(); }
   int ranks() const { return group_.size(); }
@@ -32,6 +58,10 @@ class DataParallel {
   bool writer() const { return group_.rank() == 0; }
   // Rows of each micro-batch this rank trains on: batch_size / ranks.
   int64_t local_rows() const { return local_rows_; }
+  const std::vector<GradientBucket>& buckets() const { return plan_; }
+  // Whether buckets are exchanged on a thread of their own while backward
+  // goes on (more than one rank, and an MPI that allows it).
+  bool overlapped() const { return worker_.joinable(); }
 
   // This rank's rows of a step: of every micro-batch m (B rows of T tokens
   // in `all`), rows [m·B + rank·b, +b) with b = local_rows(), packed into
@@ -45,17 +75,39 @@ class DataParallel {
   // Whether any rank says yes (a Ctrl-C that reached one rank only).
   bool any(bool local);
 
+  // Validation split over the ranks, batch by batch, summed back: each
+  // rank evaluates 1/R of it and all get the whole result.
+  EvalShard eval_shard();
+
   // The exchange mode of step `step` (0-based): FP32 during
   // dist.compress_after and on every dist.full_precision_every-th step,
   // dist.compress otherwise.
   dist::Compression mode_at(int64_t step) const;
-  // g (n_params) ← the sum over ranks, in mode_at(step). false when q4
-  // refused a non-finite gradient (on every rank alike: skip the step).
+
+  // The exchange of one step, overlapped with its backward:
+  //   begin_step(g, step)   before the backward (g: n_params values);
+  //   gradients_final_from(from), told by backward (GradientsFinal) that
+  //                         g[from, n) is final: the buckets inside it start;
+  //   finish_step()         after it: starts what is left, waits for every
+  //                         bucket; g then holds the sum over ranks.
+  // No other collective of this group may run between begin_step and
+  // finish_step (the exchange thread owns the group then). finish_step
+  // returns false when q4 refused a non-finite gradient (on every rank
+  // alike: skip the step); the error-feedback residuals are then as before
+  // the step. A collective's failure (a silent rank) is thrown by
+  // finish_step.
+  void begin_step(float* g, int64_t step);
+  void gradients_final_from(int64_t from);
+  bool finish_step();
+  // begin_step + finish_step: the whole exchange after the backward.
   bool exchange(float* g, int64_t step);
-  // What the last exchange cost this rank.
+  // What the last step's exchange cost this rank: bytes sent, milliseconds
+  // spent exchanging (all buckets), and milliseconds the step waited for it
+  // after its backward (what overlapping did not hide).
   int64_t last_bytes() const { return last_bytes_; }
   double last_ms() const { return last_ms_; }
-  const char* last_mode() const { return dist::compression_name(last_mode_); }
+  double last_wait_ms() const { return last_wait_ms_; }
+  const char* last_mode() const { return dist::compression_name(mode_); }
 
   // Collective: sparta::Error naming the ranks when the weights (n floats)
   // are not bit-identical on every rank (`when` says at which point).
@@ -68,20 +120,48 @@ class DataParallel {
   void collect_residuals();
   void write_residuals(const std::filesystem::path& ckpt_dir) const;
   // On resume from a checkpoint written by `saved_ranks` processes: each
-  // rank reads its residuals when the rank count is the same (a bit-exact
-  // resume); otherwise they start from zero and the returned notice says so
-  // ("" when there is nothing to say).
+  // rank reads its residuals when the rank count and the buckets are the
+  // same (a bit-exact resume); otherwise they start from zero and the
+  // returned notice says so ("" when there is nothing to say).
   std::string restore_residuals(const std::filesystem::path& ckpt_dir, int64_t saved_ranks);
 
  private:
+  struct Bucket {
+    GradientBucket range;
+    std::unique_ptr<dist::GradientExchange> exchange;
+    std::vector<float> undo_send, undo_receive;  // residuals before this step's exchange
+  };
+  void start_bucket(size_t k);   // main thread: hands bucket k to the exchange
+  void run_bucket(size_t k);     // exchange thread (or main, without one)
+  void exchange_thread();
+  std::string bucket_layout() const;  // the bucket sizes, "n1,n2,..."
+
   dist::ProcessGroup& group_;
   dist::Compression compress_;
   int64_t full_every_, compress_after_, batch_, local_rows_;
   bool feedback_;  // q4 with error feedback: residuals to checkpoint
-  std::unique_ptr<dist::GradientExchange> exchange_;  // more than one rank only
+  std::vector<GradientBucket> plan_;
+  std::vector<Bucket> buckets_;  // more than one rank only
+
+  // One step's exchange. Written by the main thread before it hands a
+  // bucket over (under mutex_), read by the exchange thread after.
+  float* g_ = nullptr;
+  dist::Compression mode_ = dist::Compression::None;
+  size_t started_ = 0;     // main thread: buckets handed over this step
+  double inline_ms_ = 0.0;  // main thread: exchanging without a thread of its own
+  // Shared with the exchange thread, under mutex_.
+  std::mutex mutex_;
+  std::condition_variable wake_, done_cv_;
+  size_t queued_ = 0, taken_ = 0, done_ = 0;
+  bool stop_ = false, refused_ = false;
+  size_t refused_at_ = 0;
+  std::exception_ptr failure_;
+  int64_t bytes_ = 0;
+  double busy_ms_ = 0.0;
+  std::thread worker_;
+
   int64_t last_bytes_ = 0;
-  double last_ms_ = 0.0;
-  dist::Compression last_mode_ = dist::Compression::None;
+  double last_ms_ = 0.0, last_wait_ms_ = 0.0;
   std::vector<float> collected_;  // rank 0: every rank's residuals after collect_residuals()
 };
 

@@ -1,6 +1,8 @@
 #include "train/train_memory.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <string>
 
 #include "core/error.h"
 #include "nn/precision.h"
@@ -56,14 +58,20 @@ std::string gib(double bytes) {
 
 }  // namespace
 
-void check_train_memory(const Config& cfg, int64_t available_bytes) {
+void check_train_memory(const Config& cfg, int64_t available_bytes, int64_t ranks, int64_t local_ranks) {
   if (available_bytes < 0) return;
-  const TrainMemoryEstimate e = estimate_train_memory(cfg);
-  SPARTA_CHECK(e.total() <= static_cast<double>(available_bytes), "[config] training needs at least ",
-               gib(e.total()), " but only ", gib(static_cast<double>(available_bytes)),
-               " of memory is available: parameters with gradients and AdamW state ", gib(e.param_bytes),
+  // Each process holds every parameter and the activations of its rows.
+  Config mine = cfg;
+  mine.train.batch_size = std::max<int64_t>(1, cfg.train.batch_size / std::max<int64_t>(1, ranks));
+  const TrainMemoryEstimate e = estimate_train_memory(mine);
+  const double n = static_cast<double>(std::max<int64_t>(1, local_ranks));
+  const std::string per_process =
+      local_ranks > 1 ? cat(" (", gib(e.total()), " for each of the ", local_ranks, " processes on this machine)") : "";
+  SPARTA_CHECK(n * e.total() <= static_cast<double>(available_bytes), "[config] training needs at least ",
+               gib(n * e.total()), per_process, " but only ", gib(static_cast<double>(available_bytes)),
+               " of memory is available: parameters with gradients and AdamW state ", gib(n * e.param_bytes),
                " (model.n_layer = ", cfg.model.n_layer, ", model.d_model = ", cfg.model.d_model,
-               ", tokenizer.vocab_size = ", cfg.tokenizer.vocab_size, "), activations ", gib(e.activation_bytes),
+               ", tokenizer.vocab_size = ", cfg.tokenizer.vocab_size, "), activations ", gib(n * e.activation_bytes),
                " (train.batch_size = ", cfg.train.batch_size, ", model.context = ", cfg.model.context, ")");
 }
 

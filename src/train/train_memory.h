@@ -24,7 +24,9 @@ TrainMemoryEstimate estimate_train_memory(const Config& cfg);
 
 // Throws sparta::Error when the estimate exceeds available_bytes, naming the
 // keys that set each part and their values. available_bytes < 0 (unknown)
-// skips the check.
-void check_train_memory(const Config& cfg, int64_t available_bytes);
+// skips the check. Data parallel: `ranks` processes each hold every
+// parameter and the activations of batch_size / ranks rows, and
+// `local_ranks` of them share this machine's memory.
+void check_train_memory(const Config& cfg, int64_t available_bytes, int64_t ranks = 1, int64_t local_ranks = 1);
 
 }  // namespace sparta

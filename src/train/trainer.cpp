@@ -214,7 +214,7 @@ void set_up_run(RunSetup& s, const Config& requested, const TrainOptions& opt, d
   check_batch_splits(cfg.train.batch_size, group.size());
   group.set_timeout(cfg.dist.timeout_s);
   // Before reading the corpus or allocating anything.
-  check_train_memory(cfg, mem_available_bytes());
+  check_train_memory(cfg, mem_available_bytes(), group.size(), group.local_size());
   const int machine_cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   init_compute_threads(cfg.train.threads > 0 ? static_cast<int>(cfg.train.threads)
                                              : data_parallel_threads(usable_cores(), machine_cores,
@@ -279,7 +279,7 @@ void set_up_run(RunSetup& s, const Config& requested, const TrainOptions& opt, d
   s.adamw.emplace(model->params(), hyper);
   if (latest) load_optimizer_state(*latest, *s.adamw, *model);
 
-  s.dp.emplace(group, cfg, model->params().size());
+  s.dp.emplace(group, cfg, model->params().size(), model->gradients_final_order());
   if (latest)
     if (std::string note = s.dp->restore_residuals(*latest, state.ranks); !note.empty()) s.notices.push_back(note);
   state.ranks = group.size();
@@ -357,7 +357,11 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
   }
   start.threads = compute_threads();
   start.ranks = dp.ranks();
-  if (dp.ranks() > 1) start.compress = cfg.dist.compress;
+  if (dp.ranks() > 1) {
+    start.compress = cfg.dist.compress;
+    start.buckets = static_cast<int64_t>(dp.buckets().size());
+    start.overlapped = dp.overlapped();
+  }
   if (latest) start.resumed_from = state.step;
   start.first_step = state.step;
   start.total_steps = cfg.train.steps;
@@ -421,9 +425,15 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
       dp.take_slice(inputs.data(), my_inputs, accum, T);
       dp.take_slice(targets.data(), my_targets, accum, T);
       const int64_t counted = dp.step_targets(count_targets(my_targets, accum * b * T));
-      const float part = lm_loss_and_gradients(*model, acts, my_inputs, my_targets, b, T, selection_seed, accum,
-                                               scale_used, counted, 1.0 / dp.ranks());
-      exchanged = dp.exchange(model->params().grad(), step);
+      // Each bucket of gradients leaves while backward computes the layers
+      // below it.
+      dp.begin_step(model->params().grad(), step);
+      const GradientsFinal final = [&dp](int64_t from) { dp.gradients_final_from(from); };
+      // This rank's rows are sequences rank·b, ... of each micro-batch of B.
+      const float part = lm_loss_and_gradients(*model, acts, my_inputs, my_targets, b, T,
+                                               SelectionNoise{selection_seed, dp.rank() * b}, accum, scale_used,
+                                               counted, 1.0 / dp.ranks(), &final, B);
+      exchanged = dp.finish_step();
       loss = static_cast<float>(dp.sum(part));
     }
     // fp16: back to true gradients; an inf/NaN among them means the scale
@@ -478,6 +488,7 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
     if (dp.ranks() > 1) {
       rec["comm_bytes"] = dp.last_bytes();
       rec["comm_ms"] = dp.last_ms();
+      rec["comm_wait_ms"] = dp.last_wait_ms();
       rec["compress"] = dp.last_mode();
     }
     if (skipped && bad_in_row >= cfg.train.max_bad_steps) {
@@ -498,16 +509,16 @@ TrainResult run_training(const Config& requested, const TrainOptions& opt) {
       // An evaluation cut short by Ctrl-C is partial: it is not recorded.
       report.evaluating(state.step, loss);
       if (is_task) {
-        TaskEvalResult ev =
-            evaluate_task(*model, acts, task, *tok, task_validation_seed(seed), cfg.data.task_eval_examples, B);
-        if (!interrupt_requested()) {
+        TaskEvalResult ev = evaluate_task(*model, acts, task, *tok, task_validation_seed(seed),
+                                          cfg.data.task_eval_examples, B, dp.eval_shard());
+        if (!ev.partial) {
           rec["val_loss"] = ev.loss;
           rec["val_accuracy"] = ev.accuracy;
           result.final_val_loss = ev.loss;
         }
       } else {
-        EvalResult ev = evaluate_tokens(*model, acts, split.val, B, cfg.train.eval_batches);
-        if (!interrupt_requested()) {
+        EvalResult ev = evaluate_tokens(*model, acts, split.val, B, cfg.train.eval_batches, dp.eval_shard());
+        if (!ev.partial) {
           rec["val_loss"] = ev.loss;
           result.final_val_loss = ev.loss;
         }

@@ -26,6 +26,8 @@ struct TrainStart {
   int threads = 0;                      // compute threads of this process
   int ranks = 1;                        // processes training together
   std::string compress;                 // dist.compress when ranks > 1
+  int64_t buckets = 1;                  // ranks > 1: gradient buckets per exchange
+  bool overlapped = false;              // exchanged while backward goes on
   std::optional<int64_t> resumed_from;  // the checkpoint's step when resuming
   int64_t first_step = 0, total_steps = 0;
 };

@@ -5,12 +5,16 @@
 //   collectives_check collectives   every collective, exit 0 when all hold
 //   collectives_check exchange      gradient averaging: none, bf16, q4 with
 //                                   error feedback
+//   collectives_check buckets       the trainer's bucketed exchange on its
+//                                   own thread, overlapped with "backward"
 //   collectives_check stalled       rank 1 skips a barrier; the others must
 //                                   fail with the timeout error (exit 3)
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -18,6 +22,8 @@
 #include "core/error.h"
 #include "dist/gradient_exchange.h"
 #include "dist/process_group.h"
+#include "run/config.h"
+#include "train/data_parallel.h"
 
 using sparta::dist::Elem;
 using sparta::dist::ProcessGroup;
@@ -202,6 +208,73 @@ void check_exchange(ProcessGroup& g) {
          "a refused q4 step changed the gradient or the residual", me);
 }
 
+// The trainer's exchange in buckets (train/data_parallel.h): buckets start
+// while "backward" still computes (here: sleeps), on the exchange thread;
+// the result is the sum in every mode, identical on every rank; a bucket
+// that refuses a NaN skips the step on every rank and leaves every
+// bucket's error-feedback residuals as they were.
+void check_buckets(ProcessGroup& g) {
+  using sparta::dist::Compression;
+  const int R = g.size(), me = g.rank();
+  const int64_t n = 10007;
+  const std::vector<int64_t> cuts = {9000, 6000, 3000, 0};  // as backward would report them
+  sparta::Config cfg;
+  cfg.train.batch_size = 6;
+  cfg.dist.compress = "q4";
+  cfg.dist.q4_block = 64;
+  cfg.dist.bucket_mb = 1000.0 * sizeof(float) / (1024.0 * 1024.0);  // a bucket per part
+  const auto make = [&](double bucket_mb) {
+    sparta::Config c = cfg;
+    c.dist.bucket_mb = bucket_mb;
+    return std::make_unique<sparta::DataParallel>(g, c, n, cuts);
+  };
+  auto dp = make(cfg.dist.bucket_mb);
+  expect(dp->buckets().size() == 4, "4 buckets, got " + std::to_string(dp->buckets().size()), me);
+  expect(dp->overlapped(), "the buckets are not exchanged on a thread of their own", me);
+  const auto backward = [&](sparta::DataParallel& d, std::vector<float>& v, int64_t step) {
+    d.begin_step(v.data(), step);
+    for (int64_t cut : cuts) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));  // the layers below
+      d.gradients_final_from(cut);
+    }
+    return d.finish_step();
+  };
+  std::vector<double> sum(n, 0.0);
+  for (int r = 0; r < R; ++r) {
+    const auto gr = gradient(r, 0, n);
+    for (int64_t i = 0; i < n; ++i) sum[i] += gr[i];
+  }
+  // FP32 (step 0 inside compress_after = 1) and q4.
+  for (Compression mode : {Compression::None, Compression::Q4}) {
+    sparta::Config c = cfg;
+    c.dist.compress_after = mode == Compression::None ? 1 : 0;
+    sparta::DataParallel d(g, c, n, cuts);
+    std::vector<float> v = gradient(me, 0, n);
+    const std::string name = sparta::dist::compression_name(mode);
+    expect(backward(d, v, 0), name + ": finish_step returned false", me);
+    expect(std::string(d.last_mode()) == name, name + ": exchanged as " + d.last_mode(), me);
+    double worst = 0.0;
+    for (int64_t i = 0; i < n; ++i) worst = std::max(worst, std::fabs(v[i] - sum[i]));
+    const double tol = mode == Compression::None ? 1e-6 : R * 0.06 / 7.0;
+    expect(worst <= tol, name + ": bucketed sum off by " + std::to_string(worst), me);
+    expect(identical_everywhere(g, v), name + ": ranks disagree", me);
+    expect(d.last_bytes() > 0 && d.last_ms() > 0.0, name + ": no bytes or time recorded", me);
+  }
+  // A NaN in the last bucket on one rank, after three buckets went through:
+  // refused everywhere, and the next step equals that of a twin that never
+  // saw the refused step (their residuals are the same).
+  auto twin = make(cfg.dist.bucket_mb);
+  std::vector<float> a = gradient(me, 1, n), b = a;
+  expect(backward(*dp, a, 0) && backward(*twin, b, 0), "a q4 step was refused", me);
+  std::vector<float> bad = gradient(me, 2, n);
+  if (me == R - 1) bad[5] = std::nanf("");
+  expect(!backward(*dp, bad, 1), "a NaN in the last bucket went through", me);
+  a = gradient(me, 3, n), b = a;
+  expect(backward(*dp, a, 2) && backward(*twin, b, 2), "a q4 step was refused", me);
+  expect(std::memcmp(a.data(), b.data(), n * sizeof(float)) == 0,
+         "the refused step changed the residuals of the buckets before it", me);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -217,6 +290,11 @@ int main(int argc, char** argv) {
   if (mode == "exchange") {
     check_exchange(*g);
     if (failures == 0) std::printf("rank %d of %d: every exchange holds\n", g->rank(), g->size());
+    return failures == 0 ? 0 : 1;
+  }
+  if (mode == "buckets") {
+    check_buckets(*g);
+    if (failures == 0) std::printf("rank %d of %d: every bucketed exchange holds\n", g->rank(), g->size());
     return failures == 0 ? 0 : 1;
   }
   if (mode == "stalled") {

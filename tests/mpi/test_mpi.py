@@ -47,6 +47,11 @@ class ExchangeTest(MpiCase):
         self.check_every_rank("exchange", "every exchange holds")
 
 
+class BucketTest(MpiCase):
+    def test_bucketed_exchange_overlapped_on_its_own_thread_with_2_and_3_ranks(self):
+        self.check_every_rank("buckets", "every bucketed exchange holds")
+
+
 class StalledRankTest(unittest.TestCase):
     def test_a_rank_that_stops_taking_part_ends_the_job_with_an_error(self):
         # Rank 1 sleeps 30 s instead of joining a barrier; the others' 3 s

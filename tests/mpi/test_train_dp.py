@@ -54,8 +54,8 @@ def mpirun_cmd(np, args):
     return [MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", str(np), SPARTA, *args]
 
 
-def train(np, config, *sets, extra=(), check=True, timeout=240):
-    args = ["train", config, "--quiet", *extra]
+def train(np, config, *sets, extra=(), check=True, timeout=240, quiet=True):
+    args = ["train", config, *(["--quiet"] if quiet else []), *extra]
     for s in sets:
         args += ["--set", s]
     cmd = mpirun_cmd(np, args) if np > 1 else [SPARTA, *args]
@@ -110,10 +110,15 @@ class SameRunTest(DpCase):
         cfg, out1 = self.config("one", steps=20)
         train(1, cfg)
         one = records(out1)
-        for np in (2, 3):
-            with self.subTest(np=np):
-                cfg_n, out_n = self.config(f"np{np}", steps=20)
-                p = train(np, cfg_n)
+        # Buckets of 0.01 MiB: the exchange runs in two buckets (the block
+        # with the final LayerNorm, then the embedding) on its own thread,
+        # overlapped with the backward.
+        for np, buckets in ((2, "4"), (3, "4"), (2, "0.01"), (3, "0.01")):
+            with self.subTest(np=np, bucket_mb=buckets):
+                cfg_n, out_n = self.config(f"np{np}_{buckets}", steps=20)
+                p = train(np, cfg_n, f"dist.bucket_mb={buckets}", quiet=False)
+                self.assertIn(f"{np} processes × 1 thread, gradients exchanged as none in " +
+                              ("1 bucket\n" if buckets == "4" else "2 buckets overlapped with backward"), p.stderr)
                 self.assertIn(f"data parallel over {np} processes", p.stdout)
                 many = records(out_n)
                 self.assertEqual(len(many), len(one))
@@ -125,6 +130,7 @@ class SameRunTest(DpCase):
                     self.assertEqual(b["compress"], "none")
                     self.assertGreater(b["comm_bytes"], 0)
                     self.assertGreaterEqual(b["comm_ms"], 0)
+                    self.assertGreaterEqual(b["comm_wait_ms"], 0)
                     self.assertNotIn("comm_bytes", a)
                 # Rank 0 alone wrote: the folder holds what one process writes.
                 self.assertEqual(sorted(os.listdir(out_n)), sorted(os.listdir(out1)))
@@ -164,7 +170,8 @@ class CompressTest(DpCase):
 
 class ResumeTest(DpCase):
     def test_q4_resume_is_bit_exact_and_another_rank_count_resets_the_residuals(self):
-        q4 = ("dist.compress=q4", "dist.q4_block=64")
+        # Two buckets, exchanged on their own thread: each keeps its residuals.
+        q4 = ("dist.compress=q4", "dist.q4_block=64", "dist.bucket_mb=0.01")
         cfg_a, out_a = self.config("straight")
         train(2, cfg_a, *q4)
         cfg_b, out_b = self.config("resumed")
@@ -186,6 +193,9 @@ class ResumeTest(DpCase):
         with open(os.path.join(out_a, "ckpt-00000008", "model.safetensors"), "rb") as fa, \
                 open(os.path.join(out_b, "ckpt-00000008", "model.safetensors"), "rb") as fb:
             self.assertEqual(fa.read(), fb.read())
+        # Other buckets cannot take the residuals: they start from zero, with a notice.
+        p = train(2, cfg_b, *q4[:2], "dist.bucket_mb=4", "train.steps=9", extra=["--resume"])
+        self.assertIn("the gradient buckets differ from the checkpoint's (dist.bucket_mb changed)", p.stderr)
         # Without the residuals the resume is not the same run: the test can fail.
         cfg_c, out_c = self.config("reset")
         train(2, cfg_c, *q4, extra=["--until", "4"])

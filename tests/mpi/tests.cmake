@@ -5,7 +5,7 @@ if(MPI_CXX_FOUND)
   add_executable(mpi_collectives_check ${CMAKE_CURRENT_LIST_DIR}/collectives_check.cpp)
   target_link_libraries(mpi_collectives_check PRIVATE sparta_lib)
   find_program(SPARTA_MPIEXEC NAMES mpirun mpiexec HINTS ${MPIEXEC_EXECUTABLE})
-  foreach(case CollectivesTest ExchangeTest StalledRankTest)
+  foreach(case CollectivesTest ExchangeTest BucketTest StalledRankTest)
     add_test(NAME mpi_${case}
              COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/test_mpi.py ${SPARTA_MPIEXEC}
                      $<TARGET_FILE:mpi_collectives_check> -v ${case})

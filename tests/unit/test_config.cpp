@@ -129,8 +129,10 @@ TEST(Config, RejectsBadValues) {
 
 TEST(Config, DistSectionIsValidated) {
   EXPECT_EQ(error_of(kGood, {"dist.compress=q4", "dist.q4_block=64", "dist.full_precision_every=10",
-                             "dist.compress_after=100", "dist.timeout_s=30"}),
+                             "dist.compress_after=100", "dist.timeout_s=30", "dist.bucket_mb=0.5"}),
             "");
+  EXPECT_EQ(error_of(kGood, {"dist.bucket_mb=0"}), "");
+  EXPECT_NE(error_of(kGood, {"dist.bucket_mb=-1"}).find("dist.bucket_mb must be in [0, 65536]"), std::string::npos);
   EXPECT_NE(error_of(kGood, {"dist.compress=int8"}).find("dist.compress must be \"none\", \"bf16\" or \"q4\""),
             std::string::npos);
   for (const char* bad : {"dist.q4_block=7", "dist.q4_block=4", "dist.q4_block=131072"})
@@ -282,6 +284,32 @@ TEST(TrainMemory, TooLargeForTheMachineNamesTheKeys) {
     EXPECT_NE(m.find("train.batch_size = 4, model.context = 32"), std::string::npos) << m;
   }
   check_train_memory(big, -1);  // unknown: no check
+}
+
+TEST(TrainMemory, ProcessesOnOneMachineShareItsMemory) {
+  // Data parallel: each process holds the parameters and its rows'
+  // activations; those on one machine need the sum.
+  const Config c = parse_config(kGood, "test.toml", {"train.batch_size=8"});
+  Config half = c;
+  half.train.batch_size = 4;
+  const double one = estimate_train_memory(c).total(), per_rank = estimate_train_memory(half).total();
+  ASSERT_LT(per_rank, one);
+  const auto fits = [&](double bytes, int64_t ranks, int64_t local) {
+    try {
+      check_train_memory(c, static_cast<int64_t>(bytes), ranks, local);
+      return true;
+    } catch (const Error& e) {
+      if (local > 1) {
+        EXPECT_NE(std::string(e.what()).find(" for each of the 2 processes on this machine)"), std::string::npos)
+            << e.what();
+      }
+      return false;
+    }
+  };
+  EXPECT_TRUE(fits(one, 1, 1));
+  EXPECT_TRUE(fits(per_rank, 2, 1));        // two machines: each holds one process
+  EXPECT_FALSE(fits(per_rank, 2, 2));       // one machine holds both
+  EXPECT_TRUE(fits(2 * per_rank, 2, 2));
 }
 
 // Found by fuzz_config: toml++ reads a number, boolean or date up to a

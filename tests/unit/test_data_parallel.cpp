@@ -94,3 +94,36 @@ TEST(DataParallel, ThreadsShareTheMachineUnlessBound) {
   EXPECT_EQ(data_parallel_threads(1, 16, 4), 1);    // bound to one core
   EXPECT_EQ(data_parallel_threads(8, 16, 2), 8);    // bound to a socket of its own
 }
+
+TEST(DataParallel, BucketsAreWholePartsOfAtLeastTheBucketSize) {
+  // Parts finished at 90, 70, 40, 30, 0 of 100 values (as backward reports).
+  const std::vector<int64_t> cuts = {90, 70, 40, 30, 0};
+  const auto ranges = [](const std::vector<GradientBucket>& plan) {
+    std::vector<std::pair<int64_t, int64_t>> r;
+    for (const GradientBucket& b : plan) r.emplace_back(b.lo, b.hi);
+    return r;
+  };
+  using V = std::vector<std::pair<int64_t, int64_t>>;
+  EXPECT_EQ(ranges(plan_buckets(cuts, 100, 0)), (V{{0, 100}}));  // 0: one bucket
+  EXPECT_EQ(ranges(plan_buckets(cuts, 100, 1)), (V{{90, 100}, {70, 90}, {40, 70}, {30, 40}, {0, 30}}));
+  EXPECT_EQ(ranges(plan_buckets(cuts, 100, 25)), (V{{70, 100}, {40, 70}, {0, 40}}));
+  EXPECT_EQ(ranges(plan_buckets(cuts, 100, 50)), (V{{40, 100}, {0, 40}}));  // the last may be smaller
+  EXPECT_EQ(ranges(plan_buckets(cuts, 100, 1000)), (V{{0, 100}}));
+  EXPECT_EQ(ranges(plan_buckets({}, 100, 10)), (V{{0, 100}}));
+  EXPECT_THROW(plan_buckets({120, 0}, 100, 10), Error);
+}
+
+TEST(DataParallel, OneProcessExchangesNothingWhateverTheBuckets) {
+  StandInGroup g(0, 1);
+  Config c = config_with(4, "q4", 0, 0);
+  c.dist.bucket_mb = 1e-4;  // 26 values: buckets [70, 100), [40, 70), [0, 40)
+  DataParallel dp(g, c, 100, {90, 70, 40, 30, 0});
+  EXPECT_EQ(dp.buckets().size(), 3u);
+  EXPECT_FALSE(dp.overlapped());
+  std::vector<float> grad(100, 1.5f);
+  dp.begin_step(grad.data(), 0);
+  dp.gradients_final_from(40);
+  EXPECT_TRUE(dp.finish_step());
+  EXPECT_EQ(grad, std::vector<float>(100, 1.5f));
+  EXPECT_EQ(dp.last_bytes(), 0);
+}

@@ -72,3 +72,35 @@ TEST(Evaluate, StreamShorterThanTheContextIsOneWindowOfItsLength) {
   EXPECT_LT(s, 20.0);  // padded to the context it would be a 1M-token forward pass (hours)
   EXPECT_EQ(evaluate_tokens(model, acts, stream(1), 4).tokens, 0);
 }
+
+// Data parallel: R processes each evaluate every R-th batch, and their sums
+// (handed to sum_over_shards) add up to the single-process evaluation.
+// Simulated here in one process: a first pass records each shard's sums, a
+// second hands every shard the total, as an all-reduce would.
+TEST(Evaluate, ShardsAddUpToTheWholeEvaluation) {
+  const auto owner = small_model(16);
+  GPT& model = *owner;
+  GPTActivations acts;
+  const std::vector<int32_t> tokens = stream(100);  // 7 windows: 4 batches of 2
+  const EvalResult whole = evaluate_tokens(model, acts, tokens, 2);
+  for (int64_t count : {2, 3, 5}) {
+    SCOPED_TRACE(count);
+    std::vector<double> total;
+    for (int64_t i = 0; i < count; ++i) {
+      EvalShard shard{i, count, [&](double* v, int64_t n) {
+                        total.resize(static_cast<size_t>(n), 0.0);
+                        for (int64_t j = 0; j < n; ++j) total[j] += v[j];
+                      }};
+      evaluate_tokens(model, acts, tokens, 2, 0, shard);
+    }
+    for (int64_t i = 0; i < count; ++i) {
+      EvalShard shard{i, count, [&](double* v, int64_t n) { std::copy(total.begin(), total.begin() + n, v); }};
+      const EvalResult r = evaluate_tokens(model, acts, tokens, 2, 0, shard);
+      EXPECT_EQ(r.tokens, whole.tokens);
+      EXPECT_NEAR(r.loss, whole.loss, 1e-12 * whole.loss);
+      EXPECT_FALSE(r.partial);
+    }
+  }
+  EXPECT_THROW(evaluate_tokens(model, acts, tokens, 2, 0, EvalShard{0, 2, nullptr}), Error);
+  EXPECT_THROW(evaluate_tokens(model, acts, tokens, 2, 0, EvalShard{2, 2, [](double*, int64_t) {}}), Error);
+}

@@ -25,6 +25,17 @@ GPTConfig tiny() {
   return c;
 }
 
+// DSA that selects at context 64: blocks of 8, a one-block window, 8 keys
+// of top-k and 30% of the groups kept.
+GPTConfig tiny_dsa() {
+  GPTConfig c = tiny();
+  c.context = 64;
+  c.attention = "dsa";
+  c.dsa.block = 8, c.dsa.window = 8, c.dsa.top_k = 8, c.dsa.keep_short = 0.3, c.dsa.keep_long = 0.3;
+  c.dsa.dense_len = 0;  // select at this short context
+  return c;
+}
+
 // Larger-than-default random weights so every path carries signal.
 void randomize(GPT& m, uint64_t seed) {
   Rng rng(seed);
@@ -201,11 +212,7 @@ TEST(GPT, MicroBatchesGiveTheWholeBatchGradientsWithTheDsaScorerLoss) {
   // The scorer loss is a mean over its rows; with grad_accum micro-batches
   // it must still be the mean over the whole step's rows, not their sum
   // (each micro-batch's mean counted once per micro-batch).
-  GPTConfig c = tiny();
-  c.context = 64;
-  c.attention = "dsa";
-  c.dsa.block = 8, c.dsa.window = 8, c.dsa.top_k = 8, c.dsa.keep_short = 0.3, c.dsa.keep_long = 0.3;
-  c.dsa.dense_len = 0;  // select at this short context
+  GPTConfig c = tiny_dsa();
   c.dsa.scorer_loss = 5.0;
   GPT m(c);
   randomize(m, 41);
@@ -235,15 +242,62 @@ TEST(GPT, MicroBatchesGiveTheWholeBatchGradientsWithTheDsaScorerLoss) {
   }
 }
 
+// DSA's exploration noise is drawn per sequence of the whole step: split
+// into micro-batches (train.grad_accum) or over data-parallel ranks, a step
+// draws the noise it draws in one piece, so the gradients are the same.
+TEST(GPT, ExplorationNoiseDoesNotDependOnHowTheStepIsSplit) {
+  GPTConfig c = tiny_dsa();
+  c.dsa.explore = 2.0;
+  GPT m(c);
+  randomize(m, 71);
+  const int64_t B = 4, T = 64, V = 13;
+  const uint64_t seed = 77;
+  auto tok = random_tokens(B * T, V, 72), tgt = random_tokens(B * T, V, 73);
+  GPTActivations acts;
+  const float whole_loss = lm_loss_and_gradients(m, acts, tok.data(), tgt.data(), B, T, seed);
+  const std::vector<float> whole(m.params().grad(), m.params().grad() + m.params().size());
+  const auto max_diff = [&](const std::vector<double>& g) {
+    double d = 0.0;
+    for (size_t i = 0; i < g.size(); ++i) d = std::max(d, std::fabs(g[i] - whole[i]) / (1e-4 + std::fabs(whole[i])));
+    return d;
+  };
+  const auto grads = [&]() { return std::vector<double>(m.params().grad(), m.params().grad() + m.params().size()); };
+  // The noise changes the selection (else this test proves nothing).
+  lm_loss_and_gradients(m, acts, tok.data(), tgt.data(), B, T, 0);
+  ASSERT_GT(max_diff(grads()), 1e-2);
+  // 4 micro-batches of 1 sequence.
+  GPTActivations micro_acts;
+  EXPECT_NEAR(lm_loss_and_gradients(m, micro_acts, tok.data(), tgt.data(), 1, T, seed, B), whole_loss, 1e-6);
+  EXPECT_LT(max_diff(grads()), 1e-4);
+  // 2 ranks, each with 2 micro-batches of 1 sequence: rank r holds
+  // sequences r and 2 + r, numbered r + 2m by SelectionNoise{seed, r} and a
+  // step batch of 2.
+  const int64_t counted = count_targets(tgt.data(), B * T);
+  for (bool numbered : {true, false}) {
+    std::vector<double> sum(whole.size(), 0.0);
+    for (int64_t r = 0; r < 2; ++r) {
+      std::vector<int32_t> my_tok, my_tgt;
+      for (int64_t mb = 0; mb < 2; ++mb) {
+        my_tok.insert(my_tok.end(), tok.begin() + (mb * 2 + r) * T, tok.begin() + (mb * 2 + r + 1) * T);
+        my_tgt.insert(my_tgt.end(), tgt.begin() + (mb * 2 + r) * T, tgt.begin() + (mb * 2 + r + 1) * T);
+      }
+      GPTActivations rank_acts;
+      lm_loss_and_gradients(m, rank_acts, my_tok.data(), my_tgt.data(), 1, T, SelectionNoise{seed, numbered ? r : 0},
+                            2, 1.0, counted, 0.5, nullptr, numbered ? 2 : 1);
+      for (size_t i = 0; i < sum.size(); ++i) sum[i] += m.params().grad()[i];
+    }
+    if (numbered)
+      EXPECT_LT(max_diff(sum), 1e-4);
+    else
+      EXPECT_GT(max_diff(sum), 1e-2);  // each rank drawing as if alone: other noise
+  }
+}
+
 TEST(GPT, RankSharesSumToTheWholeStep) {
   // Data parallel: R processes, each with its slice of every micro-batch,
   // the targets counted over the whole step and the scorer loss's share
   // 1/R. The sum of their gradients and losses is the single-process step.
-  GPTConfig c = tiny();
-  c.context = 64;
-  c.attention = "dsa";
-  c.dsa.block = 8, c.dsa.window = 8, c.dsa.top_k = 8, c.dsa.keep_short = 0.3, c.dsa.keep_long = 0.3;
-  c.dsa.dense_len = 0;
+  GPTConfig c = tiny_dsa();
   c.dsa.scorer_loss = 5.0;
   GPT m(c);
   randomize(m, 51);
@@ -282,6 +336,52 @@ TEST(GPT, RankSharesSumToTheWholeStep) {
   for (size_t i = 0; i < whole.size(); ++i) off = std::max(off, std::fabs(m.params().grad()[i] - whole[i] / 2.0));
   EXPECT_GT(off, 1e-4);
   EXPECT_THROW(lm_loss_and_gradients(m, one, tok.data(), tgt.data(), B, T, 0, 1, 1.0, 0, 0.0), Error);
+}
+
+// Data parallel exchanges a part of the gradients as soon as backward
+// reports it final: nothing that backward does afterwards may change it.
+// Reported once per step (in the last micro-batch), in the model's order,
+// from the final LayerNorm down to the embedding (tied with the head).
+TEST(GPT, BackwardReportsEachPartOfTheGradientsWhenItIsFinal) {
+  GPTConfig c = tiny();
+  c.n_layer = 3;
+  GPT m(c);
+  randomize(m, 61);
+  const int64_t B = 2, T = 12, V = 13, micro = 2, n = m.params().size();
+  auto tok = random_tokens(micro * B * T, V, 62), tgt = random_tokens(micro * B * T, V, 63);
+  const std::vector<int64_t> order = m.gradients_final_order();
+  ASSERT_EQ(order.size(), static_cast<size_t>(c.n_layer + 2));
+  EXPECT_EQ(order.front(), m.params().info("ln_f.weight").offset);
+  EXPECT_EQ(order[1], m.params().info("h.2.ln1.weight").offset);
+  EXPECT_EQ(order.back(), 0);
+  std::vector<int64_t> reported;
+  std::vector<std::vector<float>> seen;  // g[from, n) when reported
+  const GradientsFinal final = [&](int64_t from) {
+    reported.push_back(from);
+    seen.emplace_back(m.params().grad() + from, m.params().grad() + n);
+  };
+  GPTActivations acts;
+  lm_loss_and_gradients(m, acts, tok.data(), tgt.data(), B, T, 0, micro, 1.0, 0, 1.0, &final);
+  EXPECT_EQ(reported, order);
+  const float* g = m.params().grad();
+  for (size_t k = 0; k < reported.size(); ++k) {
+    SCOPED_TRACE(k);
+    // Final: the values reported equal the step's (bit for bit), and they
+    // are not still zero (the report did not come before the work).
+    bool nonzero = false;
+    for (int64_t i = reported[k]; i < n; ++i) {
+      ASSERT_EQ(seen[k][static_cast<size_t>(i - reported[k])], g[i]) << "index " << i;
+      nonzero = nonzero || g[i] != 0.0f;
+    }
+    EXPECT_TRUE(nonzero);
+  }
+  // What is reported next was not final before: the report is not early.
+  for (size_t k = 0; k + 1 < reported.size(); ++k) {
+    const int64_t from = reported[k + 1];
+    bool changed = false;
+    for (int64_t i = from; i < reported[k]; ++i) changed = changed || g[i] != 0.0f;
+    EXPECT_TRUE(changed) << k;
+  }
 }
 
 TEST(GPT, ActivationBytesAreKnownBeforeAllocating) {

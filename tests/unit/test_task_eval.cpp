@@ -90,4 +90,35 @@ TEST(TaskEval, SparseDsaRecallIsAFractionAndAnyHeadBoundsIt) {
 }
 
 }  // namespace
+// Data parallel: shards of the examples (every R-th batch) add up to the
+// whole evaluation: loss, accuracy and the per-layer source recall.
+TEST(TaskEval, ShardsAddUpToTheWholeEvaluation) {
+  GPTConfig c = tiny_model("dsa");
+  GPT model(c);
+  GPTActivations acts;
+  model.init_weights(3);
+  auto tok = make_byte_tokenizer();
+  const int64_t n = 10, batch = 3;  // batches of 3, 3, 3, 1 examples
+  const TaskEvalResult whole = evaluate_task(model, acts, passkey512(), *tok, 11, n, batch);
+  ASSERT_EQ(whole.source_recall.size(), 2u);
+  const int64_t count = 3;
+  std::vector<double> total;
+  for (int64_t i = 0; i < count; ++i)
+    evaluate_task(model, acts, passkey512(), *tok, 11, n, batch, EvalShard{i, count, [&](double* v, int64_t k) {
+                    total.resize(static_cast<size_t>(k), 0.0);
+                    for (int64_t j = 0; j < k; ++j) total[j] += v[j];
+                  }});
+  for (int64_t i = 0; i < count; ++i) {
+    const TaskEvalResult r = evaluate_task(
+        model, acts, passkey512(), *tok, 11, n, batch,
+        EvalShard{i, count, [&](double* v, int64_t k) { std::copy(total.begin(), total.begin() + k, v); }});
+    EXPECT_EQ(r.tokens, whole.tokens);
+    EXPECT_EQ(r.examples, n);
+    EXPECT_NEAR(r.loss, whole.loss, 1e-12 * whole.loss);
+    EXPECT_EQ(r.accuracy, whole.accuracy);
+    EXPECT_EQ(r.source_recall, whole.source_recall);
+    EXPECT_EQ(r.source_recall_any, whole.source_recall_any);
+  }
+}
+
 }  // namespace sparta
