@@ -6,11 +6,12 @@ each against none, and the loss curves overlaid in one SVG.
 
   bench/dist_quality.py [--sparta build/sparta] [--config configs/default.toml] [--ranks 2]
                         [--modes none,bf16,q4,q4-noef] [--out runs/dist-quality] [--reuse]
-                        [--mpirun "mpirun --allow-run-as-root --oversubscribe"]
+                        [--mpirun "mpirun --allow-run-as-root --oversubscribe"] [--set KEY=VALUE ...]
 
 Each mode trains with `MPIRUN -np R SPARTA train CONFIG --set dist.compress=...
 --set train.out=OUT/MODE --set train.threads=1 --force` (q4-noef adds
---set dist.error_feedback=false). --reuse skips a mode whose
+--set dist.error_feedback=false), then every --set given here (e.g.
+train.seed=2 for another draw of the same comparison). --reuse skips a mode whose
 OUT/MODE/summary.json exists. Writes OUT/dist-quality.md and
 OUT/dist-quality.svg and prints the table. The pass marks: q4 with error
 feedback ends within 1% of none's validation loss, and q4 without error
@@ -39,7 +40,7 @@ TOLERANCE = 0.01
 def train(args, mode: str, out: Path) -> None:
     cmd = shlex.split(args.mpirun) + ["-np", str(args.ranks), args.sparta, "train", args.config,
                                       "--set", f"train.out={out}", "--set", "train.threads=1", "--force", "--quiet"]
-    for s in SETS[mode]:
+    for s in SETS[mode] + args.set:
         cmd += ["--set", s]
     print(f"training {mode}: {' '.join(cmd)}", file=sys.stderr, flush=True)
     env = dict(os.environ, OMPI_MCA_btl_vader_single_copy_mechanism="none")
@@ -58,6 +59,8 @@ def main() -> int:
     ap.add_argument("--out", default="runs/dist-quality")
     ap.add_argument("--mpirun", default="mpirun --allow-run-as-root --oversubscribe")
     ap.add_argument("--reuse", action="store_true", help="keep finished runs found in --out")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="passed to every run's `sparta train` (repeatable)")
     args = ap.parse_args()
     try:
         modes = args.modes.split(",")

@@ -36,7 +36,8 @@ nlohmann::ordered_json dist_json(const Config& cfg, int64_t ranks) {
   return j;
 }
 
-// "2 processes, gradients exchanged as q4 (blocks of 128, error feedback)"
+// "2 processes, gradients exchanged as q4 (blocks of 128, error feedback),
+// in buckets of 4 MiB"
 std::string dist_summary(const Config& cfg, int64_t ranks) {
   if (ranks == 1) return "1 process";
   const DistConfig& d = cfg.dist;
@@ -45,6 +46,7 @@ std::string dist_summary(const Config& cfg, int64_t ranks) {
     s += cat(" (blocks of ", d.q4_block, d.error_feedback ? ", error feedback)" : ", no error feedback)");
   if (d.compress != "none" && d.compress_after > 0) s += cat(", FP32 for the first ", d.compress_after, " steps");
   if (d.compress != "none" && d.full_precision_every > 0) s += cat(", FP32 every ", d.full_precision_every, " steps");
+  s += d.bucket_mb > 0 ? cat(", in buckets of ", d.bucket_mb, " MiB") : std::string(", in one bucket");
   return s;
 }
 

@@ -66,7 +66,11 @@ DataParallel::DataParallel(dist::ProcessGroup& group, const Config& cfg, int64_t
   check_batch_splits(batch_, R);
   local_rows_ = batch_ / R;
   feedback_ = compress_ == dist::Compression::Q4 && cfg.dist.error_feedback;
-  const auto min_values = static_cast<int64_t>(cfg.dist.bucket_mb * 1024.0 * 1024.0 / sizeof(float));
+  // Any size above 0 asks for buckets, however small (0 = one bucket).
+  const int64_t min_values =
+      cfg.dist.bucket_mb > 0.0
+          ? std::max<int64_t>(1, static_cast<int64_t>(cfg.dist.bucket_mb * 1024.0 * 1024.0 / sizeof(float)))
+          : 0;
   plan_ = plan_buckets(cuts, n_params, min_values);
   if (R == 1) return;
   for (const GradientBucket& range : plan_) {

@@ -183,7 +183,8 @@ class ResumeTest(DpCase):
         self.assertNotIn("residuals", p.stderr)
         # `sparta info` shows how the run was trained.
         info = subprocess.run([SPARTA, "info", "--checkpoint", out_b], capture_output=True, text=True, check=True)
-        self.assertIn("trained on  2 processes, gradients exchanged as q4 (blocks of 64, error feedback)", info.stdout)
+        self.assertIn("trained on  2 processes, gradients exchanged as q4 (blocks of 64, error feedback), "
+                      "in buckets of 0.01 MiB", info.stdout)
         info = subprocess.run([SPARTA, "info", "--checkpoint", out_b, "--json"], capture_output=True, text=True,
                               check=True)
         dist = json.loads(info.stdout)["dist"]

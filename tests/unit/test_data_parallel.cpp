@@ -126,4 +126,9 @@ TEST(DataParallel, OneProcessExchangesNothingWhateverTheBuckets) {
   EXPECT_TRUE(dp.finish_step());
   EXPECT_EQ(grad, std::vector<float>(100, 1.5f));
   EXPECT_EQ(dp.last_bytes(), 0);
+  // However small, a size above 0 asks for buckets: one per part here.
+  c.dist.bucket_mb = 1e-9;
+  EXPECT_EQ(DataParallel(g, c, 100, {90, 70, 40, 30, 0}).buckets().size(), 5u);
+  c.dist.bucket_mb = 0;
+  EXPECT_EQ(DataParallel(g, c, 100, {90, 70, 40, 30, 0}).buckets().size(), 1u);
 }
