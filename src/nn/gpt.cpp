@@ -43,6 +43,14 @@ GPT::GPT(const GPTConfig& cfg) : cfg_(cfg) {
     params_.declare(name, shape, decay);
   });
   params_.finalize();
+  // Parameters are laid out wte, block 0 … block L−1, ln_f (for_each_parameter),
+  // and backward finishes them in the reverse order (wte last: the tied head
+  // adds to it first, the embedding last).
+  final_order_.push_back(params_.info("ln_f.weight").offset);
+  for (int64_t l = cfg.n_layer - 1; l >= 0; --l) final_order_.push_back(params_.info(layer_prefix(l) + "ln1.weight").offset);
+  final_order_.push_back(0);
+  for (size_t i = 1; i < final_order_.size(); ++i)
+    SPARTA_CHECK(final_order_[i] < final_order_[i - 1], "[gpt] parameters are not laid out in backward order");
   check_fp32_modules(cfg.fp32_modules, cfg.n_layer);
   // Places the 16-bit copies first (the buffer must not move once blocks
   // hold pointers into it), then binds every product to its precision.
@@ -150,9 +158,8 @@ void GPT::backward_features(GPTActivations& acts, const int32_t* tokens, int64_t
                "[gpt] backward needs the Train-mode activations of a forward on the same batch");
   const int64_t N = B * T, Ly = cfg_.n_layer;
   float* dres = acts.dres();
-  const std::vector<int64_t> order = final ? gradients_final_order() : std::vector<int64_t>{};
   const auto report = [&](int64_t part) {
-    if (final) (*final)(order[static_cast<size_t>(part)]);
+    if (final) (*final)(final_order_[static_cast<size_t>(part)]);
   };
   head_->backward_normalize(dres, acts.scratch().dln, acts.residual(Ly), acts.lnf_mean(), acts.lnf_rstd(), N);
   report(0);
@@ -166,18 +173,6 @@ void GPT::backward_features(GPTActivations& acts, const int32_t* tokens, int64_t
   report(Ly + 1);
 }
 
-std::vector<int64_t> GPT::gradients_final_order() const {
-  // Parameters are laid out wte, block 0 … block L−1, ln_f (for_each_parameter),
-  // and backward finishes them in the reverse order (wte last: the tied head
-  // adds to it first, the embedding last).
-  std::vector<int64_t> order;
-  order.push_back(params_.info("ln_f.weight").offset);
-  for (int64_t l = cfg_.n_layer - 1; l >= 0; --l) order.push_back(params_.info(layer_prefix(l) + "ln1.weight").offset);
-  order.push_back(0);
-  for (size_t i = 1; i < order.size(); ++i)
-    SPARTA_CHECK(order[i] < order[i - 1], "[gpt] parameters are not laid out in backward order");
-  return order;
-}
 
 void GPT::forward(GPTActivations& acts, const int32_t* tokens, int64_t B, int64_t T, ActivationMode mode,
                   SelectionNoise selection_seed) {

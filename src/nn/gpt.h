@@ -111,7 +111,7 @@ class GPT {
                          const GradientsFinal* final = nullptr);
   // The `from` values backward_features reports, in its order (decreasing,
   // ending with 0): where a data-parallel exchange may cut the gradients.
-  std::vector<int64_t> gradients_final_order() const;
+  const std::vector<int64_t>& gradients_final_order() const { return final_order_; }
 
   // Decoding: feeds n new tokens of one sequence at positions [cache.len(), +n),
   // appending their keys/values, and returns the logits (V) of the last one
@@ -142,6 +142,7 @@ class GPT {
   std::vector<uint16_t> weight16_;  // every 16-bit weight copy, back to back
   std::vector<WeightCopy> copies_;
   uint64_t copies_version_ = ~uint64_t{0};  // ParamStore version they were made from
+  std::vector<int64_t> final_order_;        // gradients_final_order(), resolved once
 };
 
 }  // namespace sparta

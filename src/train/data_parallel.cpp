@@ -134,7 +134,6 @@ void DataParallel::begin_step(float* g, int64_t step) {
   g_ = g;
   mode_ = mode_at(step);
   started_ = 0;
-  inline_ms_ = 0.0;
   std::lock_guard<std::mutex> lock(mutex_);
   queued_ = taken_ = done_ = 0;
   refused_ = false;
@@ -150,9 +149,7 @@ void DataParallel::gradients_final_from(int64_t from) {
 
 void DataParallel::start_bucket(size_t k) {
   if (!worker_.joinable()) {  // the step waits for all of it
-    const auto t0 = std::chrono::steady_clock::now();
     run_bucket(k);
-    inline_ms_ += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     return;
   }
   {
@@ -224,7 +221,7 @@ bool DataParallel::finish_step() {
   std::unique_lock<std::mutex> lock(mutex_);
   done_cv_.wait(lock, [&] { return done_ == buckets_.size(); });
   last_wait_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  if (!worker_.joinable()) last_wait_ms_ = inline_ms_;
+  if (!worker_.joinable()) last_wait_ms_ = busy_ms_;  // exchanged inside the backward, which waited
   last_bytes_ = bytes_;
   last_ms_ = busy_ms_;
   if (failure_) std::rethrow_exception(failure_);
@@ -276,13 +273,18 @@ void DataParallel::collect_residuals() {
   if (!writer()) collected_ = {};
 }
 
-void DataParallel::write_residuals(const fs::path& dir) const {
-  if (collected_.empty()) return;
-  int64_t send = 0, recv = 0;
+std::pair<int64_t, int64_t> DataParallel::residual_sizes() const {
+  int64_t send = 0, receive = 0;
   for (const Bucket& b : buckets_) {
     send += static_cast<int64_t>(b.exchange->send_residual().size());
-    recv += b.exchange->chunk();
+    receive += b.exchange->chunk();
   }
+  return {send, receive};
+}
+
+void DataParallel::write_residuals(const fs::path& dir) const {
+  if (collected_.empty()) return;
+  const auto [send, recv] = residual_sizes();
   const int64_t per_rank = send + recv;
   for (int r = 0; r < ranks(); ++r) {
     float* base = const_cast<float*>(collected_.data()) + r * per_rank;
@@ -303,15 +305,11 @@ std::string DataParallel::restore_residuals(const fs::path& dir, int64_t saved_r
   // Checkpoints from before buckets hold one bucket of every gradient.
   const auto saved = f.metadata().find("buckets");
   const std::string saved_layout =
-      saved != f.metadata().end() ? saved->second : std::to_string(plan_.empty() ? 0 : plan_.back().hi);
+      saved != f.metadata().end() ? saved->second : std::to_string(plan_.front().hi);  // every gradient
   if (saved_layout != bucket_layout())
     return cat("the gradient buckets differ from the checkpoint's (dist.bucket_mb changed): the error-feedback "
                "residuals of dist.compress = q4 start from zero");
-  int64_t send = 0, recv = 0;
-  for (const Bucket& b : buckets_) {
-    send += static_cast<int64_t>(b.exchange->send_residual().size());
-    recv += b.exchange->chunk();
-  }
+  const auto [send, recv] = residual_sizes();
   const float* s = f.get("send_residual", {send}).data<float>();
   const float* r = f.get("receive_residual", {recv}).data<float>();
   for (Bucket& b : buckets_) {

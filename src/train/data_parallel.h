@@ -19,6 +19,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "dist/gradient_exchange.h"
@@ -135,6 +136,7 @@ class DataParallel {
   void run_bucket(size_t k);     // exchange thread (or main, without one)
   void exchange_thread();
   std::string bucket_layout() const;  // the bucket sizes, "n1,n2,..."
+  std::pair<int64_t, int64_t> residual_sizes() const;  // every bucket's send and receive residual values
 
   dist::ProcessGroup& group_;
   dist::Compression compress_;
@@ -147,8 +149,7 @@ class DataParallel {
   // bucket over (under mutex_), read by the exchange thread after.
   float* g_ = nullptr;
   dist::Compression mode_ = dist::Compression::None;
-  size_t started_ = 0;     // main thread: buckets handed over this step
-  double inline_ms_ = 0.0;  // main thread: exchanging without a thread of its own
+  size_t started_ = 0;  // main thread: buckets handed over this step
   // Shared with the exchange thread, under mutex_.
   std::mutex mutex_;
   std::condition_variable wake_, done_cv_;
