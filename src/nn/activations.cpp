@@ -47,8 +47,10 @@ size_t GPTActivations::layout(char* base, const GPTConfig& cfg, int64_t B, int64
   const bool train = mode == ActivationMode::Train;
   const int64_t kept_layers = train ? cfg.n_layer : 1;
   Carver c(base);
-  res_.assign(static_cast<size_t>(train ? cfg.n_layer + 1 : 1), nullptr);
-  for (float*& r : res_) r = c.take(N * d);
+  // The residual stream: blocks update it in place, and no backward reads it
+  // (each LayerNorm keeps its x̂ instead) except the output head's, which
+  // reads its final state.
+  res_ = c.take(N * d);
   blocks_.clear();
   blocks_.resize(static_cast<size_t>(kept_layers));
   // With kept_layers == 1 (Infer, Decode) every layer uses one set, sized
@@ -71,14 +73,13 @@ size_t GPTActivations::layout(char* base, const GPTConfig& cfg, int64_t B, int64
     // Infer buffer is FP32 (the block rounds in place).
     a.qkv_type = train ? attention_input_type(cfg.precision, cfg.fp32_modules, static_cast<int64_t>(i)) : DType::F32;
     any_16bit_qkv = any_16bit_qkv || a.qkv_type != DType::F32;
-    a.res_mid = c.take(N * d);
-    a.ln1 = c.take(N * d, t[0]);
+    a.xhat1 = train ? c.take(N * d, t[0]) : nullptr;
     a.ln1_mean = c.take(N);
     a.ln1_rstd = c.take(N);
     a.qkv = c.take(N * 3 * d, a.qkv_type);
     a.att = c.take(N * d, t[1]);
     a.lse = c.take(B * H * T);
-    a.ln2 = c.take(N * d, t[2]);
+    a.xhat2 = train ? c.take(N * d, t[2]) : nullptr;
     a.ln2_mean = c.take(N);
     a.ln2_rstd = c.take(N);
     a.fc = c.take(N * 4 * d, t[2]);
@@ -90,24 +91,45 @@ size_t GPTActivations::layout(char* base, const GPTConfig& cfg, int64_t B, int64
   lnf_mean_ = c.take(head_rows);
   lnf_rstd_ = c.take(head_rows);
   logits_ = c.take(logit_capacity(B, T, mode, logit_rows) * V);
+  // Scratch, shared where lifetimes never overlap (the order of a block's
+  // forward and backward is in nn/blocks.cpp):
+  // - one (N, d) FP32 buffer: the sub-layer output before its residual add
+  //   (forward), the attention output's FP32 staging (forward: rounded before
+  //   attn.proj writes the sub-layer output; backward: widened for the
+  //   attention's backward) and the LayerNorm input gradient dln (backward:
+  //   consumed before the attention output is widened, made after the
+  //   attention's backward);
+  // - one region: an (N, 4d) FP32 buffer F, then the (N, 4d) GELU output G.
+  //   F holds, in turn, the GELU staging of mixed types (inside a GELU
+  //   call), the MLP's backward gradient dfc (from the mlp.proj backward to
+  //   the mlp.fc backward) and the widened q|k|v (3d of its 4d columns'
+  //   worth, during an attention call). G also holds a LayerNorm output, the
+  //   input of attn.qkv or mlp.fc (consumed by that product before the GELU
+  //   is written; in backward, ln2's is recomputed there once mlp.proj's
+  //   backward has used the GELU output). The attention's input gradient
+  //   dq|dk|dv, (N, 3d) FP32, takes the last quarter of F and the first 8·N·d
+  //   bytes of G, which nothing else uses from the attention's backward to
+  //   attn.qkv's (the widened q|k|v stay in F's first three quarters);
+  // - the attention output gradient datt, which after the attention's
+  //   backward holds ln1's recomputed output.
   scratch_ = BlockScratch{};
   scratch_.proj = c.take(N * d);
-  scratch_.gelu = c.take(N * 4 * d, widest[3]);
-  if (any_16bit) scratch_.att32 = c.take(N * d);
-  // One (N, 4d) FP32 buffer serves, in turn, the GELU staging of mixed types
-  // (inside a GELU call), the MLP's backward gradient dfc (from the
-  // mlp.proj backward to the mlp.fc backward) and the widened q|k|v
-  // (during an attention call): a block never needs two of them at once.
   const bool shared = mixed_gelu || any_16bit_qkv || train;
-  float* fp32_scratch = shared ? c.take(N * 4 * d) : nullptr;
+  const size_t f_bytes = shared ? (static_cast<size_t>(N * 4 * d) * sizeof(float) + 63) / 64 * 64 : 0;
+  char* region = static_cast<char*>(c.take(static_cast<int64_t>(f_bytes), DType::U8));
+  c.take(N * 4 * d, widest[3]);  // G, right after F (Carver hands out consecutive blocks)
+  float* fp32_scratch = shared ? reinterpret_cast<float*>(region) : nullptr;
+  scratch_.gelu = region ? region + f_bytes : nullptr;
+  scratch_.ln = scratch_.gelu;  // N·4d elements of 2 or 4 bytes hold N·d of up to 4
+  if (any_16bit) scratch_.att32 = scratch_.proj;
   if (mixed_gelu) scratch_.stage = fp32_scratch;
   if (any_16bit_qkv) scratch_.qkv32 = fp32_scratch;
   dres_ = nullptr;
   if (train) {
     dres_ = c.take(N * d);
-    scratch_.dln = c.take(N * d);
+    scratch_.dln = scratch_.proj;
     scratch_.datt = c.take(N * d);
-    scratch_.dqkv = c.take(N * 3 * d);
+    scratch_.dqkv = fp32_scratch + 3 * N * d;  // spans F's last quarter and G's first 8·N·d bytes
     scratch_.dfc = fp32_scratch;
   }
   return c.used();

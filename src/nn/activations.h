@@ -56,9 +56,9 @@ class GPTActivations {
   size_t bytes() const { return arena_.defined() ? arena_.nbytes() : 0; }
   ActivationMode mode() const { return mode_; }
 
-  // Input of block l (l = n_layer: the input of the output head). In Infer
-  // and Decode modes every l shares one buffer (blocks update it in place).
-  float* residual(int64_t l) { return res_[train() ? l : 0]; }
+  // The residual stream (N, d): the embedding writes it, each block updates
+  // it in place, and after the last block it is the output head's input.
+  float* residual() { return res_; }
   BlockActivations& block(int64_t l) { return blocks_[train() ? l : 0]; }
   const BlockActivations& block(int64_t l) const { return blocks_[train() ? l : 0]; }
   BlockScratch& scratch() { return scratch_; }
@@ -90,7 +90,7 @@ class GPTActivations {
   int64_t B_ = 0, T_ = 0, logit_rows_ = 0, n_layer_ = 0, d_ = 0, vocab_ = 0, heads_ = 0;
   Precision precision_ = Precision::FP32;
   std::vector<std::string> fp32_modules_;
-  std::vector<float*> res_;
+  float* res_ = nullptr;
   std::vector<BlockActivations> blocks_;
   BlockScratch scratch_;
   uint16_t* lnf16_ = nullptr;

@@ -98,15 +98,6 @@ void round_in_place(DType t, float* x, int64_t n) {
   }
 }
 
-// LayerNorm of x into y of type t; a 16-bit y is written by the fused
-// LayerNorm + rounding kernel (equal to normalising in FP32, then rounding).
-void layernorm_typed(void* y, DType t, float* mean, float* rstd, const float* x, const LayerNormParams& p,
-                     int64_t N, int64_t d, float eps) {
-  if (t == DType::F32)
-    return ops::layernorm_forward(static_cast<float*>(y), mean, rstd, x, p.weight.w, p.bias.w, N, d, eps);
-  ops::layernorm_forward(static_cast<uint16_t*>(y), t, mean, rstd, x, p.weight.w, p.bias.w, N, d, eps);
-}
-
 // y (type yt) = GELU(x (type xt)); stage: (n,) FP32 scratch for mixed types.
 void gelu_typed(void* y, DType yt, const void* x, DType xt, int64_t n, float* stage) {
   if (xt == DType::F32 && yt == DType::F32) return ops::gelu_forward(static_cast<float*>(y), static_cast<const float*>(x), n);
@@ -208,9 +199,10 @@ void TransformerBlock::forward(float* y, const float* x, BlockActivations& a, Bl
   const int64_t pos0 = src.cache ? src.cache->len() : 0;
   SPARTA_CHECK(!src.cache || dims.B == 1, "[gpt] decoding with a KV cache takes one sequence, got B=", dims.B);
   const auto [t_qkv, t_proj, t_fc, t_mlp] = operand_types();
-  layernorm_typed(a.ln1, t_qkv, a.ln1_mean, a.ln1_rstd, x, ln1_, N, d, shape_.ln_eps);
+  ops::layernorm_forward(s.ln, t_qkv, a.ln1_mean, a.ln1_rstd, {a.xhat1, t_qkv}, x, ln1_.weight.w, ln1_.bias.w, N,
+                         d, shape_.ln_eps);
   float* qkv = fp32_target(a.qkv, a.qkv_type, s.qkv32);
-  linear_fwd(qkv, DType::F32, a.ln1, qkv_, N, d, 3 * d);
+  linear_fwd(qkv, DType::F32, s.ln, qkv_, N, d, 3 * d);
   ops::rope_forward(qkv, dims.B, dims.T, H, D, 3 * d, pos0, shape_.rope_base, shape_.rope_dims);      // q
   ops::rope_forward(qkv + d, dims.B, dims.T, H, D, 3 * d, pos0, shape_.rope_base, shape_.rope_dims);  // k
   // 16-bit attention inputs: the attention reads the rounded values, the
@@ -225,29 +217,36 @@ void TransformerBlock::forward(float* y, const float* x, BlockActivations& a, Bl
   attend(att, qkv, a, src, pos0);
   store_as(a.att, t_proj, att, N * d);
   linear_fwd(s.proj, DType::F32, a.att, attn_proj_, N, d, d);
-  ops::residual_layernorm_forward(a.res_mid, a.ln2, t_fc, a.ln2_mean, a.ln2_rstd, x, s.proj, ln2_.weight.w,
-                                  ln2_.bias.w, N, d, shape_.ln_eps);
+  // y = x + attention (the residual stream after the attention sub-layer; x
+  // is not read again), then its LayerNorm.
+  ops::residual_layernorm_forward(y, s.ln, t_fc, a.ln2_mean, a.ln2_rstd, x, s.proj, ln2_.weight.w, ln2_.bias.w, N,
+                                  d, shape_.ln_eps, {a.xhat2, t_fc});
   // The pre-activation is kept in fc's operand type (what PyTorch autocast keeps too).
-  linear_fwd(a.fc, t_fc, a.ln2, fc_, N, d, 4 * d);
+  linear_fwd(a.fc, t_fc, s.ln, fc_, N, d, 4 * d);
   gelu_typed(s.gelu, t_mlp, a.fc, t_fc, N * 4 * d, s.stage);
   linear_fwd(s.proj, DType::F32, s.gelu, mlp_proj_, N, 4 * d, d);
-  add_into(y, a.res_mid, s.proj, N * d);
+  add_into(y, y, s.proj, N * d);
 }
 
-void TransformerBlock::backward(float* dres, const float* x, const BlockActivations& a, BlockScratch& s,
+void TransformerBlock::backward(float* dres, const BlockActivations& a, BlockScratch& s,
                                 const AttentionSource& src) const {
   SPARTA_CHECK(src.cache == nullptr, "[gpt] backward through a decoding step is not supported");
+  SPARTA_CHECK(a.xhat1 != nullptr && a.xhat2 != nullptr,
+               "[gpt] backward needs the activations of a Train-mode forward");
   const AttnDims& dims = src.dims;
   const int64_t N = dims.B * dims.T, d = shape_.d_model, H = dims.H, D = dims.D;
   const auto [t_qkv, t_proj, t_fc, t_mlp] = operand_types();
-  // dres = dL/dy = dL/d(res_mid + mlp_out)
+  const ops::Normalized xhat1{a.xhat1, t_qkv}, xhat2{a.xhat2, t_fc};
+  // dres = dL/dy, y = h + mlp(ln2(h)), h = x + attention(ln1(x))
   gelu_typed(s.gelu, t_mlp, a.fc, t_fc, N * 4 * d, s.stage);
   linear_bwd(s.dfc, dres, s.gelu, mlp_proj_, N, 4 * d, d);
   gelu_grad_typed(s.dfc, a.fc, t_fc, N * 4 * d);
-  linear_bwd(s.dln, s.dfc, a.ln2, fc_, N, d, 4 * d);
-  ops::layernorm_backward(dres, ln2_.weight.g, ln2_.bias.g, s.dln, a.res_mid, ln2_.weight.w, a.ln2_mean, a.ln2_rstd,
-                          N, d, /*accumulate_dx=*/true);
-  // dres = dL/d res_mid
+  // mlp.fc's input, recomputed from ln2's x̂ (s.ln shares the GELU output's memory, dead now).
+  ops::layernorm_affine(s.ln, t_fc, xhat2, ln2_.weight.w, ln2_.bias.w, N, d);
+  linear_bwd(s.dln, s.dfc, s.ln, fc_, N, d, 4 * d);
+  ops::layernorm_backward(dres, ln2_.weight.g, ln2_.bias.g, s.dln, xhat2, ln2_.weight.w, a.ln2_rstd, N, d,
+                          /*accumulate_dx=*/true);
+  // dres = dL/dh
   linear_bwd(s.datt, dres, a.att, attn_proj_, N, d, d);
   // The attention backward reads its output O (for rowsum(dO·O)) in FP32.
   const float* att = static_cast<const float*>(a.att);
@@ -264,8 +263,12 @@ void TransformerBlock::backward(float* dres, const float* x, const BlockActivati
                           a.attn_saved.get());
   ops::rope_backward(s.dqkv, dims.B, dims.T, H, D, 3 * d, 0, shape_.rope_base, shape_.rope_dims);
   ops::rope_backward(s.dqkv + d, dims.B, dims.T, H, D, 3 * d, 0, shape_.rope_base, shape_.rope_dims);
-  linear_bwd(s.dln, s.dqkv, a.ln1, qkv_, N, d, 3 * d);
-  ops::layernorm_backward(dres, ln1_.weight.g, ln1_.bias.g, s.dln, x, ln1_.weight.w, a.ln1_mean, a.ln1_rstd, N, d,
+  // attn.qkv's input, recomputed from ln1's x̂ into datt's memory (dead
+  // after the attention's backward; s.ln's overlaps dq|dk|dv, see
+  // nn/activations.cpp).
+  ops::layernorm_affine(s.datt, t_qkv, xhat1, ln1_.weight.w, ln1_.bias.w, N, d);
+  linear_bwd(s.dln, s.dqkv, s.datt, qkv_, N, d, 3 * d);
+  ops::layernorm_backward(dres, ln1_.weight.g, ln1_.bias.g, s.dln, xhat1, ln1_.weight.w, a.ln1_rstd, N, d,
                           /*accumulate_dx=*/true);
   // dres = dL/dx
 }

@@ -58,8 +58,15 @@ using LinearBinder = std::function<std::pair<MatmulPrecision, const uint16_t*>(c
 // batch of N = B*T rows of width d (pointers into a caller-owned arena).
 // The inputs of matrix products are stored in that product's operand type
 // (FP32, or 16-bit under mixed precision: half the bytes); the rest is FP32.
+// Of each LayerNorm only x̂ = (x − mean)·rstd is kept (ops/layernorm.h,
+// Normalized): its backward needs nothing else, and the product after it gets
+// its input back as x̂·w + b. So neither the residual stream entering the
+// block nor the one after its attention sub-layer is kept.
 struct BlockActivations {
-  void* ln1 = nullptr;  // (N, d) in attn.qkv's operand type
+  // (N, d) x̂ of ln1 in attn.qkv's operand type; nullptr when no backward
+  // follows (Infer and Decode modes: the buffers below are then one set that
+  // every layer reuses).
+  void* xhat1 = nullptr;
   float *ln1_mean = nullptr, *ln1_rstd = nullptr;
   // (N, 3d): q|k|v after RoPE, in qkv_type: the layer's attention input
   // type (nn/precision.h) in Train mode, FP32 otherwise.
@@ -67,24 +74,25 @@ struct BlockActivations {
   DType qkv_type = DType::F32;
   void* att = nullptr;   // (N, d) attention output, in attn.proj's operand type
   float* lse = nullptr;  // (B, H, T) log-sum-exp of each attention row
-  float* res_mid = nullptr;  // residual after the attention sub-layer
-  void* ln2 = nullptr;       // (N, d) in mlp.fc's operand type
+  void* xhat2 = nullptr; // (N, d) x̂ of ln2 in mlp.fc's operand type (Train mode)
   float *ln2_mean = nullptr, *ln2_rstd = nullptr;
   void* fc = nullptr;  // (N, 4d) MLP pre-activation, in mlp.fc's operand type
   std::unique_ptr<AttnSaved> attn_saved;  // the attention's own saved state (DSA: its plan)
 };
 
 // Buffers every block uses in turn and nothing keeps: the sub-layer output
-// before the residual add, the GELU output (recomputed in backward: cheaper
-// than keeping 4·N·d floats per layer; in mlp.proj's operand type), the
-// backward's gradients, and under mixed precision FP32 staging for results
-// that are rounded to 16 bits (attention outputs, GELU inputs; LayerNorm
-// rounds its own output, ops/layernorm.h).
+// before the residual add, the LayerNorm outputs (the inputs of attn.qkv and
+// mlp.fc), the GELU output (recomputed in backward: cheaper than keeping
+// 4·N·d floats per layer; in mlp.proj's operand type), the backward's
+// gradients, and under mixed precision FP32 staging for results that are
+// rounded to 16 bits (attention outputs, GELU inputs). Several share memory
+// where their lifetimes never overlap (nn/activations.cpp lists which).
 struct BlockScratch {
   float* proj = nullptr;
+  // (N, d) LayerNorm output in the next product's operand type.
+  void* ln = nullptr;
   // (N, 3d): FP32 q|k|v of a layer whose saved ones are 16-bit (Train mode
-  // only). qkv32, stage and dfc may share memory (nn/activations.cpp says
-  // why they can).
+  // only).
   float* qkv32 = nullptr;
   void* gelu = nullptr;
   float *dln = nullptr, *datt = nullptr, *dqkv = nullptr, *dfc = nullptr;
@@ -136,15 +144,14 @@ class TransformerBlock {
   // Operand types of the four products, in order qkv, attn.proj, mlp.fc, mlp.proj.
   std::array<DType, 4> operand_types() const;
 
-  // y (N, d) = block(x), N = dims.B * dims.T; a receives what backward needs.
-  // y may alias x only when no backward follows (x is then dead after the
-  // first residual add).
+  // y (N, d) = block(x), N = dims.B * dims.T; a receives what backward needs
+  // (when a.xhat1 is set). y may alias x: the residual stream is updated in
+  // place, and the backward does not read x.
   void forward(float* y, const float* x, BlockActivations& a, BlockScratch& s, const AttentionSource& src) const;
 
   // dres: on entry dL/dy, on return dL/dx (the residual stream's gradient,
-  // updated in place). x and a as in the forward call on this batch.
-  void backward(float* dres, const float* x, const BlockActivations& a, BlockScratch& s,
-                const AttentionSource& src) const;
+  // updated in place). a as the forward call on this batch left it.
+  void backward(float* dres, const BlockActivations& a, BlockScratch& s, const AttentionSource& src) const;
 
  private:
   void attend(float* att, float* qkv, BlockActivations& a, const AttentionSource& src, int64_t pos0) const;

@@ -130,12 +130,13 @@ void GPT::forward_features(GPTActivations& acts, const int32_t* tokens, int64_t 
   acts.reserve(cfg_, B, T, mode, logit_rows);
   refresh_weight_copies();
   const int64_t N = B * T;
-  embedding_->forward(acts.residual(0), tokens, N);
+  float* x = acts.residual();
+  embedding_->forward(x, tokens, N);
   for (int64_t l = 0; l < cfg_.n_layer; ++l) {
     const AttentionSource src{attn_.get(), layer_dims(B, T, l, selection_seed)};
-    blocks_[l].forward(acts.residual(l + 1), acts.residual(l), acts.block(l), acts.scratch(), src);
+    blocks_[l].forward(x, x, acts.block(l), acts.scratch(), src);
   }
-  head_->normalize(acts.lnf(), acts.lnf16(), acts.lnf_mean(), acts.lnf_rstd(), acts.residual(cfg_.n_layer), N);
+  head_->normalize(acts.lnf(), acts.lnf16(), acts.lnf_mean(), acts.lnf_rstd(), x, N);
 }
 
 float* GPT::head_logits(GPTActivations& acts, int64_t row0, int64_t rows) {
@@ -161,12 +162,12 @@ void GPT::backward_features(GPTActivations& acts, const int32_t* tokens, int64_t
   const auto report = [&](int64_t part) {
     if (final) (*final)(final_order_[static_cast<size_t>(part)]);
   };
-  head_->backward_normalize(dres, acts.scratch().dln, acts.residual(Ly), acts.lnf_mean(), acts.lnf_rstd(), N);
+  head_->backward_normalize(dres, acts.scratch().dln, acts.residual(), acts.lnf_mean(), acts.lnf_rstd(), N);
   report(0);
   for (int64_t l = Ly - 1; l >= 0; --l) {
     AttentionSource src{attn_.get(), layer_dims(B, T, l, selection_seed)};
     src.dims.aux_grad_scale = aux_grad_scale;
-    blocks_[l].backward(dres, acts.residual(l), acts.block(l), acts.scratch(), src);
+    blocks_[l].backward(dres, acts.block(l), acts.scratch(), src);
     report(Ly - l);
   }
   embedding_->backward(dres, tokens, N);
@@ -204,7 +205,7 @@ const float* GPT::forward_cached(KVCache& cache, GPTActivations& acts, const int
   // Sized for the whole context once, so a decoding loop never reallocates.
   acts.reserve(cfg_, 1, cfg_.context, ActivationMode::Decode);
   refresh_weight_copies();
-  float* x = acts.residual(0);
+  float* x = acts.residual();
   embedding_->forward(x, tokens, n);
   for (int64_t l = 0; l < cfg_.n_layer; ++l) {
     const AttentionSource src{attn_.get(), layer_dims(1, n, l, 0), &cache, l};

@@ -32,8 +32,7 @@ struct SumPair {
 // Two passes over the row for mean and variance (the row is in L1 after the
 // first), so the variance has no E[x^2] - E[x]^2 cancellation. Tail lanes
 // load x = mean (and w = b = 0) so they add nothing to either sum.
-SPARTA_KERNEL_CLONES void layernorm_row(float* y, float* mean_out, float* rstd_out, const float* x,
-                                        const float* w, const float* b, int64_t C, float eps) {
+SPARTA_KERNEL_CLONES void row_stats(float* mean_out, float* rstd_out, const float* x, int64_t C, float eps) {
   const f32v sum =
       simd::reduce_blocks(C, f32v{}, simd::Sum{}, [&](int64_t i, int64_t n, auto partial) SPARTA_SIMD_LAMBDA {
         return simd::load_n<partial>(x + i, n, 0.0f);
@@ -45,28 +44,75 @@ SPARTA_KERNEL_CLONES void layernorm_row(float* y, float* mean_out, float* rstd_o
         return d * d;
       });
   const float var = simd::hsum(sq) / static_cast<float>(C);
-  const float rstd = 1.0f / std::sqrt(var + eps);
+  *mean_out = mean;
+  *rstd_out = 1.0f / std::sqrt(var + eps);
+}
 
+SPARTA_KERNEL_CLONES void layernorm_row(float* y, float* mean_out, float* rstd_out, const float* x,
+                                        const float* w, const float* b, int64_t C, float eps) {
+  row_stats(mean_out, rstd_out, x, C, eps);
+  const float mean = *mean_out, rstd = *rstd_out;
   simd::for_blocks(C, [&](int64_t i, int64_t n, auto partial) SPARTA_SIMD_LAMBDA {
     const f32v xhat = (simd::load_n<partial>(x + i, n, mean) - mean) * rstd;
     simd::store_n<partial>(
         y + i, xhat * simd::load_n<partial>(w + i, n, 0.0f) + simd::load_n<partial>(b + i, n, 0.0f), n);
   });
-  *mean_out = mean;
-  *rstd_out = rstd;
 }
 
-// With xhat = (x - mean) rstd and g = dy * w:
-//   dx = rstd (g - mean(g) - xhat mean(g xhat)),  dw = dy xhat,  db = dy.
+// xh = (x - mean) rstd, then y = xh w + b (the kept-x̂ forward in two steps,
+// so that affine_row on a kept FP32 x̂ later gives the same y).
+SPARTA_KERNEL_CLONES void normalize_row(float* xh, const float* x, float mean, float rstd, int64_t C) {
+  simd::for_blocks(C, [&](int64_t i, int64_t n, auto partial) SPARTA_SIMD_LAMBDA {
+    simd::store_n<partial>(xh + i, (simd::load_n<partial>(x + i, n, mean) - mean) * rstd, n);
+  });
+}
+
+SPARTA_KERNEL_CLONES void affine_row(float* y, const float* xh, const float* w, const float* b, int64_t C) {
+  simd::for_blocks(C, [&](int64_t i, int64_t n, auto partial) SPARTA_SIMD_LAMBDA {
+    simd::store_n<partial>(y + i,
+                           simd::load_n<partial>(xh + i, n, 0.0f) * simd::load_n<partial>(w + i, n, 0.0f) +
+                               simd::load_n<partial>(b + i, n, 0.0f),
+                           n);
+  });
+}
+
+// One row of a forward that keeps x̂: x̂ and y go to their buffers in their
+// types; buf holds 2C floats for the FP32 forms of 16-bit ones.
+void forward_row_keeping(void* y, DType yt, const Normalized& xhat, int64_t r, float* mean, float* rstd,
+                         const float* x, const float* w, const float* b, int64_t C, float eps, float* buf) {
+  row_stats(mean, rstd, x, C, eps);
+  float* xh = xhat.type == DType::F32 ? static_cast<float*>(xhat.data) + r * C : buf;
+  normalize_row(xh, x, *mean, *rstd, C);
+  if (xhat.type != DType::F32) round_to_16bit(xhat.type, static_cast<uint16_t*>(xhat.data) + r * C, xh, C);
+  float* yr = yt == DType::F32 ? static_cast<float*>(y) + r * C : buf + C;
+  affine_row(yr, xh, w, b, C);
+  if (yt != DType::F32) round_to_16bit(yt, static_cast<uint16_t*>(y) + r * C, yr, C);
+}
+
+// Row r of a kept x̂ in FP32: in place when F32, else widened into buf.
+const float* normalized_row(const Normalized& xhat, int64_t r, int64_t C, float* buf) {
+  if (xhat.type == DType::F32) return static_cast<const float*>(xhat.data) + r * C;
+  widen_16bit(xhat.type, buf, static_cast<const uint16_t*>(xhat.data) + r * C, C);
+  return buf;
+}
+
+void check_float_type(DType t, const char* what) {
+  SPARTA_CHECK(t == DType::F32 || t == DType::BF16 || t == DType::F16, "[layernorm] ", what, " type ",
+               dtype_name(t), " is not F32, BF16 or F16");
+}
+
+// With xh = (x - mean) rstd (a kept x̂ row, or the row normalised again)
+// and g = dy * w:
+//   dx = rstd (g - mean(g) - xh mean(g xh)),  dw = dy xh,  db = dy.
 // Pass 1 forms the two row means and the dw/db contributions, pass 2 dx.
-// Tail lanes load dy = w = 0 and x = mean, so they contribute nothing.
-SPARTA_KERNEL_CLONES void layernorm_backward_row(float* dx, float* dw_part, float* db_part, const float* dy,
-                                                 const float* x, const float* w, float mean, float rstd,
-                                                 int64_t C, bool accumulate_dx) {
+// Tail lanes load dy = w = xh = 0, so they contribute nothing.
+SPARTA_KERNEL_CLONES void layernorm_backward_row_normalized(float* dx, float* dw_part, float* db_part,
+                                                            const float* dy, const float* xh, const float* w,
+                                                            float rstd, int64_t C, bool accumulate_dx) {
   const SumPair sums = simd::reduce_blocks(
       C, SumPair{}, simd::Sum{}, [&](int64_t i, int64_t n, auto partial) SPARTA_SIMD_LAMBDA {
         const f32v dyv = simd::load_n<partial>(dy + i, n, 0.0f);
-        const f32v xhat = (simd::load_n<partial>(x + i, n, mean) - mean) * rstd;
+        const f32v xhat = simd::load_n<partial>(xh + i, n, 0.0f);
         const f32v g = dyv * simd::load_n<partial>(w + i, n, 0.0f);
         simd::store_n<partial>(dw_part + i, simd::load_n<partial>(dw_part + i, n, 0.0f) + dyv * xhat, n);
         simd::store_n<partial>(db_part + i, simd::load_n<partial>(db_part + i, n, 0.0f) + dyv, n);
@@ -75,7 +121,7 @@ SPARTA_KERNEL_CLONES void layernorm_backward_row(float* dx, float* dw_part, floa
   const float mean_g = simd::hsum(sums.a) / static_cast<float>(C);
   const float mean_gx = simd::hsum(sums.b) / static_cast<float>(C);
   simd::for_blocks(C, [&](int64_t i, int64_t n, auto partial) SPARTA_SIMD_LAMBDA {
-    const f32v xhat = (simd::load_n<partial>(x + i, n, mean) - mean) * rstd;
+    const f32v xhat = simd::load_n<partial>(xh + i, n, 0.0f);
     const f32v g = simd::load_n<partial>(dy + i, n, 0.0f) * simd::load_n<partial>(w + i, n, 0.0f);
     const f32v d = rstd * (g - mean_g - xhat * mean_gx);
     simd::store_n<partial>(dx + i, accumulate_dx ? simd::load_n<partial>(dx + i, n, 0.0f) + d : d, n);
@@ -118,22 +164,63 @@ void layernorm_forward(uint16_t* y16, DType t, float* mean, float* rstd, const f
   }
 }
 
-void residual_layernorm_forward(float* sum, void* y, DType t, float* mean, float* rstd, const float* x,
-                                const float* r, const float* w, const float* b, int64_t N, int64_t C, float eps) {
+void layernorm_forward(void* y, DType yt, float* mean, float* rstd, const Normalized& xhat, const float* x,
+                       const float* w, const float* b, int64_t N, int64_t C, float eps) {
   SPARTA_CHECK(N >= 0 && C > 0, "[layernorm] invalid sizes N=", N, " C=", C);
-  SPARTA_CHECK(t == DType::F32 || t == DType::BF16 || t == DType::F16, "[layernorm] output type ", dtype_name(t),
-               " is not F32, BF16 or F16");
+  check_float_type(yt, "output");
+  if (xhat.data == nullptr) {
+    if (yt == DType::F32) return layernorm_forward(static_cast<float*>(y), mean, rstd, x, w, b, N, C, eps);
+    return layernorm_forward(static_cast<uint16_t*>(y), yt, mean, rstd, x, w, b, N, C, eps);
+  }
+  check_float_type(xhat.type, "x-hat");
+#pragma omp parallel if (N * C >= kParallelMin)
+  {
+    thread_local std::vector<float> buf;
+    buf.resize(static_cast<size_t>(2 * C));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < N; ++r)
+      forward_row_keeping(y, yt, xhat, r, mean + r, rstd + r, x + r * C, w, b, C, eps, buf.data());
+  }
+}
+
+void layernorm_affine(void* y, DType yt, const Normalized& xhat, const float* w, const float* b, int64_t N,
+                      int64_t C) {
+  SPARTA_CHECK(N >= 0 && C > 0, "[layernorm] invalid sizes N=", N, " C=", C);
+  check_float_type(yt, "output");
+  check_float_type(xhat.type, "x-hat");
+#pragma omp parallel if (N * C >= kParallelMin)
+  {
+    thread_local std::vector<float> buf;
+    buf.resize(static_cast<size_t>(2 * C));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < N; ++r) {
+      const float* xh = normalized_row(xhat, r, C, buf.data());
+      float* yr = yt == DType::F32 ? static_cast<float*>(y) + r * C : buf.data() + C;
+      affine_row(yr, xh, w, b, C);
+      if (yt != DType::F32) round_to_16bit(yt, static_cast<uint16_t*>(y) + r * C, yr, C);
+    }
+  }
+}
+
+void residual_layernorm_forward(float* sum, void* y, DType t, float* mean, float* rstd, const float* x,
+                                const float* r, const float* w, const float* b, int64_t N, int64_t C, float eps,
+                                const Normalized& xhat) {
+  SPARTA_CHECK(N >= 0 && C > 0, "[layernorm] invalid sizes N=", N, " C=", C);
+  check_float_type(t, "output");
+  if (xhat.data != nullptr) check_float_type(xhat.type, "x-hat");
 #pragma omp parallel if (N * C >= kParallelMin)
   {
     thread_local std::vector<float> row;
-    if (t != DType::F32) row.resize(static_cast<size_t>(C));
+    row.resize(static_cast<size_t>(2 * C));
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < N; ++i) {
       float* s = sum + i * C;
       const float* xi = x + i * C;
       const float* ri = r + i * C;
       for (int64_t c = 0; c < C; ++c) s[c] = xi[c] + ri[c];
-      if (t == DType::F32) {
+      if (xhat.data != nullptr) {
+        forward_row_keeping(y, t, xhat, i, mean + i, rstd + i, s, w, b, C, eps, row.data());
+      } else if (t == DType::F32) {
         layernorm_row(static_cast<float*>(y) + i * C, mean + i, rstd + i, s, w, b, C, eps);
       } else {
         layernorm_row(row.data(), mean + i, rstd + i, s, w, b, C, eps);
@@ -143,10 +230,13 @@ void residual_layernorm_forward(float* sum, void* y, DType t, float* mean, float
   }
 }
 
-void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
-                        const float* mean, const float* rstd, int64_t N, int64_t C, bool accumulate_dx) {
-  SPARTA_CHECK(N >= 0 && C > 0, "[layernorm backward] invalid sizes N=", N, " C=", C);
-  if (N == 0) return;
+namespace {
+
+// The backward's frame: rows in fixed blocks, each block's dw/db partials in
+// a (2, C) slab, slabs summed in block order (bit-identical for any thread
+// count). row(r, dw_part, db_part) does one row.
+template <class Row>
+void layernorm_backward_blocks(float* dw, float* db, int64_t N, int64_t C, const Row& row) {
   const int64_t rows_per_block = (N + kMaxBlocks - 1) / kMaxBlocks;
   const int64_t blocks = (N + rows_per_block - 1) / rows_per_block;
   // Per calling thread, reused across calls: no allocation in steady state.
@@ -164,9 +254,7 @@ void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const 
       float* db_part = dw_part + C;
       std::fill(dw_part, dw_part + 2 * C, 0.0f);
       const int64_t r1 = std::min(N, (blk + 1) * rows_per_block);
-      for (int64_t r = blk * rows_per_block; r < r1; ++r)
-        layernorm_backward_row(dx + r * C, dw_part, db_part, dy + r * C, x + r * C, w, mean[r], rstd[r], C,
-                               accumulate_dx);
+      for (int64_t r = blk * rows_per_block; r < r1; ++r) row(r, dw_part, db_part);
     }
     // Implicit barrier above: all partials are complete.
 #pragma omp for schedule(static)
@@ -177,6 +265,34 @@ void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const 
       add_partials((is_db ? db : dw) + c0, parts + (is_db ? C : 0) + c0, blocks, 2 * C, width);
     }
   }
+}
+
+}  // namespace
+
+void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
+                        const float* mean, const float* rstd, int64_t N, int64_t C, bool accumulate_dx) {
+  SPARTA_CHECK(N >= 0 && C > 0, "[layernorm backward] invalid sizes N=", N, " C=", C);
+  if (N == 0) return;
+  layernorm_backward_blocks(dw, db, N, C, [&](int64_t r, float* dw_part, float* db_part) {
+    thread_local std::vector<float> xh;
+    xh.resize(static_cast<size_t>(C));
+    normalize_row(xh.data(), x + r * C, mean[r], rstd[r], C);
+    layernorm_backward_row_normalized(dx + r * C, dw_part, db_part, dy + r * C, xh.data(), w, rstd[r], C,
+                                      accumulate_dx);
+  });
+}
+
+void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const Normalized& xhat, const float* w,
+                        const float* rstd, int64_t N, int64_t C, bool accumulate_dx) {
+  SPARTA_CHECK(N >= 0 && C > 0, "[layernorm backward] invalid sizes N=", N, " C=", C);
+  check_float_type(xhat.type, "x-hat");
+  if (N == 0) return;
+  layernorm_backward_blocks(dw, db, N, C, [&](int64_t r, float* dw_part, float* db_part) {
+    thread_local std::vector<float> buf;
+    if (xhat.type != DType::F32) buf.resize(static_cast<size_t>(C));
+    const float* xh = normalized_row(xhat, r, C, buf.data());
+    layernorm_backward_row_normalized(dx + r * C, dw_part, db_part, dy + r * C, xh, w, rstd[r], C, accumulate_dx);
+  });
 }
 
 }  // namespace sparta::ops

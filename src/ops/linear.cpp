@@ -1,6 +1,7 @@
 #include "ops/linear.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <vector>
 
 #include "core/convert.h"
@@ -15,6 +16,12 @@ constexpr int64_t kParallelMin = 1 << 15;
 // Columns per work item of the bias-gradient reduction (a multiple of 16
 // floats, so with a 64-byte aligned db no two threads write one cache line).
 constexpr int64_t kBiasCols = 64;
+// Rows of dy the backward's products take at a time. Their operands in
+// 16 bits (dy rounded) and oneDNN's scratch for them grow with the rows:
+// unchunked, a batch of 128 × 256 tokens held transient copies of about
+// 100 MiB per product. 4096 rows keep each product large enough to run at
+// the GEMM rate.
+constexpr int64_t kBackwardRows = 4096;
 
 void check_layer(const char* op, const MatRef& x, const MatRef& w) {
   SPARTA_CHECK(x.rows >= 0 && x.cols > 0 && w.rows > 0, "[", op, "] invalid sizes N=", x.rows, " in=", x.cols,
@@ -64,13 +71,21 @@ void linear_backward(float* dx, float* dw, float* db, const float* dy, const Mat
   check_layer("linear backward", x, w);
   const int64_t N = x.rows, in = x.cols, out = w.rows;
   const DType t = x.dtype;
-  const MatRef g = t == DType::F32 ? dense_matrix(dy, t, N, out)
-                                   : dense_matrix(rounded_gradient(dy, t, N * out), t, N, out);
-  if (dx != nullptr)
-    matmul(g, w, dense_output(dx, DType::F32, N, in), {.beta = accumulate_dx ? 1.0f : 0.0f, .math = math});
-  MatRef gt = g;
-  gt.trans = true;
-  matmul(gt, x, dense_output(dw, DType::F32, out, in), {.beta = 1.0f, .math = math});
+  for (int64_t r0 = 0; r0 < N; r0 += kBackwardRows) {
+    const int64_t rows = std::min(kBackwardRows, N - r0);
+    const float* dy_rows = dy + r0 * out;
+    const MatRef g = t == DType::F32 ? dense_matrix(dy_rows, t, rows, out)
+                                     : dense_matrix(rounded_gradient(dy_rows, t, rows * out), t, rows, out);
+    if (dx != nullptr)
+      matmul(g, w, dense_output(dx + r0 * in, DType::F32, rows, in),
+             {.beta = accumulate_dx ? 1.0f : 0.0f, .math = math});
+    MatRef gt = g;
+    gt.trans = true;
+    MatRef x_rows = x;
+    x_rows.data = static_cast<const std::byte*>(x.data) + r0 * x.ld * static_cast<int64_t>(dtype_size(t));
+    x_rows.rows = rows;
+    matmul(gt, x_rows, dense_output(dw, DType::F32, out, in), {.beta = 1.0f, .math = math});
+  }
   if (db != nullptr) bias_gradient(db, dy, N, out);
 }
 

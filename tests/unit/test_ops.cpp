@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/convert.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "op_test_harness.h"
@@ -160,6 +161,113 @@ TEST(OpsLayerNorm, ResultsIndependentOfThreadCount) {
   expect_bitwise_equal("layernorm dx 1 vs 2 threads", dx[0], dx[1]);
   expect_bitwise_equal("layernorm dw 1 vs 2 threads", dw[0], dw[1]);
   expect_bitwise_equal("layernorm db 1 vs 2 threads", db[0], db[1]);
+}
+
+// The kept-x̂ forms: what a training forward keeps instead of the input and
+// output, the recomputed output, and the backward from x̂.
+TEST(OpsLayerNorm, KeepingNormalizedRowsChangesNoOutput) {
+  Rng rng(6);
+  const int64_t N = 300, C = 203;  // above the parallel threshold; C not a multiple of 16
+  auto x = random_normal(N * C, rng, 1.0, 2.0), w = random_normal(C, rng, 0.5, 1.0), b = random_normal(C, rng);
+  std::vector<float> y(N * C), mean(N), rstd(N);
+  layernorm_forward(y.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, C, 1e-5f);
+  std::vector<double> xhat_ref(N * C);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c) xhat_ref[n * C + c] = (double{x[n * C + c]} - mean[n]) * rstd[n];
+  for (DType yt : {DType::F32, DType::BF16, DType::F16}) {
+    for (DType xt : {DType::F32, DType::BF16}) {
+      const std::string what = cat("y ", dtype_name(yt), ", x-hat ", dtype_name(xt));
+      std::vector<uint16_t> y16(N * C), xhat16(N * C);
+      std::vector<float> y32(N * C), xhat32(N * C), mean2(N), rstd2(N);
+      void* yp = yt == DType::F32 ? static_cast<void*>(y32.data()) : y16.data();
+      void* xp = xt == DType::F32 ? static_cast<void*>(xhat32.data()) : xhat16.data();
+      layernorm_forward(yp, yt, mean2.data(), rstd2.data(), Normalized{xp, xt}, x.data(), w.data(), b.data(), N, C,
+                        1e-5f);
+      // y is what the form without x-hat gives (16-bit: that result rounded).
+      if (yt == DType::F32) {
+        expect_bitwise_equal("layernorm y kept x-hat, " + what, y32, y);
+      } else {
+        std::vector<uint16_t> rounded(N * C);
+        round_to_16bit(yt, rounded.data(), y.data(), N * C);
+        EXPECT_EQ(y16, rounded) << what;
+      }
+      expect_bitwise_equal("layernorm mean, " + what, mean2, mean);
+      expect_bitwise_equal("layernorm rstd, " + what, rstd2, rstd);
+      if (xt == DType::BF16) widen_16bit(xt, xhat32.data(), xhat16.data(), N * C);
+      expect_close("layernorm x-hat, " + what, xhat32, xhat_ref, xt == DType::F32 ? 1e-5 : 4e-3, 1e-6);
+      // The recomputed output: bit for bit from an FP32 x-hat, the rounded
+      // x-hat's output from a 16-bit one.
+      std::vector<float> again(N * C);
+      layernorm_affine(again.data(), DType::F32, Normalized{xp, xt}, w.data(), b.data(), N, C);
+      if (xt == DType::F32)
+        expect_bitwise_equal("layernorm_affine of kept x-hat, " + what, again, y);
+      else
+        expect_close("layernorm_affine of 16-bit x-hat, " + what, again, std::vector<double>(y.begin(), y.end()),
+                     1e-2, 1e-2);
+    }
+  }
+}
+
+TEST(OpsLayerNorm, BackwardFromNormalizedRowsEqualsBackwardFromInput) {
+  Rng rng(7);
+  const int64_t N = 300, C = 203;
+  auto x = random_normal(N * C, rng, 1.0, 2.0), w = random_normal(C, rng, 0.5, 1.0), b = random_normal(C, rng);
+  const auto dy = random_normal(N * C, rng);
+  std::vector<float> y(N * C), mean(N), rstd(N), xhat(N * C);
+  layernorm_forward(y.data(), DType::F32, mean.data(), rstd.data(), Normalized{xhat.data(), DType::F32}, x.data(),
+                    w.data(), b.data(), N, C, 1e-5f);
+  std::vector<float> dx(N * C), dw(C, 0.0f), db(C, 0.0f);
+  layernorm_backward(dx.data(), dw.data(), db.data(), dy.data(), x.data(), w.data(), mean.data(), rstd.data(), N,
+                     C, false);
+  const auto dx0 = random_normal(N * C, rng), dw0 = random_normal(C, rng), db0 = random_normal(C, rng);
+  for (DType xt : {DType::F32, DType::BF16}) {
+    std::vector<uint16_t> xhat16(N * C);
+    round_to_16bit(DType::BF16, xhat16.data(), xhat.data(), N * C);
+    const Normalized kept{xt == DType::F32 ? static_cast<void*>(xhat.data()) : xhat16.data(), xt};
+    // dx overwritten, dw and db added to.
+    std::vector<float> dx2(N * C, 7.0f), dw2 = dw0, db2 = db0;
+    layernorm_backward(dx2.data(), dw2.data(), db2.data(), dy.data(), kept, w.data(), rstd.data(), N, C, false);
+    const double tol = xt == DType::F32 ? 1e-4 : 2e-2;  // 16-bit x-hat: relative error 2^-9 per element
+    expect_close(cat("layernorm dx from x-hat ", dtype_name(xt)), dx2, std::vector<double>(dx.begin(), dx.end()),
+                 tol, tol);
+    std::vector<float> dw_added(C), db_added(C);
+    for (int64_t c = 0; c < C; ++c) {
+      dw_added[c] = dw2[c] - dw0[c];
+      db_added[c] = db2[c] - db0[c];
+    }
+    expect_close(cat("layernorm dw from x-hat ", dtype_name(xt)), dw_added, std::vector<double>(dw.begin(), dw.end()),
+                 tol, tol * 10);
+    expect_close(cat("layernorm db from x-hat ", dtype_name(xt)), db_added, std::vector<double>(db.begin(), db.end()),
+                 1e-4, 1e-4);
+    // accumulate_dx adds to dx.
+    auto dx3 = dx0;
+    std::vector<float> dw3(C, 0.0f), db3(C, 0.0f);
+    layernorm_backward(dx3.data(), dw3.data(), db3.data(), dy.data(), kept, w.data(), rstd.data(), N, C, true);
+    expect_accumulated(cat("layernorm dx += from x-hat ", dtype_name(xt)), dx0, dx3, dx2);
+  }
+}
+
+TEST(OpsLayerNorm, ResidualFormKeepsNormalizedRowsAndSumsInPlace) {
+  Rng rng(8);
+  const int64_t N = 64, C = 203;
+  auto x = random_normal(N * C, rng), r = random_normal(N * C, rng);
+  auto w = random_normal(C, rng, 0.5, 1.0), b = random_normal(C, rng);
+  std::vector<float> sum(N * C), y(N * C), mean(N), rstd(N), xhat_plain(N * C);
+  layernorm_forward(y.data(), DType::F32, mean.data(), rstd.data(), Normalized{xhat_plain.data(), DType::F32},
+                    [&] {
+                      for (int64_t i = 0; i < N * C; ++i) sum[i] = x[i] + r[i];
+                      return sum.data();
+                    }(),
+                    w.data(), b.data(), N, C, 1e-5f);
+  // In place (sum aliases x), keeping x-hat.
+  auto stream = x;
+  std::vector<float> y2(N * C), mean2(N), rstd2(N), xhat(N * C);
+  residual_layernorm_forward(stream.data(), y2.data(), DType::F32, mean2.data(), rstd2.data(), stream.data(),
+                             r.data(), w.data(), b.data(), N, C, 1e-5f, Normalized{xhat.data(), DType::F32});
+  expect_bitwise_equal("residual add in place", stream, sum);
+  expect_bitwise_equal("residual layernorm y keeping x-hat", y2, y);
+  expect_bitwise_equal("residual layernorm x-hat", xhat, xhat_plain);
+  expect_bitwise_equal("residual layernorm rstd", rstd2, rstd);
 }
 
 // --------------------------------------------------------------------- gelu
