@@ -7,6 +7,7 @@
 // Every implementation computes softmax(scale * q·kᵀ + mask) · v with
 // scale = 1/sqrt(D) and keeps only the per-row log-sum-exp for backward (no
 // T×T matrix is ever saved).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <memory>
@@ -75,6 +76,32 @@ class DecodeMemo {
   virtual void truncate(int64_t len) = 0;
 };
 
+// The keys and values of one sequence's positions [0, len) for decoding,
+// stored in pages: page i holds positions [i*page_tokens, (i+1)*page_tokens)
+// as rows of H*D floats (row stride H*D), k[i] its keys, v[i] its values
+// (a paged KV cache). A contiguous (len, H, D) cache is one page.
+struct KVPages {
+  const float* const* k = nullptr;
+  const float* const* v = nullptr;
+  int64_t page_tokens = 0;
+  int64_t len = 0;
+
+  // Key / value row of position j (ld = H*D floats a row).
+  const float* key(int64_t j, int64_t ld) const { return k[j / page_tokens] + (j % page_tokens) * ld; }
+  const float* value(int64_t j, int64_t ld) const { return v[j / page_tokens] + (j % page_tokens) * ld; }
+  // Calls fn(keys, values, j, n) for each run of positions [j, j + n) of
+  // [a, b) that lies in one page, in increasing order; keys and values point
+  // at position j's rows (ld = H*D floats a row).
+  template <typename Fn>
+  void for_each_run(int64_t a, int64_t b, int64_t ld, Fn&& fn) const {
+    while (a < b) {
+      const int64_t n = std::min(b, (a / page_tokens + 1) * page_tokens) - a;
+      fn(key(a, ld), value(a, ld), a, n);
+      a += n;
+    }
+  }
+};
+
 // What an implementation keeps from a forward call for the backward call on
 // the same inputs (DSA: its selection plan, which backward would otherwise
 // recompute). Owned by the caller; opaque to everyone else.
@@ -106,16 +133,26 @@ class Attention {
                         const AttnSaved* saved = nullptr) = 0;
 
   // Decoding: one new query per head for ONE sequence, against cached keys
-  // and values of positions [0, len) (len >= 1 includes the new token, already
-  // appended). q: the new token's query, (H, D) contiguous; k_cache, v_cache:
-  // (len, H, D) contiguous (row stride H*D). No implementation reads earlier
-  // queries (DSA scores blocks with the new query alone), so caches keep keys
-  // and values only.
+  // and values of positions [0, kv.len) (kv.len >= 1 includes the new token,
+  // already appended), stored in pages (KVPages). q: the new token's query,
+  // (H, D) contiguous. No implementation reads earlier queries (DSA scores
+  // blocks with the new query alone), so caches keep keys and values only.
   // out: (H, D). memo: null, or this implementation's make_decode_memo()
   // kept with the cache of this sequence and layer (results are the same
-  // either way; the memo only saves work).
-  virtual void decode(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t len,
-                      int64_t H, int64_t D, DecodeMemo* memo = nullptr) = 0;
+  // either way; the memo only saves work). The result does not depend on
+  // how the cache is cut into pages: a paged cache decodes bit for bit as
+  // the same keys and values in one contiguous page. DSA needs page_tokens
+  // to be a multiple of its block (or one page holding everything).
+  virtual void decode_paged(float* out, const float* q, const KVPages& kv, int64_t H, int64_t D,
+                            DecodeMemo* memo = nullptr) = 0;
+
+  // decode_paged over a contiguous cache: k_cache, v_cache (len, H, D).
+  void decode(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t len, int64_t H,
+              int64_t D, DecodeMemo* memo = nullptr) {
+    const float* k_page[1] = {k_cache};
+    const float* v_page[1] = {v_cache};
+    decode_paged(out, q, KVPages{k_page, v_page, std::max<int64_t>(len, 1), len}, H, D, memo);
+  }
 
   // A fresh memo for decoding one sequence, or null when the implementation
   // keeps no state between decode calls.
@@ -128,6 +165,15 @@ class Attention {
 // "[attention] unknown implementation 'x' (available: dense, window, dsa)".
 std::unique_ptr<Attention> make_attention(const std::string& name, const DsaConfig& dsa);
 std::unique_ptr<Attention> make_attention(const std::string& name);
+
+// Throws sparta::Error naming `op` unless H, D >= 1, kv.len >= 1,
+// kv.page_tokens >= 1 and kv has pages.
+inline void check_decode_args(const KVPages& kv, int64_t H, int64_t D, const char* op) {
+  SPARTA_CHECK(H >= 1 && D >= 1, "[", op, "] decode needs H, D >= 1, got H=", H, " D=", D);
+  SPARTA_CHECK(kv.len >= 1, "[", op, "] decode needs at least one cached position, got len=", kv.len);
+  SPARTA_CHECK(kv.page_tokens >= 1 && kv.k != nullptr && kv.v != nullptr, "[", op,
+               "] decode needs cache pages of >= 1 positions, got page_tokens=", kv.page_tokens);
+}
 
 inline void check_attn_dims(const AttnDims& d, const char* op) {
   SPARTA_CHECK(d.B >= 0 && d.T >= 0, "[", op, "] B and T must be >= 0, got B=", d.B, " T=", d.T);

@@ -371,12 +371,11 @@ void DenseAttention::backward(float* dq, float* dk, float* dv, const float* dout
   }
 }
 
-void DenseAttention::decode(float* out, const float* q, const float* k_cache, const float* v_cache,
-                            int64_t len, int64_t H, int64_t D, DecodeMemo*) {
-  SPARTA_CHECK(H >= 1 && D >= 1, "[attention.dense] decode needs H, D >= 1, got H=", H, " D=", D);
-  SPARTA_CHECK(len >= 1, "[attention.dense] decode needs at least one cached position, got len=", len);
+void DenseAttention::decode_paged(float* out, const float* q, const KVPages& kv, int64_t H, int64_t D,
+                                  DecodeMemo*) {
+  check_decode_args(kv, H, D, "attention.dense");
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  const int64_t ld = H * D;
+  const int64_t ld = H * D, len = kv.len;
   // Threads only pay off once the cache is long; each head's arithmetic is
   // the same either way.
 #pragma omp parallel for schedule(static) if (len * H * D >= (int64_t{1} << 18))
@@ -385,11 +384,18 @@ void DenseAttention::decode(float* out, const float* q, const float* k_cache, co
     float m = kNegInf, l = 0.0f;
     float* o = out + h * D;
     std::memset(o, 0, sizeof(float) * static_cast<size_t>(D));
+    // Tiles sit at the same positions however the cache is paged; a tile
+    // that spans two pages is scored and accumulated in two runs, in the same
+    // order, so the bits do not depend on the paging.
     for (int64_t j0 = 0; j0 < len; j0 += kDecodeTile) {
       const int64_t n = std::min(kDecodeTile, len - j0);
-      decode_scores(s, q + h * D, k_cache + j0 * ld + h * D, n, ld, D, scale);
+      kv.for_each_run(j0, j0 + n, ld, [&](const float* K, const float*, int64_t j, int64_t r) {
+        decode_scores(s + (j - j0), q + h * D, K + h * D, r, ld, D, scale);
+      });
       const float alpha = softmax_tile_row(s, n, n, &m, &l);
-      decode_accumulate(o, alpha, s, v_cache + j0 * ld + h * D, n, ld, D);
+      kv.for_each_run(j0, j0 + n, ld, [&](const float*, const float* V, int64_t j, int64_t r) {
+        decode_accumulate(o, j == j0 ? alpha : 1.0f, s + (j - j0), V + h * D, r, ld, D);
+      });
     }
     scale_row(o, D, 1.0f / l);
   }

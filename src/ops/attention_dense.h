@@ -33,8 +33,8 @@ class DenseAttention final : public Attention {
                 const float* q, const float* k, const float* v, const AttnDims& d,
                 const AttnSaved* saved = nullptr) override;
   // Allocates nothing: a fixed stack tile of scores per head.
-  void decode(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t len, int64_t H,
-              int64_t D, DecodeMemo* memo = nullptr) override;
+  void decode_paged(float* out, const float* q, const KVPages& kv, int64_t H, int64_t D,
+                    DecodeMemo* memo = nullptr) override;
 };
 
 }  // namespace sparta

@@ -102,8 +102,8 @@ class WindowAttention final : public Attention {
   // Attends to positions [max(0, qb-W+1)*block, len) with qb = (len-1)/block:
   // exactly the keys forward gives the query at position len-1 (causal).
   // Keeps no memo.
-  void decode(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t len, int64_t H,
-              int64_t D, DecodeMemo* memo = nullptr) override;
+  void decode_paged(float* out, const float* q, const KVPages& kv, int64_t H, int64_t D,
+                    DecodeMemo* memo = nullptr) override;
 
  private:
   DsaConfig cfg_;
@@ -120,8 +120,8 @@ class DsaAttention final : public Attention {
   void backward(float* dq, float* dk, float* dv, const float* dout, const float* out, const float* lse,
                 const float* q, const float* k, const float* v, const AttnDims& d,
                 const AttnSaved* saved = nullptr) override;
-  void decode(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t len, int64_t H,
-              int64_t D, DecodeMemo* memo = nullptr) override;
+  void decode_paged(float* out, const float* q, const KVPages& kv, int64_t H, int64_t D,
+                    DecodeMemo* memo = nullptr) override;
   // Keeps the mean key and value of every complete block and group computed
   // so far (filled lazily by decode), so a decode step scores group and
   // block means instead of re-reading the whole cache.

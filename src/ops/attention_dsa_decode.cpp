@@ -19,17 +19,19 @@ namespace dsa_internal {
 
 using ops::dot_row;
 
-void decode_head(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t ld,
-                 int64_t D, const std::vector<KeyRange>& ranges, std::vector<float>& s, float extra_logit,
+void decode_head(float* out, const float* q, const KVPages& kv, int64_t h, int64_t ld, int64_t D,
+                 const std::vector<KeyRange>& ranges, std::vector<float>& s, float extra_logit,
                  const float* extra_value) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   s.clear();
   float m = extra_logit;
   for (const KeyRange& r : ranges)
-    for (int64_t j = r.k0; j < r.k1; ++j) {
-      s.push_back(scale * dot_row(q, k_cache + j * ld, D));
-      m = std::max(m, s.back());
-    }
+    kv.for_each_run(r.k0, r.k1, ld, [&](const float* K, const float*, int64_t, int64_t n) {
+      for (int64_t j = 0; j < n; ++j) {
+        s.push_back(scale * dot_row(q, K + j * ld + h * D, D));
+        m = std::max(m, s.back());
+      }
+    });
   std::fill(out, out + D, 0.0f);
   float l = 0.0f;
   if (extra_logit > -std::numeric_limits<float>::infinity()) {
@@ -38,19 +40,16 @@ void decode_head(float* out, const float* q, const float* k_cache, const float* 
   }
   size_t i = 0;
   for (const KeyRange& r : ranges)
-    for (int64_t j = r.k0; j < r.k1; ++j, ++i) {
-      const float p = std::exp(s[i] - m);
-      l += p;
-      axpy_row(out, p, v_cache + j * ld, D);
-    }
+    kv.for_each_run(r.k0, r.k1, ld, [&](const float*, const float* V, int64_t, int64_t n) {
+      for (int64_t j = 0; j < n; ++j, ++i) {
+        const float p = std::exp(s[i] - m);
+        l += p;
+        axpy_row(out, p, V + j * ld + h * D, D);
+      }
+    });
   // l >= 1 whenever a key exists (the max contributes exp(0)); ranges are never empty here.
   const float inv = 1.0f / l;
   for (int64_t e = 0; e < D; ++e) out[e] *= inv;
-}
-
-void check_decode_args(int64_t len, int64_t H, int64_t D, const char* op) {
-  SPARTA_CHECK(H >= 1 && D >= 1, "[", op, "] decode needs H, D >= 1, got H=", H, " D=", D);
-  SPARTA_CHECK(len >= 1, "[", op, "] decode needs at least one cached position, got len=", len);
 }
 
 }  // namespace dsa_internal
@@ -73,8 +72,8 @@ class DsaDecodeMemo final : public DecodeMemo {
   }
   // Makes blocks [0, need) available (need <= complete blocks of the cache)
   // and every group of s made of them.
-  void extend(const float* k_cache, const float* v_cache, int64_t need, const DsaShape& s, int64_t H,
-              int64_t D) {
+  // Each block lies within one page of kv (decode_paged checks it).
+  void extend(const KVPages& kv, int64_t need, const DsaShape& s, int64_t H, int64_t D) {
     if (H != H_ || D != D_ || s.G != G_) blocks_ = 0, groups_ = 0, H_ = H, D_ = D, G_ = s.G;
     const int64_t ld = H * D;
     if (need > blocks_) {
@@ -84,11 +83,12 @@ class DsaDecodeMemo final : public DecodeMemo {
 #pragma omp parallel for schedule(static) if ((need - from) * block_ * ld >= (int64_t{1} << 16))
       for (int64_t h = 0; h < H; ++h)
         for (int64_t kb = from; kb < need; ++kb) {
-          mean_rows(kmean_.data() + (kb * H + h) * D, k_cache + h * D, kb * block_, (kb + 1) * block_, ld, D);
-          mean_rows(vmean_.data() + (kb * H + h) * D, v_cache + h * D, kb * block_, (kb + 1) * block_, ld, D);
+          const float* K = kv.key(kb * block_, ld) + h * D;
+          const float* V = kv.value(kb * block_, ld) + h * D;
+          mean_rows(kmean_.data() + (kb * H + h) * D, K, 0, block_, ld, D);
+          mean_rows(vmean_.data() + (kb * H + h) * D, V, 0, block_, ld, D);
           if (bound_)
-            minmax_rows(kmax_.data() + (kb * H + h) * D, kmin_.data() + (kb * H + h) * D, k_cache + h * D,
-                        kb * block_, (kb + 1) * block_, ld, D);
+            minmax_rows(kmax_.data() + (kb * H + h) * D, kmin_.data() + (kb * H + h) * D, K, 0, block_, ld, D);
         }
       blocks_ = need;
     }
@@ -142,9 +142,14 @@ std::unique_ptr<DecodeMemo> DsaAttention::make_decode_memo() const {
   return std::make_unique<DsaDecodeMemo>(cfg_.block, cfg_.rank == "bound");
 }
 
-void DsaAttention::decode(float* out, const float* q, const float* k_cache, const float* v_cache,
-                          int64_t len, int64_t H, int64_t D, DecodeMemo* memo_base) {
-  check_decode_args(len, H, D, "attention.dsa");
+void DsaAttention::decode_paged(float* out, const float* q, const KVPages& kv, int64_t H, int64_t D,
+                                DecodeMemo* memo_base) {
+  check_decode_args(kv, H, D, "attention.dsa");
+  const int64_t len = kv.len;
+  // Block summaries read each block's rows from one page.
+  SPARTA_CHECK(kv.page_tokens % cfg_.block == 0 || kv.page_tokens >= len,
+               "[attention.dsa] decode needs cache pages of a multiple of the key block (", cfg_.block,
+               " positions), got pages of ", kv.page_tokens);
   DsaDecodeMemo* memo = nullptr;
   if (memo_base) {
     memo = dynamic_cast<DsaDecodeMemo*>(memo_base);
@@ -154,7 +159,7 @@ void DsaAttention::decode(float* out, const float* q, const float* k_cache, cons
   // attention, on the dense decode kernel, which skips the scoring. The memo
   // is left as it is; extend() catches up on the blocks once selection starts.
   if (dsa_attends_all(cfg_, len)) {
-    DenseAttention().decode(out, q, k_cache, v_cache, len, H, D, nullptr);
+    DenseAttention().decode_paged(out, q, kv, H, D, nullptr);
     return;
   }
   // The last row of a causal sequence of len tokens, exactly as dsa_plan
@@ -170,7 +175,7 @@ void DsaAttention::decode(float* out, const float* q, const float* k_cache, cons
   // run the same code on the means and give the same bits.
   DsaDecodeMemo local(cfg_.block, cfg_.rank == "bound");
   if (!memo) memo = &local;
-  if (scored) memo->extend(k_cache, v_cache, w0, s, H, D);  // the candidates: blocks [0, w0)
+  if (scored) memo->extend(kv, w0, s, H, D);  // the candidates: blocks [0, w0)
 #pragma omp parallel for schedule(static)
   for (int64_t h = 0; h < H; ++h) {
     const float* qt = q + h * D;
@@ -198,8 +203,7 @@ void DsaAttention::decode(float* out, const float* q, const float* k_cache, cons
         ranges.push_back({a, e});
     }
     std::vector<float> sc;
-    decode_head(out + h * D, qt, k_cache + h * D, v_cache + h * D, ld, D, ranges, sc, r.L,
-                extra_value.data());
+    decode_head(out + h * D, qt, kv, h, ld, D, ranges, sc, r.L, extra_value.data());
   }
 }
 

@@ -37,17 +37,15 @@ struct KeyRange {
   int64_t k0, k1;
 };
 
-// Exact softmax attention of one query head against the keys in `ranges`
-// of a (len, H, D) cache, plus an optional extra key (logit already scaled,
-// -inf = none) as in ops::ExtraKeys; out: D floats. s is scratch for every
-// selected score. Sequential per head, so results do not depend on threading.
-void decode_head(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t ld,
-                 int64_t D, const std::vector<KeyRange>& ranges, std::vector<float>& s,
+// Exact softmax attention of query head h against the cached keys in
+// `ranges` (each within [0, kv.len)), plus an optional extra key (logit
+// already scaled, -inf = none) as in ops::ExtraKeys; out: D floats. ld = H*D.
+// s is scratch for every selected score. Sequential per head and in key
+// order, so results depend neither on threading nor on the paging.
+void decode_head(float* out, const float* q, const KVPages& kv, int64_t h, int64_t ld, int64_t D,
+                 const std::vector<KeyRange>& ranges, std::vector<float>& s,
                  float extra_logit = -std::numeric_limits<float>::infinity(),
                  const float* extra_value = nullptr);
-
-// Throws sparta::Error naming `op` unless H, D >= 1 and len >= 1.
-void check_decode_args(int64_t len, int64_t H, int64_t D, const char* op);
 
 // ------------------------------------------------- shape and summaries (attention_dsa_summaries.cpp)
 

@@ -49,16 +49,17 @@ void WindowAttention::backward(float* dq, float* dk, float* dv, const float* dou
                                        local_window_selection(d, cfg_.block, dsa_window_blocks(cfg_)));
 }
 
-void WindowAttention::decode(float* out, const float* q, const float* k_cache, const float* v_cache,
-                             int64_t len, int64_t H, int64_t D, DecodeMemo*) {
-  check_decode_args(len, H, D, "attention.window");
+void WindowAttention::decode_paged(float* out, const float* q, const KVPages& kv, int64_t H, int64_t D,
+                                   DecodeMemo*) {
+  check_decode_args(kv, H, D, "attention.window");
+  const int64_t len = kv.len;
   const int64_t qb = (len - 1) / cfg_.block;
   const int64_t k0 = std::max<int64_t>(0, qb - dsa_window_blocks(cfg_) + 1) * cfg_.block;
   const std::vector<KeyRange> ranges{{k0, len}};
 #pragma omp parallel for schedule(static)
   for (int64_t h = 0; h < H; ++h) {
     std::vector<float> s;
-    decode_head(out + h * D, q + h * D, k_cache + h * D, v_cache + h * D, H * D, D, ranges, s);
+    decode_head(out + h * D, q + h * D, kv, h, H * D, D, ranges, s);
   }
 }
 
